@@ -1,0 +1,329 @@
+"""Phone numbers and prefix keys: every form a client sends, reduced to one E.164 key.
+
+DESIGN.md "Names live in scopes": ``+`` E.164 stays, a national number is read
+with the tenant's region, ``tel:``/``sip:`` forms and visual separators are
+accepted, anything else is an error naming the input. Pure: no I/O, no state.
+
+Numbers must be *possible* (phonenumbers' length check says IS_POSSIBLE for
+the country; a local-only length is refused), not *valid* (the digits fall in
+a range the metadata knows as allocated). Allocation data lags the numbering
+plans, so a CNAM store that required validity would refuse a carrier's new
+range on the day it goes live and could find stored keys turning invalid
+after a library upgrade; the length check still catches typos and unassigned
+country codes.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, ValidationResult
+
+from cnamd.errors import InvalidNumber, InvalidRequest
+
+__all__ = ["normalize_number", "normalize_prefix", "parse_number", "range_to_prefixes"]
+
+# Longest input read at all: a SIP URI with a long host still fits; a megabyte
+# of junk is refused before any string work (phonenumbers' regexes are slow on it).
+_MAX_INPUT = 256
+# E.164 §6: at most 15 digits after the "+".
+_MAX_E164_DIGITS = 15
+# Longest digit string handed to phonenumbers: its longest national significant
+# number; an international one may still lose a trunk prefix ("+49 (0)...").
+_MAX_PARSED_DIGITS = 17
+# Visual separators (RFC 3966 §5.1.1 plus space and "/"), deleted before reading.
+_SEPARATORS = str.maketrans("", "", " -.()/")
+_COUNTRY_CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+
+
+class _Problem(enum.Enum):
+    """Why an input is not a number; the value completes "<input> ...".
+
+    The hot path returns these instead of raising; only normalize_number()
+    turns one into text, so a rejected SIP dip formats nothing.
+    """
+
+    EMPTY = "is empty"
+    TOO_LONG_INPUT = "is too long to be a phone number"
+    NOT_A_NUMBER = (
+        "is not a phone number: only digits, a leading '+' and the separators"
+        " ' -.()/' are allowed (or a tel:/sip: URI holding one)"
+    )
+    NO_USER_PART = "is a SIP URI without a user part"
+    PRIVATE_CONTEXT = "is a local number whose phone-context is not a '+' number"
+    NEEDS_REGION = (
+        "is a national number and no default region is set; write it as '+' and the country code"
+    )
+    UNKNOWN_REGION = "is a national number and the default region is not a known region code"
+    UNKNOWN_COUNTRY = "does not start with an assigned country code"
+    TOO_SHORT = "is too short for its country"
+    TOO_LONG = "is too long for its country"
+    WRONG_LENGTH = "has a length no number of its country has"
+    TOO_MANY_DIGITS = "has more than the 15 digits E.164 allows"
+    LOCAL_ONLY = "is a local number; add its area code"
+    NOT_A_PREFIX = "is not a prefix: '+' and 1-15 digits"
+    ZERO_COUNTRY = "starts with 0 after the '+'; no country code does"
+
+
+_PARSE_ERRORS = {
+    NumberParseException.INVALID_COUNTRY_CODE: _Problem.UNKNOWN_COUNTRY,
+    NumberParseException.NOT_A_NUMBER: _Problem.TOO_SHORT,  # only digits reach parse()
+    NumberParseException.TOO_SHORT_AFTER_IDD: _Problem.TOO_SHORT,
+    NumberParseException.TOO_SHORT_NSN: _Problem.TOO_SHORT,
+    NumberParseException.TOO_LONG: _Problem.TOO_LONG,
+}
+
+_LENGTH_RESULTS = {
+    ValidationResult.INVALID_COUNTRY_CODE: _Problem.UNKNOWN_COUNTRY,
+    ValidationResult.TOO_SHORT: _Problem.TOO_SHORT,
+    ValidationResult.TOO_LONG: _Problem.TOO_LONG,
+    ValidationResult.INVALID_LENGTH: _Problem.WRONG_LENGTH,
+    ValidationResult.IS_POSSIBLE_LOCAL_ONLY: _Problem.LOCAL_ONLY,
+}
+
+
+def normalize_number(raw: str, region: str | None = None, *, field: str = "phone") -> str:
+    """The E.164 key for ``raw``, read with default ``region``; InvalidNumber names the input.
+
+    For the API and storage. ``00`` is read as the international prefix in
+    every region; other international prefixes (``011`` in NANP) are read
+    when ``region`` is given.
+    """
+    result = _read(raw, region)
+    if isinstance(result, str):
+        return result
+    reason = f"{_shown(raw)} {result.value}"
+    if result is _Problem.UNKNOWN_REGION:
+        reason += f" ({region!r})"
+    raise InvalidNumber(reason, field=field)
+
+
+def parse_number(raw: str, region: str | None = None) -> str | None:
+    """The E.164 key for ``raw``, or None: normalize_number() for the hot path, never raising.
+
+    Same rules, same results (one implementation, _read()). A canonical ``+``
+    number, what SBCs send in P-Asserted-Identity, skips phonenumbers' string
+    parser but not its possibility check: the PhoneNumber is built directly
+    and length-checked, which gives the parser's answer (a property test holds
+    them equal) in 4.5 us instead of 20 us. Digits without ``+`` are a national
+    number, so without a region they are invalid; a SIP front whose peers send
+    E.164 without the ``+`` must add it.
+
+    timeit (CPython 3.11, phonenumbers 9.0), per call: ``+492216698712`` 4.5 us,
+    ``sip:+492216698712@sbc;user=phone`` 6.2 us, ``0221 6698712`` in DE 28 us,
+    ``(212) 555-0001`` in US 23 us, ``garbage`` 1.5 us. Reproduce with
+    ``python -m timeit -s "from cnamd.numbers import parse_number"
+    "parse_number('+492216698712')"``.
+    """
+    result = _read(raw, region)
+    return result if isinstance(result, str) else None
+
+
+def normalize_prefix(raw: str, *, field: str = "prefix") -> str:
+    """The prefix key for ``raw``: ``+`` and 1-15 digits, separators dropped.
+
+    A prefix stands for a block of numbers (``+4922166987``), so no length
+    check applies beyond E.164's 15 digits.
+    """
+    result = _read_key(raw)
+    if isinstance(result, str):
+        return result
+    raise InvalidNumber(f"{_shown(raw)} {result.value}", field=field)
+
+
+def range_to_prefixes(start: str, end: str, *, max_span: int) -> list[str]:
+    """The fewest prefix keys covering exactly the numbers ``start``..``end`` inclusive.
+
+    Endpoints are keys of equal length (normalize them with normalize_number()
+    first; separators are tolerated here). Walking up from ``start``, each
+    step takes the largest block of 10**k numbers that is aligned at the
+    current number and ends at or before ``end``, as CIDR aggregation does in
+    base 2; this greedy walk is minimal. A range spans at most ``max_span``
+    numbers, so one request cannot claim a whole country.
+    """
+    first = normalize_prefix(start, field="start")
+    last = normalize_prefix(end, field="end")
+    length = len(first) - 1
+    if len(last) - 1 != length:
+        raise InvalidRequest(
+            f"{_shown(end)} has {len(last) - 1} digits but start {_shown(start)} has {length};"
+            " a range's ends must have the same length",
+            field="end",
+        )
+    low, high = int(first[1:]), int(last[1:])
+    if high < low:
+        raise InvalidRequest(f"{_shown(end)} is before start {_shown(start)}", field="end")
+    span = high - low + 1
+    if span > max_span:
+        raise InvalidRequest(
+            f"range {_shown(start)}..{_shown(end)} spans {span} numbers; the limit is {max_span}",
+            field="end",
+        )
+    prefixes: list[str] = []
+    largest = 10 ** (length - 1)  # a prefix keeps at least one digit
+    current = low
+    while current <= high:
+        size, dropped = 1, 0
+        while size < largest and current % (size * 10) == 0 and current + size * 10 - 1 <= high:
+            size, dropped = size * 10, dropped + 1
+        prefixes.append("+" + str(current).zfill(length)[: length - dropped])
+        current += size
+    return prefixes
+
+
+def _read(raw: str, region: str | None) -> str | _Problem:
+    """The one implementation of the number rules behind normalize_number() and parse_number()."""
+    if len(raw) <= _MAX_E164_DIGITS + 1 and raw[:1] == "+" and _is_digits(raw[1:]):
+        return _read_digits(True, raw[1:], region)  # already canonical: skip unwrapping
+    if len(raw) > _MAX_INPUT:
+        return _Problem.TOO_LONG_INPUT
+    number = _unwrap(raw)
+    if isinstance(number, _Problem):
+        return number
+    number = number.translate(_SEPARATORS)
+    international = number[:1] == "+"
+    digits = number[1:] if international else number
+    if not digits:
+        return _Problem.EMPTY if not raw.strip() else _Problem.NOT_A_NUMBER
+    if not _is_digits(digits):
+        return _Problem.NOT_A_NUMBER
+    if not international and digits[:2] == "00":
+        international, digits = True, digits[2:]
+    return _read_digits(international, digits, region)
+
+
+def _unwrap(raw: str) -> str | _Problem:
+    """The telephone number inside ``raw``: ``<...>``, ``tel:`` and ``sip:``/``sips:`` removed.
+
+    RFC 3966 §5.1.5: a local number's ``phone-context`` of ``+`` digits is its
+    leading digits; any other context is a private numbering plan.
+    """
+    text = raw.strip()
+    if text[:1] == "<" and text[-1:] == ">":
+        text = text[1:-1].strip()
+    scheme, colon, rest = text.partition(":")
+    if colon:
+        scheme = scheme.lower()
+        if scheme in ("sip", "sips"):
+            userinfo, at, _host = rest.partition("@")
+            if not at:
+                return _Problem.NO_USER_PART
+            text = userinfo.partition(":")[0]  # RFC 3261 §19.1.1: user[:password]
+        elif scheme == "tel":
+            text = rest
+        else:
+            return _Problem.NOT_A_NUMBER
+    number, _, params = text.partition(";")
+    if params and number[:1] != "+":
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "phone-context":
+                if value[:1] != "+":
+                    return _Problem.PRIVATE_CONTEXT
+                number = value + number
+    return number
+
+
+def _read_digits(international: bool, digits: str, region: str | None) -> str | _Problem:
+    """Read ASCII ``digits``: with a country code if ``international``, else in ``region``."""
+    if international:
+        if len(digits) > _MAX_PARSED_DIGITS:
+            return _Problem.TOO_MANY_DIGITS
+        fast = _read_e164_fast(digits) if len(digits) <= _MAX_E164_DIGITS else None
+        if fast is not None:
+            return fast
+        # Longer than E.164 may still shrink: "+7 8 ..." drops the trunk prefix 8.
+        return _read_with_phonenumbers("+" + digits, None)
+    if not region:
+        return _Problem.NEEDS_REGION
+    region = region.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        return _Problem.UNKNOWN_REGION
+    if len(digits) > _MAX_PARSED_DIGITS:
+        return _Problem.TOO_LONG
+    return _read_with_phonenumbers(digits, region)
+
+
+def _read_e164_fast(digits: str) -> str | _Problem | None:
+    """Judge ``+digits`` without phonenumbers' parser, or None when only the parser can.
+
+    The parser would rewrite a national number starting with a national prefix
+    (``+49 0221...`` -> ``+49221...``) and keeps Italian leading zeros; those
+    cases go to it. Otherwise its result is the input itself, so building the
+    PhoneNumber directly and checking its length gives the same answer faster.
+    """
+    if digits[0] == "0":
+        return _Problem.UNKNOWN_COUNTRY
+    for size in (1, 2, 3):
+        country = int(digits[:size])
+        if country in _COUNTRY_CODES:
+            break
+    else:
+        return _Problem.UNKNOWN_COUNTRY
+    national = digits[size:]
+    if len(national) < 2 or national[0] == "0":
+        return None
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(
+        country, phonenumbers.region_code_for_country_code(country)
+    )
+    if metadata is None:
+        return None
+    trunk = metadata.national_prefix_for_parsing
+    if trunk and (not trunk.isdigit() or national.startswith(trunk)):
+        return None
+    number = PhoneNumber(country_code=country, national_number=int(national))
+    return _possible(number, "+" + digits)
+
+
+def _read_with_phonenumbers(text: str, region: str | None) -> str | _Problem:
+    """Parse ``text`` (``+`` and digits, or national digits) with phonenumbers."""
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException as exc:
+        return _PARSE_ERRORS.get(exc.error_type, _Problem.NOT_A_NUMBER)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if len(e164) > _MAX_E164_DIGITS + 1:
+        return _Problem.TOO_MANY_DIGITS
+    return _possible(number, e164)
+
+
+def _possible(number: PhoneNumber, e164: str) -> str | _Problem:
+    """``e164`` when ``number``'s length fits its country.
+
+    A length phonenumbers calls possible "local only" (``555-0001`` in US, no
+    area code) is refused: a caller ID never arrives that way, so the key
+    would never match.
+    """
+    result = phonenumbers.is_possible_number_with_reason(number)
+    if result == ValidationResult.IS_POSSIBLE:
+        return e164
+    return _LENGTH_RESULTS.get(result, _Problem.WRONG_LENGTH)
+
+
+def _read_key(raw: str) -> str | _Problem:
+    """A key: ``+`` and 1-15 ASCII digits, not starting with 0, separators dropped."""
+    if len(raw) > _MAX_INPUT:
+        return _Problem.TOO_LONG_INPUT
+    key = raw.strip().translate(_SEPARATORS)
+    if not key:
+        return _Problem.EMPTY
+    if key[0] != "+" or not _is_digits(key[1:]):
+        return _Problem.NOT_A_PREFIX
+    if len(key) > _MAX_E164_DIGITS + 1:
+        return _Problem.TOO_MANY_DIGITS
+    if key[1] == "0":
+        return _Problem.ZERO_COUNTRY
+    return key
+
+
+def _is_digits(text: str) -> bool:
+    """Non-empty and only ASCII 0-9 (str.isdigit alone also accepts other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
+def _shown(raw: str, limit: int = 40) -> str:
+    """``raw`` quoted for a reason, cut at ``limit`` characters so a huge input stays short."""
+    if len(raw) <= limit:
+        return repr(raw)
+    return f"{raw[:limit]!r}... ({len(raw)} characters)"
