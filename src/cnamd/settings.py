@@ -1,0 +1,348 @@
+"""Every setting cnamd has, validated in one place.
+
+Precedence: built-in defaults < TOML file (``--config``) < ``CNAMD_<SECTION>_<KEY>``
+environment variables < command-line flags. ``load()`` has no side effects: it
+returns a frozen ``Settings`` or raises ``ConfigError`` naming the setting, the
+bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cnamd.errors import ConfigError
+
+Check = Callable[[Any], str | None]
+
+
+def _between(low: float, high: float) -> Check:
+    return lambda v: None if low <= v <= high else f"between {low:g} and {high:g}"
+
+
+def _listen_address(value: str) -> str | None:
+    """``host:port`` with an IPv6 host in brackets; returns what is allowed when bad."""
+    allowed = "host:port, e.g. 127.0.0.1:5060 or [::1]:5060"
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        return allowed
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return allowed
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # A host name is allowed (resolved at bind time), but only a plausible one.
+        if not host.replace("-", "").replace(".", "").isalnum():
+            return allowed
+    return None
+
+
+def _each(check: Check) -> Check:
+    def run(values: tuple[str, ...]) -> str | None:
+        for value in values:
+            allowed = check(value)
+            if allowed:
+                return allowed
+        return None
+
+    return run
+
+
+def _networks(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return "CIDR networks, e.g. 10.0.0.0/8 or 2001:db8::/32"
+    return None
+
+
+def _setting(default: Any, doc: str, check: Check | None = None) -> Any:
+    """A field with its documentation and an optional check returning what is allowed."""
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = _setting("", "PostgreSQL URL; empty starts an embedded PostgreSQL in embedded_dir")
+    embedded_dir: str = _setting("./var/pgdata", "data directory of the embedded PostgreSQL")
+    pool_min: int = _setting(1, "connections the pool keeps open", _between(0, 100))
+    pool_max: int = _setting(10, "connections the pool may open", _between(1, 500))
+    connect_timeout: float = _setting(5.0, "seconds to wait for one connection", _between(0.1, 300))
+    on_unreachable: Literal["exit", "retry"] = _setting(
+        "exit",
+        "at start-up without a usable snapshot: exit (code 2) or keep retrying with backoff",
+    )
+    retry_max_seconds: float = _setting(30.0, "cap of the reconnect backoff", _between(0.1, 3600))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    listen: str = _setting("127.0.0.1:8080", "address of the HTTP API", _listen_address)
+    trusted_networks: tuple[str, ...] = _setting(
+        ("127.0.0.0/8", "::1/128"), "networks whose lookups need no API key", _networks
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SipSettings:
+    listen: tuple[str, ...] = _setting(
+        ("127.0.0.1:5060",), "UDP and TCP addresses of the SIP front", _each(_listen_address)
+    )
+    tls_listen: tuple[str, ...] = _setting((), "TLS addresses (need tls_cert and tls_key)", _each(_listen_address))
+    tls_cert: str = _setting("", "PEM certificate chain for SIP over TLS")
+    tls_key: str = _setting("", "PEM private key for SIP over TLS")
+    number_source: Literal["identity", "request-uri"] = _setting(
+        "identity",
+        "where the calling number comes from: identity = P-Asserted-Identity, "
+        "Remote-Party-ID, then From; request-uri = the Request-URI user",
+    )
+    miss_reply: Literal["404", "302"] = _setting("404", "answer when no name is found")
+    invalid_reply: Literal["400", "404"] = _setting("400", "answer to an unreadable calling number")
+    deny_reply: Literal["403", "drop"] = _setting("403", "answer to a source outside sip.allow")
+    allow: tuple[str, ...] = _setting(
+        ("127.0.0.0/8", "::1/128"),
+        "networks allowed to ask, besides each tenant's own SIP networks", _networks,
+    )
+    anonymous_name: str = _setting("Anonymous", "name for callers who asked for privacy")
+    rate: float = _setting(2000.0, "requests per second allowed per source address", _between(0, 1e7))
+    burst: float = _setting(4000.0, "token-bucket depth per source address", _between(1, 1e8))
+    retry_after: int = _setting(1, "Retry-After seconds on a 503", _between(0, 3600))
+    udp_rcvbuf: int = _setting(
+        8 * 1024 * 1024, "UDP receive buffer in bytes", _between(65536, 1 << 30)
+    )
+    tcp_idle_timeout: float = _setting(120.0, "seconds before an idle TCP/TLS connection is closed",
+                                       _between(1, 86400))
+    tcp_max_connections: int = _setting(4096, "open TCP/TLS connections per worker",
+                                        _between(1, 1_000_000))
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    snapshot_path: str = _setting(
+        "./var/cache.snapshot", "snapshot written after each full load; empty disables it"
+    )
+    reconcile_interval: float = _setting(
+        300.0, "seconds between cache/database digest comparisons", _between(1, 86400)
+    )
+    stale_ready_status: Literal[200, 503] = _setting(
+        200, "/readyz status while serving a snapshot the database has not confirmed"
+    )
+    compact_threshold: int = _setting(
+        20000, "live changes held in the overlay before it is folded into the base",
+        _between(100, 10_000_000),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NameSettings:
+    max_length: int = _setting(15, "longest caller name accepted (15 is the PSTN CNAM limit)",
+                               _between(1, 256))
+
+
+@dataclass(frozen=True, slots=True)
+class RangeSettings:
+    max_span: int = _setting(100000, "most numbers one range may cover", _between(1, 10**9))
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: Literal["debug", "info", "warning", "error"] = _setting("info", "log level")
+    format: Literal["kv", "json"] = _setting("kv", "one line per event: key=value or JSON")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    workers: int = _setting(1, "worker processes sharing the listening sockets", _between(1, 256))
+    shutdown_timeout: float = _setting(4.0, "seconds to drain on SIGTERM", _between(0, 600))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration; sections mirror the TOML tables."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    names: NameSettings = field(default_factory=NameSettings)
+    ranges: RangeSettings = field(default_factory=RangeSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+
+SECTIONS: dict[str, type[Any]] = typing.get_type_hints(Settings)
+
+
+def _convert(name: str, hint: Any, raw: Any) -> Any:
+    """Turn a TOML value or a string from env/flags into the field's type."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        for choice in choices:
+            if raw == choice or (isinstance(raw, str) and str(choice) == raw.strip()):
+                return choice
+        raise _bad(name, raw, "one of " + ", ".join(str(c) for c in choices))
+    if origin is tuple:
+        if isinstance(raw, str):
+            raw = [part.strip() for part in raw.split(",") if part.strip()]
+        if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
+            raise _bad(name, raw, "a list of strings (comma-separated in env and flags)")
+        return tuple(raw)
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise _bad(name, raw, "true or false")
+    if hint is int:
+        if isinstance(raw, bool):
+            raise _bad(name, raw, "an integer")
+        try:
+            return int(str(raw).strip().replace("_", ""))
+        except ValueError:
+            raise _bad(name, raw, "an integer") from None
+    if hint is float:
+        if isinstance(raw, bool):
+            raise _bad(name, raw, "a number")
+        try:
+            return float(str(raw).strip())
+        except ValueError:
+            raise _bad(name, raw, "a number") from None
+    if hint is str:
+        if not isinstance(raw, str):
+            raise _bad(name, raw, "a string")
+        return raw
+    raise AssertionError(f"unsupported setting type {hint!r} for {name}")  # pragma: no cover
+
+
+def _bad(name: str, raw: Any, allowed: str) -> ConfigError:
+    shown = repr(raw) if len(repr(raw)) <= 80 else repr(raw)[:77] + "..."
+    return ConfigError(f"invalid value {shown}: expected {allowed}", field=name)
+
+
+def _apply(layers: list[tuple[str, Mapping[str, Mapping[str, Any]]]]) -> Settings:
+    """Fold the layers (later wins) over the defaults, converting and checking each value."""
+    chosen: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for origin, layer in layers:
+        for section, values in layer.items():
+            if section not in SECTIONS:
+                raise ConfigError(
+                    f"unknown section in {origin}; known: {', '.join(SECTIONS)}", field=section
+                )
+            hints = typing.get_type_hints(SECTIONS[section])
+            for key, raw in values.items():
+                name = f"{section}.{key}"
+                if key not in hints:
+                    raise ConfigError(
+                        f"unknown setting in {origin}; known in [{section}]: {', '.join(hints)}",
+                        field=name,
+                    )
+                chosen[section][key] = _convert(name, hints[key], raw)
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        built = cls(**chosen[section])
+        for f in dataclasses.fields(built):
+            check = f.metadata.get("check")
+            value = getattr(built, f.name)
+            allowed = check(value) if check else None
+            if allowed:
+                raise _bad(f"{section}.{f.name}", value, allowed)
+        sections[section] = built
+    settings = Settings(**sections)
+    _check_whole(settings)
+    return settings
+
+
+def _check_whole(settings: Settings) -> None:
+    """Rules that span settings."""
+    if settings.database.pool_min > settings.database.pool_max:
+        raise _bad("database.pool_min", settings.database.pool_min, "at most database.pool_max")
+    sip = settings.sip
+    if sip.tls_listen and not (sip.tls_cert and sip.tls_key):
+        raise ConfigError("TLS listeners need sip.tls_cert and sip.tls_key", field="sip.tls_listen")
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; any problem is a ConfigError naming the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {path}", field="--config") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", field="--config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", field="--config") from None
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``CNAMD_<SECTION>_<KEY>`` variables; section names have no underscore."""
+    layer: dict[str, dict[str, str]] = {}
+    for var, value in environ.items():
+        if not var.startswith("CNAMD_") or var == "CNAMD_CONFIG":
+            continue
+        section, _, key = var[len("CNAMD_") :].lower().partition("_")
+        if section not in SECTIONS or not key:
+            raise ConfigError(
+                f"unknown environment variable; expected CNAMD_<SECTION>_<KEY> with a section "
+                f"in {', '.join(SECTIONS)}",
+                field=var,
+            )
+        layer.setdefault(section, {})[key] = value
+    return layer
+
+
+def override_layer(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``section.key=value`` pairs from ``--set`` and the named flags."""
+    layer: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"expected section.key=value, got {pair!r}", field="--set")
+        layer.setdefault(section, {})[key] = value
+    return layer
+
+
+def load(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: list[str] | None = None,
+) -> Settings:
+    """Defaults < file < environment < flags, validated; raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get("CNAMD_CONFIG"):
+        config_file = Path(environ["CNAMD_CONFIG"])
+    layers: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
+    if config_file is not None:
+        data = read_file(config_file)
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"expected a [table] in {config_file}", field=section)
+        layers.append((str(config_file), data))
+    layers.append(("the environment", env_layer(environ)))
+    layers.append(("the command line", override_layer(overrides or [])))
+    return _apply(layers)
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(name, default, doc) for every setting: the source of the example file."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{section}.{f.name}", f.default, f.metadata["doc"]))
+    return rows
+

@@ -1,0 +1,1 @@
+"""PostgreSQL: the truth. SQL lives here, one module per aggregate."""

@@ -1,0 +1,84 @@
+"""Shared fixtures: one real embedded PostgreSQL per test run, a fresh database per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cnamd.store.embedded import EmbeddedPostgres
+from cnamd.store.migrations import migrate
+
+TEMPLATE = "cnamd_template"
+
+
+@pytest.fixture(scope="session")
+async def pg(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedPostgres]:
+    """The embedded PostgreSQL, started once for the whole run."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database=TEMPLATE)
+    await server.start()
+    conn = await asyncpg.connect(server.url(TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def empty_db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A database with no schema at all."""
+    async with _database(pg, None) as url:
+        yield url
+
+
+@pytest.fixture
+async def db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A freshly migrated database of its own for this test."""
+    async with _database(pg, TEMPLATE) as url:
+        yield url
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[type-arg]
+    connection = await asyncpg.connect(db_url)
+    yield connection
+    await connection.close()
+
+
+class _database:
+    """Create a database (from a template) for one test and drop it afterwards."""
+
+    def __init__(self, pg: EmbeddedPostgres, template: str | None) -> None:
+        self.pg = pg
+        self.template = template
+        self.name = "t_" + uuid.uuid4().hex[:12]
+
+    async def __aenter__(self) -> str:
+        admin = await asyncpg.connect(self.pg.url("postgres"))
+        try:
+            if self.template:
+                await admin.execute(
+                    f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY'
+                )
+            else:
+                await admin.execute(f'CREATE DATABASE "{self.name}"')
+        finally:
+            await admin.close()
+        return self.pg.url(self.name)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        admin = await asyncpg.connect(self.pg.url("postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,121 @@
+"""Every write that changes what is served is logged, once, in commit order."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from cnamd.model import Scope
+from cnamd.store.entries import changes_after, entry_hash, served_digest
+
+Conn = Any
+
+
+async def _tenant(conn: Conn) -> int:
+    tid: int = await conn.fetchval(
+        "INSERT INTO tenants (slug, name, region) VALUES ('acme', 'Acme', 'DE') RETURNING id")
+    return tid
+
+
+INSERT = (
+    "INSERT INTO cnam_entries (scope, tenant_id, key, name, approval, approved_at)"
+    " VALUES ('enterprise', $1, $2, $3, $4, CASE WHEN $4 = 'approved' THEN now() END)"
+)
+
+
+async def test_insert_update_delete_are_logged_with_old_and_new_name(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    start = (await changes_after(conn, 0))[-1].id
+    await conn.execute(INSERT, tenant, "+4930", "Old", "approved")
+    await conn.execute("UPDATE cnam_entries SET name = 'New' WHERE key = '+4930'")
+    await conn.execute("DELETE FROM cnam_entries WHERE key = '+4930'")
+    log = [(c.key, c.name, c.old_name) for c in await changes_after(conn, start)]
+    assert log == [("+4930", "Old", None), ("+4930", "New", "Old"), ("+4930", None, "New")]
+
+
+async def test_pending_names_are_not_served_until_approved(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    start = (await changes_after(conn, 0))[-1].id
+    await conn.execute(INSERT, tenant, "+4930", "Wait", "pending")
+    assert await changes_after(conn, start) == []
+    await conn.execute(
+        "UPDATE cnam_entries SET approval = 'approved', approved_at = now() WHERE key = '+4930'")
+    [change] = await changes_after(conn, start)
+    assert (change.scope, change.owner, change.name, change.old_name) == (
+        Scope.ENTERPRISE, tenant, "Wait", None)
+
+
+async def test_insert_skipped_by_on_conflict_logs_nothing(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    await conn.execute(INSERT, tenant, "+4930", "First", "approved")
+    before = await changes_after(conn, 0)
+    await conn.execute(INSERT + " ON CONFLICT (scope, owner_id, key) DO NOTHING",
+                       tenant, "+4930", "Second", "approved")
+    assert await changes_after(conn, 0) == before
+
+
+async def test_moving_a_key_logs_removal_and_addition(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    await conn.execute(INSERT, tenant, "+4930", "Berlin", "approved")
+    start = (await changes_after(conn, 0))[-1].id
+    await conn.execute("UPDATE cnam_entries SET key = '+4940' WHERE key = '+4930'")
+    log = [(c.key, c.name, c.old_name) for c in await changes_after(conn, start)]
+    assert log == [("+4930", None, "Berlin"), ("+4940", "Berlin", None)]
+
+
+async def test_context_tables_log_one_row_per_statement(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    start = (await changes_after(conn, 0))[-1].id
+    await conn.executemany("INSERT INTO tenant_networks (tenant_id, network) VALUES ($1, $2::cidr)",
+                           [(tenant, "10.0.0.0/8")])
+    await conn.execute("INSERT INTO phone_numbers (tenant_id, number) VALUES ($1, '+491'),"
+                       " ($1, '+492')", tenant)
+    kinds = [c.kind for c in await changes_after(conn, start)]
+    assert kinds == ["contexts", "contexts"]
+
+
+async def test_concurrent_writers_get_gapless_ids_in_commit_order(db_url: str) -> None:
+    setup = await asyncpg.connect(db_url)
+    tenant = await _tenant(setup)
+    await setup.close()
+
+    async def writer(n: int) -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            for i in range(10):
+                async with conn.transaction():
+                    await conn.execute(INSERT, tenant, f"+49{n}{i:02d}", f"W{n}", "approved")
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(writer(n) for n in range(1, 6)))
+    check = await asyncpg.connect(db_url)
+    try:
+        ids = [c.id for c in await changes_after(check, 0, limit=1000)]
+        assert ids == list(range(1, len(ids) + 1))
+        assert len([i for i in ids]) == 1 + 50  # the tenant row, then 50 names
+    finally:
+        await check.close()
+
+
+async def test_rolled_back_write_leaves_no_change(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    before = await changes_after(conn, 0)
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute(INSERT, tenant, "+4930", "Ghost", "approved")
+    await tx.rollback()
+    assert await changes_after(conn, 0) == before
+
+
+async def test_digest_matches_the_python_twin(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    await conn.execute(INSERT, tenant, "+4930", "Berlin", "approved")
+    await conn.execute(INSERT, tenant, "+4940", "Hamburg", "approved")
+    await conn.execute(INSERT, tenant, "+4950", "Pending", "pending")
+    digest = await served_digest(conn)
+    assert digest.count == 2
+    assert digest.hash_sum == (entry_hash(Scope.ENTERPRISE, tenant, "+4930", "Berlin")
+                               + entry_hash(Scope.ENTERPRISE, tenant, "+4940", "Hamburg"))
