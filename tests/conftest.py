@@ -32,25 +32,25 @@ async def pg(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embedded
 @pytest.fixture
 async def empty_db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     """A database with no schema at all."""
-    async with _database(pg, None) as url:
+    async with _Database(pg, None) as url:
         yield url
 
 
 @pytest.fixture
 async def db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     """A freshly migrated database of its own for this test."""
-    async with _database(pg, TEMPLATE) as url:
+    async with _Database(pg, TEMPLATE) as url:
         yield url
 
 
 @pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[type-arg]
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(db_url)
     yield connection
     await connection.close()
 
 
-class _database:
+class _Database:
     """Create a database (from a template) for one test and drop it afterwards."""
 
     def __init__(self, pg: EmbeddedPostgres, template: str | None) -> None:

@@ -98,7 +98,9 @@ class SipSettings:
     listen: tuple[str, ...] = _setting(
         ("127.0.0.1:5060",), "UDP and TCP addresses of the SIP front", _each(_listen_address)
     )
-    tls_listen: tuple[str, ...] = _setting((), "TLS addresses (need tls_cert and tls_key)", _each(_listen_address))
+    tls_listen: tuple[str, ...] = _setting(
+        (), "TLS addresses (need tls_cert and tls_key)", _each(_listen_address)
+    )
     tls_cert: str = _setting("", "PEM certificate chain for SIP over TLS")
     tls_key: str = _setting("", "PEM private key for SIP over TLS")
     number_source: Literal["identity", "request-uri"] = _setting(
@@ -111,19 +113,24 @@ class SipSettings:
     deny_reply: Literal["403", "drop"] = _setting("403", "answer to a source outside sip.allow")
     allow: tuple[str, ...] = _setting(
         ("127.0.0.0/8", "::1/128"),
-        "networks allowed to ask, besides each tenant's own SIP networks", _networks,
+        "networks allowed to ask, besides each tenant's own SIP networks",
+        _networks,
     )
     anonymous_name: str = _setting("Anonymous", "name for callers who asked for privacy")
-    rate: float = _setting(2000.0, "requests per second allowed per source address", _between(0, 1e7))
+    rate: float = _setting(
+        2000.0, "requests per second allowed per source address", _between(0, 1e7)
+    )
     burst: float = _setting(4000.0, "token-bucket depth per source address", _between(1, 1e8))
     retry_after: int = _setting(1, "Retry-After seconds on a 503", _between(0, 3600))
     udp_rcvbuf: int = _setting(
         8 * 1024 * 1024, "UDP receive buffer in bytes", _between(65536, 1 << 30)
     )
-    tcp_idle_timeout: float = _setting(120.0, "seconds before an idle TCP/TLS connection is closed",
-                                       _between(1, 86400))
-    tcp_max_connections: int = _setting(4096, "open TCP/TLS connections per worker",
-                                        _between(1, 1_000_000))
+    tcp_idle_timeout: float = _setting(
+        120.0, "seconds before an idle TCP/TLS connection is closed", _between(1, 86400)
+    )
+    tcp_max_connections: int = _setting(
+        4096, "open TCP/TLS connections per worker", _between(1, 1_000_000)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +145,17 @@ class CacheSettings:
         200, "/readyz status while serving a snapshot the database has not confirmed"
     )
     compact_threshold: int = _setting(
-        20000, "live changes held in the overlay before it is folded into the base",
+        20000,
+        "live changes held in the overlay before it is folded into the base",
         _between(100, 10_000_000),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class NameSettings:
-    max_length: int = _setting(15, "longest caller name accepted (15 is the PSTN CNAM limit)",
-                               _between(1, 256))
+    max_length: int = _setting(
+        15, "longest caller name accepted (15 is the PSTN CNAM limit)", _between(1, 256)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,4 +354,3 @@ def describe() -> list[tuple[str, Any, str]]:
         for f in dataclasses.fields(cls):
             rows.append((f"{section}.{f.name}", f.default, f.metadata["doc"]))
     return rows
-

@@ -15,7 +15,8 @@ Conn = Any
 
 async def _tenant(conn: Conn) -> int:
     tid: int = await conn.fetchval(
-        "INSERT INTO tenants (slug, name, region) VALUES ('acme', 'Acme', 'DE') RETURNING id")
+        "INSERT INTO tenants (slug, name, region) VALUES ('acme', 'Acme', 'DE') RETURNING id"
+    )
     return tid
 
 
@@ -41,18 +42,28 @@ async def test_pending_names_are_not_served_until_approved(conn: Conn) -> None:
     await conn.execute(INSERT, tenant, "+4930", "Wait", "pending")
     assert await changes_after(conn, start) == []
     await conn.execute(
-        "UPDATE cnam_entries SET approval = 'approved', approved_at = now() WHERE key = '+4930'")
+        "UPDATE cnam_entries SET approval = 'approved', approved_at = now() WHERE key = '+4930'"
+    )
     [change] = await changes_after(conn, start)
     assert (change.scope, change.owner, change.name, change.old_name) == (
-        Scope.ENTERPRISE, tenant, "Wait", None)
+        Scope.ENTERPRISE,
+        tenant,
+        "Wait",
+        None,
+    )
 
 
 async def test_insert_skipped_by_on_conflict_logs_nothing(conn: Conn) -> None:
     tenant = await _tenant(conn)
     await conn.execute(INSERT, tenant, "+4930", "First", "approved")
     before = await changes_after(conn, 0)
-    await conn.execute(INSERT + " ON CONFLICT (scope, owner_id, key) DO NOTHING",
-                       tenant, "+4930", "Second", "approved")
+    await conn.execute(
+        INSERT + " ON CONFLICT (scope, owner_id, key) DO NOTHING",
+        tenant,
+        "+4930",
+        "Second",
+        "approved",
+    )
     assert await changes_after(conn, 0) == before
 
 
@@ -68,10 +79,13 @@ async def test_moving_a_key_logs_removal_and_addition(conn: Conn) -> None:
 async def test_context_tables_log_one_row_per_statement(conn: Conn) -> None:
     tenant = await _tenant(conn)
     start = (await changes_after(conn, 0))[-1].id
-    await conn.executemany("INSERT INTO tenant_networks (tenant_id, network) VALUES ($1, $2::cidr)",
-                           [(tenant, "10.0.0.0/8")])
-    await conn.execute("INSERT INTO phone_numbers (tenant_id, number) VALUES ($1, '+491'),"
-                       " ($1, '+492')", tenant)
+    await conn.executemany(
+        "INSERT INTO tenant_networks (tenant_id, network) VALUES ($1, $2::cidr)",
+        [(tenant, "10.0.0.0/8")],
+    )
+    await conn.execute(
+        "INSERT INTO phone_numbers (tenant_id, number) VALUES ($1, '+491'), ($1, '+492')", tenant
+    )
     kinds = [c.kind for c in await changes_after(conn, start)]
     assert kinds == ["contexts", "contexts"]
 
@@ -117,5 +131,7 @@ async def test_digest_matches_the_python_twin(conn: Conn) -> None:
     await conn.execute(INSERT, tenant, "+4950", "Pending", "pending")
     digest = await served_digest(conn)
     assert digest.count == 2
-    assert digest.hash_sum == (entry_hash(Scope.ENTERPRISE, tenant, "+4930", "Berlin")
-                               + entry_hash(Scope.ENTERPRISE, tenant, "+4940", "Hamburg"))
+    assert digest.hash_sum == (
+        entry_hash(Scope.ENTERPRISE, tenant, "+4930", "Berlin")
+        + entry_hash(Scope.ENTERPRISE, tenant, "+4940", "Hamburg")
+    )

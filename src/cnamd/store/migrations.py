@@ -41,20 +41,20 @@ def available() -> list[Migration]:
     return found
 
 
-async def applied_versions(conn: asyncpg.Connection) -> set[int]:  # type: ignore[type-arg]
+async def applied_versions(conn: asyncpg.Connection) -> set[int]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return set()
     return {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
 
 
-async def pending(conn: asyncpg.Connection) -> list[Migration]:  # type: ignore[type-arg]
+async def pending(conn: asyncpg.Connection) -> list[Migration]:
     """Migrations this database has not applied yet (empty: schema current)."""
     done = await applied_versions(conn)
     return [m for m in available() if m.version not in done]
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:  # type: ignore[type-arg]
+async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     """Apply every pending migration; returns what this call applied."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
@@ -69,9 +69,13 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:  # type: ignore[
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    migration.version, migration.name,
+                    migration.version,
+                    migration.name,
                 )
-            log.info("migration applied", extra={"version": migration.version, "name": migration.name})
+            log.info(
+                "migration applied",
+                extra={"version": migration.version, "migration": migration.name},
+            )
             done.append(migration)
         return done
     finally:

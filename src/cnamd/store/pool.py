@@ -6,7 +6,6 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -14,7 +13,7 @@ from cnamd.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-Pool = asyncpg.Pool  # type: ignore[type-arg]
+Pool = asyncpg.Pool
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -26,12 +25,14 @@ def describe_failure(exc: BaseException) -> str:
 _CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
-async def connect_once(url: str, timeout: float) -> asyncpg.Connection:  # type: ignore[type-arg]
+async def connect_once(url: str, timeout: float) -> asyncpg.Connection:
     """One connection, or StoreUnavailable naming why."""
     try:
-        conn: asyncpg.Connection = await asyncpg.connect(url, timeout=timeout)  # type: ignore[type-arg]
+        conn: asyncpg.Connection = await asyncpg.connect(url, timeout=timeout)
     except _CONNECT_ERRORS as exc:
-        raise StoreUnavailable(f"cannot connect: {describe_failure(exc)}", field="database.url") from exc
+        raise StoreUnavailable(
+            f"cannot connect: {describe_failure(exc)}", field="database.url"
+        ) from exc
     return conn
 
 
@@ -42,7 +43,9 @@ async def create_pool(url: str, *, min_size: int, max_size: int, timeout: float)
             url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=60
         )
     except _CONNECT_ERRORS as exc:
-        raise StoreUnavailable(f"cannot connect: {describe_failure(exc)}", field="database.url") from exc
+        raise StoreUnavailable(
+            f"cannot connect: {describe_failure(exc)}", field="database.url"
+        ) from exc
     assert pool is not None
     return pool
 
@@ -59,13 +62,6 @@ def backoff_delays(cap: float, first: float = 0.25) -> AsyncIterator[float]:
     return delays()
 
 
-@asynccontextmanager
-async def transaction(pool: Pool) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[type-arg]
-    """A connection inside one transaction: every write is all or nothing."""
-    async with pool.acquire() as conn, conn.transaction():
-        yield conn
-
-
 async def wait_until_reachable(url: str, *, timeout: float, cap: float) -> None:
     """Retry with capped backoff until a connection succeeds, logging each failure once."""
     delays = backoff_delays(cap)
@@ -74,8 +70,10 @@ async def wait_until_reachable(url: str, *, timeout: float, cap: float) -> None:
             conn = await connect_once(url, timeout)
         except StoreUnavailable as exc:
             delay = await anext(delays)
-            log.warning("database unreachable, retrying",
-                        extra={"reason": exc.reason, "retry_in": round(delay, 2)})
+            log.warning(
+                "database unreachable, retrying",
+                extra={"reason": exc.reason, "retry_in": round(delay, 2)},
+            )
             await asyncio.sleep(delay)
             continue
         await conn.close()

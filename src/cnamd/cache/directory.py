@@ -1,0 +1,106 @@
+"""The served view: the name cache and the context maps, swapped whole by the feed.
+
+Fronts hold one Directory for the life of the process; the feed replaces its
+parts (``install``) and applies changes; lookups read whatever is installed,
+synchronously, without touching the database.
+"""
+
+from __future__ import annotations
+
+from cnamd.cache.contexts import Contexts
+from cnamd.cache.trie import NameCache
+from cnamd.errors import InvalidRequest, NotFound
+from cnamd.model import GLOBAL_ONLY, LookupContext, LookupResult, Scope
+from cnamd.numbers import normalize_number, parse_number
+from cnamd.store.entries import Digest
+
+
+class Directory:
+    """Names plus who-asks maps, with the change id and digest they reflect."""
+
+    def __init__(self) -> None:
+        self.cache: NameCache | None = None
+        self.contexts: Contexts | None = None
+        self.digest = Digest(0, 0, 0)
+        self.stale = False
+
+    @property
+    def ready(self) -> bool:
+        """True once a full load or a snapshot is installed."""
+        return self.cache is not None and self.contexts is not None
+
+    def install(self, cache: NameCache, contexts: Contexts, digest: Digest, *, stale: bool) -> None:
+        """Swap in a cache built off to the side; the old one is closed."""
+        old, self.cache = self.cache, cache
+        self.contexts = contexts
+        self.digest = digest
+        self.stale = stale
+        if old is not None and old is not cache:
+            old.close()
+
+    def counts(self) -> dict[Scope, int]:
+        return self.cache.counts() if self.cache is not None else {}
+
+    # -- lookups -----------------------------------------------------------
+
+    def resolve(self, number: str, ctx: LookupContext) -> LookupResult | None:
+        """Scope chain lookup of a normalized E.164 number."""
+        cache = self.cache
+        return cache.lookup(number, ctx) if cache is not None else None
+
+    def request_context(
+        self, *, tenant: str | None = None, user: str | None = None, called: str | None = None
+    ) -> tuple[LookupContext, str | None]:
+        """The context and default region for an API lookup; unknown names are errors.
+
+        An explicit tenant (and user) wins; else the owner of the called number;
+        else the global directory only.
+        """
+        contexts = self.contexts
+        if contexts is None:
+            return GLOBAL_ONLY, None
+        if tenant is not None:
+            info = contexts.tenant(tenant)
+            if info is None:
+                raise NotFound(f"no tenant {tenant!r}", field="tenant")
+            if user is None:
+                return LookupContext(info.id), info.region
+            ctx = contexts.user_context(info, user)
+            if ctx is None:
+                raise NotFound(f"no user {user!r} in tenant {tenant!r}", field="user")
+            return ctx, info.region
+        if user is not None:
+            raise InvalidRequest("a user needs its tenant", field="tenant")
+        if called is not None:
+            number = normalize_number(called, None, field="called")
+            owner = contexts.called_context(number)
+            if owner is not None:
+                return owner, contexts.region_of(owner)
+        return GLOBAL_ONLY, None
+
+    def lookup(
+        self, raw: str, ctx: LookupContext, region: str | None
+    ) -> tuple[str, LookupResult | None]:
+        """Normalize ``raw`` (raising InvalidNumber) and look it up."""
+        number = normalize_number(raw, region, field="number")
+        return number, self.resolve(number, ctx)
+
+    def caller_lookup(
+        self, calling: str, called: str, source_ip: str
+    ) -> tuple[str | None, LookupResult | None]:
+        """The SIP dip's question, never raising: (E.164 or None if unreadable, result)."""
+        contexts = self.contexts
+        if contexts is None:
+            return parse_number(calling, None), None
+        owner = contexts.called_context(called)
+        if owner is None and not called.startswith("+"):
+            owner = contexts.called_context("+" + called)
+        ctx = owner if owner is not None else contexts.source_context(source_ip)
+        number = parse_number(calling, contexts.region_of(ctx))
+        if number is None:
+            return None, None
+        return number, self.resolve(number, ctx)
+
+    def admit(self, source_ip: str) -> bool:
+        contexts = self.contexts
+        return contexts is not None and contexts.source(source_ip)[0]

@@ -1,0 +1,377 @@
+"""Keeps the Directory equal to PostgreSQL: full loads off to the side, then the change log.
+
+Start-up: a streamed full load in one REPEATABLE READ snapshot (entries, context
+maps and the change id they reflect), built off to the side, written to the
+snapshot file and swapped in. After that the feed LISTENs, and on every
+notification (or poll tick, which also proves the connection alive) applies
+change-log rows with id > last applied, in id order. Ids are gapless (see the
+schema), so a jump means the log was pruned under us: reload. A periodic
+reconciliation compares a digest (count and hash sum of served entries) with
+the one kept in step with each applied change, and reloads on a difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from cnamd import metrics
+from cnamd.cache.contexts import Contexts
+from cnamd.cache.directory import Directory
+from cnamd.cache.trie import CacheBuilder, NameCache
+from cnamd.errors import SnapshotError, StoreUnavailable
+from cnamd.settings import CacheSettings, DatabaseSettings
+from cnamd.store import entries
+from cnamd.store.contexts import load_context_rows
+from cnamd.store.entries import Change, Digest, entry_hash
+from cnamd.store.pool import backoff_delays, connect_once, describe_failure
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "cnamd_changes"
+SNAPSHOT_META_FORMAT = 1
+_PROGRESS_EVERY = 5.0
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+    StoreUnavailable,
+)
+
+
+class ChangeFeed:
+    """Loads the Directory and keeps it fresh; the only writer of the Directory."""
+
+    def __init__(
+        self,
+        url: str,
+        directory: Directory,
+        cache_settings: CacheSettings,
+        db_settings: DatabaseSettings,
+        allowed_networks: Iterable[str],
+        *,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.directory = directory
+        self.settings = cache_settings
+        self.db = db_settings
+        self.allowed = tuple(allowed_networks)
+        self.poll_interval = poll_interval
+        self.snapshot_path = (
+            Path(cache_settings.snapshot_path) if cache_settings.snapshot_path else None
+        )
+        self.db_up = False
+        self._count = 0
+        self._hash_sum = 0
+        self._last_id = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._next_reconcile = 0.0
+        self.applied_event = asyncio.Event()  # set after every applied batch (tests, readiness)
+
+    # -- start-up ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """First load: from PostgreSQL, else from the snapshot (stale), else per policy.
+
+        Raises StoreUnavailable when the database is unreachable, no snapshot
+        can be served and ``database.on_unreachable`` is ``exit``.
+        """
+        try:
+            conn = await connect_once(self.url, self.db.connect_timeout)
+        except StoreUnavailable as exc:
+            if self._warm_start(exc.reason):
+                self._spawn()
+                return
+            if self.db.on_unreachable == "exit":
+                raise
+            log.warning(
+                "database unreachable and no snapshot: waiting for it", extra={"reason": exc.reason}
+            )
+            self._spawn(full_reload=True)
+            return
+        try:
+            await self._full_load(conn, cause="startup")
+        finally:
+            await conn.close()
+        self._spawn()
+
+    def _warm_start(self, reason: str) -> bool:
+        """Serve the snapshot while the database is away; True if one was installed."""
+        if self.snapshot_path is None or not self.snapshot_path.exists():
+            return False
+        try:
+            cache, meta = NameCache.open(self.snapshot_path)
+            info = self._read_meta(meta)
+        except SnapshotError as exc:
+            log.error(
+                "snapshot refused", extra={"path": str(self.snapshot_path), "reason": exc.reason}
+            )
+            return False
+        self._count, self._hash_sum = info["count"], info["hash_sum"]
+        self._last_id = info["last_change_id"]
+        contexts = Contexts.from_json(info["contexts"], self.allowed)
+        self.directory.install(cache, contexts, self._digest(), stale=True)
+        self._publish_counts()
+        metrics.CACHE_STALE.set(1)
+        log.warning(
+            "serving from snapshot while the database is unreachable",
+            extra={"reason": reason, "entries": len(cache), "change_id": self._last_id},
+        )
+        return True
+
+    def _spawn(self, *, full_reload: bool = False) -> None:
+        self._task = asyncio.create_task(self._follow(full_reload), name="cnamd-change-feed")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- following ---------------------------------------------------------
+
+    async def _follow(self, full_reload: bool) -> None:
+        """Forever: connect, catch up, listen; on any database error back off and retry."""
+        delays = backoff_delays(self.db.retry_max_seconds)
+        while True:
+            conn: Any = None
+            try:
+                conn = await connect_once(self.url, self.db.connect_timeout)
+                await conn.add_listener(CHANNEL, self._notified)
+                conn.add_termination_listener(lambda _c: self._wake.set())
+                self._set_db_up(True)
+                if full_reload or self.directory.stale:
+                    full_reload = await self._resync(conn, full_reload)
+                delays = backoff_delays(self.db.retry_max_seconds)
+                await self._listen(conn)
+            except asyncio.CancelledError:
+                raise
+            except _DB_ERRORS as exc:
+                self._set_db_up(False)
+                delay = await anext(delays)
+                log.warning(
+                    "change feed lost the database, retrying",
+                    extra={
+                        "reason": describe_failure(exc),
+                        "retry_in": round(delay, 2),
+                        "change_id": self._last_id,
+                    },
+                )
+                await asyncio.sleep(delay)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+
+    async def _resync(self, conn: Any, full_reload: bool) -> bool:
+        """After a warm start: catch up from the snapshot's change id if the log still has it."""
+        if not full_reload and self.directory.ready:
+            first = await entries.first_change_id(conn)
+            if first <= self._last_id + 1 or first == 0:
+                await self._catch_up(conn)
+                if await self._reconcile(conn, cause="resync"):
+                    self.directory.stale = False
+                    metrics.CACHE_STALE.set(0)
+                    log.info(
+                        "snapshot confirmed by the database", extra={"change_id": self._last_id}
+                    )
+                    return False
+        await self._full_load(conn, cause="resync")
+        return False
+
+    async def _listen(self, conn: Any) -> None:
+        self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+            if conn.is_closed():
+                raise StoreUnavailable("listener connection closed")
+            await self._catch_up(conn)
+            if self.directory.cache is not None and (
+                self.directory.cache.overlay_size > self.settings.compact_threshold
+            ):
+                await self._full_load(conn, cause="compact")
+            if time.monotonic() >= self._next_reconcile:
+                await self._reconcile(conn, cause="reconcile")
+                self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
+
+    def _notified(self, *_args: object) -> None:
+        self._wake.set()
+
+    def _set_db_up(self, up: bool) -> None:
+        self.db_up = up
+        metrics.DB_UP.set(1 if up else 0)
+
+    async def _catch_up(self, conn: Any, upto: int | None = None) -> None:
+        """Apply every change after the last applied one (up to ``upto``), in id order."""
+        while True:
+            batch = await entries.changes_after(conn, self._last_id, upto)
+            if not batch:
+                return
+            if batch[0].id != self._last_id + 1:
+                log.warning(
+                    "gap in the change log, reloading",
+                    extra={"expected": self._last_id + 1, "got": batch[0].id},
+                )
+                await self._full_load(conn, cause="gap")
+                return
+            if self._apply(batch):
+                rows = await load_context_rows(conn)
+                self.directory.contexts = Contexts(rows, self.allowed)
+            self.directory.digest = self._digest()
+            self._publish_counts()
+            self.applied_event.set()
+            self.applied_event.clear()
+
+    def _apply(self, batch: list[Change]) -> bool:
+        """Apply entry changes to the cache; True if the context maps must be reloaded."""
+        cache = self.directory.cache
+        assert cache is not None
+        contexts_changed = False
+        now = time.time()
+        for change in batch:
+            if change.kind == "entry" and change.scope is not None:
+                if change.name is None:
+                    cache.delete(change.scope, change.owner, change.key)
+                else:
+                    cache.put(change.scope, change.owner, change.key, change.name)
+                if change.old_name is not None:
+                    self._count -= 1
+                    self._hash_sum -= entry_hash(
+                        change.scope, change.owner, change.key, change.old_name
+                    )
+                if change.name is not None:
+                    self._count += 1
+                    self._hash_sum += entry_hash(
+                        change.scope, change.owner, change.key, change.name
+                    )
+            else:
+                contexts_changed = True
+            metrics.CACHE_PROPAGATION.observe(max(0.0, now - change.at.timestamp()))
+            self._last_id = change.id
+        return contexts_changed
+
+    async def _reconcile(self, conn: Any, *, cause: str) -> bool:
+        """Compare digests at one change id; reload on a difference. True if they agreed."""
+        want = await entries.served_digest(conn)
+        await self._catch_up(conn, upto=want.last_change_id)
+        have = self._digest()
+        if (have.count, have.hash_sum) == (want.count, want.hash_sum):
+            return True
+        log.warning(
+            "cache differs from the database, reloading",
+            extra={
+                "cause": cause,
+                "cache_count": have.count,
+                "db_count": want.count,
+                "change_id": have.last_change_id,
+            },
+        )
+        await self._full_load(conn, cause=cause)
+        return False
+
+    # -- full load -----------------------------------------------------------
+
+    async def _full_load(self, conn: Any, *, cause: str) -> None:
+        """Stream everything in one snapshot, build off to the side, save, swap in."""
+        started = time.monotonic()
+        builder = CacheBuilder()
+        count = 0
+        next_progress = started + _PROGRESS_EVERY
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            digest = await entries.digest_now(conn)
+            rows = await load_context_rows(conn)
+            async for batch in entries.stream_served(conn):
+                for scope, owner, key, name in batch:
+                    builder.add(scope, owner, key, name)
+                count += len(batch)
+                if time.monotonic() >= next_progress:
+                    next_progress += _PROGRESS_EVERY
+                    log.info("cache load in progress", extra={"entries": count, "cause": cause})
+        cache = await asyncio.to_thread(builder.build)
+        contexts = Contexts(rows, self.allowed)
+        if count != digest.count:  # pragma: no cover - one snapshot cannot disagree
+            raise RuntimeError(f"streamed {count} entries, snapshot counted {digest.count}")
+        self._count, self._hash_sum, self._last_id = count, digest.hash_sum, digest.last_change_id
+        cache = await self._persist(cache, contexts)
+        self.directory.install(cache, contexts, self._digest(), stale=False)
+        elapsed = time.monotonic() - started
+        metrics.CACHE_FULL_LOAD_SECONDS.set(elapsed)
+        metrics.CACHE_LAST_FULL_LOAD.set(time.time())
+        metrics.CACHE_RELOADS.labels(cause).inc()
+        metrics.CACHE_STALE.set(0)
+        self._publish_counts()
+        log.info(
+            "cache loaded",
+            extra={
+                "entries": count,
+                "change_id": self._last_id,
+                "seconds": round(elapsed, 3),
+                "cause": cause,
+            },
+        )
+
+    async def _persist(self, cache: NameCache, contexts: Contexts) -> NameCache:
+        """Write the snapshot and serve from its mapping, so forked workers share pages."""
+        if self.snapshot_path is None:
+            return cache
+        meta = json.dumps(
+            {
+                "format": SNAPSHOT_META_FORMAT,
+                "last_change_id": self._last_id,
+                "count": self._count,
+                "hash_sum": self._hash_sum,
+                "contexts": contexts.to_json(),
+            }
+        ).encode()
+        try:
+            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(cache.save, self.snapshot_path, meta)
+            mapped, _ = await asyncio.to_thread(NameCache.open, self.snapshot_path)
+        except (OSError, SnapshotError) as exc:
+            log.error(
+                "snapshot not written; serving from memory",
+                extra={"path": str(self.snapshot_path), "reason": str(exc)},
+            )
+            return cache
+        cache.close()
+        return mapped
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    @staticmethod
+    def _read_meta(meta: bytes) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = json.loads(meta)
+            if info.get("format") != SNAPSHOT_META_FORMAT:
+                raise SnapshotError(f"unknown metadata format {info.get('format')!r}")
+            for field in ("last_change_id", "count", "hash_sum", "contexts"):
+                if field not in info:
+                    raise SnapshotError(f"metadata lacks {field}")
+        except (ValueError, AttributeError) as exc:
+            raise SnapshotError(f"unreadable metadata: {exc}") from exc
+        return info
+
+    def _digest(self) -> Digest:
+        return Digest(self._count, self._hash_sum, self._last_id)
+
+    def _publish_counts(self) -> None:
+        for scope, n in self.directory.counts().items():
+            metrics.CACHE_ENTRIES.labels(scope.label).set(n)
+        metrics.CACHE_LAST_CHANGE_ID.set(self._last_id)
+
+    @property
+    def last_change_id(self) -> int:
+        return self._last_id

@@ -1,0 +1,1 @@
+"""The HTTP front: lookups, health and metrics (management API to come)."""

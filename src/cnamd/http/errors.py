@@ -1,0 +1,72 @@
+"""The one middleware that turns errors into HTTP answers: JSON naming the field."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from cnamd import errors, metrics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATUS_OF: list[tuple[type[errors.CnamdError], int]] = [
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.StoreUnavailable, 503),
+    (errors.CnamdError, 400),
+]
+
+
+def error_body(status: str, message: str, field: str | None = None) -> dict[str, str]:
+    body = {"status": status, "message": message}
+    if field is not None:
+        body["field"] = field
+    return body
+
+
+def json_error(
+    http_status: int, status: str, message: str, field: str | None = None
+) -> web.Response:
+    return web.json_response(error_body(status, message, field), status=http_status)
+
+
+def _route_of(request: web.Request) -> str:
+    """The route template, never the raw path, so metrics have a fixed label set."""
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map CnamdError and aiohttp's own errors to JSON; count every request by route."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except errors.CnamdError as exc:
+        code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+        if isinstance(exc, errors.Unauthorized):
+            metrics.AUTH_FAILURES.inc()
+        response = json_error(code, exc.status, exc.reason, exc.field)
+    except web.HTTPException as exc:
+        if exc.empty_body or exc.status < 400:
+            raise
+        word = exc.reason.lower().replace(" ", "-")
+        response = json_error(exc.status, word, exc.text or exc.reason)
+        for name in ("Allow",):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        response = json_error(500, "internal-error", "internal error; see the server log")
+    route = _route_of(request)
+    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
+    metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+    return response

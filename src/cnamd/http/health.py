@@ -1,0 +1,30 @@
+"""Liveness, readiness and the Prometheus exposition."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from cnamd.http.keys import READINESS
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Alive: the event loop answers."""
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: first load done, database reachable (or snapshot allowed), listeners up."""
+    status, body = request.app[READINESS].readiness()
+    return web.json_response(body, status=status)
+
+
+async def metrics_handler(_request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)

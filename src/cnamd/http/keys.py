@@ -1,0 +1,21 @@
+"""Typed application keys, declared in one place."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from cnamd.cache.directory import Directory
+from cnamd.settings import Settings
+
+
+class Readiness(Protocol):
+    """What /readyz reports: (HTTP status, JSON body with the reasons)."""
+
+    def readiness(self) -> tuple[int, dict[str, Any]]: ...
+
+
+SETTINGS = web.AppKey("settings", Settings)
+DIRECTORY = web.AppKey("directory", Directory)
+READINESS = web.AppKey("readiness", Readiness)

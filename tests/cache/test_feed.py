@@ -1,0 +1,258 @@
+"""The change feed against a real PostgreSQL with real LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cnamd.cache.directory import Directory
+from cnamd.cache.feed import ChangeFeed
+from cnamd.errors import StoreUnavailable
+from cnamd.model import GLOBAL_ONLY, LookupContext, Scope
+from cnamd.settings import CacheSettings, DatabaseSettings
+from cnamd.store.demo import load_demo
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
+
+INSERT = (
+    "INSERT INTO cnam_entries (scope, tenant_id, key, is_prefix, name, approval, approved_at)"
+    " VALUES ($1, $2, $3, $4, $5, 'approved', now())"
+)
+
+
+def make_feed(url: str, snapshot: Path | None, **db: Any) -> tuple[ChangeFeed, Directory]:
+    directory = Directory()
+    cache = CacheSettings(snapshot_path=str(snapshot) if snapshot else "", reconcile_interval=3600)
+    db_settings = DatabaseSettings(connect_timeout=2, retry_max_seconds=0.2, **db)
+    feed = ChangeFeed(url, directory, cache, db_settings, ["127.0.0.0/8"], poll_interval=0.2)
+    return feed, directory
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``check`` until true; bounded."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def demo_url(db_url: str) -> str:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await load_demo(conn)
+    finally:
+        await conn.close()
+    return db_url
+
+
+@pytest.fixture
+async def running(demo_url: str, tmp_path: Path) -> AsyncIterator[tuple[ChangeFeed, Directory]]:
+    feed, directory = make_feed(demo_url, tmp_path / "cache.snapshot")
+    await feed.start()
+    yield feed, directory
+    await feed.stop()
+
+
+async def tenant_id(conn: Any) -> int:
+    value: int = await conn.fetchval("SELECT id FROM tenants WHERE slug = 'demo'")
+    return value
+
+
+def name_of(directory: Directory, number: str, ctx: LookupContext) -> str | None:
+    found = directory.resolve(number, ctx)
+    return found.name if found else None
+
+
+async def test_full_load_serves_the_demo_names(running: tuple[ChangeFeed, Directory]) -> None:
+    _feed, directory = running
+    demo = directory.contexts.tenant("demo") if directory.contexts else None
+    assert demo is not None
+    assert name_of(directory, "+492216698712", LookupContext(demo.id)) == "John Doe"
+    assert name_of(directory, "+492216698799", LookupContext(demo.id)) == "ACME Cologne"
+    assert name_of(directory, "+492216698712", GLOBAL_ONLY) is None
+    assert name_of(directory, "+18005550100", GLOBAL_ONLY) == "US Toll Free"
+
+
+async def test_committed_write_is_served_after_the_notification(
+    running: tuple[ChangeFeed, Directory], demo_url: str
+) -> None:
+    _feed, directory = running
+    conn = await asyncpg.connect(demo_url)
+    try:
+        tid = await tenant_id(conn)
+        await conn.execute(INSERT, "enterprise", tid, "+493012345678", False, "Berlin Office")
+        ctx = LookupContext(tid)
+        await eventually(lambda: name_of(directory, "+493012345678", ctx) == "Berlin Office")
+        await conn.execute("DELETE FROM cnam_entries WHERE key = '+493012345678'")
+        await eventually(lambda: name_of(directory, "+493012345678", ctx) is None)
+    finally:
+        await conn.close()
+
+
+async def test_unapproved_names_are_never_served(
+    running: tuple[ChangeFeed, Directory], demo_url: str
+) -> None:
+    _feed, directory = running
+    conn = await asyncpg.connect(demo_url)
+    try:
+        tid = await tenant_id(conn)
+        await conn.execute(
+            "INSERT INTO cnam_entries (scope, tenant_id, key, name, approval)"
+            " VALUES ('enterprise', $1, '+4940111', 'Pending Co', 'pending')",
+            tid,
+        )
+        await conn.execute(INSERT, "enterprise", tid, "+4940222", False, "Marker")
+        await eventually(lambda: name_of(directory, "+4940222", LookupContext(tid)) == "Marker")
+        assert name_of(directory, "+4940111", LookupContext(tid)) is None
+    finally:
+        await conn.close()
+
+
+async def test_dropped_listener_is_detected_and_caught_up(
+    running: tuple[ChangeFeed, Directory], demo_url: str
+) -> None:
+    feed, directory = running
+    conn = await asyncpg.connect(demo_url)
+    try:
+        tid = await tenant_id(conn)
+        ctx = LookupContext(tid)
+        # kill the feed's backend, then write while it is away
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        for i in range(20):
+            await conn.execute(INSERT, "enterprise", tid, f"+4989000{i:02d}", False, f"Munich {i}")
+        await eventually(
+            lambda: all(
+                name_of(directory, f"+4989000{i:02d}", ctx) == f"Munich {i}" for i in range(20)
+            )
+        )
+        await eventually(lambda: feed.db_up)
+    finally:
+        await conn.close()
+
+
+async def test_context_changes_reach_the_directory(
+    running: tuple[ChangeFeed, Directory], demo_url: str
+) -> None:
+    _feed, directory = running
+    conn = await asyncpg.connect(demo_url)
+    try:
+        await conn.execute("INSERT INTO tenants (slug, name, region) VALUES ('newco', 'New', 'US')")
+        await eventually(
+            lambda: (
+                directory.contexts is not None and directory.contexts.tenant("newco") is not None
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_reconciliation_repairs_a_cache_that_missed_a_write(
+    running: tuple[ChangeFeed, Directory], demo_url: str
+) -> None:
+    feed, directory = running
+    conn = await asyncpg.connect(demo_url)
+    try:
+        tid = await tenant_id(conn)
+        # a write that bypasses the change log (triggers off): only reconciliation can see it
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute(INSERT, "enterprise", tid, "+4969123", False, "Sneaky")
+        await conn.execute("SET session_replication_role = DEFAULT")
+        feed._next_reconcile = 0.0
+        feed._wake.set()
+        await eventually(lambda: name_of(directory, "+4969123", LookupContext(tid)) == "Sneaky")
+    finally:
+        await conn.close()
+
+
+async def test_gap_in_change_ids_forces_a_reload(
+    running: tuple[ChangeFeed, Directory], demo_url: str
+) -> None:
+    feed, directory = running
+    conn = await asyncpg.connect(demo_url)
+    try:
+        tid = await tenant_id(conn)
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute(INSERT, "enterprise", tid, "+4971100", False, "Stuttgart")
+        await conn.execute("SET session_replication_role = DEFAULT")
+        last = feed.last_change_id
+        await conn.execute("INSERT INTO change_log (id, kind) VALUES ($1, 'contexts')", last + 5)
+        await eventually(lambda: name_of(directory, "+4971100", LookupContext(tid)) == "Stuttgart")
+        assert feed.last_change_id == last + 5
+    finally:
+        await conn.close()
+
+
+async def test_snapshot_serves_when_the_database_is_down(
+    running: tuple[ChangeFeed, Directory], tmp_path: Path
+) -> None:
+    warm, directory = make_feed(UNREACHABLE, tmp_path / "cache.snapshot")
+    await warm.start()
+    try:
+        assert directory.stale
+        assert not warm.db_up
+        demo = directory.contexts.tenant("demo") if directory.contexts else None
+        assert demo is not None
+        assert name_of(directory, "+492216698712", LookupContext(demo.id)) == "John Doe"
+        # who-asks maps came from the snapshot too: a dip from loopback is the demo tenant's
+        found = directory.caller_lookup("+492216698712", "+4999", "127.0.0.1")
+        assert found[1] is not None and found[1].name == "John Doe"
+    finally:
+        await warm.stop()
+
+
+async def test_snapshot_is_confirmed_when_the_database_returns(
+    running: tuple[ChangeFeed, Directory], demo_url: str, tmp_path: Path
+) -> None:
+    warm, directory = make_feed(demo_url, tmp_path / "cache.snapshot")
+    assert warm._warm_start("test")  # as if the first connection had failed
+    conn = await asyncpg.connect(demo_url)
+    try:
+        tid = await tenant_id(conn)
+        await conn.execute(INSERT, "enterprise", tid, "+4921100", False, "Duesseldorf")
+        warm._spawn()
+        await eventually(lambda: not directory.stale, timeout=10)
+        assert name_of(directory, "+4921100", LookupContext(tid)) == "Duesseldorf"
+    finally:
+        await conn.close()
+        await warm.stop()
+
+
+async def test_truncated_snapshot_is_refused(
+    running: tuple[ChangeFeed, Directory], tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "cache.snapshot"
+    data = snapshot.read_bytes()
+    snapshot.write_bytes(data[: len(data) // 2])
+    warm, directory = make_feed(UNREACHABLE, snapshot)
+    with pytest.raises(StoreUnavailable):
+        await warm.start()
+    assert not directory.ready
+
+
+async def test_unreachable_database_without_snapshot_fails_by_default(tmp_path: Path) -> None:
+    feed, _ = make_feed(UNREACHABLE, tmp_path / "absent.snapshot")
+    with pytest.raises(StoreUnavailable) as info:
+        await feed.start()
+    assert info.value.field == "database.url"
+
+
+async def test_retry_policy_waits_for_the_database(demo_url: str, tmp_path: Path) -> None:
+    feed, directory = make_feed(UNREACHABLE, None, on_unreachable="retry")
+    await feed.start()
+    try:
+        assert not directory.ready
+        feed.url = demo_url  # the database "comes back"
+        await eventually(lambda: directory.ready, timeout=10)
+        assert directory.counts()[Scope.ENTERPRISE] >= 3
+    finally:
+        await feed.stop()

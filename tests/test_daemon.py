@@ -1,0 +1,234 @@
+"""The real daemon as a user starts it: a subprocess, its ports, its signals, its exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+CLI = [sys.executable, "-m", "cnamd.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def env_without_cnamd() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or env_without_cnamd(),
+        cwd=cwd,
+        check=False,
+    )
+
+
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["name"] == "postgres" and str(data_dir) in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    port = free_port()
+    data_dir = tmp_path / "var" / "pgdata"
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--demo",
+            "--http-listen",
+            f"127.0.0.1:{port}",
+            "--sip-listen",
+            f"127.0.0.1:{free_port()}",
+            "--embedded-dir",
+            str(data_dir),
+            "--snapshot",
+            str(tmp_path / "var" / "cache.snapshot"),
+        ],
+        cwd=tmp_path,
+        env=env_without_cnamd(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        yield proc, base, data_dir
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+        for pg in postgres_processes(data_dir):
+            pg.kill()
+
+
+def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 20) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "daemon exited"
+        try:
+            status, body = http_get(base + "/readyz")
+        except OSError:
+            status, body = 0, b""
+        if status == 200:
+            doc: dict[str, object] = json.loads(body)
+            return doc
+        time.sleep(0.1)
+    raise AssertionError("daemon not ready in time")
+
+
+def test_serve_demo_becomes_ready_and_stops_cleanly_on_sigterm(
+    daemon: tuple[subprocess.Popen[str], str, Path],
+) -> None:
+    proc, base, data_dir = daemon
+    ready = wait_ready(base, proc)
+    assert ready["loaded"] is True and ready["database"] == "up"
+    status, body = http_get(base + "/v1/lookup/+492216698712?tenant=demo")
+    assert status == 200 and json.loads(body)["name"] == "John Doe"
+    assert postgres_processes(data_dir), "the embedded PostgreSQL should be running"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=5)
+    assert proc.returncode == 0, out
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in out
+    assert postgres_processes(data_dir) == []
+
+
+def test_readyz_is_503_until_the_first_load(
+    daemon: tuple[subprocess.Popen[str], str, Path],
+) -> None:
+    proc, base, _ = daemon
+    wait_ready(base, proc)
+    # a second daemon on an unreachable database, told to wait for it, is alive but not ready
+    port = free_port()
+    waiting = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--http-listen",
+            f"127.0.0.1:{port}",
+            "--sip-listen",
+            f"127.0.0.1:{free_port()}",
+            "--database-url",
+            "postgresql://x@127.0.0.1:1/none",
+            "--snapshot",
+            "",
+            "--set",
+            "database.on_unreachable=retry",
+        ],
+        env=env_without_cnamd(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status, body = http_get(f"http://127.0.0.1:{port}/readyz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 503
+        assert "first cache load not done" in json.loads(body)["reasons"]
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    finally:
+        waiting.send_signal(signal.SIGTERM)
+        out, _ = waiting.communicate(timeout=10)
+    assert waiting.returncode == 0, out
+    assert "database unreachable, retrying" in out or "retrying" in out
+
+
+def test_bad_config_file_exits_2_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[http]\nlisten = 8080\n")
+    result = run_cli("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "http.listen" in result.stderr and "8080" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_env_value_exits_2_naming_the_variable() -> None:
+    env = env_without_cnamd() | {"CNAMD_SIP_RATE": "lots"}
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    assert "sip.rate" in result.stderr and "'lots'" in result.stderr
+
+
+def test_unknown_setting_exits_2() -> None:
+    result = run_cli("serve", "--set", "http.colour=blue")
+    assert result.returncode == 2
+    assert "http.colour" in result.stderr and "unknown setting" in result.stderr
+
+
+def test_unreachable_database_exits_2_naming_the_cause(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve",
+        "--database-url",
+        "postgresql://x@127.0.0.1:1/none",
+        "--snapshot",
+        "",
+        "--http-listen",
+        f"127.0.0.1:{free_port()}",
+        "--sip-listen",
+        f"127.0.0.1:{free_port()}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "database.url" in result.stderr and "cannot connect" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_applies_and_check_reports(tmp_path: Path) -> None:
+    data = str(tmp_path / "pg")
+    assert run_cli("migrate", "--check", "--embedded-dir", data).returncode == 1
+    result = run_cli("migrate", "--embedded-dir", data)
+    assert result.returncode == 0, result.stderr
+    check = run_cli("migrate", "--check", "--embedded-dir", data)
+    assert (check.returncode, check.stdout.strip()) == (0, "pending: none")
+    assert postgres_processes(tmp_path / "pg") == []
+
+
+def test_version_and_help() -> None:
+    assert run_cli("version").stdout.startswith("cnamd ")
+    help_text = run_cli("serve", "--help").stdout
+    for flag in ("--config", "--demo", "--http-listen", "--sip-listen", "--set"):
+        assert flag in help_text
