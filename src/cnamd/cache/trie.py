@@ -1,0 +1,433 @@
+"""The name cache: one static marisa trie over every namespace, plus a per-process overlay.
+
+Why this shape (figures in bench/README.md):
+
+* The base is a single ``marisa_trie.Trie`` whose keys are namespace + key,
+  e.g. ``u42+4922166`` (user 42) or ``d0+49`` (global directory). The namespace
+  is a scope letter and the owner's decimal id, ended by the key's ``+``, so no
+  namespace's keys can be a prefix of another's. One ``iter_prefixes_with_ids``
+  call per scope yields every stored prefix of a number, with its key id.
+* Names sit in a packed UTF-8 blob, deduplicated, found through two uint32
+  arrays indexed by key id. Trie and arrays are ~13-25 bytes per entry, and all
+  of it can be mapped read-only from a snapshot file (``cache/snapshot.py``), so
+  forked workers share one copy in the page cache instead of one each.
+* A per-scope bitmap of owners that hold any entry lets a lookup skip an empty
+  user / usergroup / tenant namespace without touching the trie.
+* Live changes go to a small per-process overlay (``cache/overlay.py``) until
+  ``compacted()`` folds them into a new base built off to the side.
+
+The scope chain itself (who is searched, in which order) is ``cache/resolver.py``;
+this module answers "longest match in one namespace".
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from mmap import mmap
+from pathlib import Path
+from typing import Final
+
+import marisa_trie
+
+from cnamd.cache.overlay import DELETED, Overlay, Pending
+from cnamd.cache.resolver import resolve
+from cnamd.cache.snapshot import MappedSnapshot, map_sections, write_sections
+from cnamd.errors import InvalidNumber, SnapshotError
+from cnamd.model import CacheEntry, LookupContext, LookupResult, Scope
+
+_SCOPES: Final = tuple(sorted(Scope))
+# Namespace letter by Scope value; "d" for the global directory.
+_TAGS: Final = "uged"
+_MAX_DIGITS: Final = 15
+# Owners above this id are not in the bitmap and always probe the trie (16 MiB cap).
+_MAX_BITMAP_OWNERS: Final = 1 << 27
+_PRIVATE: Final = (Scope.USER, Scope.USERGROUP, Scope.ENTERPRISE)
+_BITMAP_TAGS: Final = (b"OWNU", b"OWNG", b"OWNE")
+_COUNTS: Final = struct.Struct("<4Q")
+# One overlay record in a snapshot: scope, deleted flag, key length, name length, owner.
+_RECORD: Final = struct.Struct("<BBHHq")
+_ABSENT: Final = object()
+
+
+def namespace(scope: Scope, owner: int) -> str:
+    """The trie key prefix of one (scope, owner) namespace, e.g. ``e17``."""
+    return f"{_TAGS[scope]}{owner}"
+
+
+def _valid_key(key: str) -> bool:
+    digits = key[1:]
+    return (
+        key[:1] == "+" and 0 < len(digits) <= _MAX_DIGITS and digits.isascii() and digits.isdigit()
+    )
+
+
+def _check(scope: Scope, owner: int, key: str) -> None:
+    if not _valid_key(key):
+        raise InvalidNumber(f"cache key {key!r} is not '+' and 1-15 digits", field="key")
+    if owner < 0 or (scope is Scope.GLOBAL and owner != 0):
+        raise ValueError(f"owner {owner} is invalid for scope {scope.label}")
+
+
+def _split(full: str) -> tuple[Scope, int, str]:
+    plus = full.index("+")
+    return _SCOPES[_TAGS.index(full[0])], int(full[1:plus]), full[plus:]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Base:
+    """The static part: trie, name arrays, owner bitmaps and counts; never mutated."""
+
+    trie: marisa_trie.Trie
+    # Key id -> index of its (deduplicated) name; name index -> offset in ``names``.
+    name_index: array[int] | memoryview
+    name_offsets: array[int] | memoryview
+    # Where the names blob lives: bytes, or the whole mmap with the blob at ``names_at``
+    # (slicing an mmap into bytes is cheaper than making a view per name).
+    names: bytes | mmap
+    names_at: int
+    names_view: memoryview
+    owner_bits: tuple[bytes | memoryview, ...]
+    counts: tuple[int, ...]
+    trie_image: memoryview | None = None
+    snapshot: MappedSnapshot | None = None
+
+    @classmethod
+    def build(cls, entries: dict[str, str]) -> _Base:
+        """Build from {namespaced key: name}; ids come from the trie, names follow them."""
+        trie = marisa_trie.Trie(entries)
+        by_id = [""] * len(trie)
+        for full, key_id in trie.iteritems():
+            by_id[key_id] = entries[full]
+        unique: dict[str, int] = dict.fromkeys(by_id, 0)
+        for number, name in enumerate(unique):
+            unique[name] = number
+        name_index = array("I", map(unique.__getitem__, by_id))
+        encoded = [name.encode() for name in unique]
+        del by_id, unique
+        names = b"".join(encoded)
+        if len(names) >= 1 << 32:
+            raise ValueError("names blob exceeds 4 GiB; uint32 offsets cannot address it")
+        name_offsets = array("I", [0])
+        name_offsets.extend(itertools.accumulate(map(len, encoded)))
+        del encoded
+        counts = [0, 0, 0, 0]
+        bitmaps: list[bytes] = []
+        for scope in _PRIVATE:
+            keys = trie.keys(_TAGS[scope])
+            counts[scope] = len(keys)
+            owners = {int(full[1 : full.index("+")]) for full in keys}
+            bitmaps.append(_bitmap(owners))
+        counts[Scope.GLOBAL] = len(trie) - sum(counts)
+        return cls(
+            trie=trie,
+            name_index=name_index,
+            name_offsets=name_offsets,
+            names=names,
+            names_at=0,
+            names_view=memoryview(names),
+            owner_bits=(*bitmaps, b""),
+            counts=tuple(counts),
+        )
+
+    @classmethod
+    def empty(cls) -> _Base:
+        return cls.build({})
+
+    @classmethod
+    def mapped(cls, snapshot: MappedSnapshot) -> _Base:
+        """The base inside a verified snapshot, zero-copy; SnapshotError if inconsistent."""
+        trie = marisa_trie.Trie()
+        trie_image = snapshot.view(b"TRIE")
+        try:
+            trie.map(trie_image)
+        except RuntimeError as exc:
+            raise SnapshotError(
+                f"trie section unreadable: {exc}", field=str(snapshot.path)
+            ) from exc
+        name_index = snapshot.uint32s(b"NIDX")
+        name_offsets = snapshot.uint32s(b"NOFF")
+        names_view = snapshot.view(b"NAME")
+        counts = _COUNTS.unpack(snapshot.view(b"CNTS"))
+        if not (
+            len(trie) == len(name_index) == sum(counts)
+            and len(name_offsets) > 0
+            and name_offsets[-1] == len(names_view)
+        ):
+            raise SnapshotError(
+                "sections disagree on the number of entries", field=str(snapshot.path)
+            )
+        bits = tuple(snapshot.view(tag) for tag in _BITMAP_TAGS)
+        return cls(
+            trie=trie,
+            name_index=name_index,
+            name_offsets=name_offsets,
+            names=snapshot.buffer,
+            names_at=snapshot.offset(b"NAME"),
+            names_view=names_view,
+            owner_bits=(*bits, b""),
+            counts=counts,
+            trie_image=trie_image,
+            snapshot=snapshot,
+        )
+
+    def name(self, key_id: int) -> str:
+        at = self.names_at
+        offsets = self.name_offsets
+        index = self.name_index[key_id]
+        return self.names[at + offsets[index] : at + offsets[index + 1]].decode()
+
+    def get(self, full: str) -> str | None:
+        key_id = self.trie.get(full)
+        return None if key_id is None else self.name(key_id)
+
+    def sections(self) -> list[tuple[bytes, memoryview]]:
+        trie_image = self.trie_image
+        if trie_image is None:
+            trie_image = memoryview(self.trie.tobytes())
+        bits = [memoryview(self.owner_bits[scope]) for scope in _PRIVATE]
+        return [
+            (b"TRIE", trie_image),
+            (b"NIDX", memoryview(self.name_index)),
+            (b"NOFF", memoryview(self.name_offsets)),
+            (b"NAME", self.names_view),
+            *zip(_BITMAP_TAGS, bits, strict=True),
+            (b"CNTS", memoryview(_COUNTS.pack(*self.counts))),
+        ]
+
+    def close(self) -> None:
+        if self.snapshot is not None:
+            self.snapshot.close()
+
+
+def _bitmap(owners: set[int]) -> bytes:
+    """Bit ``owner`` set for each owner holding entries; ids past the cap are left out."""
+    kept = [owner for owner in owners if owner < _MAX_BITMAP_OWNERS]
+    bits = bytearray((max(kept, default=-1) + 8) // 8)
+    for owner in kept:
+        bits[owner >> 3] |= 1 << (owner & 7)
+    return bytes(bits)
+
+
+class CacheBuilder:
+    """Collects entries streamed from the store, then builds a NameCache off to the side."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, str] = {}
+
+    def add(self, scope: Scope, owner: int, key: str, name: str) -> None:
+        """Add one entry; a later add of the same (scope, owner, key) wins."""
+        _check(scope, owner, key)
+        self._entries[f"{_TAGS[scope]}{owner}{key}"] = name
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def build(self) -> NameCache:
+        """The built cache; the builder is left empty (its memory goes with it)."""
+        entries, self._entries = self._entries, {}
+        return NameCache(_Base.build(entries))
+
+
+class NameCache:
+    """Every served name: a static base (built or mapped) and a per-process overlay."""
+
+    __slots__ = ("_base", "_bits", "_counts", "_overlay", "_pending", "_trie")
+
+    def __init__(self, base: _Base) -> None:
+        self._overlay = Overlay(len(_SCOPES))
+        self._pending = self._overlay.by_scope
+        self._counts = list(base.counts)
+        self._use(base)
+
+    def _use(self, base: _Base) -> None:
+        self._base = base
+        self._trie = base.trie
+        self._bits = base.owner_bits
+
+    # -- lookups -------------------------------------------------------------------
+
+    def lookup(self, number: str, ctx: LookupContext) -> LookupResult | None:
+        """The name for ``number`` as seen by ``ctx``: most specific scope, then longest key."""
+        try:
+            return resolve(self.match, number, ctx)
+        except UnicodeEncodeError:
+            return None
+
+    def match(self, scope: Scope, owner: int, number: str) -> LookupResult | None:
+        """The longest key of namespace (scope, owner) that is a prefix of ``number``."""
+        pending = self._pending[scope].get(owner)
+        if pending is not None:
+            return self._match_pending(scope, owner, number, pending)
+        bits = self._bits[scope]
+        if 0 <= owner < len(bits) << 3 and not bits[owner >> 3] >> (owner & 7) & 1:
+            return None
+        hit = None
+        query = f"{_TAGS[scope]}{owner}{number}"
+        for hit in self._trie.iter_prefixes_with_ids(query):  # noqa: B007 - want the last
+            pass
+        if hit is None:
+            return None
+        full, key_id = hit
+        return LookupResult(
+            self._base.name(key_id), number[: len(full) - len(query) + len(number)], _SCOPES[scope]
+        )
+
+    def _match_pending(
+        self, scope: Scope, owner: int, number: str, pending: Pending
+    ) -> LookupResult | None:
+        query = f"{_TAGS[scope]}{owner}{number}"
+        cut = len(query) - len(number)
+        names = pending.names
+        best: tuple[str, str] | None = None
+        for full, key_id in reversed(list(self._trie.iter_prefixes_with_ids(query))):
+            key = full[cut:]
+            name = names.get(key, _ABSENT)
+            if name is _ABSENT:
+                best = key, self._base.name(key_id)
+                break
+            if name is not None:
+                best = key, name  # type: ignore[assignment]
+                break
+        longer = pending.longest_put(number, len(best[0]) if best else 0)
+        if longer is not None:
+            best = longer
+        return None if best is None else LookupResult(best[1], best[0], _SCOPES[scope])
+
+    def get(self, scope: Scope, owner: int, key: str) -> str | None:
+        """The live name stored under exactly this key, or None."""
+        if not _valid_key(key):
+            return None
+        record = self._record(scope, owner, key)
+        if record is not _ABSENT:
+            return record  # type: ignore[return-value]
+        return self._base.get(f"{_TAGS[scope]}{owner}{key}")
+
+    # -- live changes ----------------------------------------------------------------
+
+    def put(self, scope: Scope, owner: int, key: str, name: str) -> None:
+        """Set a name (a live change); it goes to the overlay unless the base already says so."""
+        _check(scope, owner, key)
+        record = self._record(scope, owner, key)
+        in_base = self._base.get(f"{_TAGS[scope]}{owner}{key}")
+        was_live = in_base is not None if record is _ABSENT else record is not None
+        if name == in_base:
+            self._overlay.drop(scope, owner, key)
+        else:
+            self._overlay.set(scope, owner, key, name)
+        if not was_live:
+            self._counts[scope] += 1
+
+    def delete(self, scope: Scope, owner: int, key: str) -> bool:
+        """Remove a name (a live change); True if it was there."""
+        if not _valid_key(key):
+            return False
+        record = self._record(scope, owner, key)
+        in_base = self._base.trie.get(f"{_TAGS[scope]}{owner}{key}") is not None
+        if not (in_base if record is _ABSENT else record is not None):
+            return False
+        if in_base:
+            self._overlay.set(scope, owner, key, DELETED)
+        else:
+            self._overlay.drop(scope, owner, key)
+        self._counts[scope] -= 1
+        return True
+
+    def _record(self, scope: Scope, owner: int, key: str) -> object:
+        pending = self._pending[scope].get(owner)
+        return _ABSENT if pending is None else pending.names.get(key, _ABSENT)
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def counts(self) -> dict[Scope, int]:
+        """Live entries per scope, base and overlay together."""
+        return dict(zip(_SCOPES, self._counts, strict=True))
+
+    def __len__(self) -> int:
+        return sum(self._counts)
+
+    @property
+    def overlay_size(self) -> int:
+        """Records in the overlay (names and deletions): what compaction would fold in."""
+        return self._overlay.size
+
+    def entries(self) -> Iterator[CacheEntry]:
+        """Every live entry (base entries the overlay changes are skipped, then the overlay's)."""
+        base = self._base
+        for full, key_id in base.trie.iteritems():
+            scope, owner, key = _split(full)
+            if self._record(scope, owner, key) is _ABSENT:
+                yield CacheEntry(scope, owner, key, base.name(key_id))
+                if self._base is not base:
+                    raise RuntimeError("cache closed while its entries were being read")
+        for index, owner, key, name in list(self._overlay.records()):
+            if name is not None:
+                yield CacheEntry(_SCOPES[index], owner, key, name)
+
+    def compacted(self) -> NameCache:
+        """A new cache whose base holds base + overlay and whose overlay is empty."""
+        base = self._base
+        entries = {full: base.name(key_id) for full, key_id in base.trie.iteritems()}
+        for scope, owner, key, name in self._overlay.records():
+            full = f"{_TAGS[scope]}{owner}{key}"
+            if name is None:
+                del entries[full]
+            else:
+                entries[full] = name
+        return NameCache(_Base.build(entries))
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def save(self, path: Path, meta: bytes) -> None:
+        """Write base, overlay and ``meta`` to ``path`` atomically (see cache/snapshot.py)."""
+        records = bytearray()
+        for scope, owner, key, name in self._overlay.records():
+            raw_key, raw_name = key.encode(), (name or "").encode()
+            records += _RECORD.pack(scope, name is None, len(raw_key), len(raw_name), owner)
+            records += raw_key + raw_name
+        sections = self._base.sections()
+        sections += [(b"PEND", memoryview(records)), (b"META", memoryview(meta))]
+        write_sections(path, sections)
+
+    @classmethod
+    def open(cls, path: Path) -> tuple[NameCache, bytes]:
+        """Map a snapshot read-only and replay its overlay; SnapshotError if it is not sound."""
+        snapshot = map_sections(path)
+        try:
+            cache = cls(_Base.mapped(snapshot))
+            meta = bytes(snapshot.view(b"META"))
+            cache._replay(snapshot.view(b"PEND"), path)
+        except BaseException:
+            snapshot.close()
+            raise
+        return cache, meta
+
+    def _replay(self, records: memoryview, path: Path) -> None:
+        at = 0
+        try:
+            while at < len(records):
+                tag, deleted, key_len, name_len, owner = _RECORD.unpack_from(records, at)
+                at += _RECORD.size
+                key = str(records[at : at + key_len], "ascii")
+                name = str(records[at + key_len : at + key_len + name_len], "utf-8")
+                at += key_len + name_len
+                if deleted:
+                    self.delete(_SCOPES[tag], owner, key)
+                else:
+                    self.put(_SCOPES[tag], owner, key, name)
+        except (struct.error, IndexError, ValueError) as exc:
+            raise SnapshotError(f"overlay section unreadable: {exc}", field=str(path)) from exc
+
+    def close(self) -> None:
+        """Unmap the snapshot (if any) and empty the cache; call it once it is swapped out."""
+        base = self._base
+        self._use(_Base.empty())
+        self._overlay = Overlay(len(_SCOPES))
+        self._pending = self._overlay.by_scope
+        self._counts = [0] * len(_SCOPES)
+        base.close()
