@@ -1,0 +1,299 @@
+"""Move SIP bytes over UDP, TCP and TLS; the ``Dip`` decides everything else.
+
+Sockets are bound once (by the supervisor) and adopted here, so worker
+processes can share them. Memory stays bounded whatever a peer sends: a
+datagram is answered at once, a stream buffers at most one capped message,
+connections are counted and idle ones closed, and a peer that does not read
+its answers stops being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import socket
+import ssl as ssl_module
+from dataclasses import dataclass
+from typing import Any
+
+from cnamd.errors import ConfigError
+from cnamd.sip.dip import Dip
+from cnamd.sip.message import PING, StreamFramer
+
+DEFAULT_RCVBUF = 8 * 1024 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; lifts the rmem_max cap for root
+PONG = b"\r\n"  # RFC 5626 §4.4.1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Caps for one TCP/TLS listener; memory per connection <= max_header + max_body."""
+
+    max_header: int = 16384
+    max_body: int = 16384
+    idle_timeout: float = 120.0
+    max_connections: int = 1024
+    write_buffer: int = 256 * 1024  # stop reading a peer whose answers pile up past this
+    tls_handshake_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_header < 512 or self.max_body < 0:
+            raise ConfigError("max_header >= 512 and max_body >= 0", field="sip.tcp")
+        if self.idle_timeout <= 0 or self.max_connections < 1 or self.write_buffer < 1024:
+            raise ConfigError(
+                "idle_timeout > 0, max_connections >= 1, write_buffer >= 1024", field="sip.tcp"
+            )
+
+
+def split_hostport(address: str, default_port: int = 5060) -> tuple[str, int]:
+    """``"127.0.0.1:5060"``, ``"[::1]:5060"``, ``"::1"`` or ``"host"`` -> (host, port)."""
+    text = address.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"bad address {address!r}", field="sip.listen")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ConfigError(f"bad address {address!r}", field="sip.listen")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"bad port in {address!r}", field="sip.listen")
+    return host, int(port_text)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return socket.AF_INET  # a name: resolved by bind() as IPv4
+
+
+def _v6only(sock: socket.socket, dual_stack: bool) -> None:
+    if sock.family == socket.AF_INET6:
+        # Off only when asked: "::" and "0.0.0.0" can then both be listed as listeners.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+
+
+def bind_udp(
+    host: str, port: int, *, rcvbuf: int = DEFAULT_RCVBUF, dual_stack: bool = False
+) -> socket.socket:
+    """A bound, non-blocking UDP socket with a large receive buffer.
+
+    The kernel caps SO_RCVBUF at net.core.rmem_max; as root, SO_RCVBUFFORCE
+    lifts that cap, otherwise the capped size is kept. Check the result with
+    ``receive_buffer_size``.
+    """
+    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+    try:
+        _v6only(sock, dual_stack)
+        if rcvbuf > 0:
+            set_receive_buffer(sock, rcvbuf)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer (forced past rmem_max when allowed); return
+    what the kernel granted (Linux reports twice the requested bookkeeping size)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EINVAL, errno.ENOPROTOOPT):
+            raise
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return receive_buffer_size(sock)
+
+
+def receive_buffer_size(sock: socket.socket) -> int:
+    """The socket's current SO_RCVBUF, as the kernel reports it."""
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def bind_tcp(
+    host: str, port: int, *, backlog: int = 1024, dual_stack: bool = False
+) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket (SO_REUSEADDR, not SO_REUSEPORT)."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _v6only(sock, dual_stack)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class SipDatagramProtocol(asyncio.DatagramProtocol):
+    """One datagram in, at most one out, synchronously: nothing is queued."""
+
+    def __init__(self, dip: Dip) -> None:
+        self._answer = dip.answer
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        answer = self._answer(data, addr, "udp")
+        if answer is not None and self._transport is not None:
+            self._transport.sendto(answer[0], answer[1])
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors from earlier answers (port unreachable): nothing to do statelessly."""
+
+
+async def serve_udp(sock: socket.socket, dip: Dip) -> asyncio.DatagramTransport:
+    """Answer SIP over an already bound UDP socket; close the returned transport to stop."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: SipDatagramProtocol(dip), sock=sock)
+    return transport
+
+
+class _Connections:
+    """Shared state of one stream listener."""
+
+    __slots__ = ("count", "dip", "limits", "transport_name")
+
+    def __init__(self, dip: Dip, limits: StreamLimits, transport_name: str) -> None:
+        self.dip = dip
+        self.limits = limits
+        self.transport_name = transport_name
+        self.count = 0
+
+
+class SipStreamProtocol(asyncio.Protocol):
+    """One TCP/TLS connection: frame by Content-Length, answer each message in order."""
+
+    def __init__(self, shared: _Connections) -> None:
+        self._shared = shared
+        limits = shared.limits
+        self._framer = StreamFramer(limits.max_header, limits.max_body)
+        self._transport: asyncio.Transport | None = None
+        self._peer: tuple[str, int] = ("", 0)
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._over_capacity = False
+        self._closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        shared = self._shared
+        shared.count += 1
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        transport.set_write_buffer_limits(high=shared.limits.write_buffer)
+        self._over_capacity = shared.count > shared.limits.max_connections
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        self._timer = loop.call_later(shared.limits.idle_timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        self._last = asyncio.get_running_loop().time()
+        shared = self._shared
+        framer = self._framer
+        dip = shared.dip
+        name = shared.transport_name
+        for frame in framer.feed(data):
+            if frame == PING:
+                transport.write(PONG)
+                continue
+            if self._over_capacity:  # refused in the protocol, not by queueing
+                dip.dropped["overload"].inc()
+                self._reject(dip.refuse(frame, self._peer, name, 503, b"too many connections"))
+                return
+            response = dip.handle(frame, self._peer, name)
+            if response is not None:
+                transport.write(response)
+        if framer.error:
+            reason = "framing" if framer.error.startswith(b"bad") else "oversize"
+            dip.dropped[reason].inc()
+            self._reject(dip.refuse(framer.rejected, self._peer, name, 400, framer.error))
+
+    def _reject(self, response: bytes | None) -> None:
+        """Answer (when the message could be answered) and close the connection."""
+        transport = self._transport
+        self._closing = True
+        if transport is None:
+            return
+        if response is not None:
+            transport.write(response)
+        transport.close()
+        # A peer that never reads would keep the answer (and the socket) forever.
+        asyncio.get_running_loop().call_later(5.0, transport.abort)
+
+    def _check_idle(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last
+        timeout = self._shared.limits.idle_timeout
+        if idle >= timeout:
+            transport.abort()
+            return
+        self._timer = loop.call_later(timeout - idle, self._check_idle)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._shared.count -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport = None
+
+
+async def serve_tcp(
+    sock: socket.socket,
+    dip: Dip,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    limits: StreamLimits | None = None,
+) -> asyncio.Server:
+    """Answer SIP over an already listening TCP socket, with TLS when ``ssl`` is given.
+
+    Close the returned server (``close()`` then ``await wait_closed()``) to stop.
+    """
+    limits = limits or StreamLimits()
+    shared = _Connections(dip, limits, "tcp" if ssl is None else "tls")
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: SipStreamProtocol(shared),
+        sock=sock,
+        ssl=ssl,
+        ssl_handshake_timeout=limits.tls_handshake_timeout if ssl is not None else None,
+    )
+
+
+def close_quietly(sock: socket.socket) -> None:
+    """Close a socket, ignoring errors (for shutdown paths)."""
+    with contextlib.suppress(OSError):
+        sock.close()
