@@ -184,6 +184,9 @@ class Dip:
         self._tag_prefix = b";tag=" + settings.to_tag_prefix.encode() + b"-"
         self._tag_seed = zlib.crc32(settings.to_tag_secret)
         self._retry_after = b"Retry-After: %d\r\n" % settings.retry_after
+        self._limited_retry_after = (
+            b"Retry-After: %d\r\n" % limiter.retry_after if limiter is not None else b""
+        )
         self._anonymous = (
             b"Contact: " + quote(settings.anonymous_name) + b" <",
             b">\r\nP-Asserted-Identity: "
@@ -253,7 +256,7 @@ class Dip:
         limiter = self.limiter
         if limiter is not None and not limiter.allow(ip, self.clock()):
             self._ratelimited.inc()
-            return self._reply(req, source, transport, 503, self._retry_after)
+            return self._reply(req, source, transport, 503, self._limited_retry_after)
         if not req:
             warning = b'Warning: 399 cnamd "' + req.error + b'"\r\n'
             return self._reply(req, source, transport, req.status, warning)
@@ -397,6 +400,10 @@ class Dip:
 
 
 class _Limiter(Protocol):
+    """What the dip needs of a rate limiter (``TokenBucket``)."""
+
+    retry_after: int  # seconds until a refused source has a token again
+
     def allow(self, source: str, now: float) -> bool: ...
 
 

@@ -309,7 +309,7 @@ class TopVia:
             out = self.base
         else:
             out = self.base + b";received=" + source_ip
-        return out + b"," + self.rest if self.rest else out
+        return out + b", " + self.rest if self.rest else out
 
 
 def _same_host(host: bytes, source_ip: bytes) -> bool:
@@ -602,7 +602,7 @@ def _parse(head: bytes, body: bytes, unfolded: bool) -> Request:
 
     value = values[MAX_FORWARDS]
     if value is not None:
-        if value.isdigit() and len(value) <= 3 and int(value) <= MAX_FORWARDS_LIMIT:
+        if value.isdigit() and len(value) <= 10 and int(value) <= MAX_FORWARDS_LIMIT:
             req.max_forwards = int(value)
         else:
             req.fail(E_MAX_FORWARDS)
@@ -658,19 +658,12 @@ def stream_content_length(head: bytes) -> int:
     """
     if b"\r\n " in head or b"\r\n\t" in head:
         head = _FOLD.sub(b" ", head)
-    low = head.lower()
     found = -2
-    start = 0
-    while True:
-        i = low.find(b"\r\nl", start)
-        if i < 0:
-            break
-        start = i + 3
-        end = low.find(CRLF, start)
-        line = low[i + 2 :] if end < 0 else low[i + 2 : end]
+    for line in head.lower().split(CRLF)[1:]:
+        if line[:1] != b"l" and line[:1] != b"c":
+            continue
         name, colon, value = line.partition(b":")
-        name = name.rstrip(_WS)
-        if not colon or name not in {b"l", b"content-length"}:
+        if not colon or name.rstrip(_WS) not in {b"l", b"content-length"}:
             continue
         value = value.strip(_WS)
         if found != -2 or not value.isdigit() or len(value) > 10:
