@@ -171,7 +171,9 @@ class LogSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    workers: int = _setting(1, "worker processes sharing the listening sockets", _between(1, 256))
+    workers: int = _setting(
+        0, "worker processes sharing the listening sockets; 0 = one per CPU core", _between(0, 256)
+    )
     shutdown_timeout: float = _setting(4.0, "seconds to drain on SIGTERM", _between(0, 600))
 
 
@@ -345,6 +347,26 @@ def load(
     layers.append(("the environment", env_layer(environ)))
     layers.append(("the command line", override_layer(overrides or [])))
     return _apply(layers)
+
+
+def as_layer(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Plain data for handing resolved settings to a worker process (JSON-safe)."""
+    return {
+        section: {
+            f.name: _plain(getattr(getattr(settings, section), f.name))
+            for f in dataclasses.fields(cls)
+        }
+        for section, cls in SECTIONS.items()
+    }
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def from_layer(layer: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """The inverse of ``as_layer``, validated like any other source."""
+    return _apply([("the supervisor", layer)])
 
 
 def describe() -> list[tuple[str, Any, str]]:

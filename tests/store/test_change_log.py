@@ -124,6 +124,16 @@ async def test_rolled_back_write_leaves_no_change(conn: Conn) -> None:
     assert await changes_after(conn, 0) == before
 
 
+async def test_entry_hash_twins_agree_on_awkward_names(conn: Conn) -> None:
+    for owner, key, name in [
+        (0, "+1", "A"),
+        (2**40, "+999999999999999", "Ünïcödé & [x]_"),
+        (7, "+4930", "O'Brien (Sales)"),
+    ]:
+        sql = await conn.fetchval("SELECT cnamd_entry_hash('global', $1, $2, $3)", owner, key, name)
+        assert sql == entry_hash(Scope.GLOBAL, owner, key, name)
+
+
 async def test_digest_matches_the_python_twin(conn: Conn) -> None:
     tenant = await _tenant(conn)
     await conn.execute(INSERT, tenant, "+4930", "Berlin", "approved")
@@ -131,7 +141,7 @@ async def test_digest_matches_the_python_twin(conn: Conn) -> None:
     await conn.execute(INSERT, tenant, "+4950", "Pending", "pending")
     digest = await served_digest(conn)
     assert digest.count == 2
-    assert digest.hash_sum == (
+    assert digest.hash_xor == (
         entry_hash(Scope.ENTERPRISE, tenant, "+4930", "Berlin")
-        + entry_hash(Scope.ENTERPRISE, tenant, "+4940", "Hamburg")
+        ^ entry_hash(Scope.ENTERPRISE, tenant, "+4940", "Hamburg")
     )

@@ -88,17 +88,32 @@ class Directory:
     def caller_lookup(
         self, calling: str, called: str, source_ip: str
     ) -> tuple[str | None, LookupResult | None]:
-        """The SIP dip's question, never raising: (E.164 or None if unreadable, result)."""
+        """The SIP dip's question, never raising: (E.164 or None if unreadable, result).
+
+        An E.164-looking caller is looked up as sent first: a hit means a stored
+        (normalized) key prefixes it, and skipping phonenumbers saves ~4 us per
+        dip. Only a miss pays for normalization, to tell a miss from a bad number.
+        """
         contexts = self.contexts
         if contexts is None:
             return parse_number(calling, None), None
         owner = contexts.called_context(called)
-        if owner is None and not called.startswith("+"):
+        if owner is None and called and called[0] != "+":
             owner = contexts.called_context("+" + called)
         ctx = owner if owner is not None else contexts.source_context(source_ip)
+        looks_e164 = (
+            calling[:1] == "+"
+            and calling[1:].isdigit()
+            and calling.isascii()
+            and len(calling) <= 16
+        )
+        if looks_e164:
+            found = self.resolve(calling, ctx)
+            if found is not None:
+                return calling, found
         number = parse_number(calling, contexts.region_of(ctx))
-        if number is None:
-            return None, None
+        if number is None or (looks_e164 and number == calling):
+            return number, None
         return number, self.resolve(number, ctx)
 
     def admit(self, source_ip: str) -> bool:

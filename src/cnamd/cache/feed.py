@@ -6,7 +6,7 @@ snapshot file and swapped in. After that the feed LISTENs, and on every
 notification (or poll tick, which also proves the connection alive) applies
 change-log rows with id > last applied, in id order. Ids are gapless (see the
 schema), so a jump means the log was pruned under us: reload. A periodic
-reconciliation compares a digest (count and hash sum of served entries) with
+reconciliation compares a digest (count and XOR of entry hashes) with
 the one kept in step with each applied change, and reloads on a difference.
 """
 
@@ -60,6 +60,7 @@ class ChangeFeed:
         allowed_networks: Iterable[str],
         *,
         poll_interval: float = 1.0,
+        write_snapshot: bool = True,
     ) -> None:
         self.url = url
         self.directory = directory
@@ -70,9 +71,10 @@ class ChangeFeed:
         self.snapshot_path = (
             Path(cache_settings.snapshot_path) if cache_settings.snapshot_path else None
         )
+        self.write_snapshot = write_snapshot
         self.db_up = False
         self._count = 0
-        self._hash_sum = 0
+        self._hash_xor = 0
         self._last_id = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -81,12 +83,17 @@ class ChangeFeed:
 
     # -- start-up ----------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, prefer_snapshot: bool = False) -> None:
         """First load: from PostgreSQL, else from the snapshot (stale), else per policy.
 
+        ``prefer_snapshot`` (workers): map the snapshot the supervisor just wrote
+        and catch up from its change id, so all workers share its pages.
         Raises StoreUnavailable when the database is unreachable, no snapshot
         can be served and ``database.on_unreachable`` is ``exit``.
         """
+        if prefer_snapshot and self._warm_start(None):
+            self._spawn()
+            return
         try:
             conn = await connect_once(self.url, self.db.connect_timeout)
         except StoreUnavailable as exc:
@@ -106,8 +113,21 @@ class ChangeFeed:
             await conn.close()
         self._spawn()
 
-    def _warm_start(self, reason: str) -> bool:
-        """Serve the snapshot while the database is away; True if one was installed."""
+    async def prime(self) -> None:
+        """Load once and write the snapshot, then let go of the cache (the supervisor's job)."""
+        conn = await connect_once(self.url, self.db.connect_timeout)
+        try:
+            await self._full_load(conn, cause="prime")
+        finally:
+            await conn.close()
+        if self.directory.cache is not None:
+            self.directory.cache.close()
+
+    def _warm_start(self, reason: str | None) -> bool:
+        """Install the snapshot as stale until the database confirms it; True if installed.
+
+        ``reason`` says why the database is not used (None: by choice, in a worker).
+        """
         if self.snapshot_path is None or not self.snapshot_path.exists():
             return False
         try:
@@ -118,7 +138,7 @@ class ChangeFeed:
                 "snapshot refused", extra={"path": str(self.snapshot_path), "reason": exc.reason}
             )
             return False
-        self._count, self._hash_sum = info["count"], info["hash_sum"]
+        self._count, self._hash_xor = info["count"], info["hash_xor"]
         self._last_id = info["last_change_id"]
         contexts = Contexts.from_json(info["contexts"], self.allowed)
         self.directory.install(cache, contexts, self._digest(), stale=True)
@@ -249,12 +269,12 @@ class ChangeFeed:
                     cache.put(change.scope, change.owner, change.key, change.name)
                 if change.old_name is not None:
                     self._count -= 1
-                    self._hash_sum -= entry_hash(
+                    self._hash_xor ^= entry_hash(
                         change.scope, change.owner, change.key, change.old_name
                     )
                 if change.name is not None:
                     self._count += 1
-                    self._hash_sum += entry_hash(
+                    self._hash_xor ^= entry_hash(
                         change.scope, change.owner, change.key, change.name
                     )
             else:
@@ -268,7 +288,7 @@ class ChangeFeed:
         want = await entries.served_digest(conn)
         await self._catch_up(conn, upto=want.last_change_id)
         have = self._digest()
-        if (have.count, have.hash_sum) == (want.count, want.hash_sum):
+        if (have.count, have.hash_xor) == (want.count, want.hash_xor):
             return True
         log.warning(
             "cache differs from the database, reloading",
@@ -304,7 +324,7 @@ class ChangeFeed:
         contexts = Contexts(rows, self.allowed)
         if count != digest.count:  # pragma: no cover - one snapshot cannot disagree
             raise RuntimeError(f"streamed {count} entries, snapshot counted {digest.count}")
-        self._count, self._hash_sum, self._last_id = count, digest.hash_sum, digest.last_change_id
+        self._count, self._hash_xor, self._last_id = count, digest.hash_xor, digest.last_change_id
         cache = await self._persist(cache, contexts)
         self.directory.install(cache, contexts, self._digest(), stale=False)
         elapsed = time.monotonic() - started
@@ -325,14 +345,14 @@ class ChangeFeed:
 
     async def _persist(self, cache: NameCache, contexts: Contexts) -> NameCache:
         """Write the snapshot and serve from its mapping, so forked workers share pages."""
-        if self.snapshot_path is None:
+        if self.snapshot_path is None or not self.write_snapshot:
             return cache
         meta = json.dumps(
             {
                 "format": SNAPSHOT_META_FORMAT,
                 "last_change_id": self._last_id,
                 "count": self._count,
-                "hash_sum": self._hash_sum,
+                "hash_xor": self._hash_xor,
                 "contexts": contexts.to_json(),
             }
         ).encode()
@@ -357,7 +377,7 @@ class ChangeFeed:
             info: dict[str, Any] = json.loads(meta)
             if info.get("format") != SNAPSHOT_META_FORMAT:
                 raise SnapshotError(f"unknown metadata format {info.get('format')!r}")
-            for field in ("last_change_id", "count", "hash_sum", "contexts"):
+            for field in ("last_change_id", "count", "hash_xor", "contexts"):
                 if field not in info:
                     raise SnapshotError(f"metadata lacks {field}")
         except (ValueError, AttributeError) as exc:
@@ -365,7 +385,7 @@ class ChangeFeed:
         return info
 
     def _digest(self) -> Digest:
-        return Digest(self._count, self._hash_sum, self._last_id)
+        return Digest(self._count, self._hash_xor, self._last_id)
 
     def _publish_counts(self) -> None:
         for scope, n in self.directory.counts().items():

@@ -32,26 +32,28 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    """Count and hash sum of served entries, as of change ``last_change_id``.
+    """Count and XOR of entry hashes of served entries, as of change ``last_change_id``.
 
-    PostgreSQL computes it in one scan; the feed keeps its own in step with each
-    applied change, so a missed, doubled or misapplied change shows as a difference.
+    PostgreSQL computes it in one scan (~0.7 s per million rows); the feed keeps
+    its own in step with each applied change (XOR out the old, XOR in the new),
+    so a missed, doubled or misapplied change shows as a difference.
     """
 
     count: int
-    hash_sum: int
+    hash_xor: int
     last_change_id: int
 
 
 def entry_hash(scope: Scope, owner: int, key: str, name: str) -> int:
-    """Twin of SQL ``cnamd_entry_hash``: 60 bits of md5 over one served entry."""
+    """Twin of SQL ``cnamd_entry_hash``: the first 64 bits of md5, as a signed bigint."""
     text = f"{scope.label}:{owner}:{key}:{name}".encode()
-    return int(hashlib.md5(text, usedforsecurity=False).hexdigest()[:15], 16)
+    value = int(hashlib.md5(text, usedforsecurity=False).hexdigest()[:16], 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 SERVED = "SELECT scope, owner_id, key, name FROM cnam_entries WHERE approval = 'approved'"
 DIGEST = (
-    "SELECT count(*), coalesce(sum(cnamd_entry_hash(scope, owner_id, key, name)), 0)"
+    "SELECT count(*), coalesce(bit_xor(cnamd_entry_hash(scope, owner_id, key, name)), 0)"
     " FROM cnam_entries WHERE approval = 'approved'"
 )
 
