@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import ssl as ssl_module
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cnamd.errors import ConfigError
 from cnamd.sip.dip import Dip
@@ -145,8 +145,7 @@ class SipDatagramProtocol(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         answer = self._answer(data, addr, "udp")
@@ -191,7 +190,7 @@ class SipStreamProtocol(asyncio.Protocol):
         self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         shared = self._shared
         shared.count += 1
         self._transport = transport

@@ -1,0 +1,282 @@
+"""Real sockets on loopback: UDP and TCP (and TLS) listeners serving a Dip."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from memory_names import MemoryNames
+from sip_peer import display_name, parse_reply, request
+
+from cnamd.sip import Dip, DipSettings
+from cnamd.sip.transport import (
+    StreamLimits,
+    bind_tcp,
+    bind_udp,
+    receive_buffer_size,
+    serve_tcp,
+    serve_udp,
+    split_hostport,
+)
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HOSTS = [
+    "127.0.0.1",
+    pytest.param("::1", marks=pytest.mark.skipif(not _has_ipv6(), reason="no ::1")),
+]
+
+
+def _dip() -> Dip:
+    return Dip(DipSettings(), MemoryNames())
+
+
+async def _udp_ask(host: str, port: int, data: bytes, via_rport: bool = True) -> bytes:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.setblocking(False)
+        client.bind((host, 0))
+        await loop.sock_sendto(client, data, (host, port))
+        reply, _ = await asyncio.wait_for(loop.sock_recvfrom(client, 65535), 5)
+        return reply
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_udp_dip_gets_302_back_at_the_source_port(host: str) -> None:
+    sock = bind_udp(host, 0)
+    port = sock.getsockname()[1]
+    transport = await serve_udp(sock, _dip())
+    try:
+        sent_by = f"[{host}]" if ":" in host else host
+        data = request(via=f"SIP/2.0/UDP {sent_by}:9;rport;branch=z9hG4bKu")
+        reply = parse_reply(await _udp_ask(host, port, data))
+        assert reply.status == 302
+        assert display_name(reply.one("Contact")) == "John Doe"
+    finally:
+        transport.close()
+
+
+async def test_udp_options_and_garbage() -> None:
+    sock = bind_udp("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    transport = await serve_udp(sock, _dip())
+    try:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.setblocking(False)
+            client.bind(("127.0.0.1", 0))
+            await loop.sock_sendto(client, b"\x00garbage\r\n\r\n", ("127.0.0.1", port))
+            await loop.sock_sendto(client, b"\r\n\r\n", ("127.0.0.1", port))
+            data = request("OPTIONS", via="SIP/2.0/UDP 127.0.0.1;rport;branch=z9hG4bKo")
+            await loop.sock_sendto(client, data, ("127.0.0.1", port))
+            reply, _ = await asyncio.wait_for(loop.sock_recvfrom(client, 65535), 5)
+            assert parse_reply(reply).status == 200  # the first answer is the OPTIONS one
+    finally:
+        transport.close()
+
+
+def test_udp_socket_gets_a_large_receive_buffer() -> None:
+    with bind_udp("127.0.0.1", 0, rcvbuf=8 * 1024 * 1024) as sock:
+        size = receive_buffer_size(sock)
+        rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        expected = 8 * 1024 * 1024 if os.geteuid() == 0 else min(8 * 1024 * 1024, rmem_max)
+        assert size >= expected
+
+
+def test_tcp_listener_is_bound_and_listening() -> None:
+    with bind_tcp("127.0.0.1", 0) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5070", ("127.0.0.1", 5070)),
+        ("[::1]:5071", ("::1", 5071)),
+        ("::1", ("::1", 5060)),
+        ("localhost", ("localhost", 5060)),
+    ],
+)
+def test_split_hostport(text: str, expected: tuple[str, int]) -> None:
+    assert split_hostport(text) == expected
+
+
+@pytest.fixture
+async def tcp_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int]]:
+    limits = getattr(request, "param", StreamLimits())
+    sock = bind_tcp("127.0.0.1", 0)
+    server = await serve_tcp(sock, _dip(), limits=limits)
+    try:
+        yield "127.0.0.1", sock.getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
+async def test_tcp_message_split_across_segments_is_answered(tcp_server: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    data = request(via="SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKt", body="v=0\r\n")
+    for i in range(0, len(data), 17):
+        writer.write(data[i : i + 17])
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    reply = parse_reply(await _read_response(reader))
+    assert reply.status == 302
+    writer.close()
+
+
+async def test_tcp_two_messages_in_one_segment_get_two_answers_in_order(
+    tcp_server: tuple[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    writer.write(request("OPTIONS") + request("BYE"))
+    await writer.drain()
+    assert parse_reply(await _read_response(reader)).status == 200
+    assert parse_reply(await _read_response(reader)).status == 405
+    writer.close()
+
+
+async def test_tcp_keepalive_ping_gets_a_pong(tcp_server: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    writer.write(b"\r\n\r\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+    writer.write(request("OPTIONS"))
+    assert parse_reply(await _read_response(reader)).status == 200
+    writer.close()
+
+
+async def test_tcp_oversize_header_gets_400_then_the_connection_closes(
+    tcp_server: tuple[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    writer.write(request("OPTIONS").replace(b"\r\n\r\n", b"\r\n"))
+    for _ in range(200):  # 200 * 100 B > the 16 KiB cap
+        writer.write(b"X-Filler: " + b"a" * 88 + b"\r\n")
+    await writer.drain()
+    reply = parse_reply(await _read_response(reader))
+    assert reply.status == 400 and "too large" in reply.one("Warning")
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_tcp_bad_content_length_gets_400_then_the_connection_closes(
+    tcp_server: tuple[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    writer.write(request("OPTIONS", content_length="-5"))
+    await writer.drain()
+    assert parse_reply(await _read_response(reader)).status == 400
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_tcp_garbage_without_end_is_cut_off_at_the_cap(tcp_server: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+        for _ in range(100):
+            writer.write(os.urandom(1024).replace(b"\r\n", b"xx"))
+            await writer.drain()
+        await asyncio.wait_for(reader.readexactly(1), 5)
+    writer.close()
+
+
+@pytest.mark.parametrize("tcp_server", [StreamLimits(idle_timeout=0.3)], indirect=True)
+async def test_tcp_idle_connection_is_closed(tcp_server: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    start = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert asyncio.get_running_loop().time() - start >= 0.25
+    writer.close()
+
+
+@pytest.mark.parametrize("tcp_server", [StreamLimits(max_connections=2)], indirect=True)
+async def test_tcp_connection_over_the_limit_gets_503_and_is_closed(
+    tcp_server: tuple[str, int],
+) -> None:
+    held = [await asyncio.open_connection(*tcp_server) for _ in range(2)]
+    for reader, writer in held:  # both served
+        writer.write(request("OPTIONS"))
+        assert parse_reply(await _read_response(reader)).status == 200
+    reader, writer = await asyncio.open_connection(*tcp_server)
+    writer.write(request("OPTIONS"))
+    reply = parse_reply(await _read_response(reader))
+    assert reply.status == 503 and reply.has("Retry-After")
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    for _, w in held:
+        w.close()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+async def test_tls_dip_is_answered(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    client_ctx.check_hostname = False
+    sock = bind_tcp("127.0.0.1", 0)
+    server = await serve_tcp(sock, _dip(), ssl=server_ctx)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", sock.getsockname()[1], ssl=client_ctx
+        )
+        writer.write(request(via="SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bKs"))
+        reply = parse_reply(await _read_response(reader))
+        assert reply.status == 302 and display_name(reply.one("Contact")) == "John Doe"
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
