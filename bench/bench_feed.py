@@ -182,7 +182,8 @@ async def main() -> None:
     print(f"entries: {args.entries:,} (COPY into PostgreSQL {fill_s:.1f} s)")
     print(f"full load (stream + build + snapshot write + map): {load_s:.2f} s")
     print(
-        f"snapshot: {size / 1e6:.1f} MB ({size / args.entries:.1f} B/entry), open {open_s * 1000:.1f} ms"
+        f"snapshot: {size / 1e6:.1f} MB ({size / args.entries:.1f} B/entry),"
+        f" open {open_s * 1000:.1f} ms"
     )
     print(f"peak RSS during load: {rss_mib() - rss_before:.0f} MiB over {rss_before:.0f} MiB")
     print(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from sip_peer import display_name, parse_reply, request
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
 
@@ -62,39 +63,50 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
-    port = free_port()
-    data_dir = tmp_path / "var" / "pgdata"
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "serve",
-            "--demo",
-            "--http-listen",
-            f"127.0.0.1:{port}",
-            "--sip-listen",
-            f"127.0.0.1:{free_port()}",
-            "--embedded-dir",
-            str(data_dir),
-            "--snapshot",
-            str(tmp_path / "var" / "cache.snapshot"),
-        ],
-        cwd=tmp_path,
-        env=env_without_cnamd(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        yield proc, base, data_dir
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
-        for pg in postgres_processes(data_dir):
+class Daemon:
+    """A ``cnamd serve --demo`` subprocess on free loopback ports."""
+
+    def __init__(self, tmp_path: Path, *extra: str) -> None:
+        self.http_port, self.sip_port = free_port(), free_port()
+        self.data_dir = tmp_path / "var" / "pgdata"
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.proc = subprocess.Popen(
+            [
+                *CLI,
+                "serve",
+                "--demo",
+                "--http-listen",
+                f"127.0.0.1:{self.http_port}",
+                "--sip-listen",
+                f"127.0.0.1:{self.sip_port}",
+                "--embedded-dir",
+                str(self.data_dir),
+                "--snapshot",
+                str(tmp_path / "var" / "cache.snapshot"),
+                *extra,
+            ],
+            cwd=tmp_path,
+            env=env_without_cnamd(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+        for pg in postgres_processes(self.data_dir):
             pg.kill()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    started = Daemon(tmp_path, "--workers", "1")
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 20) -> dict[str, object]:
@@ -113,9 +125,9 @@ def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 20) -> d
 
 
 def test_serve_demo_becomes_ready_and_stops_cleanly_on_sigterm(
-    daemon: tuple[subprocess.Popen[str], str, Path],
+    daemon: Daemon,
 ) -> None:
-    proc, base, data_dir = daemon
+    proc, base, data_dir = daemon.proc, daemon.base, daemon.data_dir
     ready = wait_ready(base, proc)
     assert ready["loaded"] is True and ready["database"] == "up"
     status, body = http_get(base + "/v1/lookup/+492216698712?tenant=demo")
@@ -131,9 +143,9 @@ def test_serve_demo_becomes_ready_and_stops_cleanly_on_sigterm(
 
 
 def test_readyz_is_503_until_the_first_load(
-    daemon: tuple[subprocess.Popen[str], str, Path],
+    daemon: Daemon,
 ) -> None:
-    proc, base, _ = daemon
+    proc, base, _ = daemon.proc, daemon.base, daemon.data_dir
     wait_ready(base, proc)
     # a second daemon on an unreachable database, told to wait for it, is alive but not ready
     port = free_port()
@@ -232,3 +244,84 @@ def test_version_and_help() -> None:
     help_text = run_cli("serve", "--help").stdout
     for flag in ("--config", "--demo", "--http-listen", "--sip-listen", "--set"):
         assert flag in help_text
+
+
+def sip_dip(port: int, calling: str, *, tcp: bool = False, branch: str = "z9hG4bK-d1") -> bytes:
+    """One INVITE dip from a fresh loopback socket; the raw answer."""
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.settimeout(3)
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()[1]
+        transport = "TCP" if tcp else "UDP"
+        data = request(
+            "INVITE",
+            f"sip:+492216698700@127.0.0.1:{port}",
+            via=f"SIP/2.0/{transport} 127.0.0.1:{local};branch={branch};rport",
+            from_=f"<sip:{calling}@127.0.0.1>;tag=t1",
+            to="<sip:+492216698700@127.0.0.1>",
+            call_id=f"{branch}@127.0.0.1",
+        )
+        if tcp:
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(data)
+        else:
+            sock.sendto(data, ("127.0.0.1", port))
+        answer: bytes = sock.recv(65535)
+        return answer
+
+
+def test_sip_dip_over_udp_and_tcp_gets_302_with_the_name(daemon: Daemon, tmp_path: Path) -> None:
+    proc, base, _ = daemon.proc, daemon.base, daemon.data_dir
+    wait_ready(base, proc)
+    port = daemon.sip_port
+    for tcp in (False, True):
+        reply = parse_reply(sip_dip(port, "+492216698712", tcp=tcp))
+        assert reply.status == 302
+        assert display_name(reply.one("Contact")) == "John Doe"
+    miss = parse_reply(sip_dip(port, "+15555550100", branch="z9hG4bK-miss"))
+    assert miss.status == 404
+
+
+def worker_pids(proc: subprocess.Popen[str]) -> set[int]:
+    """Live worker processes of the supervisor (a killed one is a zombie until reaped)."""
+    found = set()
+    for child in psutil.Process(proc.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "worker" in child.cmdline():
+                found.add(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_workers_share_sockets_and_a_crashed_worker_is_restarted(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, "--workers", "2")
+    try:
+        wait_ready(daemon.base, daemon.proc)
+        deadline = time.monotonic() + 20
+        while len(worker_pids(daemon.proc)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = worker_pids(daemon.proc)
+        assert len(first) == 2
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = worker_pids(daemon.proc)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the killed worker was not replaced")
+        wait_ready(daemon.base, daemon.proc)
+        for i in range(10):  # every answer comes from some live worker
+            reply = parse_reply(sip_dip(daemon.sip_port, "+492216698712", branch=f"z9hG4bK-w{i}"))
+            assert reply.status == 302
+        daemon.proc.send_signal(signal.SIGTERM)
+        out, _ = daemon.proc.communicate(timeout=10)
+        assert daemon.proc.returncode == 0, out
+        assert not any(psutil.pid_exists(pid) for pid in now)
+        assert postgres_processes(daemon.data_dir) == []
+    finally:
+        daemon.stop()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 from cnamd import __version__, logs
 from cnamd.errors import CnamdError, ConfigError, StoreUnavailable
-from cnamd.settings import Settings, load
+from cnamd.settings import Settings, from_layer, load
 
 EXIT_USAGE = 2
 
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("version", help="print the version")
+    # started by the supervisor with its sockets and settings; not for people
+    sub.add_parser("worker")
     return parser
 
 
@@ -113,8 +117,24 @@ def _run(coro_fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 async def _serve(settings: Settings, demo: bool) -> int:
     from cnamd.server import Server
+    from cnamd.supervisor import Supervisor, worker_count
 
-    await Server(settings, demo=demo).run()
+    if worker_count(settings) == 1:
+        await Server(settings, demo=demo).run()
+    else:
+        await Supervisor(settings, demo=demo).run()
+    return 0
+
+
+async def _work() -> int:
+    from cnamd.server import Server, WorkerSpec
+    from cnamd.supervisor import WORKER_ENV
+
+    spec = json.loads(os.environ[WORKER_ENV])
+    settings = from_layer(spec["settings"])
+    logs.configure(settings.log)
+    worker = WorkerSpec(spec["index"], spec["database_url"], spec["sockets"], spec["heartbeat_fd"])
+    await Server(settings, worker=worker).run()
     return 0
 
 
@@ -145,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cnamd {__version__}")
         return 0
     try:
+        if args.command == "worker":
+            return _run(_work)
         settings = settings_from(args)
         logs.configure(settings.log)
         if args.command == "serve":

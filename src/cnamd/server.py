@@ -1,10 +1,18 @@
-"""The daemon's life: startup, serve, shutdown. The one composition root."""
+"""The daemon's life: startup, serve, shutdown. The one composition root.
+
+One process serves HTTP and SIP from one Directory. It runs alone (``--workers
+1``), binding its own sockets and owning the database, or as a worker of the
+supervisor, adopting the sockets and the database URL it was handed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +21,14 @@ from aiohttp import web
 from cnamd import __version__, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
+from cnamd.callers import DirectoryCallers
 from cnamd.errors import StoreUnavailable
 from cnamd.http.app import make_app
+from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.settings import Settings
+from cnamd.sip.dip import Dip, DipSettings
+from cnamd.sip.ratelimit import TokenBucket
+from cnamd.sip.transport import StreamLimits, serve_tcp, serve_udp
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate, pending
@@ -24,10 +37,14 @@ from cnamd.store.pool import connect_once
 log = logging.getLogger(__name__)
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` -> (host, port); validated by settings already."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What the supervisor hands a worker process."""
+
+    index: int
+    database_url: str
+    sockets: dict[str, int]
+    heartbeat_fd: int
 
 
 async def prepare_database(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
@@ -49,54 +66,104 @@ async def migrate_database(url: str, timeout: float, *, demo: bool) -> None:
         await conn.close()
 
 
-class Server:
-    """Owns every long-lived part; ``run()`` returns when a stop signal arrives."""
+async def check_migrations(url: str, timeout: float) -> list[int]:
+    """Versions not yet applied (for ``cnamd migrate --check``)."""
+    conn = await connect_once(url, timeout)
+    try:
+        return [m.version for m in await pending(conn)]
+    finally:
+        await conn.close()
 
-    def __init__(self, settings: Settings, *, demo: bool = False) -> None:
+
+def dip_settings(settings: Settings) -> DipSettings:
+    sip = settings.sip
+    return DipSettings(
+        number_source=sip.number_source,
+        miss_reply=sip.miss_reply,
+        invalid_reply=sip.invalid_reply,
+        anonymous_name=sip.anonymous_name,
+        deny_reply=sip.deny_reply,
+        server_header=f"cnamd/{__version__}",
+        retry_after=max(1, sip.retry_after),
+    )
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.sip.tls_listen:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.sip.tls_cert, settings.sip.tls_key)
+    return context
+
+
+class Server:
+    """Owns every long-lived part of one serving process."""
+
+    def __init__(
+        self, settings: Settings, *, demo: bool = False, worker: WorkerSpec | None = None
+    ) -> None:
         self.settings = settings
         self.demo = demo
+        self.worker = worker
         self.directory = Directory()
         self.embedded = (
             None
-            if settings.database.url
+            if settings.database.url or worker is not None
             else EmbeddedPostgres(Path(settings.database.embedded_dir))
         )
+        self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.feed: ChangeFeed | None = None
         self.http_runner: web.AppRunner | None = None
+        self.sip_udp: list[asyncio.DatagramTransport] = []
+        self.sip_streams: list[asyncio.Server] = []
+        self.dip: Dip | None = None
         self.listeners_up = False
-        self.schema_current = False
         self.stopping = asyncio.Event()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # -- phases --------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Database, migrations, first cache load, then the listeners."""
+        """Database and sockets, listeners (answering 503 until loaded), then the cache."""
         metrics.BUILD_INFO.info({"version": __version__})
-        url = await prepare_database(self.settings, self.embedded)
         db = self.settings.database
-        try:
-            await migrate_database(url, db.connect_timeout, demo=self.demo)
-            self.schema_current = True
-        except StoreUnavailable as exc:
-            # The feed decides: serve a snapshot, wait, or give up (database.on_unreachable).
-            log.warning("database unreachable at start-up", extra={"reason": exc.reason})
+        if self.worker is None:
+            url = await prepare_database(self.settings, self.embedded)
+            try:
+                await migrate_database(url, db.connect_timeout, demo=self.demo)
+            except StoreUnavailable as exc:
+                # The feed decides: serve a snapshot, wait, or give up (database.on_unreachable).
+                log.warning("database unreachable at start-up", extra={"reason": exc.reason})
+            self.sockets = bind_all(self.settings)
+        else:
+            url = self.worker.database_url
+            self.sockets = adopt(self.worker.sockets)
+            from cnamd.supervisor import heartbeat
+
+            self._heartbeat = asyncio.create_task(heartbeat(self.worker.heartbeat_fd))
+        await self._start_listeners()
         self.feed = ChangeFeed(
-            url, self.directory, self.settings.cache, db, self.settings.sip.allow
+            url,
+            self.directory,
+            self.settings.cache,
+            db,
+            self.settings.sip.allow,
+            write_snapshot=self.worker is None,
         )
-        await self.feed.start()
-        await self._start_http()
-        self.listeners_up = True
+        await self.feed.start(prefer_snapshot=self.worker is not None)
+        assert self.dip is not None
+        self.dip.available = True
         log.info(
             "cnamd ready",
             extra={
                 "version": __version__,
-                "http": self.settings.http.listen,
+                "worker": self.worker.index if self.worker else None,
                 "entries": sum(self.directory.counts().values()),
                 "stale": self.directory.stale,
             },
         )
 
-    async def _start_http(self) -> None:
+    async def _start_listeners(self) -> None:
         app = make_app(self.settings, self.directory, self)
         self.http_runner = web.AppRunner(
             app,
@@ -105,10 +172,28 @@ class Server:
             handle_signals=False,
         )
         await self.http_runner.setup()
-        host, port = split_address(self.settings.http.listen)
-        site = web.TCPSite(self.http_runner, host, port, reuse_address=True)
-        await site.start()
-        log.info("http listening", extra={"address": self.settings.http.listen})
+        sip = self.settings.sip
+        self.dip = Dip(
+            dip_settings(self.settings),
+            DirectoryCallers(self.directory),
+            limiter=TokenBucket(sip.rate, sip.burst) if sip.rate > 0 else None,
+        )
+        self.dip.available = False  # 503 + Retry-After until the first load
+        limits = StreamLimits(
+            idle_timeout=sip.tcp_idle_timeout, max_connections=sip.tcp_max_connections
+        )
+        tls = tls_context(self.settings)
+        for spec, sock in self.sockets:
+            if spec.kind == "http":
+                await web.SockSite(self.http_runner, sock).start()
+            elif spec.kind == "sip-udp":
+                self.sip_udp.append(await serve_udp(sock, self.dip))
+            else:
+                ctx = tls if spec.kind == "sip-tls" else None
+                self.sip_streams.append(await serve_tcp(sock, self.dip, ssl=ctx, limits=limits))
+            if self.worker is None or self.worker.index == 0:
+                log.info("listening", extra={"kind": spec.kind, "address": spec.address})
+        self.listeners_up = True
 
     async def serve(self) -> None:
         """Wait for SIGTERM / SIGINT."""
@@ -121,10 +206,18 @@ class Server:
     async def shutdown(self) -> None:
         """Close listeners, answer in-flight requests, stop the feed and the database."""
         self.listeners_up = False
+        for udp in self.sip_udp:
+            udp.close()
+        for stream in self.sip_streams:
+            stream.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self.feed is not None:
             await self.feed.stop()
+        for _spec, sock in self.sockets:
+            sock.close()
         if self.directory.cache is not None:
             self.directory.cache.close()
         if self.embedded is not None:
@@ -168,12 +261,3 @@ class Server:
         body["status"] = "ready" if status == 200 else "not-ready"
         body["reasons"] = reasons
         return status, body
-
-
-async def check_migrations(url: str, timeout: float) -> list[int]:
-    """Versions not yet applied (for ``cnamd migrate --check``)."""
-    conn = await connect_once(url, timeout)
-    try:
-        return [m.version for m in await pending(conn)]
-    finally:
-        await conn.close()

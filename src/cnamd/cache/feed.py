@@ -111,6 +111,7 @@ class ChangeFeed:
             await self._full_load(conn, cause="startup")
         finally:
             await conn.close()
+        self._set_db_up(True)
         self._spawn()
 
     async def prime(self) -> None:

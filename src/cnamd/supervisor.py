@@ -1,0 +1,228 @@
+"""Worker processes that share the listening sockets, bound once here.
+
+As Kamailio's children share theirs, and as uvicorn's multiprocess supervisor
+does: the parent binds every socket, prepares the database and the first cache
+snapshot, then starts N workers that inherit the sockets (``pass_fds``) and map
+the snapshot read-only, so their caches share pages. Not SO_REUSEPORT: the
+kernel would hash each UDP sender to one socket, so one SBC sending from one
+port would load one worker only.
+
+Each worker writes a heartbeat byte to a pipe every second; a worker that dies
+or stays silent for ``HEARTBEAT_TIMEOUT`` is killed and restarted. SIGTERM and
+SIGINT stop all; SIGHUP is passed on to every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnamd.cache.directory import Directory
+from cnamd.cache.feed import ChangeFeed
+from cnamd.errors import StoreUnavailable
+from cnamd.listeners import ListenSpec, bind_all
+from cnamd.settings import Settings, as_layer
+from cnamd.store.embedded import EmbeddedPostgres
+
+log = logging.getLogger(__name__)
+
+WORKER_ENV = "CNAMD_WORKER"
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_TIMEOUT = 10.0
+RESTART_BACKOFF_MAX = 10.0
+
+
+@dataclass
+class Worker:
+    """One child process and the read end of its heartbeat pipe."""
+
+    index: int
+    process: subprocess.Popen[bytes]
+    heartbeat_fd: int
+    last_beat: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.server.workers or os.cpu_count() or 1
+
+
+class Supervisor:
+    """Binds, prepares, spawns and watches the workers."""
+
+    def __init__(self, settings: Settings, *, demo: bool = False) -> None:
+        self.settings = settings
+        self.demo = demo
+        self.count = worker_count(settings)
+        self.embedded = (
+            None
+            if settings.database.url
+            else EmbeddedPostgres(Path(settings.database.embedded_dir))
+        )
+        self.sockets: list[tuple[ListenSpec, socket.socket]] = []
+        self.workers: dict[int, Worker] = {}
+        self.stopping = asyncio.Event()
+        self.url = ""
+
+    async def run(self) -> None:
+        from cnamd.server import migrate_database, prepare_database
+
+        try:
+            self.url = await prepare_database(self.settings, self.embedded)
+            db = self.settings.database
+            try:
+                await migrate_database(self.url, db.connect_timeout, demo=self.demo)
+                await self._prime_snapshot()
+            except StoreUnavailable as exc:
+                if db.on_unreachable == "exit" and not self._snapshot_exists():
+                    raise
+                log.warning(
+                    "database unreachable; workers will wait or serve the snapshot",
+                    extra={"reason": exc.reason},
+                )
+            self.sockets = bind_all(self.settings)
+            for index in range(self.count):
+                self._spawn(index)
+            log.info(
+                "supervisor started",
+                extra={
+                    "workers": self.count,
+                    "http": self.settings.http.listen,
+                    "sip": ",".join(self.settings.sip.listen),
+                },
+            )
+            await self._watch()
+        finally:
+            await self._stop_workers()
+            for _spec, sock in self.sockets:
+                sock.close()
+            if self.embedded is not None:
+                await self.embedded.stop()
+
+    def _snapshot_exists(self) -> bool:
+        path = self.settings.cache.snapshot_path
+        return bool(path) and Path(path).exists()
+
+    async def _prime_snapshot(self) -> None:
+        """Load once here and write the snapshot the workers map (shared pages)."""
+        if not self.settings.cache.snapshot_path:
+            return
+        feed = ChangeFeed(
+            self.url,
+            Directory(),
+            self.settings.cache,
+            self.settings.database,
+            self.settings.sip.allow,
+        )
+        await feed.prime()
+
+    def _spawn(self, index: int, restarts: int = 0) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        fds = {spec.key: sock.fileno() for spec, sock in self.sockets}
+        spec = {
+            "index": index,
+            "database_url": self.url,
+            "settings": as_layer(self.settings),
+            "sockets": fds,
+            "heartbeat_fd": write_fd,
+        }
+        env = dict(os.environ)
+        env[WORKER_ENV] = json.dumps(spec)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cnamd.cli", "worker"],
+            pass_fds=[*fds.values(), write_fd],
+            env=env,
+        )
+        os.close(write_fd)
+        self.workers[index] = Worker(index, process, read_fd, restarts=restarts)
+        log.info("worker started", extra={"worker": index, "pid": process.pid})
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.5)
+            if not self.stopping.is_set():
+                await self._check_workers()
+
+    async def _check_workers(self) -> None:
+        now = time.monotonic()
+        for index, worker in list(self.workers.items()):
+            self._read_beats(worker, now)
+            code = worker.process.poll()
+            silent = now - worker.last_beat > HEARTBEAT_TIMEOUT
+            if code is None and not silent:
+                continue
+            if code is None:
+                log.error(
+                    "worker silent, killing it", extra={"worker": index, "pid": worker.process.pid}
+                )
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.wait)
+                code = worker.process.returncode
+            else:
+                log.error(
+                    "worker exited, restarting",
+                    extra={"worker": index, "code": code, "pid": worker.process.pid},
+                )
+            os.close(worker.heartbeat_fd)
+            del self.workers[index]
+            await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.1 * 2**worker.restarts))
+            self._spawn(index, worker.restarts + 1)
+
+    @staticmethod
+    def _read_beats(worker: Worker, now: float) -> None:
+        try:
+            if os.read(worker.heartbeat_fd, 4096):
+                worker.last_beat = now
+        except BlockingIOError:
+            pass
+
+    def _forward(self, sig: int) -> None:
+        for worker in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(sig)
+
+    async def _stop_workers(self) -> None:
+        self._forward(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.server.shutdown_timeout + 1
+        for worker in self.workers.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                await asyncio.to_thread(worker.process.wait, remaining)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "worker did not stop in time, killing it", extra={"worker": worker.index}
+                )
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.wait)
+            os.close(worker.heartbeat_fd)
+        self.workers.clear()
+        log.info("workers stopped")
+
+
+async def heartbeat(fd: int) -> None:
+    """In a worker: tell the supervisor we are alive, until cancelled or orphaned."""
+    while True:
+        try:
+            os.write(fd, b".")
+        except BlockingIOError:
+            pass
+        except OSError:  # the supervisor is gone: stop serving
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
