@@ -112,6 +112,7 @@ E_DATE = b"bad Date header"
 E_CONTACT = b"bad Contact header"
 E_RESPONSE = b"a response, not a request"
 E_NO_HEADERS = b"no header section"
+E_BARE_LINE_END = b"bare CR or LF in the header section"
 _E_MISSING = {
     FROM: b"missing From header",
     TO: b"missing To header",
@@ -513,6 +514,12 @@ def _parse(head: bytes, body: bytes, unfolded: bool) -> Request:
     req.headers = values
     req.vias = vias
     lines = head.split(CRLF)
+    crlfs = len(lines) - 1
+    if head.count(b"\n") != crlfs or head.count(b"\r") != crlfs:
+        # A bare CR or LF inside a value would be echoed into the response, where a
+        # lenient reader takes it for a line end: response header injection.
+        req.fail(E_BARE_LINE_END)
+        return req
     start = lines.pop(0)
     if start[:4] == b"SIP/":
         req.is_response = True

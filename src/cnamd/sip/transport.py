@@ -15,6 +15,7 @@ import errno
 import ipaddress
 import socket
 import ssl as ssl_module
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -137,15 +138,38 @@ def bind_tcp(
     return sock
 
 
+METRICS_FLUSH_INTERVAL = 1.0
+
+
+async def _flush_metrics(dip: Dip, serving: Callable[[], bool]) -> None:
+    """Move the dip's tallies into the metrics every second while the listener serves."""
+    try:
+        while serving():
+            await asyncio.sleep(METRICS_FLUSH_INTERVAL)
+            dip.flush_metrics()
+    finally:
+        dip.flush_metrics()
+
+
 class SipDatagramProtocol(asyncio.DatagramProtocol):
     """One datagram in, at most one out, synchronously: nothing is queued."""
 
     def __init__(self, dip: Dip) -> None:
+        self._dip = dip
         self._answer = dip.answer
         self._transport: asyncio.DatagramTransport | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+        self._flusher = asyncio.get_running_loop().create_task(
+            _flush_metrics(self._dip, lambda: not transport.is_closing())
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         answer = self._answer(data, addr, "udp")
@@ -166,13 +190,14 @@ async def serve_udp(sock: socket.socket, dip: Dip) -> asyncio.DatagramTransport:
 class _Connections:
     """Shared state of one stream listener."""
 
-    __slots__ = ("count", "dip", "limits", "transport_name")
+    __slots__ = ("count", "dip", "flusher", "limits", "transport_name")
 
     def __init__(self, dip: Dip, limits: StreamLimits, transport_name: str) -> None:
         self.dip = dip
         self.limits = limits
         self.transport_name = transport_name
         self.count = 0
+        self.flusher: asyncio.Task[None] | None = None
 
 
 class SipStreamProtocol(asyncio.Protocol):
@@ -284,12 +309,14 @@ async def serve_tcp(
     limits = limits or StreamLimits()
     shared = _Connections(dip, limits, "tcp" if ssl is None else "tls")
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
+    server = await loop.create_server(
         lambda: SipStreamProtocol(shared),
         sock=sock,
         ssl=ssl,
         ssl_handshake_timeout=limits.tls_handshake_timeout if ssl is not None else None,
     )
+    shared.flusher = loop.create_task(_flush_metrics(dip, server.is_serving))
+    return server
 
 
 def close_quietly(sock: socket.socket) -> None:
