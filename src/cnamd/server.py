@@ -96,6 +96,10 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def _noop() -> None:
+    """A signal handler that only keeps the default action (exit) away."""
+
+
 class Server:
     """Owns every long-lived part of one serving process."""
 
@@ -200,6 +204,10 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        from cnamd.supervisor import ignore_reload
+
+        # a worker's SIGHUP comes from a process-group kill; the supervisor logs it once
+        loop.add_signal_handler(signal.SIGHUP, ignore_reload if self.worker is None else _noop)
         await self.stopping.wait()
         log.info("stopping")
 

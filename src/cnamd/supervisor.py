@@ -9,7 +9,8 @@ port would load one worker only.
 
 Each worker writes a heartbeat byte to a pipe every second; a worker that dies
 or stays silent for ``HEARTBEAT_TIMEOUT`` is killed and restarted. SIGTERM and
-SIGINT stop all; SIGHUP is passed on to every worker.
+SIGINT stop all. SIGHUP does not reload yet; it is logged and ignored rather
+than killing the daemon.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, ignore_reload)
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.5)
@@ -213,6 +214,10 @@ class Supervisor:
             os.close(worker.heartbeat_fd)
         self.workers.clear()
         log.info("workers stopped")
+
+
+def ignore_reload() -> None:
+    log.warning("SIGHUP ignored: live reload is not supported yet; restart to apply settings")
 
 
 async def heartbeat(fd: int) -> None:

@@ -145,10 +145,14 @@ class ChangeFeed:
         self.directory.install(cache, contexts, self._digest(), stale=True)
         self._publish_counts()
         metrics.CACHE_STALE.set(1)
-        log.warning(
-            "serving from snapshot while the database is unreachable",
-            extra={"reason": reason, "entries": len(cache), "change_id": self._last_id},
-        )
+        fields = {"entries": len(cache), "change_id": self._last_id}
+        if reason is None:
+            log.info("cache mapped from snapshot", extra=fields)
+        else:
+            log.warning(
+                "serving from snapshot while the database is unreachable",
+                extra={"reason": reason, **fields},
+            )
         return True
 
     def _spawn(self, *, full_reload: bool = False) -> None:
