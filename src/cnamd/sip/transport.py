@@ -172,6 +172,8 @@ class SipDatagramProtocol(asyncio.DatagramProtocol):
             self._flusher = None
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if len(addr) != 2:  # IPv6: (host, port, flowinfo, scope_id)
+            addr = (addr[0], addr[1])
         answer = self._answer(data, addr, "udp")
         if answer is not None and self._transport is not None:
             self._transport.sendto(answer[0], answer[1])
