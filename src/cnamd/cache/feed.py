@@ -232,6 +232,11 @@ class ChangeFeed:
                 await self._reconcile(conn, cause="reconcile")
                 self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
 
+    def reconcile_soon(self) -> None:
+        """Compare digests at the next wake-up instead of waiting for the interval."""
+        self._next_reconcile = 0.0
+        self._wake.set()
+
     def _notified(self, *_args: object) -> None:
         self._wake.set()
 
