@@ -1,8 +1,10 @@
 """The per-process overlay: live changes applied since the static base was built.
 
 Kept per namespace (scope, owner), so a lookup in a namespace nobody changed
-costs one dict miss, and a namespace's longest overlay match probes only the
-key lengths that namespace actually holds (a handful), not all fifteen.
+costs one dict miss. Within a namespace every record is also counted under the
+"stems" (``+`` and six digits) of the numbers it can affect, so a lookup whose
+stem has no record -- nearly all of them, even with 20k changes pending -- knows
+with one more dict probe that the base alone answers it.
 """
 
 from __future__ import annotations
@@ -11,55 +13,68 @@ from collections.abc import Iterator
 
 # A tombstone: the key is deleted here although the base still holds it.
 DELETED = None
+# "+" and six digits: a number's stem.
+STEM = 7
+# Keys shorter than "+" and four digits would cover 1,000+ stems each; they are
+# counted apart instead, and any of them sends every lookup down the careful path.
+_SHORTEST_STEMMED = STEM - 2
 
 
 class Pending:
-    """One namespace's changes: key -> name, or DELETED over a base entry."""
+    """One namespace's records: key -> name, or DELETED over a base entry."""
 
-    __slots__ = ("_length_counts", "lengths", "names")
+    __slots__ = ("names", "short", "stems")
 
     def __init__(self) -> None:
         self.names: dict[str, str | None] = {}
-        # Lengths of keys holding a name, longest first: the only lengths worth probing.
-        self.lengths: tuple[int, ...] = ()
-        self._length_counts: dict[int, int] = {}
+        # Stem -> number of records whose key is a prefix of numbers with that stem.
+        self.stems: dict[str, int] = {}
+        # Records with keys under four digits.
+        self.short = 0
+
+    def may_affect(self, number: str) -> bool:
+        """False when no record here can change the base's answer for ``number``."""
+        return bool(self.short) or len(number) < STEM or number[:STEM] in self.stems
 
     def longest_put(self, number: str, longer_than: int) -> tuple[str, str] | None:
         """Longest key holding a name here that prefixes ``number`` and beats ``longer_than``."""
         names = self.names
-        size = len(number)
-        for length in self.lengths:
-            if length <= longer_than:
-                return None
-            if length <= size:
-                key = number[:length]
-                name = names.get(key)
-                if name is not None:
-                    return key, name
+        for length in range(len(number), longer_than, -1):
+            key = number[:length]
+            name = names.get(key)
+            if name is not None:
+                return key, name
         return None
 
     def set(self, key: str, name: str | None) -> None:
         """Record ``name`` (or DELETED) for ``key``."""
-        old = self.names.get(key)
+        if key not in self.names:
+            self._count(key, 1)
         self.names[key] = name
-        if old is None and name is not None:
-            self._count(len(key), 1)
-        elif old is not None and name is None:
-            self._count(len(key), -1)
 
     def drop(self, key: str) -> None:
         """Forget ``key`` here, so the base shows through again."""
-        if self.names.pop(key, None) is not None:
-            self._count(len(key), -1)
+        if key in self.names:
+            del self.names[key]
+            self._count(key, -1)
 
-    def _count(self, length: int, step: int) -> None:
-        counts = self._length_counts
-        before = counts.get(length, 0)
-        counts[length] = before + step
-        if before == 0 or before + step == 0:
-            if not counts[length]:
-                del counts[length]
-            self.lengths = tuple(sorted(counts, reverse=True))
+    def _count(self, key: str, step: int) -> None:
+        if len(key) < _SHORTEST_STEMMED:
+            self.short += step
+            return
+        stems = self.stems
+        missing = STEM - len(key)
+        covered = (
+            (key + f"{tail:0{missing}d}" for tail in range(10**missing))
+            if missing > 0
+            else (key[:STEM],)
+        )
+        for stem in covered:
+            count = stems.get(stem, 0) + step
+            if count:
+                stems[stem] = count
+            else:
+                del stems[stem]
 
 
 class Overlay:
@@ -71,17 +86,12 @@ class Overlay:
         self.by_scope: tuple[dict[int, Pending], ...] = tuple({} for _ in range(scopes))
         self.size = 0
 
-    def pending(self, scope: int, owner: int) -> Pending:
-        """The namespace's Pending, created on first use."""
-        owners = self.by_scope[scope]
-        found = owners.get(owner)
-        if found is None:
-            found = owners[owner] = Pending()
-        return found
-
     def set(self, scope: int, owner: int, key: str, name: str | None) -> None:
         """Record a put (name) or a tombstone (DELETED) for one key."""
-        pending = self.pending(scope, owner)
+        owners = self.by_scope[scope]
+        pending = owners.get(owner)
+        if pending is None:
+            pending = owners[owner] = Pending()
         self.size += key not in pending.names
         pending.set(key, name)
 
