@@ -28,9 +28,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## interop: drive a running daemon with real SIP peers (sipp, sipsak; apt-get when missing)
+## interop: start the demo daemon and drive it with real SIP peers (sipp, sipsak; apt-get when missing)
 interop: $(STAMP)
-	scripts/interop.sh
+	scripts/interop-daemon.sh
 
 ## config: regenerate config/cnamd.example.toml from the settings' defaults
 config: $(STAMP)

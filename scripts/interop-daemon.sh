@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# usage: scripts/interop-daemon.sh
+# `make interop`: start `cnamd serve --demo` (two workers, embedded PostgreSQL,
+# loopback ports) in a scratch directory, drive it with real SIP peers
+# (scripts/interop.sh: sipp scenarios over UDP and TCP, a sipsak ping), then stop
+# it with SIGTERM and require a clean exit. Everything it starts, it stops.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cnamd="$here/.venv/bin/cnamd"
+python="$here/.venv/bin/python"
+sip_port=${SIP_PORT:-15060}
+http_port=${HTTP_PORT:-18080}
+work=$(mktemp -d)
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+(cd "$work" && exec "$cnamd" serve --demo --workers 2 \
+  --sip-listen "127.0.0.1:$sip_port" --http-listen "127.0.0.1:$http_port" >"$work/cnamd.log" 2>&1) &
+pid=$!
+
+"$python" - "$http_port" <<'PY'
+import sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/readyz"
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            if resp.status == 200 and b'"stale": false' in resp.read():
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit("interop: cnamd did not become ready within 60 s")
+PY
+
+status=0
+"$here/scripts/interop.sh" "$sip_port" || status=$?
+
+kill -TERM "$pid"
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+  echo "interop: cnamd did not stop within 10 s of SIGTERM" >&2
+  status=1
+else
+  wait "$pid" || { echo "interop: cnamd exited with $?" >&2; status=1; }
+fi
+pid=""
+if [ "$status" != 0 ]; then
+  echo "--- cnamd log" >&2
+  tail -50 "$work/cnamd.log" >&2
+fi
+exit "$status"
