@@ -46,7 +46,7 @@ class Contexts:
             key=lambda item: -item[0].prefixlen,
         )
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
-        self._source_memo: dict[str, tuple[bool, int | None]] = {}
+        self._source_memo: dict[str, tuple[bool, LookupContext]] = {}
 
     def tenant(self, slug: str) -> TenantInfo | None:
         return self.tenant_by_slug.get(slug)
@@ -62,27 +62,31 @@ class Contexts:
         """The owner of the dialled number gives the context (DESIGN.md "Who asks")."""
         return self.by_number.get(called)
 
-    def source(self, ip: str) -> tuple[bool, int | None]:
-        """(admitted, tenant id) for a source address; memoized, bounded."""
+    def source(self, ip: str) -> tuple[bool, LookupContext]:
+        """(admitted, the source network's tenant context) for an address; memoized, bounded.
+
+        Called once per SIP request: the memo spares the address parse and the
+        network scan (and the context allocation) for every repeat source.
+        """
         memo = self._source_memo.get(ip)
         if memo is not None:
             return memo
         try:
             addr = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
-            return (False, None)
+            return (False, GLOBAL_ONLY)
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         tenant_id = next((tid for net, tid in self.networks if addr in net), None)
         admitted = tenant_id is not None or any(addr in net for net in self.allowed)
         if len(self._source_memo) >= _SOURCE_MEMO_LIMIT:
             self._source_memo.clear()
-        self._source_memo[ip] = (admitted, tenant_id)
-        return (admitted, tenant_id)
+        found = (admitted, GLOBAL_ONLY if tenant_id is None else LookupContext(tenant_id))
+        self._source_memo[ip] = found
+        return found
 
     def source_context(self, ip: str) -> LookupContext:
-        tenant_id = self.source(ip)[1]
-        return GLOBAL_ONLY if tenant_id is None else LookupContext(tenant_id)
+        return self.source(ip)[1]
 
     def region_of(self, ctx: LookupContext) -> str | None:
         info = self.tenants.get(ctx.tenant_id) if ctx.tenant_id is not None else None
