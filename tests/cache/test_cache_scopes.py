@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnamd.cache.resolver import resolve
+from cnamd.cache.resolver import GLOBAL_NAMESPACE, private_chain
 from cnamd.cache.trie import CacheBuilder, NameCache
 from cnamd.errors import InvalidNumber
 from cnamd.model import GLOBAL_ONLY, LookupContext, LookupResult, Scope
@@ -118,24 +118,26 @@ def test_global_entries_have_owner_zero() -> None:
         CacheBuilder().add(Scope.GLOBAL, 3, "+49", "x")
 
 
-def test_resolver_asks_scopes_most_specific_first_and_stops_at_a_match() -> None:
-    asked: list[tuple[Scope, int]] = []
-
-    def match(scope: Scope, owner: int, number: str, /) -> LookupResult | None:
-        asked.append((scope, owner))
-        return LookupResult("n", number, scope) if scope is Scope.ENTERPRISE else None
-
-    found = resolve(match, NUMBER, ASKER)
-    assert found == LookupResult("n", NUMBER, Scope.ENTERPRISE)
-    assert asked == [(Scope.USER, 700), (Scope.USERGROUP, 70), (Scope.ENTERPRISE, 7)]
+def test_chain_is_user_usergroup_enterprise_then_global() -> None:
+    assert private_chain(ASKER) == (
+        (Scope.USER, 700),
+        (Scope.USERGROUP, 70),
+        (Scope.ENTERPRISE, 7),
+    )
+    assert GLOBAL_NAMESPACE == (Scope.GLOBAL, 0)
 
 
-def test_resolver_skips_unknown_scopes_and_ends_at_global() -> None:
-    asked: list[tuple[Scope, int]] = []
+def test_chain_marks_scopes_the_asker_lacks() -> None:
+    assert private_chain(LookupContext(tenant_id=7)) == (
+        (Scope.USER, None),
+        (Scope.USERGROUP, None),
+        (Scope.ENTERPRISE, 7),
+    )
 
-    def match(scope: Scope, owner: int, number: str, /) -> LookupResult | None:
-        asked.append((scope, owner))
-        return None
 
-    assert resolve(match, NUMBER, LookupContext(tenant_id=7)) is None
-    assert asked == [(Scope.ENTERPRISE, 7), (Scope.GLOBAL, 0)]
+def test_fast_result_equals_a_constructed_one() -> None:
+    cache = build((Scope.GLOBAL, 0, "+49", "Germany"))
+    found = cache.lookup(NUMBER, GLOBAL_ONLY)
+    assert found == LookupResult("Germany", "+49", Scope.GLOBAL)
+    assert hash(found) == hash(LookupResult("Germany", "+49", Scope.GLOBAL))
+    assert repr(found) == "LookupResult(name='Germany', matched='+49', scope=<Scope.GLOBAL: 3>)"
