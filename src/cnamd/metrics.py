@@ -10,8 +10,21 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 
 # Sub-millisecond answers need buckets well below the default 5 ms floor.
 LOOKUP_BUCKETS = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
 PROPAGATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -20,28 +33,36 @@ LOOKUP_RESULTS = ("hit", "miss", "invalid", "anonymous", "denied")
 SCOPES = ("user", "usergroup", "enterprise", "global", "none")
 
 LOOKUPS = Counter(
-    "cnamd_lookups", "Name lookups answered, by front, result and the scope that answered.",
+    "cnamd_lookups",
+    "Name lookups answered, by front, result and the scope that answered.",
     ["front", "result", "scope"],
 )
 LOOKUP_DURATION = Histogram(
-    "cnamd_lookup_duration_seconds", "Time to answer one lookup, request in to answer out.",
-    ["front"], buckets=LOOKUP_BUCKETS,
+    "cnamd_lookup_duration_seconds",
+    "Time to answer one lookup, request in to answer out.",
+    ["front"],
+    buckets=LOOKUP_BUCKETS,
 )
 SIP_REQUESTS = Counter(
     "cnamd_sip_requests", "SIP requests received, by method and transport.", ["method", "transport"]
 )
 SIP_RESPONSES = Counter("cnamd_sip_responses", "SIP responses sent, by status code.", ["code"])
 SIP_DROPPED = Counter(
-    "cnamd_sip_dropped", "SIP datagrams or streams dropped without an answer, by reason.", ["reason"]
+    "cnamd_sip_dropped",
+    "SIP datagrams or streams dropped without an answer, by reason.",
+    ["reason"],
 )
 RATELIMITED = Counter("cnamd_ratelimited", "Requests refused by the rate limit.", ["front"])
 HTTP_REQUESTS = Counter(
-    "cnamd_http_requests", "HTTP requests, by route template, method and status.",
+    "cnamd_http_requests",
+    "HTTP requests, by route template, method and status.",
     ["route", "method", "status"],
 )
 HTTP_DURATION = Histogram(
-    "cnamd_http_request_duration_seconds", "HTTP request duration by route template.",
-    ["route"], buckets=LOOKUP_BUCKETS,
+    "cnamd_http_request_duration_seconds",
+    "HTTP request duration by route template.",
+    ["route"],
+    buckets=LOOKUP_BUCKETS,
 )
 CACHE_ENTRIES = Gauge("cnamd_cache_entries", "Names served from the cache, by scope.", ["scope"])
 CACHE_LAST_CHANGE_ID = Gauge("cnamd_cache_last_change_id", "Id of the last change-log row applied.")
@@ -52,10 +73,13 @@ CACHE_LAST_FULL_LOAD = Gauge(
     "cnamd_cache_last_full_load_timestamp_seconds", "Unix time the last full load finished."
 )
 CACHE_PROPAGATION = Histogram(
-    "cnamd_cache_propagation_seconds", "Commit-to-applied delay of a change.",
+    "cnamd_cache_propagation_seconds",
+    "Commit-to-applied delay of a change.",
     buckets=PROPAGATION_BUCKETS,
 )
-CACHE_STALE = Gauge("cnamd_cache_stale", "1 while serving a snapshot the database has not confirmed.")
+CACHE_STALE = Gauge(
+    "cnamd_cache_stale", "1 while serving a snapshot the database has not confirmed."
+)
 CACHE_RELOADS = Counter("cnamd_cache_reloads", "Full cache loads, by cause.", ["cause"])
 DB_UP = Gauge("cnamd_db_up", "1 when the database answered the last check.")
 DB_POOL_CONNECTIONS = Gauge(
