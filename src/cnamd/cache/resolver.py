@@ -16,16 +16,18 @@ from typing import Final
 
 from cnamd.model import LookupContext, Scope
 
-_USER: Final = Scope.USER
-_USERGROUP: Final = Scope.USERGROUP
-_ENTERPRISE: Final = Scope.ENTERPRISE
+# Plain ints, not the IntEnum members: the lookup does arithmetic with them, and
+# IntEnum operands cost ~70 ns per operation there.
+_USER: Final = int(Scope.USER)
+_USERGROUP: Final = int(Scope.USERGROUP)
+_ENTERPRISE: Final = int(Scope.ENTERPRISE)
 
 # Searched last, for everyone, whatever the context.
-GLOBAL_NAMESPACE: Final = (Scope.GLOBAL, 0)
+GLOBAL_NAMESPACE: Final = (int(Scope.GLOBAL), 0)
 
 
-def private_chain(ctx: LookupContext) -> tuple[tuple[Scope, int | None], ...]:
-    """(scope, owner) searched before the global directory, most specific first.
+def private_chain(ctx: LookupContext) -> tuple[tuple[int, int | None], ...]:
+    """(scope value, owner) searched before the global directory, most specific first.
 
     An owner of None means the asker has no such scope: skip it.
     """

@@ -29,6 +29,7 @@ import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from cnamd.errors import SnapshotError
 
@@ -119,12 +120,12 @@ class MappedSnapshot:
         self._views += (whole, part)
         return part
 
-    def uint32s(self, tag: bytes) -> memoryview:
-        """Section ``tag`` as a zero-copy view of native (here: little-endian) uint32s."""
+    def words(self, tag: bytes, fmt: Literal["I", "Q"]) -> memoryview:
+        """Section ``tag`` as a zero-copy view of native (here: little-endian) uint32 / uint64."""
         part = self.view(tag)
-        if len(part) % 4:
-            raise SnapshotError(f"section {tag!r} is not whole uint32s", field=str(self.path))
-        words = part.cast("I")
+        if len(part) % struct.calcsize(fmt):
+            raise SnapshotError(f"section {tag!r} is not whole {fmt!r} words", field=str(self.path))
+        words = part.cast(fmt)
         self._views.append(words)
         return words
 

@@ -7,12 +7,14 @@ Why this shape (figures in bench/README.md):
   is a scope letter and the owner's decimal id, ended by the key's ``+``, so no
   namespace's keys can be a prefix of another's. One ``iter_prefixes_with_ids``
   call per scope yields every stored prefix of a number, with its key id.
-* Names sit in a packed UTF-8 blob, deduplicated, found through two uint32
-  arrays indexed by key id. Trie and arrays are ~13-25 bytes per entry, and all
-  of it can be mapped read-only from a snapshot file (``cache/snapshot.py``), so
-  forked workers share one copy in the page cache instead of one each.
-* A per-scope bitmap of owners that hold any entry lets a lookup skip an empty
-  user / usergroup / tenant namespace without touching the trie.
+* Names sit in a packed, deduplicated UTF-8 blob; a uint64 array indexed by key
+  id holds each key's (offset, length) in it: one array read and one blob read
+  per answer. All of it, ~17 bytes per entry at 10M, is mapped read-only from a
+  snapshot file (``cache/snapshot.py``), so forked workers share one copy in the
+  page cache instead of one each.
+* A head filter -- one bit per (scope, owner, first six digits) of the private
+  keys -- lets a lookup skip a user / usergroup / tenant namespace that cannot
+  match with one bit test instead of a trie walk.
 * Live changes go to a small per-process overlay (``cache/overlay.py``) until
   ``compacted()`` folds them into a new base built off to the side.
 
@@ -23,6 +25,7 @@ this module answers "longest match in one namespace".
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 import struct
 from array import array
@@ -30,6 +33,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from mmap import mmap
+from operator import itemgetter
 from pathlib import Path
 from typing import Final
 
@@ -45,13 +49,18 @@ _SCOPES: Final = tuple(sorted(Scope))
 # Namespace letter by Scope value; "d" for the global directory.
 _TAGS: Final = "uged"
 _PRIVATE: Final = (Scope.USER, Scope.USERGROUP, Scope.ENTERPRISE)
-# Head filter: one bit per (scope, owner, first four digits) of every private key, so a
-# lookup skips a user / usergroup / tenant namespace that cannot match without a trie
-# walk. A number's head maps to 4 * its value; the stride keeps (owner, head, scope)
-# distinct before the modulo folds them into the bitmap.
-_HEADS: Final = {f"{head:04d}": head * 4 for head in range(10_000)}
-_STRIDE: Final = 40_009
-_FILTER_BITS_PER_MARK: Final = 16
+# Head filter: one bit per (scope, owner, first six digits) of every private key, so a
+# lookup skips a user / usergroup / tenant namespace that cannot match with one bit
+# test instead of a trie walk. A mark is owner * stride + 4 * head + scope (distinct
+# for distinct triples), folded into the bitmap by a prime modulus.
+_HEAD_DIGITS: Final = 6
+_HEAD_END: Final = 1 + _HEAD_DIGITS
+_STRIDE: Final = 4 * 10**_HEAD_DIGITS + 3
+# 24 bits per mark: ~4% of the namespaces that cannot match still get walked.
+_FILTER_BITS_PER_MARK: Final = 24
+# A name reference: offset in the blob << 16 | length in bytes.
+_LENGTH_BITS: Final = 16
+_LENGTH_MASK: Final = (1 << _LENGTH_BITS) - 1
 _STATS: Final = struct.Struct("<4QQ")  # live entries per scope, filter modulus
 # One overlay record in a snapshot: scope, deleted flag, key length, name length, owner.
 _RECORD: Final = struct.Struct("<BBHHq")
@@ -82,7 +91,8 @@ _KEY: Final = re.compile(r"\+[0-9]{1,15}")
 
 
 _GLOBAL, _GLOBAL_OWNER = GLOBAL_NAMESPACE
-_GLOBAL_PREFIX: Final = namespace(*GLOBAL_NAMESPACE)
+_GLOBAL_SCOPE: Final = Scope(_GLOBAL)
+_GLOBAL_PREFIX: Final = f"{_TAGS[_GLOBAL]}{_GLOBAL_OWNER}"
 _GLOBAL_CUT: Final = len(_GLOBAL_PREFIX)
 
 
@@ -103,12 +113,11 @@ def _split(full: str) -> tuple[Scope, int, str]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Base:
-    """The static part: trie, name arrays, owner bitmaps and counts; never mutated."""
+    """The static part: trie, name references, head filter and counts; never mutated."""
 
     trie: marisa_trie.Trie
-    # Key id -> index of its (deduplicated) name; name index -> offset in ``names``.
-    name_index: array[int] | memoryview
-    name_offsets: array[int] | memoryview
+    # Key id -> (offset << 16 | length) of its name in ``names``.
+    name_refs: array[int] | memoryview
     # Where the names blob lives: bytes, or the whole mmap with the blob at ``names_at``
     # (slicing an mmap into bytes is cheaper than making a view per name).
     names: bytes | mmap
@@ -124,24 +133,29 @@ class _Base:
     def build(cls, entries: dict[str, str]) -> _Base:
         """Build from {namespaced key: name}; ids come from the trie, names follow them.
 
-        Every step but the scatter runs in C: at 10M entries this is the builder's
-        whole cost after ``add`` (bench/README.md).
+        Every per-entry step runs in C (``map``), not in the interpreter's loop.
         """
         trie = marisa_trie.Trie(entries)
-        key_ids = array("I", map(trie.key_id, entries))
-        names = list(entries.values())
-        unique = dict.fromkeys(names)
-        numbering = dict(zip(unique, range(len(unique)), strict=True))
-        name_index = array("I", bytes(4 * len(names)))
-        deque(map(name_index.__setitem__, key_ids, map(numbering.__getitem__, names)), 0)
-        del key_ids, names, numbering
+        # One walk over the whole trie is far cheaper than a lookup per key (10M: 5 s, 17 s).
+        items = trie.items()
+        key_ids = array("I", map(itemgetter(1), items))
+        names = list(map(entries.__getitem__, map(itemgetter(0), items)))
+        del items
+        unique = list(dict.fromkeys(names))
         encoded = list(map(str.encode, unique))
-        del unique
+        lengths = list(map(len, encoded))
+        if max(lengths, default=0) > _LENGTH_MASK:
+            raise ValueError(f"a name is longer than {_LENGTH_MASK} bytes")
+        starts = itertools.accumulate(lengths, initial=0)
+        refs = map(
+            operator.or_, map(operator.lshift, starts, itertools.repeat(_LENGTH_BITS)), lengths
+        )
+        by_name = dict(zip(unique, refs, strict=True))
+        del unique, lengths
+        name_refs = array("Q", bytes(8 * len(names)))
+        deque(map(name_refs.__setitem__, key_ids, map(by_name.__getitem__, names)), 0)
+        del key_ids, names, by_name
         blob = b"".join(encoded)
-        if len(blob) >= 1 << 32:
-            raise ValueError("names blob exceeds 4 GiB; uint32 offsets cannot address it")
-        name_offsets = array("I", [0])
-        name_offsets.extend(itertools.accumulate(map(len, encoded)))
         del encoded
         counts = [0, 0, 0, 0]
         marks: set[int] = set()
@@ -153,8 +167,7 @@ class _Base:
         modulus = _prime_at_least(max(1031, _FILTER_BITS_PER_MARK * len(marks)))
         return cls(
             trie=trie,
-            name_index=name_index,
-            name_offsets=name_offsets,
+            name_refs=name_refs,
             names=blob,
             names_at=0,
             names_view=memoryview(blob),
@@ -178,24 +191,19 @@ class _Base:
             raise SnapshotError(
                 f"trie section unreadable: {exc}", field=str(snapshot.path)
             ) from exc
-        name_index = snapshot.uint32s(b"NIDX")
-        name_offsets = snapshot.uint32s(b"NOFF")
+        name_refs = snapshot.words(b"NREF", "Q")
         names_view = snapshot.view(b"NAME")
         *counts, modulus = _STATS.unpack(snapshot.view(b"STAT"))
         head_filter = snapshot.view(b"FILT")
         if not (
-            len(trie) == len(name_index) == sum(counts)
-            and len(name_offsets) > 0
-            and name_offsets[-1] == len(names_view)
-            and len(head_filter) == (modulus + 7) // 8
+            len(trie) == len(name_refs) == sum(counts) and len(head_filter) == (modulus + 7) // 8
         ):
             raise SnapshotError(
                 "sections disagree on the number of entries", field=str(snapshot.path)
             )
         return cls(
             trie=trie,
-            name_index=name_index,
-            name_offsets=name_offsets,
+            name_refs=name_refs,
             names=snapshot.buffer,
             names_at=snapshot.offset(b"NAME"),
             names_view=names_view,
@@ -207,10 +215,9 @@ class _Base:
         )
 
     def name(self, key_id: int) -> str:
-        at = self.names_at
-        offsets = self.name_offsets
-        index = self.name_index[key_id]
-        return self.names[at + offsets[index] : at + offsets[index + 1]].decode()
+        ref = self.name_refs[key_id]
+        start = self.names_at + (ref >> _LENGTH_BITS)
+        return self.names[start : start + (ref & _LENGTH_MASK)].decode()
 
     def get(self, full: str) -> str | None:
         key_id = self.trie.get(full)
@@ -222,8 +229,7 @@ class _Base:
             trie_image = memoryview(self.trie.tobytes())
         return [
             (b"TRIE", trie_image),
-            (b"NIDX", memoryview(self.name_index)),
-            (b"NOFF", memoryview(self.name_offsets)),
+            (b"NREF", memoryview(self.name_refs)),
             (b"NAME", self.names_view),
             (b"FILT", memoryview(self.head_filter)),
             (b"STAT", memoryview(_STATS.pack(*self.counts, self.filter_modulus))),
@@ -235,17 +241,16 @@ class _Base:
 
 
 def _marks(scope: Scope, keys: list[str]) -> Iterator[int]:
-    """Head filter marks of one scope's keys; a key under four digits marks every head."""
+    """Head filter marks of one scope's keys; a key under six digits marks every head."""
     for full in keys:
-        namespace, _, digits = full.partition("+")
-        base = int(namespace[1:]) * _STRIDE + scope
-        head = _HEADS.get(digits[:4])
-        if head is not None:
-            yield base + head
+        space, _, digits = full.partition("+")
+        base = int(space[1:]) * _STRIDE + scope
+        if len(digits) >= _HEAD_DIGITS:
+            yield base + 4 * int(digits[:_HEAD_DIGITS])
         else:
-            spread = 10 ** (4 - len(digits))
+            spread = 10 ** (_HEAD_DIGITS - len(digits))
             first = int(digits) * spread
-            yield from (base + 4 * head for head in range(first, first + spread))
+            yield from (base + 4 * value for value in range(first, first + spread))
 
 
 def _filter(marks: set[int], modulus: int) -> bytes:
@@ -274,7 +279,7 @@ class CacheBuilder:
 
     def add(self, scope: Scope, owner: int, key: str, name: str) -> None:
         """Add one entry; a later add of the same (scope, owner, key) wins."""
-        if _KEY.fullmatch(key) is None or owner < 0 or (owner and scope == 3):
+        if _KEY.fullmatch(key) is None or owner < 0 or (owner and scope == _GLOBAL):
             raise _invalid(scope, owner, key)
         self._entries[f"{_TAGS[scope]}{owner}{key}"] = name
 
@@ -324,7 +329,12 @@ class NameCache:
                     found = self._match_pending(scope, owner, number, pending)
                 else:
                     if head == -2:
-                        head = _HEADS.get(number[1:5], -1)
+                        digits = number[1:_HEAD_END]
+                        head = (
+                            4 * int(digits)
+                            if len(digits) == _HEAD_DIGITS and digits.isascii() and digits.isdigit()
+                            else -1
+                        )
                     if head >= 0:
                         mark = (owner * _STRIDE + head + scope) % self._modulus
                         if not self._filter[mark >> 3] >> (mark & 7) & 1:
@@ -342,18 +352,17 @@ class NameCache:
             if hit is None:
                 return None
             base = self._base
-            offsets = base.name_offsets
-            index = base.name_index[hit[1]]
-            at = base.names_at
+            ref = base.name_refs[hit[1]]
+            start = base.names_at + (ref >> _LENGTH_BITS)
             result: LookupResult = _new_object(LookupResult)
-            _SET_NAME(result, base.names[at + offsets[index] : at + offsets[index + 1]].decode())
+            _SET_NAME(result, base.names[start : start + (ref & _LENGTH_MASK)].decode())
             _SET_MATCHED(result, hit[0][_GLOBAL_CUT:])
-            _SET_SCOPE(result, _GLOBAL)
+            _SET_SCOPE(result, _GLOBAL_SCOPE)
             return result
         except UnicodeEncodeError:
             return None
 
-    def _match_base(self, scope: Scope, owner: int, number: str) -> LookupResult | None:
+    def _match_base(self, scope: int, owner: int, number: str) -> LookupResult | None:
         """Longest key of namespace (scope, owner) in the base that prefixes ``number``."""
         query = f"{_TAGS[scope]}{owner}{number}"
         hit = None
@@ -362,10 +371,10 @@ class NameCache:
         if hit is None:
             return None
         cut = len(query) - len(number)
-        return _result(self._base.name(hit[1]), hit[0][cut:], scope)
+        return _result(self._base.name(hit[1]), hit[0][cut:], _SCOPES[scope])
 
     def _match_pending(
-        self, scope: Scope, owner: int, number: str, pending: Pending
+        self, scope: int, owner: int, number: str, pending: Pending
     ) -> LookupResult | None:
         """Longest key prefixing ``number``: base hits not overridden, then longer puts."""
         query = f"{_TAGS[scope]}{owner}{number}"
@@ -384,7 +393,7 @@ class NameCache:
         longer = pending.longest_put(number, len(best[0]) if best else 1)
         if longer is not None:
             best = longer
-        return None if best is None else _result(best[1], best[0], scope)
+        return None if best is None else _result(best[1], best[0], _SCOPES[scope])
 
     def get(self, scope: Scope, owner: int, key: str) -> str | None:
         """The live name stored under exactly this key, or None."""
@@ -399,7 +408,7 @@ class NameCache:
 
     def put(self, scope: Scope, owner: int, key: str, name: str) -> None:
         """Set a name (a live change); it goes to the overlay unless the base already says so."""
-        if _KEY.fullmatch(key) is None or owner < 0 or (owner and scope == 3):
+        if _KEY.fullmatch(key) is None or owner < 0 or (owner and scope == _GLOBAL):
             raise _invalid(scope, owner, key)
         record = self._record(scope, owner, key)
         in_base = self._base.get(f"{_TAGS[scope]}{owner}{key}")
