@@ -136,12 +136,7 @@ class _Base:
         Every per-entry step runs in C (``map``), not in the interpreter's loop.
         """
         trie = marisa_trie.Trie(entries)
-        # One walk over the whole trie is far cheaper than a lookup per key (10M: 5 s, 17 s).
-        items = trie.items()
-        key_ids = array("I", map(itemgetter(1), items))
-        names = list(map(entries.__getitem__, map(itemgetter(0), items)))
-        del items
-        unique = list(dict.fromkeys(names))
+        unique = list(dict.fromkeys(entries.values()))
         encoded = list(map(str.encode, unique))
         lengths = list(map(len, encoded))
         if max(lengths, default=0) > _LENGTH_MASK:
@@ -150,13 +145,19 @@ class _Base:
         refs = map(
             operator.or_, map(operator.lshift, starts, itertools.repeat(_LENGTH_BITS)), lengths
         )
-        by_name = dict(zip(unique, refs, strict=True))
+        ref_of = dict(zip(unique, refs, strict=True))
         del unique, lengths
-        name_refs = array("Q", bytes(8 * len(names)))
-        deque(map(name_refs.__setitem__, key_ids, map(by_name.__getitem__, names)), 0)
-        del key_ids, names, by_name
         blob = b"".join(encoded)
         del encoded
+        # One walk over the whole trie (10M: 5 s) instead of a key_id() per key (17 s),
+        # then one pass: name_refs[id] = ref_of[entries[key]].
+        items = trie.items()
+        name_refs = array("Q", bytes(8 * len(items)))
+        names = map(entries.__getitem__, map(itemgetter(0), items))
+        deque(
+            map(name_refs.__setitem__, map(itemgetter(1), items), map(ref_of.__getitem__, names)), 0
+        )
+        del items, ref_of
         counts = [0, 0, 0, 0]
         marks: set[int] = set()
         for scope in _PRIVATE:
