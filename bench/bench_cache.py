@@ -284,6 +284,55 @@ def run_open(args: argparse.Namespace) -> None:
     print(json.dumps({"open_s": opened, "crc_gb_s": len(data) / crc / 1e9}))
 
 
+def run_breakdown(args: argparse.Namespace) -> None:
+    """Phase run in a fresh interpreter: where a lookup's time goes (CPU ns per lookup).
+
+    Batches of 100k, best of three, GC off: the bare trie walk of the global
+    namespace, then lookups with and without the private scopes and the overlay.
+    """
+    cache, _ = NameCache.open(args.snapshot)
+    with args.workload.open("rb") as source:
+        work: Workload = pickle.load(source)
+    queries = work.queries[:100_000]
+    numbers = [number for number, _ in queries]
+    trie = cache._trie  # the structure underneath, measured on purpose
+    nobody = LookupContext()
+    lookup = cache.lookup
+
+    def walk() -> None:
+        for number in numbers:
+            for _ in trie.iter_prefixes_with_ids("d0" + number):
+                pass
+
+    def global_only() -> None:
+        for number in numbers:
+            lookup(number, nobody)
+
+    def full_chain() -> None:
+        for number, ctx in queries:
+            lookup(number, ctx)
+
+    def best(run: Any) -> float:
+        fastest = float("inf")
+        for _ in range(3):
+            start = time.thread_time_ns()
+            run()
+            fastest = min(fastest, (time.thread_time_ns() - start) / len(queries))
+        return fastest
+
+    gc.collect()
+    gc.disable()
+    figures = {
+        "walk_ns": best(walk),
+        "global_only_ns": best(global_only),
+        "full_chain_ns": best(full_chain),
+    }
+    apply_changes(cache, work.changes)
+    figures["overlay_global_only_ns"] = best(global_only)
+    figures["overlay_full_chain_ns"] = best(full_chain)
+    print(json.dumps(figures))
+
+
 def phase(args: argparse.Namespace, *extra: str) -> Any:
     command = [sys.executable, __file__, "--snapshot", str(args.snapshot), *extra]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -299,7 +348,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--unique-names", action="store_true")
     parser.add_argument("--dir", type=Path, default=None, help="where the snapshot goes")
-    parser.add_argument("--phase", choices=["workers", "open"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["workers", "open", "breakdown"], help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workload", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
@@ -308,6 +357,8 @@ def main() -> None:
         return run_workers(args)
     if args.phase == "open":
         return run_open(args)
+    if args.phase == "breakdown":
+        return run_breakdown(args)
 
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-cache-") as tmp:
         args.snapshot = Path(tmp) / "cache.snap"
@@ -354,6 +405,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     print("opening cold and warm ...", file=sys.stderr)
     figures["open_cold"] = phase(args, "--phase", "open", "--cold")
     figures["open_warm"] = phase(args, "--phase", "open")
+    print("breaking a lookup down ...", file=sys.stderr)
+    figures["breakdown"] = phase(args, "--phase", "breakdown", "--workload", str(args.workload))
     for workers in sorted({1, args.workers}):
         print(f"forking {workers} worker(s) ...", file=sys.stderr)
         figures[f"workers_{workers}"] = phase(
@@ -417,6 +470,17 @@ def report(args: argparse.Namespace, f: dict[str, Any]) -> None:
                 f"hits {timing['hit_rate']:.0%})",
             )
         )
+    parts = f["breakdown"]
+    rows.append(
+        (
+            "CPU per lookup, mapped (batch)",
+            f"trie walk {parts['walk_ns'] / 1000:.2f} us; global only "
+            f"{parts['global_only_ns'] / 1000:.2f} / with overlay "
+            f"{parts['overlay_global_only_ns'] / 1000:.2f}; full chain "
+            f"{parts['full_chain_ns'] / 1000:.2f} / with overlay "
+            f"{parts['overlay_full_chain_ns'] / 1000:.2f} us",
+        )
+    )
     width = max(len(label) for label, _ in rows)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(

@@ -160,3 +160,12 @@ def test_refused_snapshot_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError) as caught:
         NameCache.open(path)
     assert caught.value.field == str(path)
+
+
+def test_closing_while_reading_entries_stops_the_reader(saved: Path) -> None:
+    cache = opened(saved)
+    entries = cache.entries()
+    next(entries)
+    cache.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        next(entries)
