@@ -117,10 +117,14 @@ class SipSettings:
         _networks,
     )
     anonymous_name: str = _setting("Anonymous", "name for callers who asked for privacy")
+    # An SBC sends a whole carrier's dips from one address: the per-source limit
+    # guards against a runaway peer and must sit above any legitimate SBC's rate.
     rate: float = _setting(
-        2000.0, "requests per second allowed per source address", _between(0, 1e7)
+        50000.0,
+        "requests per second allowed per source address (0 turns the limit off)",
+        _between(0, 1e7),
     )
-    burst: float = _setting(4000.0, "token-bucket depth per source address", _between(1, 1e8))
+    burst: float = _setting(100000.0, "token-bucket depth per source address", _between(1, 1e8))
     retry_after: int = _setting(1, "Retry-After seconds on a 503", _between(0, 3600))
     udp_rcvbuf: int = _setting(
         8 * 1024 * 1024, "UDP receive buffer in bytes", _between(65536, 1 << 30)
