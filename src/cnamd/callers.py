@@ -2,12 +2,13 @@
 
 Composition glue: the SIP front knows nothing of caches and the cache knows
 nothing of SIP; only the server wires this in. Pre-bound metric children and
-no exceptions: this runs once per INVITE.
+no exceptions: this runs once per INVITE, so counts are tallied in plain ints
+(``metrics.Tally``) and flushed every second.
 """
 
 from __future__ import annotations
 
-import time
+from time import perf_counter
 
 from cnamd import metrics
 from cnamd.cache.directory import Directory
@@ -22,11 +23,14 @@ class DirectoryCallers:
 
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
-        self._hit = {scope: metrics.LOOKUPS.labels("sip", "hit", scope.label) for scope in Scope}
-        self._miss = metrics.LOOKUPS.labels("sip", "miss", "none")
-        self._invalid = metrics.LOOKUPS.labels("sip", "invalid", "none")
+        tally = metrics.Tally
+        self._hit = {s: tally(metrics.LOOKUPS.labels("sip", "hit", s.label)) for s in Scope}
+        self._miss = tally(metrics.LOOKUPS.labels("sip", "miss", "none"))
+        self._invalid = tally(metrics.LOOKUPS.labels("sip", "invalid", "none"))
         self._denied = metrics.LOOKUPS.labels("sip", "denied", "none")
-        self._duration = metrics.LOOKUP_DURATION.labels("sip")
+        self._duration = metrics.TallyHistogram(
+            metrics.LOOKUP_DURATION.labels("sip"), metrics.LOOKUP_BUCKETS
+        )
 
     def admit(self, source_ip: str) -> bool:
         if self.directory.admit(source_ip):
@@ -35,14 +39,14 @@ class DirectoryCallers:
         return False
 
     def caller_name(self, calling: str, called: str, source_ip: str) -> NameAnswer:
-        started = time.perf_counter()
+        started = perf_counter()
         number, found = self.directory.caller_lookup(calling, called, source_ip)
-        self._duration.observe(time.perf_counter() - started)
+        self._duration.observe(perf_counter() - started)
         if number is None:
-            self._invalid.inc()
+            self._invalid.n += 1
             return _INVALID
         if found is None:
-            self._miss.inc()
+            self._miss.n += 1
             return NameAnswer(NameKind.MISS, number=number)
-        self._hit[found.scope].inc()
+        self._hit[found.scope].n += 1
         return NameAnswer(NameKind.HIT, found.name, number)

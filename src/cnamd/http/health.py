@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from cnamd import metrics
 from cnamd.http.keys import READINESS
 
 
@@ -20,6 +21,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(_request: web.Request) -> web.Response:
+    metrics.flush_tallies()  # what the hot paths counted since the last second
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

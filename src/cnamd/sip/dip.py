@@ -201,11 +201,11 @@ class Dip:
         # children by flush_metrics() (the transports call it every second): a
         # prometheus_client inc() takes a lock and costs ~0.4 us, twice per dip.
         self._requests = {
-            t: {m.encode(): _Tally(metrics.SIP_REQUESTS.labels(m, t)) for m in METHOD_LABELS}
+            t: {m.encode(): metrics.Tally(metrics.SIP_REQUESTS.labels(m, t)) for m in METHOD_LABELS}
             for t in TRANSPORTS
         }
         self._responses = {
-            code: _Tally(metrics.SIP_RESPONSES.labels(str(code))) for code in RESPONSE_CODES
+            code: metrics.Tally(metrics.SIP_RESPONSES.labels(str(code))) for code in RESPONSE_CODES
         }
         self._tallies = [t for by in self._requests.values() for t in by.values()]
         self._tallies += self._responses.values()
@@ -216,10 +216,7 @@ class Dip:
     def flush_metrics(self) -> None:
         """Add the requests and responses tallied since the last flush to the metrics."""
         for tally in self._tallies:
-            n = tally.n
-            if n:
-                tally.n = 0
-                tally.child.inc(n)
+            tally.flush()
 
     def handle(self, data: bytes, source: tuple[str, int], transport: str) -> bytes | None:
         """The response to one message, or None (dropped, absorbed ACK, keep-alive)."""
@@ -417,20 +414,6 @@ class Dip:
             )
         )
         return self._tag_prefix + b"%08x" % zlib.crc32(key, self._tag_seed)
-
-
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Tally:
-    """A count not yet added to its metric child."""
-
-    __slots__ = ("child", "n")
-
-    def __init__(self, child: _Counter) -> None:
-        self.child = child
-        self.n = 0
 
 
 class _Limiter(Protocol):

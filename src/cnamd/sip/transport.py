@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from cnamd import metrics
 from cnamd.errors import ConfigError
 from cnamd.sip.dip import Dip
 from cnamd.sip.message import PING, StreamFramer
@@ -142,13 +143,14 @@ METRICS_FLUSH_INTERVAL = 1.0
 
 
 async def _flush_metrics(dip: Dip, serving: Callable[[], bool]) -> None:
-    """Move the dip's tallies into the metrics every second while the listener serves."""
+    """Move the hot-path tallies (the dip's and its lookups') into the metrics every
+    second while the listener serves."""
     try:
         while serving():
             await asyncio.sleep(METRICS_FLUSH_INTERVAL)
-            dip.flush_metrics()
+            metrics.flush_tallies()
     finally:
-        dip.flush_metrics()
+        metrics.flush_tallies()
 
 
 class SipDatagramProtocol(asyncio.DatagramProtocol):
