@@ -9,7 +9,7 @@ Why this shape (figures in bench/README.md):
   call per scope yields every stored prefix of a number, with its key id.
 * Names sit in a packed, deduplicated UTF-8 blob; a uint64 array indexed by key
   id holds each key's (offset, length) in it: one array read and one blob read
-  per answer. All of it, ~17 bytes per entry at 10M, is mapped read-only from a
+  per answer. All of it, ~18 bytes per entry at 10M, is mapped read-only from a
   snapshot file (``cache/snapshot.py``), so forked workers share one copy in the
   page cache instead of one each.
 * A head filter -- one bit per (scope, owner, first six digits) of the private
@@ -316,8 +316,8 @@ class NameCache:
         """The name for ``number`` as seen by ``ctx``: most specific scope, then longest key.
 
         Walks ``private_chain(ctx)`` with the namespace probe written out, and the
-        global step last, fully inline: on this hardware every Python call saved is
-        ~0.1 us of a ~3 us lookup (bench/README.md). Never raises for a str ``number``.
+        global step last, fully inline: on the 2-core VM every Python call saved is
+        ~0.1 us of a 5-8 us lookup (bench/README.md). Never raises for a str ``number``.
         """
         try:
             pending_by_scope = self._pending
@@ -520,11 +520,15 @@ class NameCache:
                     self.delete(_SCOPES[tag], owner, key)
                 else:
                     self.put(_SCOPES[tag], owner, key, name)
-        except (struct.error, IndexError, ValueError) as exc:
+        except (struct.error, IndexError, ValueError, InvalidNumber) as exc:
             raise SnapshotError(f"overlay section unreadable: {exc}", field=str(path)) from exc
 
     def close(self) -> None:
-        """Unmap the snapshot (if any) and empty the cache; call it once it is swapped out."""
+        """Unmap the snapshot (if any) and empty the cache; idempotent.
+
+        Call it once the cache is swapped out: the trie reads the mapping directly,
+        so nothing may be looking up in this cache while it closes.
+        """
         base = self._base
         self._use(_Base.empty())
         self._overlay = Overlay(len(_SCOPES))
