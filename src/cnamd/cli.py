@@ -127,21 +127,13 @@ async def _serve(settings: Settings, demo: bool) -> int:
 
 
 async def _work() -> int:
-    """A child of the supervisor: prime the snapshot, or serve on inherited sockets."""
-    from cnamd.cache.directory import Directory
-    from cnamd.cache.feed import ChangeFeed
+    """A child of the supervisor, serving on the sockets it inherited."""
     from cnamd.server import Server, WorkerSpec
     from cnamd.supervisor import WORKER_ENV
 
     spec = json.loads(os.environ[WORKER_ENV])
     settings = from_layer(spec["settings"])
     logs.configure(settings.log)
-    if spec["role"] == "prime":
-        feed = ChangeFeed(
-            spec["database_url"], Directory(), settings.cache, settings.database, settings.sip.allow
-        )
-        await feed.prime()
-        return 0
     worker = WorkerSpec(spec["index"], spec["database_url"], spec["sockets"], spec["heartbeat_fd"])
     await Server(settings, worker=worker).run()
     return 0

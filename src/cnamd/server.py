@@ -152,7 +152,7 @@ class Server:
             self.settings.cache,
             db,
             self.settings.sip.allow,
-            write_snapshot=self.worker is None,
+            log_settings=self.settings.log,
         )
         await self.feed.start(prefer_snapshot=self.worker is not None)
         assert self.dip is not None

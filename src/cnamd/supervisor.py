@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnamd.cache.loader import load_in_child
 from cnamd.errors import StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
@@ -36,7 +37,6 @@ from cnamd.store.embedded import EmbeddedPostgres
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "CNAMD_WORKER"
-EXIT_UNREACHABLE = 2  # the CLI's exit code for a database it cannot reach
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT = 10.0
 RESTART_BACKOFF_MAX = 10.0
@@ -114,26 +114,20 @@ class Supervisor:
         return bool(path) and Path(path).exists()
 
     async def _prime_snapshot(self) -> None:
-        """Load once and write the snapshot the workers map (shared pages).
-
-        In a child process: the build's heap would otherwise stay with the
-        supervisor for good (CPython keeps freed arenas), ~100 MB per million names.
-        """
-        if not self.settings.cache.snapshot_path:
-            return
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cnamd.cli", "worker", env=self._child_env({"role": "prime"})
-        )
-        code = await child.wait()
-        if code == EXIT_UNREACHABLE:
-            raise StoreUnavailable(
-                "the first cache load could not reach the database", field="database.url"
+        """Load once (in the loader's child process) and write the snapshot the
+        workers map, so their caches share pages."""
+        path = self.settings.cache.snapshot_path
+        if path:
+            await load_in_child(
+                self.url,
+                Path(path),
+                connect_timeout=self.settings.database.connect_timeout,
+                log_settings=self.settings.log,
+                cause="prime",
             )
-        if code != 0:
-            raise RuntimeError(f"the first cache load failed (exit code {code})")
 
     def _child_env(self, spec: dict[str, object]) -> dict[str, str]:
-        """The environment of a child: ours plus its spec (role, settings, database URL)."""
+        """The environment of a worker: ours plus its spec (settings, database URL, sockets)."""
         env = dict(os.environ)
         env[WORKER_ENV] = json.dumps(
             {"database_url": self.url, "settings": as_layer(self.settings), **spec}
@@ -144,9 +138,7 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         fds = {spec.key: sock.fileno() for spec, sock in self.sockets}
-        env = self._child_env(
-            {"role": "serve", "index": index, "sockets": fds, "heartbeat_fd": write_fd}
-        )
+        env = self._child_env({"index": index, "sockets": fds, "heartbeat_fd": write_fd})
         process = subprocess.Popen(
             [sys.executable, "-m", "cnamd.cli", "worker"],
             pass_fds=[*fds.values(), write_fd],

@@ -257,3 +257,23 @@ async def test_retry_policy_waits_for_the_database(demo_url: str, tmp_path: Path
         assert directory.counts()[Scope.ENTERPRISE] >= 3
     finally:
         await feed.stop()
+
+
+async def test_failed_load_in_the_child_is_reported_not_half_installed(
+    demo_url: str, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    feed, directory = make_feed(demo_url, blocker / "cache.snapshot")
+    with pytest.raises(StoreUnavailable, match="loader exit code 1"):
+        await feed.start()
+    assert not directory.ready
+
+
+async def test_snapshots_off_still_load_through_a_scratch_file(demo_url: str) -> None:
+    feed, directory = make_feed(demo_url, None)
+    await feed.start()
+    try:
+        assert directory.counts()[Scope.ENTERPRISE] >= 3
+    finally:
+        await feed.stop()

@@ -1,8 +1,8 @@
 """Keeps the Directory equal to PostgreSQL: full loads off to the side, then the change log.
 
-Start-up: a streamed full load in one REPEATABLE READ snapshot (entries, context
-maps and the change id they reflect), built off to the side, written to the
-snapshot file and swapped in. After that the feed LISTENs, and on every
+Start-up: a full load in one REPEATABLE READ snapshot (entries, context maps and
+the change id they reflect), built in a child process (``cache/loader.py``),
+written to the snapshot file, mapped and swapped in. After that the feed LISTENs, and on every
 notification (or poll tick, which also proves the connection alive) applies
 change-log rows with id > last applied, in id order. Ids are gapless (see the
 schema), so a jump means the log was pruned under us: reload. A periodic
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,9 +27,10 @@ import asyncpg
 from cnamd import metrics
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
-from cnamd.cache.trie import CacheBuilder, NameCache
+from cnamd.cache.loader import load_in_child, read_meta
+from cnamd.cache.trie import NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
-from cnamd.settings import CacheSettings, DatabaseSettings
+from cnamd.settings import CacheSettings, DatabaseSettings, LogSettings
 from cnamd.store import entries
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.entries import Change, Digest, entry_hash
@@ -37,8 +39,6 @@ from cnamd.store.pool import backoff_delays, connect_once, describe_failure
 log = logging.getLogger(__name__)
 
 CHANNEL = "cnamd_changes"
-SNAPSHOT_META_FORMAT = 1
-_PROGRESS_EVERY = 5.0
 _DB_ERRORS = (
     OSError,
     asyncpg.PostgresError,
@@ -60,7 +60,7 @@ class ChangeFeed:
         allowed_networks: Iterable[str],
         *,
         poll_interval: float = 1.0,
-        write_snapshot: bool = True,
+        log_settings: LogSettings | None = None,
     ) -> None:
         self.url = url
         self.directory = directory
@@ -71,7 +71,7 @@ class ChangeFeed:
         self.snapshot_path = (
             Path(cache_settings.snapshot_path) if cache_settings.snapshot_path else None
         )
-        self.write_snapshot = write_snapshot
+        self.log_settings = log_settings or LogSettings()
         self.db_up = False
         self._count = 0
         self._hash_xor = 0
@@ -107,22 +107,10 @@ class ChangeFeed:
             )
             self._spawn(full_reload=True)
             return
-        try:
-            await self._full_load(conn, cause="startup")
-        finally:
-            await conn.close()
+        await conn.close()
+        await self._full_load(cause="startup")
         self._set_db_up(True)
         self._spawn()
-
-    async def prime(self) -> None:
-        """Load once and write the snapshot, then let go of the cache (the supervisor's job)."""
-        conn = await connect_once(self.url, self.db.connect_timeout)
-        try:
-            await self._full_load(conn, cause="prime")
-        finally:
-            await conn.close()
-        if self.directory.cache is not None:
-            self.directory.cache.close()
 
     def _warm_start(self, reason: str | None) -> bool:
         """Install the snapshot as stale until the database confirms it; True if installed.
@@ -133,7 +121,7 @@ class ChangeFeed:
             return False
         try:
             cache, meta = NameCache.open(self.snapshot_path)
-            info = self._read_meta(meta)
+            info = read_meta(meta)
         except SnapshotError as exc:
             log.error(
                 "snapshot refused", extra={"path": str(self.snapshot_path), "reason": exc.reason}
@@ -212,7 +200,7 @@ class ChangeFeed:
                         "snapshot confirmed by the database", extra={"change_id": self._last_id}
                     )
                     return False
-        await self._full_load(conn, cause="resync")
+        await self._full_load(cause="resync")
         return False
 
     async def _listen(self, conn: Any) -> None:
@@ -227,7 +215,7 @@ class ChangeFeed:
             if self.directory.cache is not None and (
                 self.directory.cache.overlay_size > self.settings.compact_threshold
             ):
-                await self._full_load(conn, cause="compact")
+                await self._full_load(cause="compact")
             if time.monotonic() >= self._next_reconcile:
                 await self._reconcile(conn, cause="reconcile")
                 self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
@@ -255,7 +243,7 @@ class ChangeFeed:
                     "gap in the change log, reloading",
                     extra={"expected": self._last_id + 1, "got": batch[0].id},
                 )
-                await self._full_load(conn, cause="gap")
+                await self._full_load(cause="gap")
                 return
             if self._apply(batch):
                 rows = await load_context_rows(conn)
@@ -309,33 +297,44 @@ class ChangeFeed:
                 "change_id": have.last_change_id,
             },
         )
-        await self._full_load(conn, cause=cause)
+        await self._full_load(cause=cause)
         return False
 
     # -- full load -----------------------------------------------------------
 
-    async def _full_load(self, conn: Any, *, cause: str) -> None:
-        """Stream everything in one snapshot, build off to the side, save, swap in."""
+    async def _full_load(self, *, cause: str) -> None:
+        """Build in a child process (cache/loader.py), map its snapshot, swap it in.
+
+        Lookups go on from the old cache meanwhile; the changes committed while
+        the child worked are applied by the next catch-up, from the snapshot's id.
+        """
         started = time.monotonic()
-        builder = CacheBuilder()
-        count = 0
-        next_progress = started + _PROGRESS_EVERY
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            digest = await entries.digest_now(conn)
-            rows = await load_context_rows(conn)
-            async for batch in entries.stream_served(conn):
-                for scope, owner, key, name in batch:
-                    builder.add(scope, owner, key, name)
-                count += len(batch)
-                if time.monotonic() >= next_progress:
-                    next_progress += _PROGRESS_EVERY
-                    log.info("cache load in progress", extra={"entries": count, "cause": cause})
-        cache = await asyncio.to_thread(builder.build)
-        contexts = Contexts(rows, self.allowed)
-        if count != digest.count:  # pragma: no cover - one snapshot cannot disagree
-            raise RuntimeError(f"streamed {count} entries, snapshot counted {digest.count}")
-        self._count, self._hash_xor, self._last_id = count, digest.hash_xor, digest.last_change_id
-        cache = await self._persist(cache, contexts)
+        path = self.snapshot_path
+        scratch = path is None
+        if path is None:  # snapshots off: a private file, unlinked once mapped
+            fd, name = tempfile.mkstemp(prefix="cnamd-load-", suffix=".snapshot")
+            os.close(fd)
+            path = Path(name)
+        try:
+            await load_in_child(
+                self.url,
+                path,
+                connect_timeout=self.db.connect_timeout,
+                log_settings=self.log_settings,
+                cause=cause,
+            )
+            cache, meta = NameCache.open(path)
+        finally:
+            if scratch:
+                path.unlink(missing_ok=True)
+        try:
+            info = read_meta(meta)
+        except SnapshotError:
+            cache.close()
+            raise
+        self._count, self._hash_xor = info["count"], info["hash_xor"]
+        self._last_id = info["last_change_id"]
+        contexts = Contexts.from_json(info["contexts"], self.allowed)
         self.directory.install(cache, contexts, self._digest(), stale=False)
         elapsed = time.monotonic() - started
         metrics.CACHE_FULL_LOAD_SECONDS.set(elapsed)
@@ -346,53 +345,14 @@ class ChangeFeed:
         log.info(
             "cache loaded",
             extra={
-                "entries": count,
+                "entries": len(cache),
                 "change_id": self._last_id,
                 "seconds": round(elapsed, 3),
                 "cause": cause,
             },
         )
 
-    async def _persist(self, cache: NameCache, contexts: Contexts) -> NameCache:
-        """Write the snapshot and serve from its mapping, so forked workers share pages."""
-        if self.snapshot_path is None or not self.write_snapshot:
-            return cache
-        meta = json.dumps(
-            {
-                "format": SNAPSHOT_META_FORMAT,
-                "last_change_id": self._last_id,
-                "count": self._count,
-                "hash_xor": self._hash_xor,
-                "contexts": contexts.to_json(),
-            }
-        ).encode()
-        try:
-            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(cache.save, self.snapshot_path, meta)
-            mapped, _ = await asyncio.to_thread(NameCache.open, self.snapshot_path)
-        except (OSError, SnapshotError) as exc:
-            log.error(
-                "snapshot not written; serving from memory",
-                extra={"path": str(self.snapshot_path), "reason": str(exc)},
-            )
-            return cache
-        cache.close()
-        return mapped
-
     # -- bookkeeping -----------------------------------------------------------
-
-    @staticmethod
-    def _read_meta(meta: bytes) -> dict[str, Any]:
-        try:
-            info: dict[str, Any] = json.loads(meta)
-            if info.get("format") != SNAPSHOT_META_FORMAT:
-                raise SnapshotError(f"unknown metadata format {info.get('format')!r}")
-            for field in ("last_change_id", "count", "hash_xor", "contexts"):
-                if field not in info:
-                    raise SnapshotError(f"metadata lacks {field}")
-        except (ValueError, AttributeError) as exc:
-            raise SnapshotError(f"unreadable metadata: {exc}") from exc
-        return info
 
     def _digest(self) -> Digest:
         return Digest(self._count, self._hash_xor, self._last_id)

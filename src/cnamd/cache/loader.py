@@ -1,0 +1,144 @@
+"""Full cache loads, built in a child process and handed over as a snapshot file.
+
+Building in the serving process would stall every lookup: marisa-trie's build
+holds the GIL (~20 s at 10M entries) and so does the per-row Python work. So
+a child process streams the served names from PostgreSQL in one REPEATABLE READ
+snapshot, builds, and writes a snapshot file (temp file, fsync, rename); the
+serving process maps that file (its pages shared with every other worker) and
+catches up from the change id recorded in it. The child's heap dies with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from cnamd import logs
+from cnamd.cache.trie import CacheBuilder
+from cnamd.errors import SnapshotError, StoreUnavailable
+from cnamd.settings import LogSettings
+from cnamd.store import entries
+from cnamd.store.contexts import load_context_rows
+from cnamd.store.pool import connect_once
+
+log = logging.getLogger(__name__)
+
+SPEC_ENV = "CNAMD_LOADER"
+META_FORMAT = 1
+EXIT_UNREACHABLE = 2
+_PROGRESS_EVERY = 5.0
+
+
+def read_meta(meta: bytes) -> dict[str, Any]:
+    """The snapshot's metadata: change id, digest and who-asks rows; SnapshotError if off."""
+    try:
+        info: dict[str, Any] = json.loads(meta)
+        if info.get("format") != META_FORMAT:
+            raise SnapshotError(f"unknown metadata format {info.get('format')!r}")
+        for field in ("last_change_id", "count", "hash_xor", "contexts"):
+            if field not in info:
+                raise SnapshotError(f"metadata lacks {field}")
+    except (ValueError, AttributeError) as exc:
+        raise SnapshotError(f"unreadable metadata: {exc}") from exc
+    return info
+
+
+async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> int:
+    """Stream every served name in one snapshot, build, write ``path``; the entry count."""
+    started = time.monotonic()
+    next_progress = started + _PROGRESS_EVERY
+    builder = CacheBuilder()
+    count = 0
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        digest = await entries.digest_now(conn)
+        rows = await load_context_rows(conn)
+        async for batch in entries.stream_served(conn):
+            for scope, owner, key, name in batch:
+                builder.add(scope, owner, key, name)
+            count += len(batch)
+            if time.monotonic() >= next_progress:
+                next_progress += _PROGRESS_EVERY
+                log.info("cache load in progress", extra={"entries": count, "cause": cause})
+    if count != digest.count:  # pragma: no cover - one snapshot cannot disagree with itself
+        raise RuntimeError(f"streamed {count} entries, the snapshot counted {digest.count}")
+    cache = builder.build()
+    meta = {
+        "format": META_FORMAT,
+        "last_change_id": digest.last_change_id,
+        "count": digest.count,
+        "hash_xor": digest.hash_xor,
+        "contexts": {
+            "tenants": rows.tenants,
+            "usergroups": rows.usergroups,
+            "users": rows.users,
+            "numbers": rows.numbers,
+            "networks": rows.networks,
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cache.save(path, json.dumps(meta).encode())
+    cache.close()
+    return count
+
+
+async def load_in_child(
+    url: str, path: Path, *, connect_timeout: float, log_settings: LogSettings, cause: str
+) -> None:
+    """Run ``build_snapshot`` in a child process; StoreUnavailable if it could not finish."""
+    spec = {
+        "url": url,
+        "path": str(path),
+        "connect_timeout": connect_timeout,
+        "cause": cause,
+        "log": {"level": log_settings.level, "format": log_settings.format},
+    }
+    env = dict(os.environ)
+    env[SPEC_ENV] = json.dumps(spec)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cnamd.cache.loader", env=env, stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        code = await child.wait()
+    except asyncio.CancelledError:
+        child.kill()
+        await child.wait()
+        raise
+    if code == EXIT_UNREACHABLE:
+        raise StoreUnavailable("the cache load could not reach the database", field="database.url")
+    if code != 0:
+        raise StoreUnavailable(f"the cache load failed (loader exit code {code})")
+
+
+async def _child(spec: dict[str, Any]) -> int:
+    try:
+        conn = await connect_once(spec["url"], spec["connect_timeout"])
+    except StoreUnavailable as exc:
+        log.error("cache load: database unreachable", extra={"reason": exc.reason})
+        return EXIT_UNREACHABLE
+    try:
+        await build_snapshot(conn, Path(spec["path"]), spec["cause"])
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, SnapshotError) as exc:
+        log.error("cache load failed", extra={"reason": f"{type(exc).__name__}: {exc}"})
+        return 1
+    finally:
+        await conn.close()
+    return 0
+
+
+def main() -> None:
+    """Entry of the loader child (``python -m cnamd.cache.loader``, spec in the environment)."""
+    spec = json.loads(os.environ[SPEC_ENV])
+    logs.configure(LogSettings(**spec["log"]))
+    sys.exit(asyncio.run(_child(spec)))
+
+
+if __name__ == "__main__":
+    main()
