@@ -133,6 +133,10 @@ def test_serve_demo_becomes_ready_and_stops_cleanly_on_sigterm(
     status, body = http_get(base + "/v1/lookup/+492216698712?tenant=demo")
     assert status == 200 and json.loads(body)["name"] == "John Doe"
     assert postgres_processes(data_dir), "the embedded PostgreSQL should be running"
+    status, body = http_get(base + "/metrics")
+    assert status == 200
+    assert b'cnamd_db_pool_connections{state="idle"} 1.0' in body  # database.pool_min
+    assert b'cnamd_lookups_total{front="http",result="hit",scope="enterprise"} 1.0' in body
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=5)

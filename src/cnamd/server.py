@@ -32,7 +32,7 @@ from cnamd.sip.transport import StreamLimits, serve_tcp, serve_udp
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate, pending
-from cnamd.store.pool import connect_once
+from cnamd.store.pool import Pool, connect_once, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class Server:
         )
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.feed: ChangeFeed | None = None
+        self.pool: Pool | None = None
         self.http_runner: web.AppRunner | None = None
         self.sip_udp: list[asyncio.DatagramTransport] = []
         self.sip_streams: list[asyncio.Server] = []
@@ -145,6 +146,9 @@ class Server:
             from cnamd.supervisor import heartbeat
 
             self._heartbeat = asyncio.create_task(heartbeat(self.worker.heartbeat_fd))
+        self.pool = await open_pool(
+            url, min_size=db.pool_min, max_size=db.pool_max, timeout=db.connect_timeout
+        )
         await self._start_listeners()
         self.feed = ChangeFeed(
             url,
@@ -168,7 +172,7 @@ class Server:
         )
 
     async def _start_listeners(self) -> None:
-        app = make_app(self.settings, self.directory, self)
+        app = make_app(self.settings, self.directory, self, self.pool)
         self.http_runner = web.AppRunner(
             app,
             access_log=None,
@@ -224,6 +228,11 @@ class Server:
             self._heartbeat.cancel()
         if self.feed is not None:
             await self.feed.stop()
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), self.settings.server.shutdown_timeout)
+            except TimeoutError:
+                self.pool.terminate()
         for _spec, sock in self.sockets:
             sock.close()
         if self.directory.cache is not None:

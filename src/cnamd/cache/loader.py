@@ -29,7 +29,7 @@ from cnamd.store import entries
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.pool import connect_once
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cnamd.cache.loader")  # also when run as __main__
 
 SPEC_ENV = "CNAMD_LOADER"
 META_FORMAT = 1

@@ -7,18 +7,26 @@ from aiohttp import web
 from cnamd.cache.directory import Directory
 from cnamd.http import health, lookup
 from cnamd.http.errors import error_middleware
-from cnamd.http.keys import DIRECTORY, READINESS, SETTINGS, Readiness
+from cnamd.http.keys import DIRECTORY, POOL, READINESS, SETTINGS, Readiness
 from cnamd.settings import Settings
+from cnamd.store.pool import Pool
 
 MAX_BODY = 1024 * 1024
 
 
-def make_app(settings: Settings, directory: Directory, readiness: Readiness) -> web.Application:
-    """The HTTP front; every dependency is passed in (one composition root: server.py)."""
+def make_app(
+    settings: Settings, directory: Directory, readiness: Readiness, pool: Pool | None = None
+) -> web.Application:
+    """The HTTP front; every dependency is passed in (one composition root: server.py).
+
+    ``pool`` serves the management API's reads and writes; lookups never use it.
+    """
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[READINESS] = readiness
+    if pool is not None:
+        app[POOL] = pool
     health.add_routes(app)
     lookup.add_routes(app)
     return app

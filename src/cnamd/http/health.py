@@ -6,7 +6,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cnamd import metrics
-from cnamd.http.keys import READINESS
+from cnamd.http.keys import POOL, READINESS
+from cnamd.store.pool import publish_pool_metrics
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -20,8 +21,11 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=status)
 
 
-async def metrics_handler(_request: web.Request) -> web.Response:
+async def metrics_handler(request: web.Request) -> web.Response:
     metrics.flush_tallies()  # what the hot paths counted since the last second
+    pool = request.app.get(POOL)
+    if pool is not None:
+        publish_pool_metrics(pool)
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from cnamd.cache.directory import Directory
 from cnamd.settings import Settings
+from cnamd.store.pool import Pool
 
 
 class Readiness(Protocol):
@@ -19,3 +20,4 @@ class Readiness(Protocol):
 SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", Directory)
 READINESS = web.AppKey("readiness", Readiness)
+POOL = web.AppKey("pool", Pool)

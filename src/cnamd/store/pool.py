@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator
 
 import asyncpg
 
+from cnamd import metrics
 from cnamd.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,31 @@ async def connect_once(url: str, timeout: float) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int, timeout: float) -> Pool:
-    """A pool whose first connection has been proven, or StoreUnavailable."""
+async def open_pool(url: str, *, min_size: int, max_size: int, timeout: float) -> Pool:
+    """The pool for API requests; never fails for an unreachable database.
+
+    With the database away, the pool starts empty (min_size 0) and connects on
+    first use, so requests fail one by one with StoreUnavailable instead of the
+    daemon failing to start; lookups never need it.
+    """
     try:
         pool = await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=60
         )
     except _CONNECT_ERRORS as exc:
-        raise StoreUnavailable(
-            f"cannot connect: {describe_failure(exc)}", field="database.url"
-        ) from exc
+        log.warning("database pool starts empty", extra={"reason": describe_failure(exc)})
+        pool = await asyncpg.create_pool(
+            url, min_size=0, max_size=max_size, timeout=timeout, command_timeout=60
+        )
     assert pool is not None
     return pool
+
+
+def publish_pool_metrics(pool: Pool) -> None:
+    """cnamd_db_pool_connections{state}: open connections, busy and idle."""
+    size, idle = pool.get_size(), pool.get_idle_size()
+    metrics.DB_POOL_CONNECTIONS.labels("idle").set(idle)
+    metrics.DB_POOL_CONNECTIONS.labels("busy").set(size - idle)
 
 
 def backoff_delays(cap: float, first: float = 0.25) -> AsyncIterator[float]:
@@ -60,21 +73,3 @@ def backoff_delays(cap: float, first: float = 0.25) -> AsyncIterator[float]:
             delay = min(cap, delay * 2)
 
     return delays()
-
-
-async def wait_until_reachable(url: str, *, timeout: float, cap: float) -> None:
-    """Retry with capped backoff until a connection succeeds, logging each failure once."""
-    delays = backoff_delays(cap)
-    while True:
-        try:
-            conn = await connect_once(url, timeout)
-        except StoreUnavailable as exc:
-            delay = await anext(delays)
-            log.warning(
-                "database unreachable, retrying",
-                extra={"reason": exc.reason, "retry_in": round(delay, 2)},
-            )
-            await asyncio.sleep(delay)
-            continue
-        await conn.close()
-        return
