@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ async def running(demo_url: str, tmp_path: Path) -> AsyncIterator[tuple[ChangeFe
     await feed.stop()
 
 
+@dataclass
+class Writer:
+    """A connection of the test's own to the demo database, and the demo tenant's id."""
+
+    conn: Any
+    tenant: int
+
+
+@pytest.fixture
+async def writer(demo_url: str) -> AsyncIterator[Writer]:
+    conn = await asyncpg.connect(demo_url)
+    yield Writer(conn, await tenant_id(conn))
+    await conn.close()
+
+
 async def tenant_id(conn: Any) -> int:
     value: int = await conn.fetchval("SELECT id FROM tenants WHERE slug = 'demo'")
     return value
@@ -81,79 +97,61 @@ async def test_full_load_serves_the_demo_names(running: tuple[ChangeFeed, Direct
 
 
 async def test_committed_write_is_served_after_the_notification(
-    running: tuple[ChangeFeed, Directory], demo_url: str
+    running: tuple[ChangeFeed, Directory], writer: Writer
 ) -> None:
     _feed, directory = running
-    conn = await asyncpg.connect(demo_url)
-    try:
-        tid = await tenant_id(conn)
-        await conn.execute(INSERT, "enterprise", tid, "+493012345678", False, "Berlin Office")
-        ctx = LookupContext(tid)
-        await eventually(lambda: name_of(directory, "+493012345678", ctx) == "Berlin Office")
-        await conn.execute("DELETE FROM cnam_entries WHERE key = '+493012345678'")
-        await eventually(lambda: name_of(directory, "+493012345678", ctx) is None)
-    finally:
-        await conn.close()
+    conn, tid = writer.conn, writer.tenant
+    await conn.execute(INSERT, "enterprise", tid, "+493012345678", False, "Berlin Office")
+    ctx = LookupContext(tid)
+    await eventually(lambda: name_of(directory, "+493012345678", ctx) == "Berlin Office")
+    await conn.execute("DELETE FROM cnam_entries WHERE key = '+493012345678'")
+    await eventually(lambda: name_of(directory, "+493012345678", ctx) is None)
 
 
 async def test_unapproved_names_are_never_served(
-    running: tuple[ChangeFeed, Directory], demo_url: str
+    running: tuple[ChangeFeed, Directory], writer: Writer
 ) -> None:
     _feed, directory = running
-    conn = await asyncpg.connect(demo_url)
-    try:
-        tid = await tenant_id(conn)
-        await conn.execute(
-            "INSERT INTO cnam_entries (scope, tenant_id, key, name, approval)"
-            " VALUES ('enterprise', $1, '+4940111', 'Pending Co', 'pending')",
-            tid,
-        )
-        await conn.execute(INSERT, "enterprise", tid, "+4940222", False, "Marker")
-        await eventually(lambda: name_of(directory, "+4940222", LookupContext(tid)) == "Marker")
-        assert name_of(directory, "+4940111", LookupContext(tid)) is None
-    finally:
-        await conn.close()
+    conn, tid = writer.conn, writer.tenant
+    await conn.execute(
+        "INSERT INTO cnam_entries (scope, tenant_id, key, name, approval)"
+        " VALUES ('enterprise', $1, '+4940111', 'Pending Co', 'pending')",
+        tid,
+    )
+    await conn.execute(INSERT, "enterprise", tid, "+4940222", False, "Marker")
+    await eventually(lambda: name_of(directory, "+4940222", LookupContext(tid)) == "Marker")
+    assert name_of(directory, "+4940111", LookupContext(tid)) is None
 
 
 async def test_dropped_listener_is_detected_and_caught_up(
-    running: tuple[ChangeFeed, Directory], demo_url: str
+    running: tuple[ChangeFeed, Directory], writer: Writer
 ) -> None:
     feed, directory = running
-    conn = await asyncpg.connect(demo_url)
-    try:
-        tid = await tenant_id(conn)
-        ctx = LookupContext(tid)
-        # kill the feed's backend, then write while it is away
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        for i in range(20):
-            await conn.execute(INSERT, "enterprise", tid, f"+4989000{i:02d}", False, f"Munich {i}")
-        await eventually(
-            lambda: all(
-                name_of(directory, f"+4989000{i:02d}", ctx) == f"Munich {i}" for i in range(20)
-            )
-        )
-        await eventually(lambda: feed.db_up)
-    finally:
-        await conn.close()
+    conn, tid = writer.conn, writer.tenant
+    ctx = LookupContext(tid)
+    # kill the feed's backend, then write while it is away
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    for i in range(20):
+        await conn.execute(INSERT, "enterprise", tid, f"+4989000{i:02d}", False, f"Munich {i}")
+    await eventually(
+        lambda: all(name_of(directory, f"+4989000{i:02d}", ctx) == f"Munich {i}" for i in range(20))
+    )
+    await eventually(lambda: feed.db_up)
 
 
 async def test_context_changes_reach_the_directory(
-    running: tuple[ChangeFeed, Directory], demo_url: str
+    running: tuple[ChangeFeed, Directory], writer: Writer
 ) -> None:
     _feed, directory = running
-    conn = await asyncpg.connect(demo_url)
-    try:
-        await conn.execute("INSERT INTO tenants (slug, name, region) VALUES ('newco', 'New', 'US')")
-        await eventually(
-            lambda: (
-                directory.contexts is not None and directory.contexts.tenant("newco") is not None
-            )
-        )
-    finally:
-        await conn.close()
+    await writer.conn.execute(
+        "INSERT INTO tenants (slug, name, region) VALUES ('newco', 'New', 'US')"
+    )
+    await eventually(
+        lambda: directory.contexts is not None and directory.contexts.tenant("newco") is not None
+    )
 
 
 async def write_behind_the_log(conn: Any, tid: int, key: str, name: str) -> None:
@@ -164,33 +162,25 @@ async def write_behind_the_log(conn: Any, tid: int, key: str, name: str) -> None
 
 
 async def test_reconciliation_repairs_a_cache_that_missed_a_write(
-    running: tuple[ChangeFeed, Directory], demo_url: str
+    running: tuple[ChangeFeed, Directory], writer: Writer
 ) -> None:
     feed, directory = running
-    conn = await asyncpg.connect(demo_url)
-    try:
-        tid = await tenant_id(conn)
-        await write_behind_the_log(conn, tid, "+4969123", "Sneaky")
-        feed.reconcile_soon()
-        await eventually(lambda: name_of(directory, "+4969123", LookupContext(tid)) == "Sneaky")
-    finally:
-        await conn.close()
+    conn, tid = writer.conn, writer.tenant
+    await write_behind_the_log(conn, tid, "+4969123", "Sneaky")
+    feed.reconcile_soon()
+    await eventually(lambda: name_of(directory, "+4969123", LookupContext(tid)) == "Sneaky")
 
 
 async def test_gap_in_change_ids_forces_a_reload(
-    running: tuple[ChangeFeed, Directory], demo_url: str
+    running: tuple[ChangeFeed, Directory], writer: Writer
 ) -> None:
     feed, directory = running
-    conn = await asyncpg.connect(demo_url)
-    try:
-        tid = await tenant_id(conn)
-        await write_behind_the_log(conn, tid, "+4971100", "Stuttgart")
-        last = feed.last_change_id
-        await conn.execute("INSERT INTO change_log (id, kind) VALUES ($1, 'contexts')", last + 5)
-        await eventually(lambda: name_of(directory, "+4971100", LookupContext(tid)) == "Stuttgart")
-        assert feed.last_change_id == last + 5
-    finally:
-        await conn.close()
+    conn, tid = writer.conn, writer.tenant
+    await write_behind_the_log(conn, tid, "+4971100", "Stuttgart")
+    last = feed.last_change_id
+    await conn.execute("INSERT INTO change_log (id, kind) VALUES ($1, 'contexts')", last + 5)
+    await eventually(lambda: name_of(directory, "+4971100", LookupContext(tid)) == "Stuttgart")
+    assert feed.last_change_id == last + 5
 
 
 async def test_snapshot_serves_when_the_database_is_down(
@@ -212,19 +202,18 @@ async def test_snapshot_serves_when_the_database_is_down(
 
 
 async def test_snapshot_is_confirmed_when_the_database_returns(
-    running: tuple[ChangeFeed, Directory], demo_url: str, tmp_path: Path
+    running: tuple[ChangeFeed, Directory], demo_url: str, writer: Writer, tmp_path: Path
 ) -> None:
     warm, directory = make_feed(demo_url, tmp_path / "cache.snapshot")
     assert warm._warm_start("test")  # as if the first connection had failed
-    conn = await asyncpg.connect(demo_url)
     try:
-        tid = await tenant_id(conn)
-        await conn.execute(INSERT, "enterprise", tid, "+4921100", False, "Duesseldorf")
+        await writer.conn.execute(
+            INSERT, "enterprise", writer.tenant, "+4921100", False, "Duesseldorf"
+        )
         warm._spawn()
         await eventually(lambda: not directory.stale, timeout=10)
-        assert name_of(directory, "+4921100", LookupContext(tid)) == "Duesseldorf"
+        assert name_of(directory, "+4921100", LookupContext(writer.tenant)) == "Duesseldorf"
     finally:
-        await conn.close()
         await warm.stop()
 
 
