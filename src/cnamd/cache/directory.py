@@ -30,7 +30,12 @@ class Directory:
         return self.cache is not None and self.contexts is not None
 
     def install(self, cache: NameCache, contexts: Contexts, digest: Digest, *, stale: bool) -> None:
-        """Swap in a cache built off to the side; the old one is closed."""
+        """Swap in a cache built off to the side; the old one is closed (unmapped).
+
+        Safe because every lookup runs on the event loop's thread: none can be
+        inside the old cache while this runs. A lookup from another thread
+        would need the old mapping kept until it finished.
+        """
         old, self.cache = self.cache, cache
         self.contexts = contexts
         self.digest = digest
