@@ -18,12 +18,13 @@ from cnamd.sip.transport import bind_tcp, bind_udp, receive_buffer_size, split_h
 
 log = logging.getLogger(__name__)
 
-KINDS = ("http", "sip-udp", "sip-tcp", "sip-tls")
 TCP_BACKLOG = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class ListenSpec:
+    """One socket to bind: kind is http, sip-udp, sip-tcp or sip-tls."""
+
     kind: str
     address: str
 

@@ -20,14 +20,6 @@ class Scope(enum.IntEnum):
         return self.name.lower()
 
 
-class Approval(enum.StrEnum):
-    """Approval state of a name; only APPROVED is ever served."""
-
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-
-
 @dataclass(frozen=True, slots=True)
 class LookupContext:
     """Who is asking: selects the user, usergroup and enterprise scopes to search.
@@ -64,28 +56,3 @@ class CacheEntry:
     owner: int
     key: str
     name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    """An enterprise: owner of usergroups, users, entries and phone numbers."""
-
-    id: int
-    slug: str
-    name: str
-    region: str
-
-
-@dataclass(frozen=True, slots=True)
-class Usergroup:
-    id: int
-    tenant_id: int
-    slug: str
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    id: int
-    tenant_id: int
-    usergroup_id: int | None
-    slug: str

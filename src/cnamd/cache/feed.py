@@ -79,7 +79,6 @@ class ChangeFeed:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_reconcile = 0.0
-        self.applied_event = asyncio.Event()  # set after every applied batch (tests, readiness)
 
     # -- start-up ----------------------------------------------------------
 
@@ -250,8 +249,6 @@ class ChangeFeed:
                 self.directory.contexts = Contexts(rows, self.allowed)
             self.directory.digest = self._digest()
             self._publish_counts()
-            self.applied_event.set()
-            self.applied_event.clear()
 
     def _apply(self, batch: list[Change]) -> bool:
         """Apply entry changes to the cache; True if the context maps must be reloaded."""
