@@ -44,6 +44,13 @@ async def db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def other_db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A second migrated database, for "the wrong database" cases."""
+    async with _Database(pg, TEMPLATE) as url:
+        yield url
+
+
+@pytest.fixture
 async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(db_url)
     yield connection

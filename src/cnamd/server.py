@@ -158,7 +158,7 @@ class Server:
             self.settings.sip.allow,
             log_settings=self.settings.log,
         )
-        await self.feed.start(prefer_snapshot=self.worker is not None)
+        await self.feed.start(prefer_snapshot=True)
         assert self.dip is not None
         self.dip.available = True
         log.info(

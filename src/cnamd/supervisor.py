@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnamd.cache.loader import load_in_child
+from cnamd.cache.loader import load_in_child, snapshot_usable
 from cnamd.errors import StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
@@ -84,7 +84,7 @@ class Supervisor:
                 await migrate_database(self.url, db.connect_timeout, demo=self.demo)
                 await self._prime_snapshot()
             except StoreUnavailable as exc:
-                if db.on_unreachable == "exit" and not self._snapshot_exists():
+                if db.on_unreachable == "exit" and not self._snapshot_usable():
                     raise
                 log.warning(
                     "database unreachable; workers will wait or serve the snapshot",
@@ -109,15 +109,18 @@ class Supervisor:
             if self.embedded is not None:
                 await self.embedded.stop()
 
-    def _snapshot_exists(self) -> bool:
+    def _snapshot_usable(self) -> bool:
         path = self.settings.cache.snapshot_path
-        return bool(path) and Path(path).exists()
+        return bool(path) and snapshot_usable(Path(path))
 
     async def _prime_snapshot(self) -> None:
-        """Load once (in the loader's child process) and write the snapshot the
-        workers map, so their caches share pages."""
+        """Make sure a snapshot is there for the workers to map (shared pages).
+
+        A usable one from the last run is kept: the workers catch up from its
+        change id and confirm it by digest. Otherwise the loader's child builds it.
+        """
         path = self.settings.cache.snapshot_path
-        if path:
+        if path and not self._snapshot_usable():
             await load_in_child(
                 self.url,
                 Path(path),

@@ -266,3 +266,34 @@ async def test_snapshots_off_still_load_through_a_scratch_file(demo_url: str) ->
         assert directory.counts()[Scope.ENTERPRISE] >= 3
     finally:
         await feed.stop()
+
+
+async def test_restart_maps_the_snapshot_and_catches_up(
+    running: tuple[ChangeFeed, Directory], demo_url: str, writer: Writer, tmp_path: Path
+) -> None:
+    first, _ = running
+    await first.stop()  # the snapshot stays; a change lands while no daemon runs
+    await writer.conn.execute(INSERT, "enterprise", writer.tenant, "+4934100", False, "Leipzig")
+    again, directory = make_feed(demo_url, tmp_path / "cache.snapshot")
+    await again.start(prefer_snapshot=True)
+    try:
+        assert directory.stale  # mapped, not yet confirmed
+        await eventually(lambda: not directory.stale)
+        assert name_of(directory, "+4934100", LookupContext(writer.tenant)) == "Leipzig"
+        assert again.db_up
+    finally:
+        await again.stop()
+
+
+async def test_snapshot_of_another_database_is_replaced_by_a_full_load(
+    running: tuple[ChangeFeed, Directory], other_db_url: str, tmp_path: Path
+) -> None:
+    # the snapshot holds the demo data; this feed's database is another one, empty
+    feed, directory = make_feed(other_db_url, tmp_path / "cache.snapshot")
+    await feed.start(prefer_snapshot=True)
+    try:
+        await eventually(lambda: not directory.stale)
+        assert directory.counts().get(Scope.ENTERPRISE, 0) == 0
+        assert name_of(directory, "+18005550100", GLOBAL_ONLY) is None
+    finally:
+        await feed.stop()

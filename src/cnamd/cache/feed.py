@@ -85,8 +85,10 @@ class ChangeFeed:
     async def start(self, *, prefer_snapshot: bool = False) -> None:
         """First load: from PostgreSQL, else from the snapshot (stale), else per policy.
 
-        ``prefer_snapshot`` (workers): map the snapshot the supervisor just wrote
-        and catch up from its change id, so all workers share its pages.
+        ``prefer_snapshot``: map a usable snapshot first and catch up from its
+        change id, as stale until the digest confirms it. A restart at 10M names
+        then serves in well under a second instead of after a two-minute load,
+        and workers share the mapped pages.
         Raises StoreUnavailable when the database is unreachable, no snapshot
         can be served and ``database.on_unreachable`` is ``exit``.
         """

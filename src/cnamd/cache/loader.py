@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from cnamd import logs
-from cnamd.cache.trie import CacheBuilder
+from cnamd.cache.trie import CacheBuilder, NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
 from cnamd.settings import LogSettings
 from cnamd.store import entries
@@ -49,6 +49,23 @@ def read_meta(meta: bytes) -> dict[str, Any]:
     except (ValueError, AttributeError) as exc:
         raise SnapshotError(f"unreadable metadata: {exc}") from exc
     return info
+
+
+def snapshot_usable(path: Path) -> bool:
+    """True when ``path`` holds a snapshot that maps and carries readable metadata."""
+    if not path.exists():
+        return False
+    try:
+        cache, meta = NameCache.open(path)
+    except SnapshotError:
+        return False
+    try:
+        read_meta(meta)
+    except SnapshotError:
+        return False
+    finally:
+        cache.close()
+    return True
 
 
 async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> int:
