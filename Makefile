@@ -6,7 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit interop check-deploy bench clean config
 
-$(STAMP): pyproject.toml
+# setup.py compiles the SIP hot path with mypyc; the compiled modules shadow the
+# .py files, so editing one of them rebuilds (CNAMD_PURE_PYTHON=1 skips compiling).
+COMPILED := src/cnamd/sip/message.py src/cnamd/sip/dip.py
+
+$(STAMP): pyproject.toml setup.py $(COMPILED)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
@@ -37,4 +41,5 @@ config: $(STAMP)
 	$(BIN)/python scripts/gen_example_config.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete
