@@ -154,3 +154,19 @@ async def test_health_endpoints(client: Client) -> None:
 
 def test_settings_default_trusts_loopback_only() -> None:
     assert Settings().http.trusted_networks == ("127.0.0.0/8", "::1/128")
+
+
+async def test_untrusted_source_is_refused_with_401(tmp_path: Path) -> None:
+    settings = load(environ={}, overrides=["http.trusted_networks=192.0.2.0/24"])
+    server = TestServer(make_app(settings, Directory(), AlwaysReady()), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{server.port}/v1/lookup/+492216698712") as resp,
+        ):
+            body = await resp.json()
+        assert resp.status == 401
+        assert body["status"] == "unauthorized" and "trusted" in body["message"]
+    finally:
+        await server.close()

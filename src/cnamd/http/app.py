@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
 from cnamd.http import health, lookup
 from cnamd.http.errors import error_middleware
-from cnamd.http.keys import DIRECTORY, POOL, READINESS, SETTINGS, Readiness
+from cnamd.http.keys import DIRECTORY, POOL, READINESS, SETTINGS, TRUSTED, Readiness
 from cnamd.settings import Settings
 from cnamd.store.pool import Pool
 
@@ -25,6 +27,9 @@ def make_app(
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[READINESS] = readiness
+    app[TRUSTED] = tuple(
+        ipaddress.ip_network(n, strict=False) for n in settings.http.trusted_networks
+    )
     if pool is not None:
         app[POOL] = pool
     health.add_routes(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -9,6 +10,8 @@ from aiohttp import web
 from cnamd.cache.directory import Directory
 from cnamd.settings import Settings
 from cnamd.store.pool import Pool
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Readiness(Protocol):
@@ -21,3 +24,5 @@ SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", Directory)
 READINESS = web.AppKey("readiness", Readiness)
 POOL = web.AppKey("pool", Pool)
+# http.trusted_networks, parsed once
+TRUSTED = web.AppKey("trusted", tuple[IPNetwork, ...])

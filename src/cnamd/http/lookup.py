@@ -14,7 +14,7 @@ from aiohttp import web
 
 from cnamd import metrics
 from cnamd.errors import InvalidNumber, InvalidRequest, Unauthorized
-from cnamd.http.keys import DIRECTORY, SETTINGS
+from cnamd.http.keys import DIRECTORY, TRUSTED
 
 _FORMATS = ("json", "text")
 
@@ -31,13 +31,11 @@ def _wants_text(request: web.Request) -> bool:
 
 def _require_trusted(request: web.Request) -> None:
     """Until API keys exist, lookups are served to trusted networks only."""
-    peer = request.remote or ""
-    networks = request.app[SETTINGS].http.trusted_networks
     try:
-        addr = ipaddress.ip_address(peer)
+        addr = ipaddress.ip_address(request.remote or "")
     except ValueError:
         addr = None
-    if addr is None or not any(addr in ipaddress.ip_network(n, strict=False) for n in networks):
+    if addr is None or not any(addr in net for net in request.app[TRUSTED]):
         raise Unauthorized("lookups need a trusted source network (http.trusted_networks)")
 
 
