@@ -98,6 +98,16 @@ def assert_agrees(cache: NameCache, model: Model, data: st.DataObject) -> None:
         assert cache.get(*slot) == name
 
 
+def built(initial: list[tuple[tuple[Scope, int, str], str]]) -> tuple[NameCache, Model]:
+    """The cache built from ``initial`` and the plain-dict model of the same entries."""
+    builder = CacheBuilder()
+    model: Model = {}
+    for slot, name in initial:
+        builder.add(*slot, name)
+        model[slot] = name
+    return builder.build(), model
+
+
 @settings(max_examples=80, deadline=None)
 @given(initial=st.lists(st.tuples(slots(), NAMES), max_size=40), edits=EDITS, data=st.data())
 def test_lookup_matches_brute_force_after_edits(
@@ -105,12 +115,7 @@ def test_lookup_matches_brute_force_after_edits(
     edits: list[tuple[tuple[Scope, int, str], str | None]],
     data: st.DataObject,
 ) -> None:
-    builder = CacheBuilder()
-    model: Model = {}
-    for slot, name in initial:
-        builder.add(*slot, name)
-        model[slot] = name
-    cache = builder.build()
+    cache, model = built(initial)
     assert_agrees(cache, model, data)
     apply(cache, model, edits)
     assert_agrees(cache, model, data)
@@ -129,12 +134,7 @@ def test_compaction_and_snapshots_preserve_answers(
     later: list[tuple[tuple[Scope, int, str], str | None]],
     data: st.DataObject,
 ) -> None:
-    builder = CacheBuilder()
-    model: Model = {}
-    for slot, name in initial:
-        builder.add(*slot, name)
-        model[slot] = name
-    cache = builder.build()
+    cache, model = built(initial)
     apply(cache, model, edits)
     compact = cache.compacted()
     assert compact.overlay_size == 0
