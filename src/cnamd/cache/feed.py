@@ -27,7 +27,7 @@ import asyncpg
 from cnamd import metrics
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
-from cnamd.cache.loader import load_in_child, read_meta
+from cnamd.cache.loader import load_in_child, open_snapshot
 from cnamd.cache.trie import NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
 from cnamd.settings import CacheSettings, DatabaseSettings, LogSettings
@@ -121,19 +121,13 @@ class ChangeFeed:
         if self.snapshot_path is None or not self.snapshot_path.exists():
             return False
         try:
-            cache, meta = NameCache.open(self.snapshot_path)
-            info = read_meta(meta)
+            cache, info = open_snapshot(self.snapshot_path)
         except SnapshotError as exc:
             log.error(
                 "snapshot refused", extra={"path": str(self.snapshot_path), "reason": exc.reason}
             )
             return False
-        self._count, self._hash_xor = info["count"], info["hash_xor"]
-        self._last_id = info["last_change_id"]
-        contexts = Contexts.from_json(info["contexts"], self.allowed)
-        self.directory.install(cache, contexts, self._digest(), stale=True)
-        self._publish_counts()
-        metrics.CACHE_STALE.set(1)
+        self._install(cache, info, stale=True)
         fields = {"entries": len(cache), "change_id": self._last_id}
         if reason is None:
             log.info("cache mapped from snapshot", extra=fields)
@@ -322,25 +316,17 @@ class ChangeFeed:
                 log_settings=self.log_settings,
                 cause=cause,
             )
-            cache, meta = NameCache.open(path)
+            cache, info = open_snapshot(path)
+        except SnapshotError as exc:  # the follower retries a failed load, like a lost database
+            raise StoreUnavailable(f"the loaded snapshot is unreadable: {exc.reason}") from exc
         finally:
             if scratch:
                 path.unlink(missing_ok=True)
-        try:
-            info = read_meta(meta)
-        except SnapshotError:
-            cache.close()
-            raise
-        self._count, self._hash_xor = info["count"], info["hash_xor"]
-        self._last_id = info["last_change_id"]
-        contexts = Contexts.from_json(info["contexts"], self.allowed)
-        self.directory.install(cache, contexts, self._digest(), stale=False)
+        self._install(cache, info, stale=False)
         elapsed = time.monotonic() - started
         metrics.CACHE_FULL_LOAD_SECONDS.set(elapsed)
         metrics.CACHE_LAST_FULL_LOAD.set(time.time())
         metrics.CACHE_RELOADS.labels(cause).inc()
-        metrics.CACHE_STALE.set(0)
-        self._publish_counts()
         log.info(
             "cache loaded",
             extra={
@@ -352,6 +338,15 @@ class ChangeFeed:
         )
 
     # -- bookkeeping -----------------------------------------------------------
+
+    def _install(self, cache: NameCache, info: dict[str, Any], *, stale: bool) -> None:
+        """Swap in a mapped snapshot and take over the digest and change id it records."""
+        self._count, self._hash_xor = info["count"], info["hash_xor"]
+        self._last_id = info["last_change_id"]
+        contexts = Contexts.from_json(info["contexts"], self.allowed)
+        self.directory.install(cache, contexts, self._digest(), stale=stale)
+        metrics.CACHE_STALE.set(1 if stale else 0)
+        self._publish_counts()
 
     def _digest(self) -> Digest:
         return Digest(self._count, self._hash_xor, self._last_id)

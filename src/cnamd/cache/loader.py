@@ -51,20 +51,25 @@ def read_meta(meta: bytes) -> dict[str, Any]:
     return info
 
 
+def open_snapshot(path: Path) -> tuple[NameCache, dict[str, Any]]:
+    """Map a snapshot and read its metadata; SnapshotError (nothing left mapped) if off."""
+    cache, meta = NameCache.open(path)
+    try:
+        return cache, read_meta(meta)
+    except SnapshotError:
+        cache.close()
+        raise
+
+
 def snapshot_usable(path: Path) -> bool:
     """True when ``path`` holds a snapshot that maps and carries readable metadata."""
     if not path.exists():
         return False
     try:
-        cache, meta = NameCache.open(path)
+        cache, _info = open_snapshot(path)
     except SnapshotError:
         return False
-    try:
-        read_meta(meta)
-    except SnapshotError:
-        return False
-    finally:
-        cache.close()
+    cache.close()
     return True
 
 
