@@ -25,9 +25,9 @@ from cnamd.callers import DirectoryCallers
 from cnamd.errors import StoreUnavailable
 from cnamd.http.app import make_app
 from cnamd.listeners import ListenSpec, adopt, bind_all
+from cnamd.ratelimit import TokenBucket
 from cnamd.settings import Settings
 from cnamd.sip.dip import Dip, DipSettings
-from cnamd.sip.ratelimit import TokenBucket
 from cnamd.sip.transport import StreamLimits, serve_tcp, serve_udp
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnamd.sip.ratelimit import TokenBucket
+from cnamd.ratelimit import TokenBucket
 
 
 def test_burst_is_allowed_then_refused_until_tokens_refill() -> None:

@@ -1,4 +1,7 @@
-"""Per-source token buckets in a bounded table; pure: the caller passes the clock."""
+"""Per-source token buckets in a bounded table; pure: the caller passes the clock.
+
+The SIP front meters dips with it, the HTTP front failed logins.
+"""
 
 from __future__ import annotations
 
