@@ -76,6 +76,16 @@ class Forbidden(CnamdError):
     status = "forbidden"
 
 
+class TooManyRequests(CnamdError):
+    """The source is over a rate limit; ``retry_after`` says when to come back (seconds)."""
+
+    status = "too-many-requests"
+
+    def __init__(self, reason: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(reason, field=field)
+        self.retry_after = retry_after
+
+
 class StoreUnavailable(CnamdError):
     """The database cannot be reached."""
 

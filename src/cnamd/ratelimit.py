@@ -53,3 +53,11 @@ class TokenBucket:
             return True
         bucket[0] = tokens
         return False
+
+    def available(self, source: str, now: float) -> float:
+        """Tokens ``source`` holds at ``now``, without taking one."""
+        bucket = self._table.get(source)
+        if bucket is None:
+            return self.burst
+        elapsed = now - bucket[1]
+        return min(bucket[0] + elapsed * self.rate if elapsed > 0 else bucket[0], self.burst)

@@ -91,6 +91,12 @@ class HttpSettings:
     trusted_networks: tuple[str, ...] = _setting(
         ("127.0.0.0/8", "::1/128"), "networks whose lookups need no API key", _networks
     )
+    auth_failure_rate: float = _setting(
+        1.0, "failed logins per second a source may make in the long run", _between(0.001, 1e6)
+    )
+    auth_failure_burst: int = _setting(
+        10, "failed logins a source may make at once before it gets 429", _between(1, 1e6)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,18 @@ import ipaddress
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
-from cnamd.http import health, lookup
+from cnamd.http import cnam, health, lookup
 from cnamd.http.errors import error_middleware
-from cnamd.http.keys import DIRECTORY, POOL, READINESS, SETTINGS, TRUSTED, Readiness
+from cnamd.http.keys import (
+    AUTH_LIMITER,
+    DIRECTORY,
+    POOL,
+    READINESS,
+    SETTINGS,
+    TRUSTED,
+    Readiness,
+)
+from cnamd.ratelimit import TokenBucket
 from cnamd.settings import Settings
 from cnamd.store.pool import Pool
 
@@ -30,8 +39,12 @@ def make_app(
     app[TRUSTED] = tuple(
         ipaddress.ip_network(n, strict=False) for n in settings.http.trusted_networks
     )
+    app[AUTH_LIMITER] = TokenBucket(
+        settings.http.auth_failure_rate, settings.http.auth_failure_burst
+    )
     if pool is not None:
         app[POOL] = pool
     health.add_routes(app)
     lookup.add_routes(app)
+    cnam.add_routes(app)
     return app

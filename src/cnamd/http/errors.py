@@ -12,6 +12,9 @@ from cnamd import errors, metrics
 
 log = logging.getLogger(__name__)
 
+#: WWW-Authenticate on every 401 (RFC 9110 §11.6.1): the schemes cnamd takes
+CHALLENGE = 'Bearer realm="cnamd", Basic realm="cnamd"'
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATUS_OF: list[tuple[type[errors.CnamdError], int]] = [
@@ -19,6 +22,7 @@ STATUS_OF: list[tuple[type[errors.CnamdError], int]] = [
     (errors.Conflict, 409),
     (errors.Unauthorized, 401),
     (errors.Forbidden, 403),
+    (errors.TooManyRequests, 429),
     (errors.StoreUnavailable, 503),
     (errors.CnamdError, 400),
 ]
@@ -52,9 +56,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except errors.CnamdError as exc:
         code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+        response = json_error(code, exc.status, exc.reason, exc.field)
         if isinstance(exc, errors.Unauthorized):
             metrics.AUTH_FAILURES.inc()
-        response = json_error(code, exc.status, exc.reason, exc.field)
+            response.headers["WWW-Authenticate"] = CHALLENGE
+        elif isinstance(exc, errors.TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
     except web.HTTPException as exc:
         if exc.empty_body or exc.status < 400:
             raise

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
+from cnamd.model import Principal
+from cnamd.ratelimit import TokenBucket
 from cnamd.settings import Settings
 from cnamd.store.pool import Pool
 
@@ -26,3 +28,7 @@ READINESS = web.AppKey("readiness", Readiness)
 POOL = web.AppKey("pool", Pool)
 # http.trusted_networks, parsed once
 TRUSTED = web.AppKey("trusted", tuple[IPNetwork, ...])
+# failed logins per source address
+AUTH_LIMITER = web.AppKey("auth_limiter", TokenBucket)
+# the authenticated principal of one request (a request key, set by http.auth)
+PRINCIPAL = web.RequestKey("principal", Principal)
