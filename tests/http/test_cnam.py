@@ -150,3 +150,46 @@ async def test_range_validation_stores_nothing(
     assert reply.status == 400 and reply.body["field"] == field
     async with api.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM cnam_entries WHERE key LIKE '+1800%'") == 1
+
+
+async def test_paging_1201_entries_under_writes_returns_each_survivor_once(
+    api: Api, partner: str
+) -> None:
+    """Keyset paging: inserts and deletes between pages neither skip nor repeat a survivor."""
+    numbers = [f"+1212555{i:04d}" for i in range(1201)]
+    async with api.pool.acquire() as conn:
+        await conn.execute("DELETE FROM cnam_entries WHERE scope = 'enterprise'")
+        await conn.execute(
+            "INSERT INTO cnam_entries (scope, tenant_id, key, name, approved_at)"
+            " SELECT 'enterprise', t.id, k, 'N', now() FROM tenants t, unnest($1::text[]) k"
+            " WHERE t.slug = 'demo'",
+            numbers,
+        )
+    deleted: set[str] = set()
+    deleted_ahead: set[str] = set()
+    seen: list[str] = []
+    start: str | None = None
+    for page in range(100):
+        query = f"?count=97&next=%2B{start[1:]}" if start else "?count=97"
+        reply = await api.call("GET", ENTERPRISE + query, partner)
+        assert reply.status == 200
+        seen += [e["phone"] for e in reply.body["cnam"]]
+        start = reply.body["next"]
+        if start is None:
+            break
+        # between pages: delete one behind and one ahead, insert one behind and one ahead
+        behind, ahead = numbers[page * 5], numbers[min(page * 97 + 150, 1200)]
+        for number in (behind, ahead):
+            if number != start:
+                await api.call("DELETE", f"{ENTERPRISE}/{number}", partner)
+                deleted.add(number)
+                if number > start:
+                    deleted_ahead.add(number)
+        for number in (f"+1212554{page:04d}", f"+1212556{page:04d}"):
+            await api.call("POST", f"{ENTERPRISE}/{number}", partner, json={"name": "New"})
+    assert start is None
+    assert len(seen) == len(set(seen)), "an entry came twice"
+    survivors = set(numbers) - deleted
+    assert survivors <= set(seen), f"missing: {sorted(survivors - set(seen))[:5]}"
+    assert not deleted_ahead & set(seen), "an entry deleted before its page was read came"
+    assert seen == sorted(seen)
