@@ -145,3 +145,68 @@ async def test_digest_matches_the_python_twin(conn: Conn) -> None:
         entry_hash(Scope.ENTERPRISE, tenant, "+4930", "Berlin")
         ^ entry_hash(Scope.ENTERPRISE, tenant, "+4940", "Hamburg")
     )
+
+
+async def test_one_statement_logs_each_row_with_consecutive_ids(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    start = (await changes_after(conn, 0))[-1].id
+    await conn.execute(
+        "INSERT INTO cnam_entries (scope, tenant_id, key, name, approval, approved_at)"
+        " SELECT 'enterprise', $1, '+4930' || g, 'N' || g,"
+        " CASE WHEN g % 2 = 0 THEN 'approved' ELSE 'pending' END,"
+        " CASE WHEN g % 2 = 0 THEN now() END FROM generate_series(1, 1000) g",
+        tenant,
+    )
+    log = await changes_after(conn, start)
+    assert [c.id for c in log] == list(range(start + 1, start + 501))
+    assert {c.key for c in log} == {f"+4930{g}" for g in range(2, 1001, 2)}
+
+
+async def test_one_update_that_swaps_names_and_approvals_keeps_the_digest(conn: Conn) -> None:
+    """Several rows changed by one statement: renames, approvals, a moved key.
+
+    Replaying the log over the state before must give the state after.
+    """
+    tenant = await _tenant(conn)
+    for key, name, approval in [
+        ("+491", "One", "approved"),
+        ("+492", "Two", "pending"),
+        ("+493", "Three", "approved"),
+        ("+494", "Four", "approved"),
+    ]:
+        await conn.execute(INSERT, tenant, key, name, approval)
+    start = (await changes_after(conn, 0))[-1].id
+    served = {
+        r["key"]: r["name"]
+        for r in await conn.fetch("SELECT key, name FROM cnam_entries WHERE approval = 'approved'")
+    }
+    await conn.execute(
+        "UPDATE cnam_entries SET"
+        " name = CASE key WHEN '+491' THEN 'Uno' ELSE name END,"
+        " approval = CASE key WHEN '+492' THEN 'approved' WHEN '+493' THEN 'pending'"
+        "   ELSE approval END,"
+        " approved_at = CASE key WHEN '+492' THEN now() WHEN '+493' THEN NULL"
+        "   ELSE approved_at END,"
+        " key = CASE key WHEN '+494' THEN '+495' ELSE key END"
+    )
+    for change in await changes_after(conn, start):
+        assert served.get(change.key) == change.old_name
+        if change.name is None:
+            served.pop(change.key)
+        else:
+            served[change.key] = change.name
+    assert served == {"+491": "Uno", "+492": "Two", "+495": "Four"}
+    assert served == {
+        r["key"]: r["name"]
+        for r in await conn.fetch("SELECT key, name FROM cnam_entries WHERE approval = 'approved'")
+    }
+
+
+async def test_deleting_a_tenant_logs_the_removal_of_its_served_names(conn: Conn) -> None:
+    tenant = await _tenant(conn)
+    await conn.execute(INSERT, tenant, "+4930", "Berlin", "approved")
+    await conn.execute(INSERT, tenant, "+4940", "Hamburg", "pending")
+    start = (await changes_after(conn, 0))[-1].id
+    await conn.execute("DELETE FROM tenants WHERE id = $1", tenant)
+    entries = [c for c in await changes_after(conn, start) if c.kind == "entry"]
+    assert [(c.key, c.name, c.old_name) for c in entries] == [("+4930", None, "Berlin")]
