@@ -99,8 +99,8 @@ class PhonebookReader:
         for name in names:
             if name not in _COLUMNS:
                 raise InvalidRequest(
-                    f"line {self.line}: unknown column {name!r} in the header;"
-                    " the columns are phone, name and optionally prefix",
+                    f"line {self.line}: unknown column {name!r}; the first line names"
+                    " the columns: phone, name and optionally prefix",
                     field="header",
                 )
             if names.count(name) > 1:

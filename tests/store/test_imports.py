@@ -1,0 +1,336 @@
+"""Bulk import and export of a phone book against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cnamd.errors import InvalidRequest
+from cnamd.model import CnamEntry, Owner, Scope
+from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_lines, read_lines_async
+from cnamd.store.imports import ImportReport, export_entries, import_entries
+from cnamd.store.owners import owner_from_spec
+
+Conn = Any
+MAX = 15
+
+
+@pytest.fixture
+async def acme(conn: Conn) -> Owner:
+    """Enterprise ``acme`` in region DE, with usergroup ``sales`` and user ``alice``."""
+    tenant = await conn.fetchval(
+        "INSERT INTO tenants (slug, name, region) VALUES ('acme', 'Acme', 'DE') RETURNING id"
+    )
+    group = await conn.fetchval(
+        "INSERT INTO usergroups (tenant_id, slug) VALUES ($1, 'sales') RETURNING id", tenant
+    )
+    await conn.execute(
+        "INSERT INTO users (tenant_id, usergroup_id, slug) VALUES ($1, $2, 'alice')", tenant, group
+    )
+    return await owner_from_spec(conn, "enterprise:acme")
+
+
+async def run(
+    conn: Conn, owner: Owner, *lines: str, replace: bool = False
+) -> tuple[ImportReport, list[Rejected]]:
+    rejected: list[Rejected] = []
+    report = await import_entries(
+        conn,
+        owner,
+        read_lines(lines),
+        max_name_length=MAX,
+        replace=replace,
+        on_reject=rejected.append,
+    )
+    return report, rejected
+
+
+async def book(conn: Conn, owner: Owner) -> dict[str, tuple[str, bool]]:
+    rows = await conn.fetch(
+        "SELECT key, name, is_prefix FROM cnam_entries WHERE scope = $1 AND owner_id = $2",
+        owner.scope.label,
+        owner.owner_id,
+    )
+    return {r["key"]: (r["name"], r["is_prefix"]) for r in rows}
+
+
+async def log_after(conn: Conn, after: int) -> list[tuple[str, str | None, str | None]]:
+    rows = await conn.fetch(
+        "SELECT key, name, old_name FROM change_log WHERE id > $1 AND kind = 'entry' ORDER BY id",
+        after,
+    )
+    return sorted((r["key"], r["name"], r["old_name"]) for r in rows)
+
+
+async def last_change(conn: Conn) -> int:
+    value: int = await conn.fetchval("SELECT coalesce(max(id), 0) FROM change_log")
+    return value
+
+
+async def test_good_rows_go_in_approved_with_national_numbers_read_in_the_tenants_region(
+    conn: Conn, acme: Owner
+) -> None:
+    start = await last_change(conn)
+    report, rejected = await run(
+        conn,
+        acme,
+        "phone,name,prefix",
+        "+492216698712,John Doe,false",
+        "0221 6698713,Jane Doe,",
+        "+4922166987,ACME Cologne,true",
+        '0049 30 901820,"Doe, Max",0',
+    )
+    assert (report, rejected) == (ImportReport(inserted=4), [])
+    assert await book(conn, acme) == {
+        "+492216698712": ("John Doe", False),
+        "+492216698713": ("Jane Doe", False),
+        "+4922166987": ("ACME Cologne", True),
+        "+4930901820": ("Doe, Max", False),
+    }
+    approved = await conn.fetchval(
+        "SELECT bool_and(approval = 'approved' AND approved_at IS NOT NULL) FROM cnam_entries"
+    )
+    assert approved
+    assert await log_after(conn, start) == [
+        ("+4922166987", "ACME Cologne", None),
+        ("+492216698712", "John Doe", None),
+        ("+492216698713", "Jane Doe", None),
+        ("+4930901820", "Doe, Max", None),
+    ]
+
+
+async def test_changed_names_are_updated_and_same_names_count_as_unchanged(
+    conn: Conn, acme: Owner
+) -> None:
+    await run(conn, acme, "phone,name", "+492216698712,John", "+492216698713,Jane")
+    start = await last_change(conn)
+    report, _ = await run(
+        conn,
+        acme,
+        "name,phone,prefix",  # columns in any order
+        "John,+492216698712,",
+        "Janet,+492216698713,",
+        "Max,+4930901820,",
+    )
+    assert report == ImportReport(inserted=1, updated=1, unchanged=1)
+    # the unchanged row logs nothing
+    assert await log_after(conn, start) == [
+        ("+492216698713", "Janet", "Jane"),
+        ("+4930901820", "Max", None),
+    ]
+
+
+async def test_a_flag_change_alone_is_an_update(conn: Conn, acme: Owner) -> None:
+    await run(conn, acme, "phone,name,prefix", "+4930901820,Berlin,false")
+    report, _ = await run(conn, acme, "phone,name,prefix", "+4930901820,Berlin,true")
+    assert report == ImportReport(updated=1)
+    assert await book(conn, acme) == {"+4930901820": ("Berlin", True)}
+
+
+async def test_bad_rows_are_reported_by_line_and_the_good_rows_committed(
+    conn: Conn, acme: Owner
+) -> None:
+    report, rejected = await run(
+        conn,
+        acme,
+        "phone,name,prefix",
+        "+492216698712,John Doe,false",
+        "12,Too Short,",
+        "",  # blank lines are skipped but counted
+        "+492216698713,J\u00f6rg,",
+        "+492216698714,A Name Much Too Long,",
+        "+492216698715,Flag,maybe",
+        "+492216698716",
+        '+492216698717,"Unclosed,',
+        "+49221669871,Prefix with a bad flag,yes",
+        "+492216698718,Last Good,1",
+    )
+    assert [(r.line, r.phone, r.name) for r in rejected] == [
+        (3, "12", "Too Short"),
+        (5, "+492216698713", "J\u00f6rg"),
+        (6, "+492216698714", "A Name Much Too Long"),
+        (7, "+492216698715", "Flag"),
+        (8, "+492216698716", ""),
+        (9, "", ""),
+        (10, "+49221669871", "Prefix with a bad flag"),
+    ]
+    reasons = [r.reason for r in rejected]
+    assert reasons[0] == "phone: '12' is a local number; add its area code"
+    assert reasons[1].startswith("name: 'J\u00f6rg' has '\u00f6'")
+    assert reasons[2] == "name: 'A Name Much Too Long' is 20 characters long; the limit is 15"
+    assert reasons[3] == "prefix: 'maybe' is not a prefix flag: true, false, 1, 0 or empty"
+    assert reasons[4] == "line: 1 field; the header has 3 (phone,name,prefix)"
+    assert reasons[5] == "line: unbalanced quotes"
+    assert report == ImportReport(inserted=2, rejected=7)
+    assert set(await book(conn, acme)) == {"+492216698712", "+492216698718"}
+
+
+async def test_a_file_of_only_bad_rows_commits_nothing(conn: Conn, acme: Owner) -> None:
+    await run(conn, acme, "phone,name", "+492216698712,John")
+    start = await last_change(conn)
+    report, rejected = await run(conn, acme, "phone,name", "nope,John", "+492216698712,")
+    assert report == ImportReport(rejected=2)
+    assert [r.line for r in rejected] == [2, 3]
+    assert await book(conn, acme) == {"+492216698712": ("John", False)}
+    assert await last_change(conn) == start
+
+
+async def test_the_last_row_for_a_phone_wins_and_earlier_ones_are_superseded(
+    conn: Conn, acme: Owner
+) -> None:
+    report, rejected = await run(
+        conn,
+        acme,
+        "phone,name,prefix",
+        "+492216698712,First,",
+        "0221 6698712,Second,",
+        "+4930901820,Other,",
+        "+49 221 6698712,Third,",
+    )
+    assert report == ImportReport(inserted=2, superseded=2)
+    assert rejected == [
+        Rejected(2, "+492216698712", "First", "phone: superseded by line 5"),
+        Rejected(3, "+492216698712", "Second", "phone: superseded by line 5"),
+    ]
+    assert (await book(conn, acme))["+492216698712"] == ("Third", False)
+
+
+async def test_replace_deletes_the_entries_the_file_does_not_list(conn: Conn, acme: Owner) -> None:
+    await run(conn, acme, "phone,name", "+492216698712,John", "+492216698713,Jane")
+    other = await owner_from_spec(conn, "usergroup:acme:sales")
+    await run(conn, other, "phone,name", "+492216698713,Jane")
+    start = await last_change(conn)
+    report, _ = await run(conn, acme, "phone,name", "+492216698712,John", replace=True)
+    assert report == ImportReport(unchanged=1, deleted=1)
+    assert await book(conn, acme) == {"+492216698712": ("John", False)}
+    assert await book(conn, other) == {"+492216698713": ("Jane", False)}  # another owner's
+    assert await log_after(conn, start) == [("+492216698713", None, "Jane")]
+
+
+async def test_replace_deletes_nothing_when_a_row_is_rejected(conn: Conn, acme: Owner) -> None:
+    await run(conn, acme, "phone,name", "+492216698712,John", "+492216698713,Jane")
+    report, _ = await run(
+        conn, acme, "phone,name", "+492216698712,John", "+492216698713,J@ne!", replace=True
+    )
+    assert report == ImportReport(unchanged=1, rejected=1, replace_refused=True)
+    assert set(await book(conn, acme)) == {"+492216698712", "+492216698713"}
+
+
+async def test_each_scope_writes_its_own_owner_columns(conn: Conn, acme: Owner) -> None:
+    for spec in ("global", "enterprise:acme", "usergroup:acme:sales", "user:acme:alice"):
+        owner = await owner_from_spec(conn, spec)
+        report, _ = await run(conn, owner, "phone,name", f"+1212555000{owner.scope},Name")
+        assert report == ImportReport(inserted=1)
+    rows = await conn.fetch(
+        "SELECT scope, tenant_id IS NOT NULL AS t, usergroup_id IS NOT NULL AS g,"
+        " user_id IS NOT NULL AS u FROM cnam_entries ORDER BY key"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("user", True, False, True),
+        ("usergroup", True, True, False),
+        ("enterprise", True, False, False),
+        ("global", False, False, False),
+    ]
+
+
+async def test_global_national_numbers_are_rejected_for_want_of_a_region(conn: Conn) -> None:
+    owner = await owner_from_spec(conn, "global")
+    report, [rejected] = await run(conn, owner, "phone,name", "0221 6698712,John")
+    assert report == ImportReport(rejected=1)
+    assert "no default region" in rejected.reason
+
+
+async def test_export_then_import_changes_nothing(conn: Conn, acme: Owner) -> None:
+    await run(
+        conn,
+        acme,
+        "phone,name,prefix",
+        "+492216698712,John Doe,",
+        '+492216698713,"Doe, Jane",',
+        "+4922166987,ACME Cologne,true",
+    )
+    await conn.execute("UPDATE cnam_entries SET approval = 'pending', approved_at = NULL")
+    exported = [HEADER] + [format_entry(e) async for e in export_entries(conn, acme)]
+    assert exported == [
+        "phone,name,prefix\n",
+        "+4922166987,ACME Cologne,true\n",
+        "+492216698712,John Doe,false\n",
+        '+492216698713,"Doe, Jane",false\n',
+    ]
+    start = await last_change(conn)
+    report, _ = await run(conn, acme, *exported, replace=True)
+    assert report == ImportReport(unchanged=3)
+    assert await last_change(conn) == start
+
+
+async def test_export_of_an_empty_book_is_empty(conn: Conn, acme: Owner) -> None:
+    assert [e async for e in export_entries(conn, acme)] == []
+
+
+async def test_rows_stream_from_an_async_byte_source(conn: Conn, acme: Owner) -> None:
+    """What an HTTP handler feeds: ``request.content`` yields lines of bytes."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for line in (b"phone,name\r\n", b"+492216698712,John\r\n", b"+492216698713,J\xff\r\n"):
+            yield line
+
+    rejected: list[Rejected] = []
+    report = await import_entries(
+        conn, acme, read_lines_async(body()), max_name_length=MAX, on_reject=rejected.append
+    )
+    assert report == ImportReport(inserted=1, rejected=1)
+    assert rejected[0].line == 3 and "U+FFFD" in rejected[0].reason
+
+
+async def test_a_bad_header_fails_the_import_and_rolls_back(conn: Conn, acme: Owner) -> None:
+    with pytest.raises(InvalidRequest, match="unknown column 'number'"):
+        await run(conn, acme, "number,name", "+492216698712,John")
+    with pytest.raises(InvalidRequest, match="no header line"):
+        await run(conn, acme)
+    # the connection is clean: the staging table went with the rollback
+    assert (await run(conn, acme, "phone,name", "+492216698712,John"))[0].inserted == 1
+
+
+async def test_a_failure_after_rows_were_copied_leaves_the_book_as_it_was(
+    conn: Conn, acme: Owner
+) -> None:
+    await run(conn, acme, "phone,name", "+492216698712,John")
+    start = await last_change(conn)
+
+    async def failing() -> AsyncIterator[tuple[int, str, str, str]]:
+        yield (2, "+492216698712", "Johnny", "")
+        yield (3, "+492216698713", "Jane", "")
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await import_entries(conn, acme, failing(), max_name_length=MAX)
+    assert await book(conn, acme) == {"+492216698712": ("John", False)}
+    assert await last_change(conn) == start
+
+
+async def test_export_reads_through_a_cursor_in_batches(conn: Conn, acme: Owner) -> None:
+    lines = ["phone,name"] + [f"+4930901{n:04d},N{n}" for n in range(25)]
+    await run(conn, acme, *lines)
+    entries = [e async for e in export_entries(conn, acme, batch=10)]
+    assert len(entries) == 25
+    assert entries[0] == CnamEntry("+49309010000", "N0")
+
+
+async def test_an_owner_in_another_tenant_is_untouched(conn: Conn, acme: Owner) -> None:
+    tenant = await conn.fetchval(
+        "INSERT INTO tenants (slug, name, region) VALUES ('beta', 'Beta', 'US') RETURNING id"
+    )
+    beta = Owner(Scope.ENTERPRISE, tenant, tenant, "US")
+    await run(conn, beta, "phone,name", "(212) 555-0101,Pizza")
+    await run(conn, acme, "phone,name", "+492216698712,John", replace=True)
+    assert await book(conn, beta) == {"+12125550101": ("Pizza", False)}
+
+
+async def test_connection_stays_usable_after_an_import(conn: asyncpg.Connection) -> None:
+    owner = await owner_from_spec(conn, "global")
+    await run(conn, owner, "phone,name", "+12125550101,Pizza")
+    await run(conn, owner, "phone,name", "+12125550102,Pasta")  # temp table name is free again
+    assert await conn.fetchval("SELECT count(*) FROM cnam_entries") == 2

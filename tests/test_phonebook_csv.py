@@ -1,0 +1,79 @@
+"""The phone-book CSV format, pure: lines in, rows out; entries in, lines out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnamd.errors import InvalidRequest
+from cnamd.model import CnamEntry
+from cnamd.phonebook_csv import HEADER, PhonebookReader, Rejected, format_entry, read_lines
+
+
+def test_rows_carry_their_physical_line_numbers() -> None:
+    rows = list(read_lines(["\n", "phone,name\n", "+4930,Berlin\n", "\n", "+4940,Hamburg\r\n"]))
+    assert rows == [(3, "+4930", "Berlin", ""), (5, "+4940", "Hamburg", "")]
+
+
+def test_header_columns_come_in_any_order_and_case_after_a_bom() -> None:
+    rows = list(read_lines(["\ufeff Prefix ,NAME,Phone\n", "true,Berlin,+4930\n"]))
+    assert rows == [(2, "+4930", "Berlin", "true")]
+
+
+def test_quoted_fields_are_read_as_csv() -> None:
+    assert list(read_lines(["phone,name\n", '"+49 30","Doe, ""Jo"""\n'])) == [
+        (2, "+49 30", 'Doe, "Jo"', "")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("number,name", "unknown column 'number'"),
+        ("phone,phone,name", "column 'phone' appears twice"),
+        ("phone,prefix", "the header has no name column"),
+        ("+4930,Berlin", "unknown column '+4930'"),
+    ],
+)
+def test_a_bad_header_refuses_the_whole_file(header: str, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        list(read_lines([header, "+4930,Berlin"]))
+
+
+def test_no_header_at_all_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="no header line"):
+        list(read_lines(["", "  \n"]))
+
+
+def test_a_row_of_the_wrong_width_is_rejected_with_what_it_had() -> None:
+    reader = PhonebookReader()
+    reader.feed("phone,name")
+    assert reader.feed("+4930,Berlin,true") == Rejected(
+        2, "+4930", "Berlin", "line: 3 fields; the header has 2 (phone,name)"
+    )
+
+
+def test_export_lines_quote_only_what_needs_it() -> None:
+    assert format_entry(CnamEntry("+4930", "Doe, Jo")) == '+4930,"Doe, Jo",false\n'
+    assert format_entry(CnamEntry("+4930", 'Say "hi"', prefix=True)) == '+4930,"Say ""hi""",true\n'
+
+
+_names = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), min_size=1)
+
+
+@given(st.lists(st.tuples(st.from_regex(r"\+[1-9][0-9]{0,14}", fullmatch=True), _names)))
+def test_exported_lines_read_back_to_the_same_entries(pairs: list[tuple[str, str]]) -> None:
+    entries = [CnamEntry(phone, name, prefix=i % 2 == 1) for i, (phone, name) in enumerate(pairs)]
+    text = HEADER + "".join(format_entry(e) for e in entries)
+    rows = list(read_lines(io.StringIO(text, newline="")))
+    assert all(isinstance(r, tuple) for r in rows)
+    assert [CnamEntry(r[1], r[2], r[3] == "true") for r in rows if isinstance(r, tuple)] == entries
+    # and any CSV reader agrees
+    assert list(csv.reader(io.StringIO(text, newline="")))[1:] == [
+        [e.phone, e.name, "true" if e.prefix else "false"] for e in entries
+    ]
