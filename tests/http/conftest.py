@@ -24,11 +24,18 @@ from cnamd.store.demo import load_demo
 
 
 @pytest.fixture
-async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+def api_settings() -> list[str]:
+    """Setting overrides for ``api``; a test module overrides this fixture to change them."""
+    return []
+
+
+@pytest.fixture
+async def api(db_url: str, tmp_path: Path, api_settings: list[str]) -> AsyncIterator[Api]:
     conn = await asyncpg.connect(db_url)
     await load_demo(conn)
     await conn.close()
-    settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 's'}"])
+    overrides = [f"cache.snapshot_path={tmp_path / 's'}", *api_settings]
+    settings = load(environ={}, overrides=overrides)
     directory = Directory()
     feed = ChangeFeed(db_url, directory, settings.cache, settings.database, settings.sip.allow)
     await feed.start()

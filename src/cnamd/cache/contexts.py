@@ -4,12 +4,14 @@ to the scopes its lookup searches. Pure; rebuilt whole when a context table chan
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cnamd.model import GLOBAL_ONLY, LookupContext
+from cnamd.model import GLOBAL_ONLY, Grant, LookupContext, Principal, Role
+from cnamd.store.apikeys import hash_secret
 from cnamd.store.contexts import ContextRows
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,6 +35,7 @@ class Contexts:
         self.usergroup_by_slug = {(g[1], g[2]): g[0] for g in rows.usergroups}
         self.user_by_slug = {(u[1], u[3]): (u[0], u[2]) for u in rows.users}
         users = {u[0]: (u[1], u[2]) for u in rows.users}
+        self.user_by_id = {uid: LookupContext(t, g, uid) for uid, (t, g) in users.items()}
         self.by_number: dict[str, LookupContext] = {}
         for number, tenant_id, user_id in rows.numbers:
             group = users[user_id][1] if user_id in users else None
@@ -47,6 +50,20 @@ class Contexts:
         )
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
         self._source_memo: dict[str, tuple[bool, LookupContext]] = {}
+        self.keys: dict[str, tuple[bytes, Principal, float | None]] = {
+            key_id: (
+                bytes.fromhex(digest),
+                Principal(
+                    key_id,
+                    Role(role),
+                    tenant_id,
+                    user_id,
+                    frozenset(Grant(t, g) for t, g in grants),
+                ),
+                expires,
+            )
+            for key_id, digest, role, tenant_id, user_id, expires, grants in rows.keys
+        }
 
     def tenant(self, slug: str) -> TenantInfo | None:
         return self.tenant_by_slug.get(slug)
@@ -92,23 +109,24 @@ class Contexts:
         info = self.tenants.get(ctx.tenant_id) if ctx.tenant_id is not None else None
         return info.region if info else None
 
+    def authenticate(self, key_id: str, secret: str, now: float) -> Principal | None:
+        """The principal of a live key whose secret matches, from memory: lookups
+        never touch the database, and a revocation arrives as a context change."""
+        key = self.keys.get(key_id)
+        if key is None:
+            hmac.compare_digest(hash_secret(secret), bytes(32))  # same work as a known key
+            return None
+        digest, principal, expires = key
+        if not hmac.compare_digest(hash_secret(secret), digest):
+            return None
+        if expires is not None and expires <= now:
+            return None
+        return principal
+
     def to_json(self) -> dict[str, Any]:
         """Plain data for the snapshot's metadata, so a warm start knows who asks."""
-        return {
-            "tenants": self.rows.tenants,
-            "usergroups": self.rows.usergroups,
-            "users": self.rows.users,
-            "numbers": self.rows.numbers,
-            "networks": self.rows.networks,
-        }
+        return self.rows.to_json()
 
     @classmethod
     def from_json(cls, data: dict[str, Any], allowed_networks: Iterable[str] = ()) -> Contexts:
-        rows = ContextRows(
-            tenants=[tuple(r) for r in data["tenants"]],
-            usergroups=[tuple(r) for r in data["usergroups"]],
-            users=[tuple(r) for r in data["users"]],
-            numbers=[tuple(r) for r in data["numbers"]],
-            networks=[tuple(r) for r in data["networks"]],
-        )
-        return cls(rows, allowed_networks)
+        return cls(ContextRows.from_json(data), allowed_networks)

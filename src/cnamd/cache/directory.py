@@ -10,7 +10,7 @@ from __future__ import annotations
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.trie import NameCache
 from cnamd.errors import InvalidRequest, NotFound
-from cnamd.model import GLOBAL_ONLY, LookupContext, LookupResult, Scope
+from cnamd.model import GLOBAL_ONLY, LookupContext, LookupResult, Principal, Role, Scope
 from cnamd.numbers import normalize_number, parse_number
 from cnamd.store.entries import Digest
 
@@ -54,24 +54,36 @@ class Directory:
         return cache.lookup(number, ctx) if cache is not None else None
 
     def request_context(
-        self, *, tenant: str | None = None, user: str | None = None, called: str | None = None
+        self,
+        *,
+        tenant: str | None = None,
+        user: str | None = None,
+        called: str | None = None,
+        principal: Principal | None = None,
     ) -> tuple[LookupContext, str | None]:
         """The context and default region for an API lookup; unknown names are errors.
 
         An explicit tenant (and user) wins; else the owner of the called number;
-        else the global directory only.
+        else the global directory only. A key asks within its reach: a user
+        key as its own user, a partner key in the tenants it is granted (its
+        only one by default); what it cannot reach is NotFound, like what does
+        not exist. ``principal`` None is a trusted source: everything.
         """
         contexts = self.contexts
         if contexts is None:
             return GLOBAL_ONLY, None
+        if principal is not None and principal.role is Role.USER:
+            return self._own_context(contexts, principal, tenant, user)
         if tenant is not None:
             info = contexts.tenant(tenant)
-            if info is None:
+            if info is None or not _sees(principal, info.id):
                 raise NotFound(f"no tenant {tenant!r}", field="tenant")
             if user is None:
+                if principal is not None and not principal.reaches_tenant(info.id):
+                    raise NotFound(f"no tenant {tenant!r}", field="tenant")
                 return LookupContext(info.id), info.region
             ctx = contexts.user_context(info, user)
-            if ctx is None:
+            if ctx is None or not _reaches_user(principal, ctx):
                 raise NotFound(f"no user {user!r} in tenant {tenant!r}", field="user")
             return ctx, info.region
         if user is not None:
@@ -79,9 +91,33 @@ class Directory:
         if called is not None:
             number = normalize_number(called, None, field="called")
             owner = contexts.called_context(number)
-            if owner is not None:
+            if (
+                owner is not None
+                and owner.tenant_id is not None
+                and _sees(principal, owner.tenant_id)
+            ):
                 return owner, contexts.region_of(owner)
+        if principal is not None and principal.role is Role.PARTNER:
+            granted = {g.tenant_id for g in principal.grants}
+            if len(granted) == 1 and principal.reaches_tenant(next(iter(granted))):
+                ctx = LookupContext(next(iter(granted)))
+                return ctx, contexts.region_of(ctx)
         return GLOBAL_ONLY, None
+
+    @staticmethod
+    def _own_context(
+        contexts: Contexts, principal: Principal, tenant: str | None, user: str | None
+    ) -> tuple[LookupContext, str | None]:
+        """A user key's lookups: its user's scopes; naming anyone else is NotFound."""
+        ctx = contexts.user_by_id.get(principal.user_id or 0)
+        info = contexts.tenants.get(ctx.tenant_id or 0) if ctx is not None else None
+        if ctx is None or info is None:
+            return GLOBAL_ONLY, None
+        if tenant is not None and tenant != info.slug:
+            raise NotFound(f"no tenant {tenant!r}", field="tenant")
+        if user is not None and contexts.user_context(info, user) != ctx:
+            raise NotFound(f"no user {user!r} in tenant {info.slug!r}", field="user")
+        return ctx, info.region
 
     def lookup(
         self, raw: str, ctx: LookupContext, region: str | None
@@ -124,3 +160,17 @@ class Directory:
     def admit(self, source_ip: str) -> bool:
         contexts = self.contexts
         return contexts is not None and contexts.source(source_ip)[0]
+
+
+def _sees(principal: Principal | None, tenant_id: int) -> bool:
+    return principal is None or principal.sees_tenant(tenant_id)
+
+
+def _reaches_user(principal: Principal | None, ctx: LookupContext) -> bool:
+    """A partner reaches a user through the whole tenant or through the user's group."""
+    if principal is None or ctx.tenant_id is None:
+        return principal is None
+    if principal.reaches_tenant(ctx.tenant_id):
+        return True
+    group = ctx.usergroup_id
+    return group is not None and principal.reaches_usergroup(ctx.tenant_id, group)

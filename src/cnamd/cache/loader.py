@@ -32,7 +32,7 @@ from cnamd.store.pool import connect_once
 log = logging.getLogger("cnamd.cache.loader")  # also when run as __main__
 
 SPEC_ENV = "CNAMD_LOADER"
-META_FORMAT = 1
+META_FORMAT = 2  # 2: contexts carry API keys
 EXIT_UNREACHABLE = 2
 _PROGRESS_EVERY = 5.0
 
@@ -97,13 +97,7 @@ async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> in
         "last_change_id": digest.last_change_id,
         "count": digest.count,
         "hash_xor": digest.hash_xor,
-        "contexts": {
-            "tenants": rows.tenants,
-            "usergroups": rows.usergroups,
-            "users": rows.users,
-            "numbers": rows.numbers,
-            "networks": rows.networks,
-        },
+        "contexts": rows.to_json(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     cache.save(path, json.dumps(meta).encode())

@@ -9,6 +9,7 @@ refused with 429 before its guesses reach the database.
 from __future__ import annotations
 
 import binascii
+import ipaddress
 import math
 import time
 
@@ -17,11 +18,11 @@ from aiohttp import BasicAuth, web
 from cnamd import metrics
 from cnamd.errors import TooManyRequests, Unauthorized
 from cnamd.http.db import connection
-from cnamd.http.keys import AUTH_LIMITER, PRINCIPAL
+from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED
 from cnamd.model import Principal
 from cnamd.store import apikeys
 
-__all__ = ["credentials", "principal"]
+__all__ = ["credentials", "lookup_principal", "principal"]
 
 _FIELD = "authorization"
 
@@ -58,21 +59,64 @@ def credentials(request: web.Request) -> tuple[str, str] | None:
     return parts
 
 
-async def principal(request: web.Request) -> Principal:
-    """The principal behind the request's key: 401 without valid credentials,
-    429 for a source over its failed-login budget. Memoized per request."""
-    if PRINCIPAL in request:
-        return request[PRINCIPAL]
+def _refuse_flooding(request: web.Request, now: float) -> None:
+    """429 for a source that has spent its failed-login budget."""
     limiter = request.app[AUTH_LIMITER]
-    source = request.remote or ""
-    now = time.monotonic()
-    if limiter.available(source, now) < 1.0:
+    if limiter.available(request.remote or "", now) < 1.0:
         metrics.RATELIMITED.labels("http").inc()
         raise TooManyRequests(
             "too many failed logins from this address; try again later",
             retry_after=math.ceil(1.0 / limiter.rate),
             field=_FIELD,
         )
+
+
+def lookup_principal(request: web.Request) -> Principal | None:
+    """Who asks for a lookup, checked in memory (lookups never touch the database).
+
+    Credentials come as for the management API or as OpenCNAM's
+    ``account_sid``/``auth_token`` query parameters. Without any, a source in
+    ``http.trusted_networks`` asks as the operator would (None); any other
+    source is refused.
+    """
+    now = time.monotonic()
+    _refuse_flooding(request, now)
+    try:
+        found = credentials(request)
+        sid, token = request.query.get("account_sid"), request.query.get("auth_token")
+        if found is None and sid and token:
+            found = (sid, token)
+        if found is None:
+            if _trusted(request):
+                return None
+            raise Unauthorized(
+                "lookups need an API key, or a source in http.trusted_networks", field=_FIELD
+            )
+        contexts = request.app[DIRECTORY].contexts
+        who = None if contexts is None else contexts.authenticate(*found, time.time())
+        if who is None:
+            raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
+    except Unauthorized:
+        request.app[AUTH_LIMITER].allow(request.remote or "", now)
+        raise
+    return who
+
+
+def _trusted(request: web.Request) -> bool:
+    try:
+        addr = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    return any(addr in net for net in request.app[TRUSTED])
+
+
+async def principal(request: web.Request) -> Principal:
+    """The principal behind the request's key: 401 without valid credentials,
+    429 for a source over its failed-login budget. Memoized per request."""
+    if PRINCIPAL in request:
+        return request[PRINCIPAL]
+    now = time.monotonic()
+    _refuse_flooding(request, now)
     try:
         found = credentials(request)
         if found is None:
@@ -82,7 +126,7 @@ async def principal(request: web.Request) -> Principal:
         if who is None:
             raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
     except Unauthorized:
-        limiter.allow(source, now)
+        request.app[AUTH_LIMITER].allow(request.remote or "", now)
         raise
     request[PRINCIPAL] = who
     return who

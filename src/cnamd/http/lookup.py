@@ -7,14 +7,14 @@ because FreePBX puts any body it gets into the caller name.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 
 from aiohttp import web
 
 from cnamd import metrics
-from cnamd.errors import InvalidNumber, InvalidRequest, Unauthorized
-from cnamd.http.keys import DIRECTORY, TRUSTED
+from cnamd.errors import InvalidNumber, InvalidRequest
+from cnamd.http.auth import lookup_principal
+from cnamd.http.keys import DIRECTORY
 
 _FORMATS = ("json", "text")
 
@@ -29,19 +29,9 @@ def _wants_text(request: web.Request) -> bool:
     return "text/plain" in accept and "application/json" not in accept
 
 
-def _require_trusted(request: web.Request) -> None:
-    """Until API keys exist, lookups are served to trusted networks only."""
-    try:
-        addr = ipaddress.ip_address(request.remote or "")
-    except ValueError:
-        addr = None
-    if addr is None or not any(addr in net for net in request.app[TRUSTED]):
-        raise Unauthorized("lookups need a trusted source network (http.trusted_networks)")
-
-
 async def lookup(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    _require_trusted(request)
+    who = lookup_principal(request)
     text = _wants_text(request)
     raw = request.match_info.get("number") or request.query.get("number")
     if not raw:
@@ -51,6 +41,7 @@ async def lookup(request: web.Request) -> web.Response:
         tenant=request.query.get("tenant"),
         user=request.query.get("user"),
         called=request.query.get("called"),
+        principal=who,
     )
     try:
         number, found = directory.lookup(raw, ctx, region)

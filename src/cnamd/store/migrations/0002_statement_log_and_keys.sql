@@ -82,3 +82,12 @@ CREATE TABLE api_key_grants (
     UNIQUE NULLS NOT DISTINCT (key_id, tenant_id, usergroup_id)
 );
 
+
+-- Lookups authenticate against the caches, never the database: a change to
+-- what a key may do reaches them as a 'contexts' change. last_used_at (an
+-- audit aid, written as keys are used) is not such a change.
+CREATE TRIGGER api_keys_log AFTER INSERT OR DELETE
+    OR UPDATE OF key_id, role, tenant_id, user_id, secret_hash, expires_at, revoked_at
+    ON api_keys FOR EACH STATEMENT EXECUTE FUNCTION cnamd_log_contexts();
+CREATE TRIGGER api_key_grants_log AFTER INSERT OR UPDATE OR DELETE ON api_key_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION cnamd_log_contexts();
