@@ -169,3 +169,12 @@ def test_closing_while_reading_entries_stops_the_reader(saved: Path) -> None:
     cache.close()
     with pytest.raises(RuntimeError, match="closed"):
         next(entries)
+
+
+def test_a_snapshot_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Its metadata carries the API keys' secret hashes."""
+    path = tmp_path / "snap"
+    builder = CacheBuilder()
+    builder.add(Scope.GLOBAL, 0, "+1212", "X")
+    builder.build().save(path, b"{}")
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -63,7 +63,9 @@ def write_sections(path: Path, sections: Sequence[tuple[bytes, memoryview]]) -> 
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as out:
+        # owner-only: the metadata holds API keys' secret hashes
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as out:
             crc = zlib.crc32(memoryview(head)[_CRC_FROM:])
             out.write(head)
             written = len(head)
