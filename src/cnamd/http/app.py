@@ -7,7 +7,7 @@ import ipaddress
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
-from cnamd.http import cnam, health, lookup
+from cnamd.http import cnam, health, lookup, openapi, provisioning
 from cnamd.http.errors import error_middleware
 from cnamd.http.keys import (
     AUTH_LIMITER,
@@ -45,6 +45,8 @@ def make_app(
     if pool is not None:
         app[POOL] = pool
     health.add_routes(app)
+    openapi.add_routes(app)
     lookup.add_routes(app)
     cnam.add_routes(app)
+    provisioning.add_routes(app)
     return app
