@@ -66,6 +66,11 @@ def _networks(values: tuple[str, ...]) -> str | None:
     return None
 
 
+def _handset_text(value: str) -> str | None:
+    """A string a handset can show: printable, at most 64 characters."""
+    return None if value.isprintable() and len(value) <= 64 else "printable, at most 64 characters"
+
+
 def _setting(default: Any, doc: str, check: Check | None = None) -> Any:
     """A field with its documentation and an optional check returning what is allowed."""
     return field(default=default, metadata={"doc": doc, "check": check})
@@ -166,6 +171,28 @@ class NameSettings:
     max_length: int = _setting(
         15, "longest caller name accepted (15 is the PSTN CNAM limit)", _between(1, 256)
     )
+    private_name: str = _setting(
+        "PRIVATE NAME",
+        "HTTP and phone-directory name of a withheld caller (ENUM unavailable=p);"
+        " the SIP dip answers sip.anonymous_name",
+        _handset_text,
+    )
+    unknown_name: str = _setting(
+        "",
+        "body of a plain-text or pbx-format miss (ENUM unavailable=u); empty keeps the"
+        " empty 404 body that FreePBX needs to show the bare number",
+        _handset_text,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    search_limit: int = _setting(
+        32, "most names a phone's name search returns (Cisco phones show 32)", _between(1, 1000)
+    )
+    export_limit: int = _setting(
+        2000, "most names in a phone-book export (Snom, Grandstream, Polycom)", _between(1, 100000)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +223,7 @@ class Settings:
     sip: SipSettings = field(default_factory=SipSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     names: NameSettings = field(default_factory=NameSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
     ranges: RangeSettings = field(default_factory=RangeSettings)
     log: LogSettings = field(default_factory=LogSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

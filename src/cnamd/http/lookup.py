@@ -1,8 +1,11 @@
 """``GET /v1/lookup/{number}``: a caller name from the cache, as JSON or plain text.
 
 Plain text (``Accept: text/plain`` or ``?format=text``) is the bare name, for
-Asterisk ``CURL()`` and FreePBX; a miss there is a 404 with an *empty* body,
-because FreePBX puts any body it gets into the caller name.
+Asterisk ``CURL()`` and FreePBX; a miss there is a 404 whose body is
+``names.unknown_name`` -- empty by default, because FreePBX puts any body it
+gets into the caller name. A withheld caller (``anonymous``, see
+cnamd/presentation.py) is answered ``names.private_name``; JSON says which
+with ENUM's ``unavailable`` code (``p`` or ``u``).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import time
 
 from aiohttp import web
 
-from cnamd import metrics
-from cnamd.errors import InvalidNumber, InvalidRequest
+from cnamd.errors import InvalidRequest
+from cnamd.http.answers import Answer, ask, text_response
 from cnamd.http.auth import lookup_principal
-from cnamd.http.keys import DIRECTORY
+from cnamd.http.keys import SETTINGS
+from cnamd.presentation import Unavailable
 
 _FORMATS = ("json", "text")
 
@@ -36,37 +40,33 @@ async def lookup(request: web.Request) -> web.Response:
     raw = request.match_info.get("number") or request.query.get("number")
     if not raw:
         raise InvalidRequest("the number is missing", field="number")
-    directory = request.app[DIRECTORY]
-    ctx, region = directory.request_context(
-        tenant=request.query.get("tenant"),
-        user=request.query.get("user"),
-        called=request.query.get("called"),
-        principal=who,
-    )
-    try:
-        number, found = directory.lookup(raw, ctx, region)
-    except InvalidNumber:
-        metrics.LOOKUPS.labels("http", "invalid", "none").inc()
-        raise
-    metrics.LOOKUP_DURATION.labels("http").observe(time.perf_counter() - started)
+    answer = ask(request, raw, who, started=started)
+    return text_response(request, answer) if text else _json(request, answer)
+
+
+def _json(request: web.Request, answer: Answer) -> web.Response:
+    found = answer.found
+    if answer.unavailable is Unavailable.PRIVATE:
+        name = request.app[SETTINGS].names.private_name
+        return web.json_response({"number": answer.number, "name": name, "unavailable": "p"})
     if found is None:
-        metrics.LOOKUPS.labels("http", "miss", "none").inc()
-        if text:
-            return web.Response(status=404, body=b"")
         return web.json_response(
             {
                 "status": "not-found",
                 "field": "number",
-                "number": number,
-                "message": f"no name for {number}",
+                "number": answer.number,
+                "message": f"no name for {answer.number}",
+                "unavailable": "u",
             },
             status=404,
         )
-    metrics.LOOKUPS.labels("http", "hit", found.scope.label).inc()
-    if text:
-        return web.Response(text=found.name, content_type="text/plain")
     return web.json_response(
-        {"number": number, "name": found.name, "scope": found.scope.label, "matched": found.matched}
+        {
+            "number": answer.number,
+            "name": found.name,
+            "scope": found.scope.label,
+            "matched": found.matched,
+        }
     )
 
 

@@ -1,0 +1,96 @@
+"""OpenCNAM's ``GET /v3/phone/{number}``, so PBXs and clients built for it need only a new host.
+
+The number comes with or without ``+``, URL-encoded or not (``/v3/phone/
+%2B16502530000``, ``/v3/phone/16502530000``); digits without ``+`` are read
+as E.164 first, then as a national number (``answers.BareDigits``).
+Credentials: ``account_sid``/``auth_token`` query parameters (an API key's id
+and secret), an ``Authorization`` header, or a trusted source network.
+
+``format=json`` (the default) answers ``{"name", "number", "price", "uri"}``
+with price 0; a miss is 404 ``{"error": "No CNAM information available for
+phone number"}``, OpenCNAM's own words. ``format=pbx`` or ``text`` (or
+``Accept: text/pbx``) answers the bare name as text/plain, and everything
+else in those formats -- a miss, and any error -- has an *empty* body with its
+status: FreePBX's CallerID Lookup and Asterisk's ``CURL()`` put whatever body
+they get into the caller's name and never look at the status.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+from aiohttp import web
+
+from cnamd import metrics
+from cnamd.errors import CnamdError, InvalidRequest, TooManyRequests, Unauthorized
+from cnamd.http.answers import Answer, BareDigits, ask, text_response
+from cnamd.http.auth import lookup_principal
+from cnamd.http.errors import CHALLENGE, STATUS_OF
+from cnamd.http.keys import SETTINGS
+from cnamd.presentation import Unavailable
+
+__all__ = ["MISS", "add_routes"]
+
+#: OpenCNAM's body for a number it has no name for
+MISS = {"error": "No CNAM information available for phone number"}
+_FORMATS = ("json", "text", "pbx")
+
+
+def _format(request: web.Request) -> str:
+    fmt = request.query.get("format")
+    if fmt is not None:
+        if fmt not in _FORMATS:
+            raise InvalidRequest(f"format must be one of {', '.join(_FORMATS)}", field="format")
+        return fmt
+    accept = request.headers.get("Accept", "")
+    if "text/pbx" in accept:
+        return "pbx"
+    if "text/plain" in accept and "application/json" not in accept:
+        return "text"
+    return "json"
+
+
+async def phone(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    fmt = _format(request)
+    raw = request.match_info.get("number", "")
+    try:
+        who = lookup_principal(request)
+        answer = ask(request, raw, who, BareDigits.E164_FIRST, started)
+    except CnamdError as exc:
+        if fmt == "json":
+            raise
+        return _bare_error(exc)
+    if fmt == "json":
+        return _json(request, answer)
+    return text_response(request, answer)
+
+
+def _json(request: web.Request, answer: Answer) -> web.Response:
+    if answer.unavailable is Unavailable.PRIVATE:
+        name = request.app[SETTINGS].names.private_name
+    elif answer.found is not None:
+        name = answer.found.name
+    else:
+        return web.json_response(MISS, status=404)
+    uri = "/v3/phone/" + quote(answer.number, safe="")
+    return web.json_response({"name": name, "number": answer.number, "price": 0, "uri": uri})
+
+
+def _bare_error(exc: CnamdError) -> web.Response:
+    """The error middleware's status and headers (http/errors.py) without its JSON body."""
+    status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+    response = web.Response(status=status, text="", content_type="text/plain")
+    if isinstance(exc, Unauthorized):
+        metrics.AUTH_FAILURES.inc()
+        response.headers["WWW-Authenticate"] = CHALLENGE
+    elif isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v3/phone/{number}", phone)
+    # FreePBX asks /v3/phone/ when CALLERID(num) is empty: an unknown caller
+    app.router.add_get("/v3/phone/", phone)
