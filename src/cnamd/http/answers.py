@@ -21,7 +21,7 @@ from cnamd.model import LookupContext, LookupResult, Principal, Scope
 from cnamd.numbers import parse_number
 from cnamd.presentation import Unavailable, unavailable
 
-__all__ = ["Answer", "BareDigits", "ask", "text_response"]
+__all__ = ["Answer", "BareDigits", "ask", "context", "text_response"]
 
 # Pre-bound children (STYLE habit 8): the label values are fixed sets.
 _HIT = {scope: metrics.LOOKUPS.labels("http", "hit", scope.label) for scope in Scope}
@@ -65,14 +65,7 @@ def ask(
     ``tenant``/``user``/``called`` parameters; InvalidNumber (counted) if it is no
     number at all. ``started`` (perf_counter) is when the request came in."""
     started = time.perf_counter() if started is None else started
-    directory = request.app[DIRECTORY]
-    query = request.query
-    ctx, region = directory.request_context(
-        tenant=query.get("tenant"),
-        user=query.get("user"),
-        called=query.get("called"),
-        principal=principal,
-    )
+    ctx, region = context(request, principal)
     why = unavailable(raw)
     if why is not None:
         (_ANONYMOUS if why is Unavailable.PRIVATE else _MISS).inc()
@@ -88,6 +81,18 @@ def ask(
     else:
         _HIT[answer.found.scope].inc()
     return answer
+
+
+def context(request: web.Request, principal: Principal | None) -> tuple[LookupContext, str | None]:
+    """Whose names answer (and their region), from ``tenant``/``user``/``called``
+    within the principal's reach (``Directory.request_context``)."""
+    query = request.query
+    return request.app[DIRECTORY].request_context(
+        tenant=query.get("tenant"),
+        user=query.get("user"),
+        called=query.get("called"),
+        principal=principal,
+    )
 
 
 def _resolve(

@@ -7,7 +7,7 @@ import ipaddress
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
-from cnamd.http import cnam, health, lookup, openapi, opencnam, provisioning
+from cnamd.http import cnam, health, lookup, openapi, opencnam, phones, provisioning
 from cnamd.http.errors import error_middleware
 from cnamd.http.keys import (
     AUTH_LIMITER,
@@ -48,6 +48,7 @@ def make_app(
     openapi.add_routes(app)
     lookup.add_routes(app)
     opencnam.add_routes(app)
+    phones.add_routes(app)
     cnam.add_routes(app)
     provisioning.add_routes(app)
     return app
