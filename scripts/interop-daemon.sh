@@ -39,6 +39,8 @@ PY
 
 status=0
 "$here/scripts/interop.sh" "$sip_port" || status=$?
+# the README's Kamailio recipe (deploy/integrations/kamailio-cnam.cfg) in front of it
+"$here/scripts/interop-kamailio.sh" "$sip_port" || status=$?
 
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
