@@ -12,6 +12,12 @@ with the change-log triggers off, and times, one at a time:
 - an export (no term, limit 2000);
 - ``NameCache.entries()`` walked in full, keeping the enterprise's matches: the
   cache's only way to find names by their text.
+
+Measured with 1M names on the 2-core VM (embedded PostgreSQL 17), cnamd at 4f11964:
+    SQL name search, 2-letter term: p50 440.9, p99 680.9 ms
+    SQL name search, 4-letter term: p50 312.0, p99 584.3 ms
+    SQL export, 2000 names: p50 1041.6 ms, p99 1400.4 ms
+    cache: NameCache.entries() walked for one term: 4115 ms
 """
 
 from __future__ import annotations
