@@ -102,6 +102,14 @@ async def test_text_miss_is_404_with_empty_body(client: Client) -> None:
     assert (status, text) == (404, "")
 
 
+async def test_text_errors_keep_their_status_with_an_empty_body(client: Client) -> None:
+    """FreePBX would show an error's JSON as the caller's name."""
+    status, text, _ = await get(client, "/v1/lookup/not-a-number?format=text")
+    assert (status, text) == (400, "")
+    status, text, _ = await get(client, "/v1/lookup/+492216698712?format=text&tenant=nosuch")
+    assert (status, text) == (404, "")
+
+
 async def test_json_miss_is_404_with_error(client: Client) -> None:
     status, _, body = await get(client, "/v1/lookup/+15555550100")
     assert status == 404

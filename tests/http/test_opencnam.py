@@ -35,6 +35,12 @@ async def test_every_number_form_finds_the_name(api: Api, number: str) -> None:
     assert reply.headers["Content-Type"].startswith("application/json")
 
 
+async def test_the_v2_path_answers_as_v3(api: Api) -> None:
+    """KAZOO's default OpenCNAM URL and older FreePBX sources ask /v2/phone."""
+    reply = await api.call("GET", "/v2/phone/%2B492216698712?tenant=demo")
+    assert (reply.status, reply.body) == (200, JOHN)
+
+
 @pytest.mark.parametrize("number", ["+12125550001", "12125550001", "%2B1%20212%20555%200001"])
 async def test_global_directory_without_a_tenant(api: Api, number: str) -> None:
     reply = await api.call("GET", f"/v3/phone/{number}")

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from cnamd import metrics
-from cnamd.errors import InvalidNumber
+from cnamd.errors import CnamdError, InvalidNumber, TooManyRequests, Unauthorized
+from cnamd.http.errors import CHALLENGE, STATUS_OF
 from cnamd.http.keys import DIRECTORY, SETTINGS
 from cnamd.model import LookupContext, LookupResult, Principal, Scope
 from cnamd.numbers import parse_number
 from cnamd.presentation import Unavailable, unavailable
 
-__all__ = ["Answer", "BareDigits", "ask", "context", "text_response"]
+__all__ = ["Answer", "BareDigits", "ask", "bare_error", "context", "text_response"]
 
 # Pre-bound children (STYLE habit 8): the label values are fixed sets.
 _HIT = {scope: metrics.LOOKUPS.labels("http", "hit", scope.label) for scope in Scope}
@@ -123,3 +124,17 @@ def text_response(request: web.Request, answer: Answer) -> web.Response:
     if answer.found is None:
         return web.Response(status=404, text=names.unknown_name, content_type="text/plain")
     return web.Response(text=answer.found.name, content_type="text/plain")
+
+
+def bare_error(exc: CnamdError) -> web.Response:
+    """An error for the text formats: the error middleware's status and headers
+    (http/errors.py) with an *empty* body, which FreePBX and ``CURL()`` would
+    otherwise show as the caller's name."""
+    status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+    response = web.Response(status=status, text="", content_type="text/plain")
+    if isinstance(exc, Unauthorized):
+        metrics.AUTH_FAILURES.inc()
+        response.headers["WWW-Authenticate"] = CHALLENGE
+    elif isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response

@@ -3,9 +3,10 @@
 Plain text (``Accept: text/plain`` or ``?format=text``) is the bare name, for
 Asterisk ``CURL()`` and FreePBX; a miss there is a 404 whose body is
 ``names.unknown_name`` -- empty by default, because FreePBX puts any body it
-gets into the caller name. A withheld caller (``anonymous``, see
-cnamd/presentation.py) is answered ``names.private_name``; JSON says which
-with ENUM's ``unavailable`` code (``p`` or ``u``).
+gets into the caller name -- and an error keeps its status with an empty
+body. A withheld caller (``anonymous``, see cnamd/presentation.py) is
+answered ``names.private_name``; JSON says which with ENUM's ``unavailable``
+code (``p`` or ``u``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import time
 
 from aiohttp import web
 
-from cnamd.errors import InvalidRequest
-from cnamd.http.answers import Answer, ask, text_response
+from cnamd.errors import CnamdError, InvalidRequest
+from cnamd.http.answers import Answer, ask, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.keys import SETTINGS
 from cnamd.presentation import Unavailable
@@ -35,12 +36,17 @@ def _wants_text(request: web.Request) -> bool:
 
 async def lookup(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    who = lookup_principal(request)
     text = _wants_text(request)
-    raw = request.match_info.get("number") or request.query.get("number")
-    if not raw:
-        raise InvalidRequest("the number is missing", field="number")
-    answer = ask(request, raw, who, started=started)
+    try:
+        who = lookup_principal(request)
+        raw = request.match_info.get("number") or request.query.get("number")
+        if not raw:
+            raise InvalidRequest("the number is missing", field="number")
+        answer = ask(request, raw, who, started=started)
+    except CnamdError as exc:
+        if not text:
+            raise
+        return bare_error(exc)
     return text_response(request, answer) if text else _json(request, answer)
 
 

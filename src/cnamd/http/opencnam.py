@@ -22,11 +22,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from cnamd import metrics
-from cnamd.errors import CnamdError, InvalidRequest, TooManyRequests, Unauthorized
-from cnamd.http.answers import Answer, BareDigits, ask, text_response
+from cnamd.errors import CnamdError, InvalidRequest
+from cnamd.http.answers import Answer, BareDigits, ask, bare_error, text_response
 from cnamd.http.auth import lookup_principal
-from cnamd.http.errors import CHALLENGE, STATUS_OF
 from cnamd.http.keys import SETTINGS
 from cnamd.presentation import Unavailable
 
@@ -61,7 +59,7 @@ async def phone(request: web.Request) -> web.Response:
     except CnamdError as exc:
         if fmt == "json":
             raise
-        return _bare_error(exc)
+        return bare_error(exc)
     if fmt == "json":
         return _json(request, answer)
     return text_response(request, answer)
@@ -78,19 +76,9 @@ def _json(request: web.Request, answer: Answer) -> web.Response:
     return web.json_response({"name": name, "number": answer.number, "price": 0, "uri": uri})
 
 
-def _bare_error(exc: CnamdError) -> web.Response:
-    """The error middleware's status and headers (http/errors.py) without its JSON body."""
-    status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-    response = web.Response(status=status, text="", content_type="text/plain")
-    if isinstance(exc, Unauthorized):
-        metrics.AUTH_FAILURES.inc()
-        response.headers["WWW-Authenticate"] = CHALLENGE
-    elif isinstance(exc, TooManyRequests):
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v3/phone/{number}", phone)
     # FreePBX asks /v3/phone/ when CALLERID(num) is empty: an unknown caller
     app.router.add_get("/v3/phone/", phone)
+    # the v2 path: KAZOO's default URL and older FreePBX/Issabel OpenCNAM sources
+    app.router.add_get("/v2/phone/{number}", phone)
