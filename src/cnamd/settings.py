@@ -193,6 +193,11 @@ class DirectorySettings:
     export_limit: int = _setting(
         2000, "most names in a phone-book export (Snom, Grandstream, Polycom)", _between(1, 100000)
     )
+    require_approval: bool = _setting(
+        False,
+        "names published from a tenant's phone numbers wait for an operator's approval"
+        " before the global directory serves them",
+    )
 
 
 @dataclass(frozen=True, slots=True)
