@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
@@ -71,7 +72,7 @@ async def test_import_prints_one_summary_line_and_reports_rejected_rows(
         "+492216698713,Bad!Name,",
         "+4922166987,ACME Cologne,true",
     )
-    done = await import_(source, "enterprise:acme", db_url)
+    done = await import_(source, "enterprise:acme", db_url, "--jobs", "1")  # a worker process
     assert done.returncode == 0, done.stderr
     report = tmp_path / "names.rejected.csv"
     assert done.stdout == (
@@ -202,13 +203,18 @@ async def test_a_killed_import_leaves_entries_and_change_log_as_they_were(
                 " AND query LIKE '%INSERT INTO cnam_entries%')"
             )
         await asyncio.sleep(0.2)
+        helpers = psutil.Process(proc.pid).children(recursive=True)  # validation workers
     finally:
         proc.send_signal(signal.SIGKILL)
         killed = await proc.wait()
     assert merging, "the import finished or never started merging"
     assert killed == -signal.SIGKILL
     assert await state(conn) == before
-    # and once PostgreSQL has noticed the dead client, its transaction is gone, not committed
+    assert helpers, "a 300k-row file is validated by worker processes"
+    _, alive = await asyncio.to_thread(psutil.wait_procs, helpers, timeout=10)
+    assert alive == [], "the workers outlive a killed import"
+    # and once PostgreSQL has noticed the dead client (within its 1 s check), the
+    # transaction is gone, not committed
     for _ in range(250):
         others = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity"

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -235,6 +236,13 @@ def _add_bulk_parsers(
         help="also delete the owner's entries FILE does not list (not done if a row is rejected)",
     )
     imp.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="processes validating rows (numbers are the slow part); default: one per CPU"
+        " core for a file over 1 MiB, else 0: validate in this process",
+    )
+    imp.add_argument(
         "--report",
         type=Path,
         metavar="FILE",
@@ -336,6 +344,9 @@ class _Progress:
 
 
 async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from cnamd.phonebook_csv import read_lines
     from cnamd.store.imports import import_entries
     from cnamd.store.owners import owner_from_spec
@@ -344,10 +355,22 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
     report_path: Path = args.report or path.with_name(path.stem + ".rejected.csv")
     progress = _Progress() if sys.stderr.isatty() else None
     rejections = _Rejections(report_path)
+    executor = None
     try:
         # utf-8-sig drops a spreadsheet's BOM; an undecodable byte becomes U+FFFD
         # and fails that row's name or number rule instead of the whole import
         with path.open(encoding="utf-8-sig", errors="replace", newline="") as source:
+            jobs = args.jobs
+            if jobs is None:
+                big = os.fstat(source.fileno()).st_size > 1 << 20
+                jobs = (os.cpu_count() or 1) if big else 0
+            if jobs > 0:
+                # forkserver: workers forked from a clean process, not from this
+                # one with its event loop, database socket and threads
+                context = multiprocessing.get_context("forkserver")
+                executor = ProcessPoolExecutor(
+                    jobs, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+                )
             async with _store(settings) as conn:
                 owner = await owner_from_spec(conn, args.scope)
                 rows = read_lines(source)
@@ -358,11 +381,14 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
                     max_name_length=settings.names.max_length,
                     replace=args.replace,
                     on_reject=rejections.write,
+                    executor=executor,
                 )
     except (CnamdError, OSError) as exc:
         print(f"cnamd: import {path}: {_one_line(exc)}; nothing imported", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
         rejections.close()
         if progress:
             progress.clear()
@@ -374,6 +400,24 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _exit_with(parent: int) -> None:
+    """Pool worker initializer: exit once ``parent`` is gone.
+
+    The workers of a killed import would otherwise wait forever on a queue
+    whose other end they hold themselves.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 import asyncpg
@@ -11,7 +12,7 @@ import pytest
 from cnamd.errors import InvalidRequest
 from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_lines, read_lines_async
-from cnamd.store.imports import CHUNK_ROWS, ImportReport, export_entries, import_entries
+from cnamd.store.imports import ImportReport, export_entries, import_entries
 from cnamd.store.owners import owner_from_spec
 
 Conn = Any
@@ -34,7 +35,7 @@ async def acme(conn: Conn) -> Owner:
 
 
 async def run(
-    conn: Conn, owner: Owner, *lines: str, replace: bool = False, chunk_rows: int = CHUNK_ROWS
+    conn: Conn, owner: Owner, *lines: str, replace: bool = False, executor: Executor | None = None
 ) -> tuple[ImportReport, list[Rejected]]:
     rejected: list[Rejected] = []
     report = await import_entries(
@@ -44,7 +45,7 @@ async def run(
         max_name_length=MAX,
         replace=replace,
         on_reject=rejected.append,
-        chunk_rows=chunk_rows,
+        executor=executor,
     )
     return report, rejected
 
@@ -131,10 +132,11 @@ async def test_a_flag_change_alone_is_an_update(conn: Conn, acme: Owner) -> None
     assert await book(conn, acme) == {"+4930901820": ("Berlin", True)}
 
 
-@pytest.mark.parametrize("chunk_rows", [CHUNK_ROWS, 3])
+@pytest.mark.parametrize("pool", [None, "process"])
 async def test_bad_rows_are_reported_by_line_and_the_good_rows_committed(
-    conn: Conn, acme: Owner, chunk_rows: int
+    conn: Conn, acme: Owner, pool: str | None
 ) -> None:
+    executor = ProcessPoolExecutor(1) if pool else None
     report, rejected = await run(
         conn,
         acme,
@@ -149,8 +151,10 @@ async def test_bad_rows_are_reported_by_line_and_the_good_rows_committed(
         '+492216698717,"Unclosed,',
         "+49221669871,Prefix with a bad flag,yes",
         "+492216698718,Last Good,1",
-        chunk_rows=chunk_rows,
+        executor=executor,
     )
+    if executor:
+        executor.shutdown()
     assert [(r.line, r.phone, r.name) for r in rejected] == [
         (3, "12", "Too Short"),
         (5, "+492216698713", "J\u00f6rg"),
@@ -201,7 +205,7 @@ async def test_the_last_row_for_a_phone_wins_and_earlier_ones_are_superseded(
     assert (await book(conn, acme))["+492216698712"] == ("Third", False)
 
 
-async def test_a_phone_repeated_across_chunks_counts_once_against_the_book_before(
+async def test_a_repeated_phone_counts_once_against_the_book_before(
     conn: Conn, acme: Owner
 ) -> None:
     await run(conn, acme, "phone,name", "+492216698712,Old", "+492216698713,Kept")
@@ -209,13 +213,12 @@ async def test_a_phone_repeated_across_chunks_counts_once_against_the_book_befor
         conn,
         acme,
         "phone,name",
-        "+492216698712,New",  # chunk 1
+        "+492216698712,New",
         "+4930901820,Max",
-        "+492216698712,Old",  # chunk 2: back to what the book held
+        "+492216698712,Old",  # back to what the book held
         "+4930901820,Maximilian",
-        "+492216698713,Kept",  # chunk 3
+        "+492216698713,Kept",
         "+4930901820,Max",
-        chunk_rows=2,
     )
     assert report == ImportReport(inserted=1, unchanged=2, superseded=3)
     assert sorted((r.line, r.reason) for r in rejected) == [
@@ -230,7 +233,7 @@ async def test_a_phone_repeated_across_chunks_counts_once_against_the_book_befor
     }
 
 
-async def test_a_first_load_with_repeats_across_chunks_inserts_each_phone_once(
+async def test_a_first_load_with_repeats_inserts_and_logs_each_phone_once(
     conn: Conn, acme: Owner
 ) -> None:
     start = await last_change(conn)
@@ -241,7 +244,6 @@ async def test_a_first_load_with_repeats_across_chunks_inserts_each_phone_once(
         "+492216698712,One",
         "+492216698713,Two",
         "+492216698712,Three",
-        chunk_rows=2,
     )
     assert report == ImportReport(inserted=2, superseded=1)
     assert [(r.line, r.reason) for r in rejected] == [(2, "phone: superseded by line 4")]
@@ -249,24 +251,20 @@ async def test_a_first_load_with_repeats_across_chunks_inserts_each_phone_once(
         "+492216698712": ("Three", False),
         "+492216698713": ("Two", False),
     }
-    # each chunk's merge is logged; a cache applying them in order ends where the book is
-    assert [(c[0], c[1]) for c in await log_after(conn, start)] == [
-        ("+492216698712", "One"),
-        ("+492216698712", "Three"),
-        ("+492216698713", "Two"),
+    assert await log_after(conn, start) == [
+        ("+492216698712", "Three", None),
+        ("+492216698713", "Two", None),
     ]
 
 
-async def test_replace_across_chunks_keeps_every_listed_phone(conn: Conn, acme: Owner) -> None:
-    await run(conn, acme, "phone,name", "+492216698712,A", "+492216698713,B", "+492216698714,C")
+async def test_replace_keeps_every_listed_phone_in_a_big_book(conn: Conn, acme: Owner) -> None:
+    """Thousands of rows on both sides: the delete's plan must not scan the file per entry."""
+    await run(conn, acme, "phone,name", *(f"+4930{n:08d},N{n}" for n in range(0, 6000)))
     report, _ = await run(
-        conn, acme, "phone,name", "+492216698714,C", "+492216698712,A2", replace=True, chunk_rows=1
+        conn, acme, "phone,name", *(f"+4930{n:08d},N{n}" for n in range(3000, 9000)), replace=True
     )
-    assert report == ImportReport(updated=1, unchanged=1, deleted=1)
-    assert await book(conn, acme) == {
-        "+492216698712": ("A2", False),
-        "+492216698714": ("C", False),
-    }
+    assert report == ImportReport(inserted=3000, unchanged=3000, deleted=3000)
+    assert len(await book(conn, acme)) == 6000
 
 
 async def test_replace_deletes_the_entries_the_file_does_not_list(conn: Conn, acme: Owner) -> None:
