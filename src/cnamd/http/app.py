@@ -7,7 +7,7 @@ import ipaddress
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
-from cnamd.http import cnam, health, lookup, openapi, opencnam, phones, provisioning
+from cnamd.http import cnam, health, lookup, openapi, opencnam, phone_numbers, phones, provisioning
 from cnamd.http.errors import error_middleware
 from cnamd.http.keys import (
     AUTH_LIMITER,
@@ -51,4 +51,5 @@ def make_app(
     phones.add_routes(app)
     cnam.add_routes(app)
     provisioning.add_routes(app)
+    phone_numbers.add_routes(app)
     return app

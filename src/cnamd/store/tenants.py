@@ -57,16 +57,21 @@ def _stamp(at: datetime.datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """A tenant as the API shows it; ``networks`` are normalized CIDRs of its SIP sources."""
+    """A tenant as the API shows it; ``networks`` are normalized CIDRs of its SIP sources.
+
+    ``uuid`` is what the phone-number API's ``Wazo-Tenant`` header names.
+    """
 
     slug: str
     name: str
     region: str
     networks: tuple[str, ...]
     created_at: datetime.datetime
+    uuid: str
 
     def to_json(self) -> dict[str, object]:
         return {
+            "uuid": self.uuid,
             "slug": self.slug,
             "name": self.name,
             "region": self.region,
@@ -87,15 +92,20 @@ class Usergroup:
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A user of ``tenant``; ``usergroup`` is its group's slug, or None."""
+    """A user of ``tenant``; ``usergroup`` is its group's slug, or None.
+
+    ``uuid`` is how the phone-number API assigns a number to the user (``user_uuid``).
+    """
 
     tenant: str
     slug: str
     usergroup: str | None
     created_at: datetime.datetime
+    uuid: str
 
     def to_json(self) -> dict[str, object]:
         return {
+            "uuid": self.uuid,
             "tenant": self.tenant,
             "slug": self.slug,
             "usergroup": self.usergroup,
@@ -206,7 +216,7 @@ async def _managed_tenant(conn: asyncpg.Connection, who: Principal, slug: str) -
 # --- tenants ---
 
 _TENANTS = """
-SELECT t.id, t.slug, t.name, t.region, t.created_at,
+SELECT t.id, t.uuid, t.slug, t.name, t.region, t.created_at,
        coalesce(array_agg(n.network::text ORDER BY n.network)
                     FILTER (WHERE n.network IS NOT NULL), '{}') AS networks
   FROM tenants t
@@ -219,7 +229,12 @@ SELECT t.id, t.slug, t.name, t.region, t.created_at,
 
 def _tenant(row: asyncpg.Record) -> Tenant:
     return Tenant(
-        row["slug"], row["name"], row["region"], tuple(row["networks"]), row["created_at"]
+        row["slug"],
+        row["name"],
+        row["region"],
+        tuple(row["networks"]),
+        row["created_at"],
+        str(row["uuid"]),
     )
 
 
@@ -363,7 +378,7 @@ async def delete_usergroup(
 # --- users ---
 
 _USERS = """
-SELECT u.slug, u.usergroup_id, g.slug AS usergroup, u.created_at
+SELECT u.uuid, u.slug, u.usergroup_id, g.slug AS usergroup, u.created_at
   FROM users u
   LEFT JOIN usergroups g ON g.id = u.usergroup_id
  WHERE u.tenant_id = $1 AND ($2::text IS NULL OR u.slug = $2)
@@ -380,7 +395,7 @@ def _sees_user(who: Principal, tenant_id: int, row: asyncpg.Record) -> bool:
 
 
 def _user(tenant: str, row: asyncpg.Record) -> User:
-    return User(tenant, row["slug"], row["usergroup"], row["created_at"])
+    return User(tenant, row["slug"], row["usergroup"], row["created_at"], str(row["uuid"]))
 
 
 async def list_users(conn: asyncpg.Connection, who: Principal, tenant: str) -> list[User]:

@@ -1,0 +1,739 @@
+"""A tenant's phone numbers (seed 003, wazo-confd's ``/phone-numbers``) and the names they publish.
+
+Numbers are stored as the seed validates them: a digit string with an
+optional leading ``+`` (1-32 digits, the schema's CHECK), so extensions
+(``1111``) and national numbers (``5555550100``) are kept exactly as sent.
+
+Publishing: a number's ``caller_id_name`` is also a name in the global
+directory, written in the same transaction as the number, when the number is
+E.164 (``+`` and a possible number for its country, normalized as lookups
+normalize) and the name passes the directory's name rule (alphabet,
+``names.max_length``). It is a ``cnam_entries`` row of scope ``global`` keyed
+by the E.164 form and linked by ``phone_number_uuid``, approved at once or
+``pending`` when ``directory.require_approval`` is set; a changed name is
+approved afresh. A key already held in the global directory by another holder
+(an operator's name, another tenant's number) is never overwritten. Deleting
+the number deletes its name through the foreign key, in the same statement.
+
+Every number says where its name stands as ``cnam`` (extra fields; the
+seed's keep their meaning): ``{"published": bool, "status": word, "reason":
+sentence or null}`` with status ``published``, ``pending-approval``,
+``rejected``, ``no-name``, ``not-e164``, ``invalid-name``,
+``held-elsewhere`` or ``unpublished`` (a number stored before publishing
+existed, or whose name an operator removed: writing it again publishes it).
+
+Access: user keys read their own tenant's numbers; operator and partner keys
+manage the numbers of a tenant they reach whole. The tenant is the key's own
+(a user key's, a partner's single whole enterprise) or the one named by the
+``Wazo-Tenant`` header, a tenant uuid (or slug); a header naming a tenant the
+key does not reach is refused exactly like one naming no tenant. Another
+tenant's number uuid answers 404, like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from cnamd.errors import Forbidden, InvalidName, InvalidNumber, InvalidRequest, NotFound
+from cnamd.model import Principal, Role
+from cnamd.names import validate_name
+from cnamd.numbers import normalize_number, parse_number
+
+__all__ = [
+    "ORDER_COLUMNS",
+    "ListQuery",
+    "NumberRange",
+    "NumberSpec",
+    "PhoneNumber",
+    "Publication",
+    "PublishRules",
+    "RangeResult",
+    "TenantRef",
+    "canonical_uuid",
+    "check_caller_id_name",
+    "check_number",
+    "create_number",
+    "create_range",
+    "delete_number",
+    "directory_key",
+    "get_main",
+    "get_number",
+    "list_numbers",
+    "list_query",
+    "number_range",
+    "publication",
+    "require_manager",
+    "select_tenant",
+    "set_main",
+    "update_number",
+]
+
+#: the schema's CHECK: ``^\+?[0-9]{1,32}$``
+MAX_DIGITS = 32
+#: wazo-confd's schema: ``caller_id_name`` Length(min=1, max=256)
+MAX_CALLER_ID_NAME = 256
+_NUMBER = re.compile(r"\+?[0-9]+")
+
+TENANT_HEADER = "Wazo-Tenant"
+
+
+# --- values ---
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRef:
+    """The tenant whose numbers a request manages."""
+
+    id: int
+    uuid: str
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRules:
+    """What a name must pass to be published, and whether it then waits for approval."""
+
+    max_length: int
+    require_approval: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """Where a number's name stands in the global directory (the ``cnam`` field)."""
+
+    status: str
+    reason: str | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.status == "published"
+
+    def to_json(self) -> dict[str, object]:
+        return {"published": self.published, "status": self.status, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneNumber:
+    """A phone number as the API shows it: the seed's fields, then ``user_uuid`` and ``cnam``."""
+
+    uuid: str
+    tenant_uuid: str
+    number: str
+    caller_id_name: str | None
+    main: bool
+    shared: bool
+    user_uuid: str | None
+    cnam: Publication
+
+    def to_json(self, href: str) -> dict[str, object]:
+        return {
+            "uuid": self.uuid,
+            "tenant_uuid": self.tenant_uuid,
+            "number": self.number,
+            "caller_id_name": self.caller_id_name,
+            "main": self.main,
+            "shared": self.shared,
+            "links": [{"rel": "phone_numbers", "href": href}],
+            "user_uuid": self.user_uuid,
+            "cnam": self.cnam.to_json(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NumberSpec:
+    """A checked POST or PUT body. ``given`` names the fields sent: a PUT changes
+    only those (wazo-confd loads PUT bodies as partial), and ``None`` in a given
+    ``caller_id_name`` or ``user_uuid`` clears it."""
+
+    number: str | None = None
+    caller_id_name: str | None = None
+    shared: bool | None = None
+    user_uuid: str | None = None
+    given: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRange:
+    """``start_number``..``end_number`` inclusive, as ``prefix`` + integers padded to ``width``."""
+
+    prefix: str
+    low: int
+    high: int
+    width: int
+
+    @property
+    def span(self) -> int:
+        return self.high - self.low + 1
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    """The uuids a range created, and those of every number of the range the tenant
+    now holds (created or already there), both in number order."""
+
+    created: list[str]
+    numbers: list[str]
+
+
+ORDER_COLUMNS = {
+    "uuid": "p.uuid",
+    "number": 'p.number COLLATE "C"',
+    "caller_id_name": "lower(p.caller_id_name)",
+    "main": "p.main",
+    "shared": "p.shared",
+    "user_uuid": "u.uuid",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """wazo-confd's list parameters; ``limit`` None returns every match, as it does."""
+
+    search: str | None = None
+    order: str = "number"
+    direction: str = "asc"
+    limit: int | None = None
+    offset: int = 0
+    main: bool | None = None
+    shared: bool | None = None
+
+
+# --- validation: pure; the seed's rules, which the schema's CHECKs mirror ---
+
+
+def check_number(value: str, *, field: str = "number") -> str:
+    """``value`` if it is a digit string with an optional leading ``+`` (seed 003)."""
+    if _NUMBER.fullmatch(value) is None:
+        shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+        what = "is empty" if not value else "is not a digit-only phone number"
+        raise InvalidNumber(f"{shown} {what}: digits with an optional leading '+'", field=field)
+    digits = len(value) - value.startswith("+")
+    if digits > MAX_DIGITS:
+        raise InvalidNumber(
+            f"{value[:40]!r}... has {digits} digits; the limit is {MAX_DIGITS}", field=field
+        )
+    return value
+
+
+def check_caller_id_name(value: str) -> str:
+    """``value`` if it has 1 to 256 characters, as wazo-confd's schema allows.
+
+    The directory's stricter rule does not refuse the number: a name that
+    breaks it is stored and reported unpublished.
+    """
+    if not 1 <= len(value) <= MAX_CALLER_ID_NAME:
+        raise InvalidName(
+            f"caller_id_name has 1 to {MAX_CALLER_ID_NAME} characters, not {len(value)}",
+            field="caller_id_name",
+        )
+    return value
+
+
+def number_range(start: str, end: str, *, max_span: int) -> NumberRange:
+    """The range ``start``..``end``: both ends alike (with or without ``+``), in order,
+    and at most ``max_span`` numbers (``ranges.max_span``)."""
+    check_number(start, field="start_number")
+    check_number(end, field="end_number")
+    prefix = "+" if start.startswith("+") else ""
+    if end.startswith("+") != bool(prefix):
+        raise InvalidRequest(
+            f"{end!r} and start_number {start!r} must both have a leading '+' or both not",
+            field="end_number",
+        )
+    digits = start.removeprefix("+")
+    low, high = int(digits), int(end.removeprefix("+"))
+    if high < low:
+        raise InvalidRequest(f"{end!r} is before start_number {start!r}", field="end_number")
+    found = NumberRange(prefix, low, high, len(digits))
+    if found.span > max_span:
+        raise InvalidRequest(
+            f"range {start}..{end} spans {found.span} numbers; the limit is {max_span}"
+            " (ranges.max_span)",
+            field="end_number",
+        )
+    return found
+
+
+def list_query(
+    *,
+    search: str | None,
+    order: str | None,
+    direction: str | None,
+    limit: int | None,
+    offset: int,
+    main: bool | None,
+    shared: bool | None,
+) -> ListQuery:
+    order = order or "number"
+    if order not in ORDER_COLUMNS:
+        raise InvalidRequest(
+            f"order must be one of {', '.join(ORDER_COLUMNS)}, not {order[:40]!r}", field="order"
+        )
+    direction = direction or "asc"
+    if direction not in ("asc", "desc"):
+        raise InvalidRequest(
+            f"direction must be asc or desc, not {direction[:40]!r}", field="direction"
+        )
+    return ListQuery(search or None, order, direction, limit, offset, main, shared)
+
+
+# --- publishing: pure ---
+
+
+def directory_key(number: str) -> str | None:
+    """The global directory key ``number`` publishes under: its E.164 form, or
+    None for an extension, a national number or an impossible one."""
+    return parse_number(number) if number.startswith("+") else None
+
+
+def publication(
+    number: str,
+    caller_id_name: str | None,
+    *,
+    approval: str | None,
+    rejection_reason: str | None,
+    held_elsewhere: bool,
+    max_length: int,
+) -> Publication:
+    """Why ``number``'s name is, or is not, served by the global directory.
+
+    ``approval`` is that of the number's own global entry (None: it has none);
+    ``held_elsewhere`` says another holder has a name under its key.
+    """
+    if approval == "approved":
+        return Publication("published")
+    if approval == "pending":
+        return Publication(
+            "pending-approval", "waiting for an operator's approval (directory.require_approval)"
+        )
+    if approval == "rejected":
+        return Publication(
+            "rejected", f"an operator rejected it: {rejection_reason or 'no reason'}"
+        )
+    if caller_id_name is None:
+        return Publication("no-name", "the number has no caller_id_name")
+    if directory_key(number) is None:
+        return Publication("not-e164", _not_e164(number))
+    try:
+        validate_name(caller_id_name, max_length=max_length, field="caller_id_name")
+    except InvalidName as exc:
+        return Publication("invalid-name", f"{exc.reason}; the global directory's name rule")
+    if held_elsewhere:
+        return Publication(
+            "held-elsewhere",
+            f"the global directory already holds a name for {directory_key(number)} from"
+            " another holder; it is not overwritten",
+        )
+    return Publication(
+        "unpublished", "not in the global directory; update the number to publish its name"
+    )
+
+
+def _not_e164(number: str) -> str:
+    tail = "only E.164 numbers are published to the global directory"
+    if not number.startswith("+"):
+        return f"{number!r} has no '+' and country code; {tail}"
+    try:
+        normalize_number(number, None, field="number")
+    except InvalidNumber as exc:
+        return f"{exc.reason}; {tail}"
+    return tail  # pragma: no cover - directory_key() and normalize_number() agree
+
+
+def _published_name(caller_id_name: str | None, max_length: int) -> str | None:
+    """The name the directory serves for ``caller_id_name``, None if it may not."""
+    if caller_id_name is None:
+        return None
+    try:
+        return validate_name(caller_id_name, max_length=max_length, field="caller_id_name")
+    except InvalidName:
+        return None
+
+
+# --- access ---
+
+
+def require_manager(who: Principal) -> None:
+    """Writes need an operator key or a partner key (selection checked its reach)."""
+    if who.role is Role.USER:
+        raise Forbidden(
+            "a user key reads its tenant's phone numbers; managing them needs a partner or"
+            " operator key",
+            field="authorization",
+        )
+
+
+def canonical_uuid(text: str) -> str | None:
+    """``text`` as a lowercase hyphenated uuid, None if it is not one."""
+    try:
+        return str(uuidlib.UUID(text))
+    except ValueError:
+        return None
+
+
+async def select_tenant(conn: asyncpg.Connection, who: Principal, header: str | None) -> TenantRef:
+    """The tenant a request acts on: the ``Wazo-Tenant`` header's, else the key's own."""
+    if header is not None and header.strip():
+        wanted = header.strip()
+        by_uuid = canonical_uuid(wanted)
+        row = await conn.fetchrow(
+            "SELECT id, uuid, slug FROM tenants WHERE "
+            + ("uuid = $1::uuid" if by_uuid else "slug = $1"),
+            by_uuid or wanted,
+        )
+        if row is None or not _reaches(who, row["id"]):
+            raise Forbidden(
+                f"{TENANT_HEADER} {wanted[:64]!r} is not a tenant this key reaches",
+                field=TENANT_HEADER,
+            )
+        return TenantRef(row["id"], str(row["uuid"]), row["slug"])
+    tenant_id = _own_tenant(who)
+    row = await conn.fetchrow("SELECT id, uuid, slug FROM tenants WHERE id = $1", tenant_id)
+    if row is None:  # the key's tenant was deleted since it was read
+        raise Forbidden("this key's tenant no longer exists", field=TENANT_HEADER)
+    return TenantRef(row["id"], str(row["uuid"]), row["slug"])
+
+
+def _reaches(who: Principal, tenant_id: int) -> bool:
+    if who.role is Role.USER:
+        return who.tenant_id == tenant_id
+    return who.reaches_tenant(tenant_id)
+
+
+def _own_tenant(who: Principal) -> int:
+    if who.role is Role.USER and who.tenant_id is not None:
+        return who.tenant_id
+    whole = {g.tenant_id for g in who.grants if g.usergroup_id is None}
+    if who.role is Role.PARTNER and len(whole) == 1:
+        return next(iter(whole))
+    if who.role is Role.PARTNER and not whole:
+        raise Forbidden(
+            "phone numbers belong to a whole tenant; this key reaches only usergroups",
+            field=TENANT_HEADER,
+        )
+    raise InvalidRequest(
+        f"this key reaches several tenants: name one in the {TENANT_HEADER} header"
+        " (its uuid or slug)",
+        field=TENANT_HEADER,
+    )
+
+
+# --- reads ---
+
+_SELECT = """
+SELECT p.uuid, t.uuid AS tenant_uuid, p.number, p.caller_id_name, p.main, p.shared,
+       u.uuid AS user_uuid, e.approval, e.rejection_reason
+  FROM phone_numbers p
+  JOIN tenants t ON t.id = p.tenant_id
+  LEFT JOIN users u ON u.id = p.user_id
+  LEFT JOIN cnam_entries e ON e.phone_number_uuid = p.uuid
+"""
+
+_FILTER = """
+ WHERE p.tenant_id = $1
+   AND ($2::text IS NULL OR strpos(lower(p.number), lower($2)) > 0
+        OR strpos(lower(coalesce(p.caller_id_name, '')), lower($2)) > 0)
+   AND ($3::boolean IS NULL OR p.main = $3)
+   AND ($4::boolean IS NULL OR p.shared = $4)
+"""
+
+
+async def _numbers(
+    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], max_length: int
+) -> list[PhoneNumber]:
+    """Rows of _SELECT as PhoneNumbers; one query finds which unpublished keys others hold."""
+    keys = {
+        key
+        for r in rows
+        if r["approval"] is None
+        and _published_name(r["caller_id_name"], max_length) is not None
+        and (key := directory_key(r["number"])) is not None
+    }
+    held: set[str] = set()
+    if keys:
+        found = await conn.fetch(
+            "SELECT key FROM cnam_entries WHERE scope = 'global' AND owner_id = 0"
+            " AND key = ANY($1::text[])",
+            sorted(keys),
+        )
+        held = {r["key"] for r in found}
+    return [
+        PhoneNumber(
+            str(r["uuid"]),
+            str(r["tenant_uuid"]),
+            r["number"],
+            r["caller_id_name"],
+            r["main"],
+            r["shared"],
+            None if r["user_uuid"] is None else str(r["user_uuid"]),
+            publication(
+                r["number"],
+                r["caller_id_name"],
+                approval=r["approval"],
+                rejection_reason=r["rejection_reason"],
+                held_elsewhere=directory_key(r["number"]) in held,
+                max_length=max_length,
+            ),
+        )
+        for r in rows
+    ]
+
+
+async def get_number(
+    conn: asyncpg.Connection, tenant: TenantRef, number_uuid: str, max_length: int
+) -> PhoneNumber:
+    """Number ``number_uuid`` of ``tenant``; NotFound for a bad uuid or another tenant's."""
+    canonical = canonical_uuid(number_uuid)
+    row = None
+    if canonical is not None:
+        row = await conn.fetchrow(
+            _SELECT + " WHERE p.tenant_id = $1 AND p.uuid = $2::uuid", tenant.id, canonical
+        )
+    if row is None:
+        raise NotFound(f"no phone number {number_uuid[:64]!r}", field="uuid")
+    return (await _numbers(conn, [row], max_length))[0]
+
+
+async def get_main(conn: asyncpg.Connection, tenant: TenantRef, max_length: int) -> PhoneNumber:
+    row = await conn.fetchrow(_SELECT + " WHERE p.tenant_id = $1 AND p.main", tenant.id)
+    if row is None:
+        raise NotFound(f"tenant {tenant.slug!r} has no main phone number", field="main")
+    return (await _numbers(conn, [row], max_length))[0]
+
+
+async def list_numbers(
+    conn: asyncpg.Connection, tenant: TenantRef, query: ListQuery, max_length: int
+) -> tuple[int, list[PhoneNumber]]:
+    """(how many match, the page) from one snapshot; ties broken by uuid for stable pages."""
+    column = ORDER_COLUMNS[query.order]
+    direction = "DESC" if query.direction == "desc" else "ASC"
+    args = (tenant.id, query.search, query.main, query.shared)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        total: int = await conn.fetchval("SELECT count(*) FROM phone_numbers p" + _FILTER, *args)
+        rows = await conn.fetch(
+            _SELECT
+            + _FILTER
+            + f" ORDER BY {column} {direction} NULLS LAST, p.uuid LIMIT $5 OFFSET $6",
+            *args,
+            query.limit,
+            query.offset,
+        )
+        return total, await _numbers(conn, rows, max_length)
+
+
+# --- writes ---
+
+
+async def _user_id(
+    conn: asyncpg.Connection, tenant: TenantRef, user_uuid: str | None
+) -> int | None:
+    if user_uuid is None:
+        return None
+    canonical = canonical_uuid(user_uuid)
+    found: int | None = None
+    if canonical is not None:
+        found = await conn.fetchval(
+            "SELECT id FROM users WHERE tenant_id = $1 AND uuid = $2::uuid", tenant.id, canonical
+        )
+    if found is None:
+        raise InvalidRequest(
+            f"no user {user_uuid[:64]!r} in tenant {tenant.slug!r}", field="user_uuid"
+        )
+    return found
+
+
+def _exists(number: str) -> InvalidRequest:
+    """wazo-confd answers a duplicate number 400 ("Resource Error ... already exists")."""
+    return InvalidRequest(
+        f"phone number {number!r} exists already in this tenant", field="number", status="exists"
+    )
+
+
+_PUBLISH = """
+INSERT INTO cnam_entries (scope, key, name, approval, approved_at, phone_number_uuid)
+VALUES ('global', $2, $3, $4::text, CASE WHEN $4::text = 'approved' THEN now() END, $1)
+ON CONFLICT (scope, owner_id, key) DO UPDATE
+   SET name = EXCLUDED.name, approval = EXCLUDED.approval, approved_at = EXCLUDED.approved_at,
+       rejection_reason = NULL, updated_at = now()
+ WHERE cnam_entries.phone_number_uuid = EXCLUDED.phone_number_uuid
+   AND cnam_entries.name <> EXCLUDED.name
+"""
+
+
+async def _publish(
+    conn: asyncpg.Connection,
+    number_uuid: str,
+    number: str,
+    caller_id_name: str | None,
+    rules: PublishRules,
+) -> None:
+    """Make the number's global entry match it (call inside the number's transaction).
+
+    An unchanged name keeps its approval; a changed one is approved afresh. A
+    key held by another holder is left alone: the insert's conflict arm only
+    updates this number's own entry.
+    """
+    key = directory_key(number)
+    name = _published_name(caller_id_name, rules.max_length)
+    if key is None or name is None:
+        await conn.execute("DELETE FROM cnam_entries WHERE phone_number_uuid = $1", number_uuid)
+        return
+    await conn.execute(
+        "DELETE FROM cnam_entries WHERE phone_number_uuid = $1 AND key <> $2", number_uuid, key
+    )
+    approval = "pending" if rules.require_approval else "approved"
+    await conn.execute(_PUBLISH, number_uuid, key, name, approval)
+
+
+async def create_number(
+    conn: asyncpg.Connection, tenant: TenantRef, spec: NumberSpec, rules: PublishRules
+) -> PhoneNumber:
+    """Create a number and publish its name, in one transaction."""
+    assert spec.number is not None, "a POST body always has a number"
+    async with conn.transaction():
+        user_id = await _user_id(conn, tenant, spec.user_uuid)
+        created = await conn.fetchval(
+            "INSERT INTO phone_numbers (tenant_id, user_id, number, caller_id_name, shared)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, number) DO NOTHING"
+            " RETURNING uuid",
+            tenant.id,
+            user_id,
+            spec.number,
+            spec.caller_id_name,
+            bool(spec.shared),
+        )
+        if created is None:
+            raise _exists(spec.number)
+        await _publish(conn, str(created), spec.number, spec.caller_id_name, rules)
+        return await get_number(conn, tenant, str(created), rules.max_length)
+
+
+async def update_number(
+    conn: asyncpg.Connection,
+    tenant: TenantRef,
+    number_uuid: str,
+    spec: NumberSpec,
+    rules: PublishRules,
+) -> None:
+    """Change the fields ``spec`` gives and republish, in one transaction.
+
+    Even an empty change republishes, so a number stored before publishing
+    existed is published by any PUT.
+    """
+    canonical = canonical_uuid(number_uuid)
+    async with conn.transaction():
+        row = None
+        if canonical is not None:
+            row = await conn.fetchrow(
+                "SELECT number, caller_id_name, main, shared, user_id FROM phone_numbers"
+                " WHERE tenant_id = $1 AND uuid = $2::uuid FOR UPDATE",
+                tenant.id,
+                canonical,
+            )
+        if row is None or canonical is None:
+            raise NotFound(f"no phone number {number_uuid[:64]!r}", field="uuid")
+        given = spec.given
+        number = spec.number if "number" in given and spec.number is not None else row["number"]
+        name = spec.caller_id_name if "caller_id_name" in given else row["caller_id_name"]
+        shared = spec.shared if "shared" in given and spec.shared is not None else row["shared"]
+        user_id = (
+            await _user_id(conn, tenant, spec.user_uuid) if "user_uuid" in given else row["user_id"]
+        )
+        if row["main"] and not shared:
+            raise InvalidRequest("the main number is always shared", field="shared")
+        new = (number, name, shared, user_id)
+        if new != (row["number"], row["caller_id_name"], row["shared"], row["user_id"]):
+            if number != row["number"] and await conn.fetchval(
+                "SELECT 1 FROM phone_numbers WHERE tenant_id = $1 AND number = $2",
+                tenant.id,
+                number,
+            ):
+                raise _exists(number)
+            await conn.execute(
+                "UPDATE phone_numbers SET number = $3, caller_id_name = $4, shared = $5,"
+                " user_id = $6 WHERE tenant_id = $1 AND uuid = $2::uuid",
+                tenant.id,
+                canonical,
+                *new,
+            )
+        await _publish(conn, canonical, number, name, rules)
+
+
+async def delete_number(conn: asyncpg.Connection, tenant: TenantRef, number_uuid: str) -> None:
+    """Delete a number; its published name goes with it (ON DELETE CASCADE)."""
+    canonical = canonical_uuid(number_uuid)
+    deleted = None
+    if canonical is not None:
+        deleted = await conn.fetchval(
+            "DELETE FROM phone_numbers WHERE tenant_id = $1 AND uuid = $2::uuid RETURNING uuid",
+            tenant.id,
+            canonical,
+        )
+    if deleted is None:
+        raise NotFound(f"no phone number {number_uuid[:64]!r}", field="uuid")
+
+
+_RANGE = """
+WITH wanted AS (
+    SELECT $2::text || CASE WHEN length(v) < $5 THEN lpad(v, $5, '0') ELSE v END AS number
+      FROM (SELECT ($3::text::numeric + s)::text AS v
+              FROM generate_series(0::bigint, $4::bigint - 1) AS s) AS g
+), created AS (
+    INSERT INTO phone_numbers (tenant_id, number)
+    SELECT $1, number FROM wanted
+    ON CONFLICT (tenant_id, number) DO NOTHING
+    RETURNING uuid, number
+)
+SELECT uuid, number, true AS new FROM created
+UNION ALL
+SELECT p.uuid, p.number, false FROM wanted w
+  JOIN phone_numbers p ON p.tenant_id = $1 AND p.number = w.number
+"""
+
+
+async def create_range(
+    conn: asyncpg.Connection, tenant: TenantRef, span: NumberRange
+) -> RangeResult:
+    """Create every number of ``span`` the tenant lacks: one set-based statement.
+
+    ``generate_series`` makes the numbers and ``ON CONFLICT DO NOTHING`` skips
+    those that exist; the statement's second arm reads the snapshot from
+    before its own insert, so it finds exactly the numbers that were there.
+    """
+    rows = await conn.fetch(_RANGE, tenant.id, span.prefix, str(span.low), span.span, span.width)
+    rows = sorted(rows, key=lambda r: (len(r["number"]), r["number"]))
+    return RangeResult([str(r["uuid"]) for r in rows if r["new"]], [str(r["uuid"]) for r in rows])
+
+
+async def set_main(conn: asyncpg.Connection, tenant: TenantRef, number_uuid: str) -> None:
+    """Make ``number_uuid`` the tenant's one main number (and shared); the old main is
+    unflagged in the same transaction. A lock on the tenant row serializes two
+    such requests, so neither trips the one-main index."""
+    canonical = canonical_uuid(number_uuid)
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant.id)
+        main = None
+        if canonical is not None:
+            main = await conn.fetchval(
+                "SELECT main FROM phone_numbers WHERE tenant_id = $1 AND uuid = $2::uuid",
+                tenant.id,
+                canonical,
+            )
+        if main is None or canonical is None:
+            raise NotFound(f"no phone number {number_uuid[:64]!r}", field="phone_number_uuid")
+        if main:
+            return
+        await conn.execute(
+            "UPDATE phone_numbers SET main = false WHERE tenant_id = $1 AND main", tenant.id
+        )
+        await conn.execute(
+            "UPDATE phone_numbers SET main = true, shared = true"
+            " WHERE tenant_id = $1 AND uuid = $2::uuid",
+            tenant.id,
+            canonical,
+        )
