@@ -27,7 +27,7 @@ class DirectoryCallers:
         self._hit = {s: tally(metrics.LOOKUPS.labels("sip", "hit", s.label)) for s in Scope}
         self._miss = tally(metrics.LOOKUPS.labels("sip", "miss", "none"))
         self._invalid = tally(metrics.LOOKUPS.labels("sip", "invalid", "none"))
-        self._denied = metrics.LOOKUPS.labels("sip", "denied", "none")
+        self._denied = tally(metrics.LOOKUPS.labels("sip", "denied", "none"))
         self._duration = metrics.TallyHistogram(
             metrics.LOOKUP_DURATION.labels("sip"), metrics.LOOKUP_BUCKETS
         )

@@ -130,14 +130,16 @@ def _run(coro_fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return runner.run(coro_fn())
 
 
-async def _serve(settings: Settings, demo: bool) -> int:
+async def _serve(
+    settings: Settings, demo: bool, reload_settings: Callable[[], Settings] | None = None
+) -> int:
     from cnamd.server import Server
     from cnamd.supervisor import Supervisor, worker_count
 
     if worker_count(settings) == 1:
-        await Server(settings, demo=demo).run()
+        await Server(settings, demo=demo, reload_settings=reload_settings).run()
     else:
-        await Supervisor(settings, demo=demo).run()
+        await Supervisor(settings, demo=demo, reload_settings=reload_settings).run()
     return 0
 
 
@@ -149,7 +151,13 @@ async def _work() -> int:
     spec = json.loads(os.environ[WORKER_ENV])
     settings = from_layer(spec["settings"])
     logs.configure(settings.log)
-    worker = WorkerSpec(spec["index"], spec["database_url"], spec["sockets"], spec["heartbeat_fd"])
+    worker = WorkerSpec(
+        spec["index"],
+        spec["database_url"],
+        spec["sockets"],
+        spec["heartbeat_fd"],
+        spec.get("control_fd", -1),
+    )
     await Server(settings, worker=worker).run()
     return 0
 
@@ -186,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
         logs.configure(settings.log)
         if args.command == "serve":
-            return _run(lambda: _serve(settings, args.demo))
+            # SIGHUP re-reads the same sources: the file, the environment, the flags
+            return _run(lambda: _serve(settings, args.demo, lambda: settings_from(args)))
         if args.command == "import":
             return _run(lambda: _import(settings, args))
         if args.command == "export":

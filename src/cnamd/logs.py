@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -11,6 +12,21 @@ from typing import Any
 from cnamd.settings import LogSettings
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+# The password of a URL (``postgresql://user:PASSWORD@host``) and of a libpq
+# key=value string (``password=PASSWORD``): whatever logs an exception or a
+# setting, the line written never holds one.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s\"']*:)[^\s\"']+@")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)[^\s\"'&]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with passwords in URLs and ``password=`` pairs replaced by ``***``."""
+    if "@" in text:
+        text = _URL_PASSWORD.sub(r"\1***@", text)
+    if "assword" in text or "ASSWORD" in text:
+        text = _KV_PASSWORD.sub(r"\1***", text)
+    return text
 
 
 def _quote(value: Any) -> str:
@@ -34,7 +50,7 @@ class KeyValueFormatter(logging.Formatter):
         parts += [f"{k}={_quote(v)}" for k, v in _fields(record).items()]
         if record.exc_info:
             parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
-        return " ".join(parts)
+        return redact(" ".join(parts))
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,7 +66,7 @@ class JsonFormatter(logging.Formatter):
         doc.update(_fields(record))
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        return redact(json.dumps(doc, default=str))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -2,15 +2,36 @@
 
 Label values come from fixed sets so that no request can create a new series.
 Hot paths pre-bind their children (``.labels(...)`` once at start-up).
+
+Across ``--workers N`` processes, prometheus_client's multiprocess mode sums
+them: the supervisor gives every worker one ``PROMETHEUS_MULTIPROC_DIR``, each
+worker's values live in mmap'd files there, and a scrape answered by any
+worker merges all of them (``exposition``). Counters and histograms are summed,
+including those of workers that have died; each gauge says how it merges
+(``multiprocess_mode``, below). The hot paths never write those files per
+request: they count in plain ints (``Tally``) flushed once a second.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import weakref
 from bisect import bisect_left
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: set by the supervisor for its workers; read by prometheus_client at import
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Sub-millisecond answers need buckets well below the default 5 ms floor.
 LOOKUP_BUCKETS = (
@@ -67,13 +88,32 @@ HTTP_DURATION = Histogram(
     ["route"],
     buckets=LOOKUP_BUCKETS,
 )
-CACHE_ENTRIES = Gauge("cnamd_cache_entries", "Names served from the cache, by scope.", ["scope"])
-CACHE_LAST_CHANGE_ID = Gauge("cnamd_cache_last_change_id", "Id of the last change-log row applied.")
+# Gauges across workers (multiprocess_mode; "live" drops a dead worker's value):
+# every worker holds the whole cache, so entries take the largest count, the
+# change id and the load time the most-behind worker (a laggard shows), stale
+# and load duration the worst worker, db_up the worst (0 if any worker lost
+# the database), pool connections the sum (what PostgreSQL sees).
+CACHE_ENTRIES = Gauge(
+    "cnamd_cache_entries",
+    "Names served from the cache, by scope (workers: the largest).",
+    ["scope"],
+    multiprocess_mode="livemax",
+)
+CACHE_LAST_CHANGE_ID = Gauge(
+    "cnamd_cache_last_change_id",
+    "Id of the last change-log row applied (workers: the most-behind worker).",
+    multiprocess_mode="livemin",
+)
 CACHE_FULL_LOAD_SECONDS = Gauge(
-    "cnamd_cache_full_load_seconds", "Duration of the last full cache load."
+    "cnamd_cache_full_load_seconds",
+    "Duration of the last full cache load (workers: the slowest).",
+    multiprocess_mode="livemax",
 )
 CACHE_LAST_FULL_LOAD = Gauge(
-    "cnamd_cache_last_full_load_timestamp_seconds", "Unix time the last full load finished."
+    "cnamd_cache_last_full_load_timestamp_seconds",
+    "Unix time the cache's last full load finished, or the mapped snapshot was written"
+    " (workers: the oldest).",
+    multiprocess_mode="livemin",
 )
 CACHE_PROPAGATION = Histogram(
     "cnamd_cache_propagation_seconds",
@@ -81,15 +121,34 @@ CACHE_PROPAGATION = Histogram(
     buckets=PROPAGATION_BUCKETS,
 )
 CACHE_STALE = Gauge(
-    "cnamd_cache_stale", "1 while serving a snapshot the database has not confirmed."
+    "cnamd_cache_stale",
+    "1 while serving a snapshot the database has not confirmed (workers: 1 if any).",
+    multiprocess_mode="livemax",
 )
 CACHE_RELOADS = Counter("cnamd_cache_reloads", "Full cache loads, by cause.", ["cause"])
-DB_UP = Gauge("cnamd_db_up", "1 when the database answered the last check.")
+DB_UP = Gauge(
+    "cnamd_db_up",
+    "1 when the database answered the last check (workers: 0 if any lost it).",
+    multiprocess_mode="livemin",
+)
 DB_POOL_CONNECTIONS = Gauge(
-    "cnamd_db_pool_connections", "Database pool connections by state.", ["state"]
+    "cnamd_db_pool_connections",
+    "Database pool connections by state (workers: summed).",
+    ["state"],
+    multiprocess_mode="livesum",
 )
 AUTH_FAILURES = Counter("cnamd_auth_failures", "Requests refused for bad or missing credentials.")
-BUILD_INFO = Info("cnamd_build", "cnamd build information.")
+CONFIG_RELOAD_OK = Gauge(
+    "cnamd_config_last_reload_successful",
+    "0 when the last SIGHUP found an invalid configuration (the running one stays).",
+    multiprocess_mode="livemin",
+)
+BUILD_INFO = Gauge(
+    "cnamd_build_info",
+    "Always 1; the version label says which cnamd runs.",
+    ["version"],
+    multiprocess_mode="livemax",
+)
 
 
 # -- hot-path batching -------------------------------------------------------
@@ -117,6 +176,15 @@ class Tally:
         self.n = 0
         _TALLIES.add(self)
 
+    def __del__(self) -> None:
+        """A tally dropped with its owner (a Dip, say) still adds what it counted."""
+        with contextlib.suppress(Exception):  # at interpreter exit the metrics may be gone
+            self.flush()
+
+    def inc(self, amount: int = 1) -> None:
+        """For call sites written against a counter child (off the common path)."""
+        self.n += amount
+
     def flush(self) -> None:
         n, self.n = self.n, 0
         if n:
@@ -141,6 +209,10 @@ class TallyHistogram:
         self.total = 0.0
         _TALLIES.add(self)
 
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.flush()
+
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
@@ -159,3 +231,52 @@ def flush_tallies() -> None:
     """Move every hot-path tally into its metric (every second, and before a scrape)."""
     for tally in list(_TALLIES):
         tally.flush()
+
+
+def multiprocess() -> bool:
+    """True in a worker: its metrics live in the shared directory's files."""
+    return MULTIPROC_ENV in os.environ
+
+
+def exposition() -> bytes:
+    """The text exposition for ``/metrics``: every worker's samples merged, or ours alone."""
+    flush_tallies()
+    if not multiprocess():
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+class HttpTallies:
+    """``cnamd_http_requests_total`` and the duration histogram, bound once per label set.
+
+    Routes are templates and statuses three-digit codes, so the table is
+    bounded; any method outside ``HTTP_METHODS`` counts as ``other``.
+    """
+
+    __slots__ = ("_durations", "_requests")
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, int], Tally] = {}
+        self._durations: dict[str, TallyHistogram] = {}
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in HTTP_METHODS:
+            method = "other"
+        key = (route, method, status)
+        tally = self._requests.get(key)
+        if tally is None:
+            tally = self._requests[key] = Tally(HTTP_REQUESTS.labels(route, method, str(status)))
+        tally.n += 1
+        duration = self._durations.get(route)
+        if duration is None:
+            child = HTTP_DURATION.labels(route)
+            duration = self._durations[route] = TallyHistogram(child, LOOKUP_BUCKETS)
+        duration.observe(seconds)
+
+
+HTTP = HttpTallies()

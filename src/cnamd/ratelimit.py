@@ -30,6 +30,14 @@ class TokenBucket:
         self.retry_after = max(1, math.ceil(1.0 / self.rate))  # seconds until one token
         self._table: OrderedDict[str, list[float]] = OrderedDict()
 
+    def retune(self, rate: float, burst: float) -> None:
+        """New limits (SIGHUP) for every source, keeping what each has spent."""
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.retry_after = max(1, math.ceil(1.0 / self.rate))
+
     def __len__(self) -> int:
         return len(self._table)
 

@@ -8,31 +8,40 @@ supervisor, adopting the sockets and the database URL it was handed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import json
 import logging
+import os
 import signal
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from cnamd import __version__, metrics
+from cnamd import __version__, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
 from cnamd.callers import DirectoryCallers
-from cnamd.errors import StoreUnavailable
+from cnamd.errors import ConfigError, StoreUnavailable
+from cnamd.http import access_log
 from cnamd.http.app import make_app
+from cnamd.http.keys import AUTH_LIMITER, TRUSTED
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.ratelimit import TokenBucket
-from cnamd.settings import Settings
+from cnamd.reload import ReloadPlan, plan_reload
+from cnamd.settings import Settings, SipSettings, from_layer
 from cnamd.sip.dip import Dip, DipSettings
+from cnamd.sip.requestlog import request_log
 from cnamd.sip.transport import StreamLimits, serve_tcp, serve_udp
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate, pending
-from cnamd.store.pool import Pool, connect_once, open_pool
+from cnamd.store.pool import Pool, connect_once, open_pool, publish_pool_metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,7 @@ class WorkerSpec:
     database_url: str
     sockets: dict[str, int]
     heartbeat_fd: int
+    control_fd: int = -1  # the supervisor writes new settings here (SIGHUP)
 
 
 async def prepare_database(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
@@ -88,6 +98,29 @@ def dip_settings(settings: Settings) -> DipSettings:
     )
 
 
+def sip_limiter(sip: SipSettings, current: object = None) -> TokenBucket | None:
+    """The per-source limiter for ``sip.rate``; an existing one is retuned, keeping debts."""
+    if sip.rate <= 0:
+        return None
+    if isinstance(current, TokenBucket):
+        current.retune(sip.rate, sip.burst)
+        return current
+    return TokenBucket(sip.rate, sip.burst)
+
+
+def log_reload(plan: ReloadPlan, **fields: Any) -> None:
+    """One line for what a reload applied, one for what waits for a restart."""
+    log.info(
+        "settings reloaded",
+        extra={"applied": ",".join(plan.applied) or "nothing changed", **fields},
+    )
+    if plan.needs_restart:
+        log.warning(
+            "settings changed that need a restart; the running values stay",
+            extra={"settings": ",".join(plan.needs_restart), **fields},
+        )
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.sip.tls_listen:
         return None
@@ -104,11 +137,20 @@ class Server:
     """Owns every long-lived part of one serving process."""
 
     def __init__(
-        self, settings: Settings, *, demo: bool = False, worker: WorkerSpec | None = None
+        self,
+        settings: Settings,
+        *,
+        demo: bool = False,
+        worker: WorkerSpec | None = None,
+        reload_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.demo = demo
         self.worker = worker
+        # re-reads file < environment < flags on SIGHUP (single process; a worker is told)
+        self.reload_settings = reload_settings
+        self.http_app: web.Application | None = None
+        self._metrics_tick: asyncio.Task[None] | None = None
         self.directory = Directory()
         self.embedded = (
             None
@@ -130,7 +172,9 @@ class Server:
 
     async def startup(self) -> None:
         """Database and sockets, listeners (answering 503 until loaded), then the cache."""
-        metrics.BUILD_INFO.info({"version": __version__})
+        metrics.BUILD_INFO.labels(__version__).set(1)
+        metrics.CONFIG_RELOAD_OK.set(1)
+        access_log.set_enabled(self.settings.http.access_log)
         db = self.settings.database
         if self.worker is None:
             url = await prepare_database(self.settings, self.embedded)
@@ -159,6 +203,7 @@ class Server:
             log_settings=self.settings.log,
         )
         await self.feed.start(prefer_snapshot=True)
+        self._metrics_tick = asyncio.create_task(self._publish_metrics())
         assert self.dip is not None
         self.dip.available = True
         log.info(
@@ -172,10 +217,11 @@ class Server:
         )
 
     async def _start_listeners(self) -> None:
-        app = make_app(self.settings, self.directory, self, self.pool)
+        app = self.http_app = make_app(self.settings, self.directory, self, self.pool)
         self.http_runner = web.AppRunner(
             app,
-            access_log=None,
+            access_log=logging.getLogger(access_log.LOGGER),
+            access_log_class=access_log.AccessLog,
             shutdown_timeout=self.settings.server.shutdown_timeout,
             handle_signals=False,
         )
@@ -184,8 +230,9 @@ class Server:
         self.dip = Dip(
             dip_settings(self.settings),
             DirectoryCallers(self.directory),
-            limiter=TokenBucket(sip.rate, sip.burst) if sip.rate > 0 else None,
+            limiter=sip_limiter(sip),
         )
+        self.dip.trace = request_log(sip.log_sample)
         self.dip.available = False  # 503 + Retry-After until the first load
         limits = StreamLimits(
             idle_timeout=sip.tcp_idle_timeout, max_connections=sip.tcp_max_connections
@@ -204,20 +251,123 @@ class Server:
         self.listeners_up = True
 
     async def serve(self) -> None:
-        """Wait for SIGTERM / SIGINT."""
+        """Wait for SIGTERM / SIGINT; reload on SIGHUP (a worker: when the supervisor says)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        from cnamd.supervisor import ignore_reload
-
-        # a worker's SIGHUP comes from a process-group kill; the supervisor logs it once
-        loop.add_signal_handler(signal.SIGHUP, ignore_reload if self.worker is None else _noop)
+        # a worker's own SIGHUP comes from a process-group kill: the supervisor re-reads
+        # the file once and sends every worker the result over its control pipe
+        loop.add_signal_handler(signal.SIGHUP, self.reload if self.worker is None else _noop)
+        if self.worker is not None and self.worker.control_fd >= 0:
+            self._follow_control(self.worker.control_fd)
         await self.stopping.wait()
         log.info("stopping")
+
+    # -- live settings -----------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration; apply it, or refuse it and keep running as is."""
+        if self.reload_settings is None:
+            log.warning("SIGHUP ignored: no configuration source to re-read")
+            return
+        try:
+            new = self.reload_settings()
+        except ConfigError as exc:
+            metrics.CONFIG_RELOAD_OK.set(0)
+            log.error(
+                "reload refused; the running settings stay",
+                extra={"field": exc.field, "reason": exc.reason},
+            )
+            return
+        metrics.CONFIG_RELOAD_OK.set(1)
+        log_reload(self.apply(new))
+
+    def apply(self, new: Settings) -> ReloadPlan:
+        """Take over the live-changeable part of ``new`` (reload.LIVE), all at once.
+
+        Everything here is a synchronous swap on the event loop's thread, so a
+        request sees either the old settings or the new ones, and none is dropped.
+        """
+        plan = plan_reload(self.settings, new)
+        now = plan.settings
+        if plan.touches("log"):
+            logs.configure(now.log)
+        if plan.touches("http"):
+            access_log.set_enabled(now.http.access_log)
+            if self.http_app is not None:
+                self.http_app[TRUSTED][:] = [
+                    ipaddress.ip_network(n, strict=False) for n in now.http.trusted_networks
+                ]
+                self.http_app[AUTH_LIMITER].retune(
+                    now.http.auth_failure_rate, now.http.auth_failure_burst
+                )
+        if plan.touches("sip"):
+            if "sip.allow" in plan.applied and self.feed is not None:
+                self.feed.set_allowed(now.sip.allow)
+            if self.dip is not None:
+                self.dip.configure(dip_settings(now), sip_limiter(now.sip, self.dip.limiter))
+                self.dip.trace = request_log(now.sip.log_sample)
+        self.settings = now
+        return plan
+
+    def _follow_control(self, fd: int) -> None:
+        """In a worker: apply each settings document the supervisor writes (one JSON line)."""
+        loop = asyncio.get_running_loop()
+        os.set_blocking(fd, False)
+        pending = bytearray()
+
+        def readable() -> None:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:  # the supervisor is gone; the heartbeat notices and stops us
+                loop.remove_reader(fd)
+                return
+            pending.extend(chunk)
+            while (end := pending.find(b"\n")) >= 0:
+                line = bytes(pending[:end])
+                del pending[: end + 1]
+                self._control(line)
+
+        loop.add_reader(fd, readable)
+
+    def _control(self, line: bytes) -> None:
+        """One message of the supervisor: new settings, or word that a reload was refused."""
+        try:
+            message = json.loads(line)
+            if "refused" in message:
+                metrics.CONFIG_RELOAD_OK.set(0)
+                return
+            new = from_layer(message["settings"])
+        except (ValueError, KeyError, TypeError, ConfigError) as exc:
+            log.error("unreadable settings from the supervisor", extra={"reason": str(exc)})
+            return
+        metrics.CONFIG_RELOAD_OK.set(1)
+        plan = self.apply(new)
+        assert self.worker is not None
+        log.info(
+            "settings applied",
+            extra={"worker": self.worker.index, "applied": ",".join(plan.applied) or "none"},
+        )
+
+    async def _publish_metrics(self) -> None:
+        """Every second: hot-path tallies and pool gauges into the (shared) metrics, so a
+        scrape answered by any worker sees this one at most a second late."""
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.flush_tallies()
+            if self.pool is not None:
+                publish_pool_metrics(self.pool)
 
     async def shutdown(self) -> None:
         """Close listeners, answer in-flight requests, stop the feed and the database."""
         self.listeners_up = False
+        if self._metrics_tick is not None:
+            self._metrics_tick.cancel()
+        if self.worker is not None and self.worker.control_fd >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.worker.control_fd)
         for udp in self.sip_udp:
             udp.close()
         for stream in self.sip_streams:
@@ -268,11 +418,15 @@ class Server:
         if not self.listeners_up:
             reasons.append("listeners not up")
         status = 200
+        # cache.stale_ready_status says whether a cache the database does not confirm
+        # (a snapshot at start-up, or the last state after the database went away) is
+        # ready: 200 keeps every daemon in the pool while PostgreSQL is down.
         if self.directory.stale:
             reasons.append("serving a snapshot the database has not confirmed")
             status = self.settings.cache.stale_ready_status
         elif not db_up and self.directory.ready:
             reasons.append("database unreachable; serving the cache as last loaded")
+            status = self.settings.cache.stale_ready_status
         if not self.directory.ready or not self.listeners_up:
             status = 503
         body["status"] = "ready" if status == 200 else "not-ready"

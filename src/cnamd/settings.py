@@ -102,6 +102,11 @@ class HttpSettings:
     auth_failure_burst: int = _setting(
         10, "failed logins a source may make at once before it gets 429", _between(1, 1e6)
     )
+    access_log: bool = _setting(
+        False,
+        "one log line per HTTP request (logger cnamd.access, in log.format); API key"
+        " secrets and auth_token parameters are never written",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,11 @@ class SipSettings:
     tcp_max_connections: int = _setting(
         4096, "open TCP/TLS connections per worker", _between(1, 1_000_000)
     )
+    log_sample: float = _setting(
+        0.0,
+        "share of SIP requests logged, one line each (0 = off, 0.01 = every 100th, 1 = all)",
+        _between(0, 1),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +167,9 @@ class CacheSettings:
         300.0, "seconds between cache/database digest comparisons", _between(1, 86400)
     )
     stale_ready_status: Literal[200, 503] = _setting(
-        200, "/readyz status while serving a snapshot the database has not confirmed"
+        200,
+        "/readyz status while serving a snapshot the database has not confirmed, or the"
+        " cache as last loaded while the database is unreachable",
     )
     compact_threshold: int = _setting(
         20000,

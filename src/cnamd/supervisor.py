@@ -9,8 +9,14 @@ port would load one worker only.
 
 Each worker writes a heartbeat byte to a pipe every second; a worker that dies
 or stays silent for ``HEARTBEAT_TIMEOUT`` is killed and restarted. SIGTERM and
-SIGINT stop all. SIGHUP does not reload yet; it is logged and ignored rather
-than killing the daemon.
+SIGINT stop all. SIGHUP re-reads the configuration here, once: an invalid one
+is refused and logged, a valid one is split into live changes (written to each
+worker's control pipe as one JSON line) and changes that need a restart
+(logged; the running values stay, also for workers started later).
+
+Metrics: every worker gets ``PROMETHEUS_MULTIPROC_DIR``, a directory made
+here for this run, so a scrape answered by any worker sums all of them
+(``metrics.py``); a dead worker's live gauges are dropped, its counters kept.
 """
 
 from __future__ import annotations
@@ -20,16 +26,22 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.multiprocess import mark_process_dead
+
+from cnamd import logs, metrics
 from cnamd.cache.loader import load_in_child, snapshot_usable
-from cnamd.errors import StoreUnavailable
+from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
 from cnamd.store.embedded import EmbeddedPostgres
@@ -49,6 +61,7 @@ class Worker:
     index: int
     process: subprocess.Popen[bytes]
     heartbeat_fd: int
+    control_fd: int  # write end: settings documents for the worker, one JSON line each
     last_beat: float = field(default_factory=time.monotonic)
     restarts: int = 0
 
@@ -60,9 +73,17 @@ def worker_count(settings: Settings) -> int:
 class Supervisor:
     """Binds, prepares, spawns and watches the workers."""
 
-    def __init__(self, settings: Settings, *, demo: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        demo: bool = False,
+        reload_settings: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
         self.demo = demo
+        self.reload_settings = reload_settings
+        self.metrics_dir = ""
         self.count = worker_count(settings)
         self.embedded = (
             None
@@ -91,6 +112,7 @@ class Supervisor:
                     extra={"reason": exc.reason},
                 )
             self.sockets = bind_all(self.settings)
+            self.metrics_dir = tempfile.mkdtemp(prefix="cnamd-metrics-")
             for index in range(self.count):
                 self._spawn(index)
             log.info(
@@ -106,6 +128,8 @@ class Supervisor:
             await self._stop_workers()
             for _spec, sock in self.sockets:
                 sock.close()
+            if self.metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
             if self.embedded is not None:
                 await self.embedded.stop()
 
@@ -135,27 +159,38 @@ class Supervisor:
         env[WORKER_ENV] = json.dumps(
             {"database_url": self.url, "settings": as_layer(self.settings), **spec}
         )
+        env[metrics.MULTIPROC_ENV] = self.metrics_dir
         return env
 
     def _spawn(self, index: int, restarts: int = 0) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        control_read, control_write = os.pipe()
+        os.set_blocking(control_write, False)  # a stuck worker must not stall the supervisor
         fds = {spec.key: sock.fileno() for spec, sock in self.sockets}
-        env = self._child_env({"index": index, "sockets": fds, "heartbeat_fd": write_fd})
+        env = self._child_env(
+            {
+                "index": index,
+                "sockets": fds,
+                "heartbeat_fd": write_fd,
+                "control_fd": control_read,
+            }
+        )
         process = subprocess.Popen(
             [sys.executable, "-m", "cnamd.cli", "worker"],
-            pass_fds=[*fds.values(), write_fd],
+            pass_fds=[*fds.values(), write_fd, control_read],
             env=env,
         )
         os.close(write_fd)
-        self.workers[index] = Worker(index, process, read_fd, restarts=restarts)
+        os.close(control_read)
+        self.workers[index] = Worker(index, process, read_fd, control_write, restarts=restarts)
         log.info("worker started", extra={"worker": index, "pid": process.pid})
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, ignore_reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.5)
@@ -183,6 +218,9 @@ class Supervisor:
                     extra={"worker": index, "code": code, "pid": worker.process.pid},
                 )
             os.close(worker.heartbeat_fd)
+            os.close(worker.control_fd)
+            # its live gauges go, its counters stay in the sums
+            mark_process_dead(worker.process.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
             del self.workers[index]
             await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.1 * 2**worker.restarts))
             self._spawn(index, worker.restarts + 1)
@@ -214,12 +252,50 @@ class Supervisor:
                 worker.process.kill()
                 await asyncio.to_thread(worker.process.wait)
             os.close(worker.heartbeat_fd)
+            os.close(worker.control_fd)
         self.workers.clear()
         log.info("workers stopped")
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration once and send the live part to every worker."""
+        from cnamd.reload import plan_reload
+        from cnamd.server import log_reload
 
-def ignore_reload() -> None:
-    log.warning("SIGHUP ignored: live reload is not supported yet; restart to apply settings")
+        if self.reload_settings is None:
+            log.warning("SIGHUP ignored: no configuration source to re-read")
+            return
+        try:
+            new = self.reload_settings()
+        except ConfigError as exc:
+            log.error(
+                "reload refused; the running settings stay",
+                extra={"field": exc.field, "reason": exc.reason},
+            )
+            self._tell({"refused": str(exc)})  # for cnamd_config_last_reload_successful
+            return
+        plan = plan_reload(self.settings, new)
+        self.settings = plan.settings  # workers started from now on get these
+        if plan.touches("log"):
+            logs.configure(plan.settings.log)
+        log_reload(plan, workers=self._tell({"settings": as_layer(plan.settings)}))
+
+    def _tell(self, message: dict[str, object]) -> int:
+        """Write one JSON line to every worker's control pipe; how many got it whole."""
+        line = json.dumps(message).encode() + b"\n"
+        told = 0
+        for worker in self.workers.values():
+            try:
+                written = os.write(worker.control_fd, line)
+            except (BlockingIOError, BrokenPipeError) as exc:
+                written, reason = 0, type(exc).__name__
+            else:
+                reason = "pipe full"
+            if written == len(line):
+                told += 1
+            else:
+                # a stuck or dying worker: the heartbeat check restarts it with these settings
+                log.warning("worker not told", extra={"worker": worker.index, "reason": reason})
+        return told
 
 
 async def heartbeat(fd: int) -> None:

@@ -128,6 +128,10 @@ class ChangeFeed:
             )
             return False
         self._install(cache, info, stale=True)
+        # the last full load is the one that wrote this snapshot
+        metrics.CACHE_LAST_FULL_LOAD.set(info.get("built_at") or self.snapshot_path.stat().st_mtime)
+        if "load_seconds" in info:
+            metrics.CACHE_FULL_LOAD_SECONDS.set(info["load_seconds"])
         fields = {"entries": len(cache), "change_id": self._last_id}
         if reason is None:
             log.info("cache mapped from snapshot", extra=fields)
@@ -214,6 +218,13 @@ class ChangeFeed:
             if time.monotonic() >= self._next_reconcile:
                 await self._reconcile(conn, cause="reconcile")
                 self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
+
+    def set_allowed(self, networks: Iterable[str]) -> None:
+        """A new ``sip.allow`` (SIGHUP): the context maps are rebuilt with it, at once."""
+        self.allowed = tuple(networks)
+        contexts = self.directory.contexts
+        if contexts is not None:
+            self.directory.contexts = Contexts(contexts.rows, self.allowed)
 
     def reconcile_soon(self) -> None:
         """Compare digests at the next wake-up instead of waiting for the interval."""

@@ -98,6 +98,9 @@ async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> in
         "count": digest.count,
         "hash_xor": digest.hash_xor,
         "contexts": rows.to_json(),
+        # for cnamd_cache_last_full_load_timestamp_seconds after a warm start
+        "built_at": time.time(),
+        "load_seconds": round(time.monotonic() - started, 3),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     cache.save(path, json.dumps(meta).encode())
@@ -118,6 +121,8 @@ async def load_in_child(
     }
     env = dict(os.environ)
     env[SPEC_ENV] = json.dumps(spec)
+    # the child's own (zero) gauges must not join a worker's merged metrics
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cnamd.cache.loader", env=env, stdin=asyncio.subprocess.DEVNULL
     )

@@ -36,9 +36,7 @@ def make_app(
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[READINESS] = readiness
-    app[TRUSTED] = tuple(
-        ipaddress.ip_network(n, strict=False) for n in settings.http.trusted_networks
-    )
+    app[TRUSTED] = [ipaddress.ip_network(n, strict=False) for n in settings.http.trusted_networks]
     app[AUTH_LIMITER] = TokenBucket(
         settings.http.auth_failure_rate, settings.http.auth_failure_burst
     )

@@ -73,7 +73,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         response = json_error(500, "internal-error", "internal error; see the server log")
-    route = _route_of(request)
-    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
-    metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+    metrics.HTTP.record(
+        _route_of(request), request.method, response.status, time.perf_counter() - started
+    )
     return response

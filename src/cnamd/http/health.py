@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from cnamd import metrics
 from cnamd.http.keys import POOL, READINESS
@@ -22,11 +22,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    metrics.flush_tallies()  # what the hot paths counted since the last second
+    """Every worker's metrics merged (metrics.exposition), this one's brought up to date."""
     pool = request.app.get(POOL)
     if pool is not None:
         publish_pool_metrics(pool)
-    body = generate_latest(REGISTRY)
+    body = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -26,8 +26,8 @@ SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", Directory)
 READINESS = web.AppKey("readiness", Readiness)
 POOL = web.AppKey("pool", Pool)
-# http.trusted_networks, parsed once
-TRUSTED = web.AppKey("trusted", tuple[IPNetwork, ...])
+# http.trusted_networks, parsed once; a list, replaced in place on SIGHUP
+TRUSTED = web.AppKey("trusted", list[IPNetwork])
 # failed logins per source address
 AUTH_LIMITER = web.AppKey("auth_limiter", TokenBucket)
 # the authenticated principal of one request (a request key, set by http.auth)

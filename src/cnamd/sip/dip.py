@@ -147,6 +147,7 @@ class DipSettings:
 
 
 Answer = tuple[bytes, tuple[str, int]]
+Tracer = Callable[[bytes, tuple[str, int], str, Answer | None], None]
 
 
 class Dip:
@@ -165,11 +166,39 @@ class Dip:
         limiter: _Limiter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings
         self.names = names
-        self.limiter = limiter
         self.clock = clock
         self.available = True
+        #: called with (request, source, transport, answer) after each message when set:
+        #: the sampled SIP request log (``sip.log_sample``); None costs one test per message
+        self.trace: Tracer | None = None
+        self._quoted: dict[str, bytes] = {}
+        # Pre-bound metric children (habit 8).
+        # Requests and responses are tallied in plain ints and added to their pre-bound
+        # children by flush_metrics() (the transports call it every second): a
+        # prometheus_client inc() takes a lock and costs ~0.4 us, twice per dip.
+        self._requests = {
+            t: {m.encode(): metrics.Tally(metrics.SIP_REQUESTS.labels(m, t)) for m in METHOD_LABELS}
+            for t in TRANSPORTS
+        }
+        self._responses = {
+            code: metrics.Tally(metrics.SIP_RESPONSES.labels(str(code))) for code in RESPONSE_CODES
+        }
+        self._tallies = [t for by in self._requests.values() for t in by.values()]
+        self._tallies += self._responses.values()
+        self.dropped = {
+            reason: metrics.Tally(metrics.SIP_DROPPED.labels(reason)) for reason in DROP_REASONS
+        }
+        self._ratelimited = metrics.Tally(metrics.RATELIMITED.labels("sip"))
+        self._anonymous_lookups = metrics.Tally(metrics.LOOKUPS.labels("sip", "anonymous", "none"))
+        self._tallies += [*self.dropped.values(), self._ratelimited, self._anonymous_lookups]
+        self.configure(settings, limiter)
+
+    def configure(self, settings: DipSettings, limiter: _Limiter | None) -> None:
+        """Take new settings and rate limiter (SIGHUP): every field derived from them is
+        rebuilt here, synchronously between two messages, so none is answered half-way."""
+        self.settings = settings
+        self.limiter = limiter
         self._identity = settings.number_source == "identity"
         self._miss_302 = settings.miss_reply == "302"
         self._invalid_400 = settings.invalid_reply == "400"
@@ -195,23 +224,6 @@ class Dip:
             + ANONYMOUS_URI
             + CRLF,
         )
-        self._quoted: dict[str, bytes] = {}
-        # Pre-bound metric children (habit 8).
-        # Requests and responses are tallied in plain ints and added to their pre-bound
-        # children by flush_metrics() (the transports call it every second): a
-        # prometheus_client inc() takes a lock and costs ~0.4 us, twice per dip.
-        self._requests = {
-            t: {m.encode(): metrics.Tally(metrics.SIP_REQUESTS.labels(m, t)) for m in METHOD_LABELS}
-            for t in TRANSPORTS
-        }
-        self._responses = {
-            code: metrics.Tally(metrics.SIP_RESPONSES.labels(str(code))) for code in RESPONSE_CODES
-        }
-        self._tallies = [t for by in self._requests.values() for t in by.values()]
-        self._tallies += self._responses.values()
-        self.dropped = {reason: metrics.SIP_DROPPED.labels(reason) for reason in DROP_REASONS}
-        self._ratelimited = metrics.RATELIMITED.labels("sip")
-        self._anonymous_lookups = metrics.LOOKUPS.labels("sip", "anonymous", "none")
 
     def flush_metrics(self) -> None:
         """Add the requests and responses tallied since the last flush to the metrics."""
@@ -226,10 +238,14 @@ class Dip:
     def answer(self, data: bytes, source: tuple[str, int], transport: str) -> Answer | None:
         """The response to one message and where to send it, or None."""
         try:
-            return self._answer(data, source, transport)
+            answer = self._answer(data, source, transport)
         except Exception:  # a bug, not a peer's fault: never let it kill the transport
             self.dropped["internal"].inc()
             return None
+        trace = self.trace
+        if trace is not None:
+            trace(data, source, transport, answer)
+        return answer
 
     def refuse(
         self, data: bytes, source: tuple[str, int], transport: str, code: int, reason: bytes = b""
