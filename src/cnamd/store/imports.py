@@ -266,11 +266,11 @@ async def import_entries(
     flat for any size. National numbers are read in the owner's region.
     ``executor`` (a ProcessPoolExecutor) validates chunks in parallel;
     without it they are validated on the event loop, which a server should
-    not do for a big input. Each bad row, and after
-    the merge each row superseded by a later one for the same phone, is
-    passed to ``on_reject``. ``replace`` deletes the owner's entries the
-    input does not list, unless a row was rejected. Errors of the input as a
-    whole (a bad header) and of the database propagate after the rollback.
+    not do for a big input. Each bad row, and after the merge each row
+    superseded by a later one for the same phone, is passed to
+    ``on_reject``. ``replace`` deletes the owner's entries the input does
+    not list, unless a row was rejected. Errors of the input as a whole (a
+    bad header) and of the database propagate after the rollback.
     """
     staging = _Staging(rows, owner, max_name_length, on_reject, executor)
     values = _owner_values(owner)
