@@ -70,6 +70,7 @@ class Daemon:
         args: tuple[str, ...] = (),
         snapshot: Path | None = None,
     ) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.http_port, self.sip_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.config = tmp_path / "cnamd.toml"
@@ -245,7 +246,9 @@ class DatabaseProxy:
 
     def __init__(self, db_url: str) -> None:
         host = parse_qs(urlsplit(db_url).query)["host"][0]
-        (self.socket_path,) = glob.glob(os.path.join(host, ".s.PGSQL.*"))
+        (self.socket_path,) = [
+            p for p in glob.glob(os.path.join(host, ".s.PGSQL.*")) if not p.endswith(".lock")
+        ]
         self.database = urlsplit(db_url).path.lstrip("/")
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
@@ -279,7 +282,11 @@ class DatabaseProxy:
                 client.close()
                 upstream.close()
                 continue
-            with self._lock:
+            with self._lock:  # cut() may have run meanwhile: it must see this pair
+                if not self.up:
+                    client.close()
+                    upstream.close()
+                    continue
                 self._open += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
@@ -298,8 +305,8 @@ class DatabaseProxy:
 
     def cut(self) -> None:
         """Drop every connection and refuse new ones, as a dead database host would."""
-        self.up = False
         with self._lock:
+            self.up = False
             conns, self._open = self._open, []
         for sock in conns:
             with contextlib.suppress(OSError):

@@ -14,7 +14,6 @@ request: they count in plain ints (``Tally``) flushed once a second.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import weakref
 from bisect import bisect_left
@@ -178,8 +177,10 @@ class Tally:
 
     def __del__(self) -> None:
         """A tally dropped with its owner (a Dip, say) still adds what it counted."""
-        with contextlib.suppress(Exception):  # at interpreter exit the metrics may be gone
+        try:
             self.flush()
+        except Exception:  # at interpreter exit, module globals may be gone already
+            return
 
     def inc(self, amount: int = 1) -> None:
         """For call sites written against a counter child (off the common path)."""
@@ -210,8 +211,10 @@ class TallyHistogram:
         _TALLIES.add(self)
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.flush()
+        except Exception:
+            return
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
