@@ -389,6 +389,26 @@ async def test_an_overlapping_range_creates_only_the_new_numbers(api: Api, partn
     assert listed.body["total"] == 15
 
 
+async def test_concurrent_overlapping_ranges_both_succeed_without_duplicates(
+    api: Api, partner: str
+) -> None:
+    """Each statement skips what its snapshot shows; a number the other inserts
+    meanwhile trips the unique index, and the retry skips it too."""
+
+    async def post(start: int) -> Reply:
+        body = {"start_number": f"+1800{start:07d}", "end_number": f"+1800{start + 1999:07d}"}
+        return await api.call("POST", f"{BASE}/ranges", partner, json=body)
+
+    for _ in range(3):
+        replies = await asyncio.gather(post(0), post(1000), post(500))
+        assert [r.status for r in replies] == [201] * 3, [r.body for r in replies]
+    async with api.pool.acquire() as conn:
+        count, distinct = await conn.fetchrow(
+            "SELECT count(*), count(DISTINCT number) FROM phone_numbers WHERE number LIKE '+1800%'"
+        )
+    assert count == distinct == 3000
+
+
 async def test_range_keeps_leading_zeros_and_crosses_lengths(api: Api, partner: str) -> None:
     async def range_numbers(start: str, end: str) -> list[str]:
         body = {"start_number": start, "end_number": end}

@@ -143,13 +143,14 @@ def _rules(request: web.Request) -> PublishRules:
     return PublishRules(settings.names.max_length, settings.directory.require_approval)
 
 
+def _base(request: web.Request) -> str:
+    """Where links point, as wazo-confd's ``url_for(..., _external=True)`` makes them:
+    absolute. Computed once per request (yarl's ``origin()`` costs ~5 us a call)."""
+    return f"{request.url.origin()}{BASE}/"
+
+
 def _href(request: web.Request, number_uuid: str) -> str:
-    """An absolute link, as wazo-confd's ``url_for(..., _external=True)`` makes it."""
-    return f"{request.url.origin()}{BASE}/{number_uuid}"
-
-
-def _link(request: web.Request, number_uuid: str) -> dict[str, str]:
-    return {"rel": "phone_numbers", "href": _href(request, number_uuid)}
+    return _base(request) + number_uuid
 
 
 async def _tenant(request: web.Request, conn: asyncpg.Connection, *, manage: bool) -> TenantRef:
@@ -171,7 +172,8 @@ async def list_numbers(request: web.Request) -> web.Response:
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=False)
         total, found = await phone_numbers.list_numbers(conn, tenant, query, max_length)
-    items = [n.to_json(_href(request, n.uuid)) for n in found]
+    base = _base(request)
+    items = [n.to_json(base + n.uuid) for n in found]
     return web.json_response({"total": total, "items": items})
 
 
@@ -227,10 +229,11 @@ async def create_range(request: web.Request) -> web.Response:
             _string(body, "start_number"), _string(body, "end_number"), max_span=max_span
         )
         result = await phone_numbers.create_range(conn, tenant, span)
+    base = _base(request)
     return web.json_response(
         {
             "created": [{"uuid": u} for u in result.created],
-            "links": [_link(request, u) for u in result.numbers],
+            "links": [{"rel": "phone_numbers", "href": base + u} for u in result.numbers],
             "total": len(result.numbers),
         },
         status=201,

