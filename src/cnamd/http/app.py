@@ -7,7 +7,17 @@ import ipaddress
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
-from cnamd.http import cnam, health, lookup, openapi, opencnam, phone_numbers, phones, provisioning
+from cnamd.http import (
+    cnam,
+    cnam_csv,
+    health,
+    lookup,
+    openapi,
+    opencnam,
+    phone_numbers,
+    phones,
+    provisioning,
+)
 from cnamd.http.errors import error_middleware
 from cnamd.http.keys import (
     AUTH_LIMITER,
@@ -48,6 +58,7 @@ def make_app(
     opencnam.add_routes(app)
     phones.add_routes(app)
     cnam.add_routes(app)
+    cnam_csv.add_routes(app)
     provisioning.add_routes(app)
     phone_numbers.add_routes(app)
     return app
