@@ -647,6 +647,17 @@ async def test_a_published_name_is_served_and_goes_with_the_number(api: Api, par
     assert await entry(api, created["uuid"]) is None
 
 
+async def test_deleting_the_tenant_unpublishes_its_numbers_names(
+    api: Api, operator: str, other: dict[str, str]
+) -> None:
+    headers = {"Wazo-Tenant": "other"}
+    path = f"{BASE}/{other['number']}"
+    assert (await api.call("PUT", path, operator, json={}, headers=headers)).status == 204
+    await api.until_served("+13125550100", "OTHER CO")
+    assert (await api.call("DELETE", "/api/operator/tenants/other", operator)).status == 204
+    await api.until_served("+13125550100", None)
+
+
 async def test_clearing_or_renaming_or_renumbering_follows_in_the_directory(
     api: Api, partner: str
 ) -> None:
