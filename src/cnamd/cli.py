@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bulk_parsers(sub, with_settings)
     _add_admin_parsers(sub, with_settings)
+    _add_dip_parser(sub)
 
     sub.add_parser("version", help="print the version")
     # started by the supervisor with its sockets and settings; not for people
@@ -191,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return _run(_work)
+        if args.command == "dip":
+            return _run(lambda: _dip(args))
         settings = settings_from(args)
         logs.configure(settings.log)
         if args.command == "serve":
@@ -672,6 +675,45 @@ async def _tenant_command(conn: asyncpg.Connection, args: argparse.Namespace) ->
         for t in await tenants.list_tenants(conn, operator):
             print(f"{t.slug}\t{t.region}\t{t.name}\t{','.join(t.networks)}")
     return 0
+
+
+# --- cnamd dip: one SIP dip, as an SBC sends it (sip/dip_client.py) ---
+
+
+def _add_dip_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dip = sub.add_parser(
+        "dip",
+        help="ask a CNAM server for a caller's name with one SIP INVITE",
+        description="Send the INVITE dip an SBC sends and print the answer: the status,"
+        " and the name a 302 carries. Exit 0: a name; 1: no name; 2: no answer.",
+    )
+    dip.add_argument("calling", metavar="CALLING", help="the caller's number, e.g. +492216698712")
+    dip.add_argument(
+        "--to",
+        default="+10000000000",
+        metavar="CALLED",
+        help="the called number (its owner gives the tenant/user context)",
+    )
+    dip.add_argument(
+        "--server", default="127.0.0.1:5060", metavar="HOST:PORT", help="the SIP server"
+    )
+    dip.add_argument("--tcp", action="store_true", help="over TCP instead of UDP")
+    dip.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
+
+
+async def _dip(args: argparse.Namespace) -> int:
+    from cnamd.sip.dip_client import dip
+
+    try:
+        answer = await dip(args.server, args.calling, args.to, tcp=args.tcp, timeout=args.timeout)
+    except TimeoutError:
+        print(f"cnamd: {args.server}: no answer within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"cnamd: {args.server}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{answer.status} {answer.reason}" + (f": {answer.name}" if answer.name else ""))
+    return 0 if answer.name else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
