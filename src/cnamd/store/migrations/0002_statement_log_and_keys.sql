@@ -91,3 +91,8 @@ CREATE TRIGGER api_keys_log AFTER INSERT OR DELETE
     ON api_keys FOR EACH STATEMENT EXECUTE FUNCTION cnamd_log_contexts();
 CREATE TRIGGER api_key_grants_log AFTER INSERT OR UPDATE OR DELETE ON api_key_grants
     FOR EACH STATEMENT EXECUTE FUNCTION cnamd_log_contexts();
+
+-- The partial index on served entries duplicated the unique index's columns
+-- and served no query (full loads and digests scan the table); every bulk
+-- insert paid for it.
+DROP INDEX cnam_entries_served;
