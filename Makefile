@@ -36,6 +36,10 @@ unit: $(STAMP)
 interop: $(STAMP)
 	scripts/interop-daemon.sh
 
+## check-deploy: validate deploy/ (promtool on the rules and a live /metrics, systemd-analyze, Kubernetes and compose schemas)
+check-deploy: $(STAMP)
+	scripts/check-deploy.sh
+
 ## config: regenerate config/cnamd.example.toml from the settings' defaults
 config: $(STAMP)
 	$(BIN)/python scripts/gen_example_config.py
