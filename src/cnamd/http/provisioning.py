@@ -317,11 +317,10 @@ async def get_key(request: web.Request) -> web.Response:
     await _operator(request)
     key_id = request.match_info["key_id"]
     async with connection(request) as conn:
-        keys = await apikeys.list_keys(conn)
-    for info in keys:
-        if info.key_id == key_id:
-            return web.json_response(info.to_json())
-    raise NotFound(f"no key {key_id!r}", field="key_id")
+        info = await apikeys.get_key(conn, key_id)
+    if info is None:
+        raise NotFound(f"no key {key_id!r}", field="key_id")
+    return web.json_response(info.to_json())
 
 
 async def revoke_key(request: web.Request) -> web.Response:

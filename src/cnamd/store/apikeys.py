@@ -24,6 +24,7 @@ __all__ = [
     "KeyInfo",
     "authenticate",
     "create_key",
+    "get_key",
     "hash_secret",
     "list_keys",
     "revoke_key",
@@ -121,7 +122,7 @@ async def create_key(
             " ON CONFLICT DO NOTHING",
             [(key_id, g.tenant_id, g.usergroup_id) for g in grants],
         )
-        info = await _key_info(conn, key_id)
+        info = await get_key(conn, key_id)
     assert info is not None
     return info, f"{key_id}.{secret}"
 
@@ -249,7 +250,8 @@ def _info(row: asyncpg.Record) -> KeyInfo:
     )
 
 
-async def _key_info(conn: asyncpg.Connection, key_id: str) -> KeyInfo | None:
+async def get_key(conn: asyncpg.Connection, key_id: str) -> KeyInfo | None:
+    """One key as listed, or None."""
     row = await conn.fetchrow(_LIST, key_id)
     return None if row is None else _info(row)
 
@@ -263,7 +265,7 @@ async def revoke_key(conn: asyncpg.Connection, key_id: str) -> KeyInfo:
     await conn.execute(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1", key_id
     )
-    info = await _key_info(conn, key_id)
+    info = await get_key(conn, key_id)
     if info is None:
         raise NotFound(f"no key {key_id!r}", field="key_id")
     return info
