@@ -8,8 +8,10 @@ from aiohttp import web
 
 from cnamd.cache.directory import Directory
 from cnamd.http import (
+    approvals,
     cnam,
     cnam_csv,
+    flowroute,
     health,
     lookup,
     openapi,
@@ -61,4 +63,6 @@ def make_app(
     cnam_csv.add_routes(app)
     provisioning.add_routes(app)
     phone_numbers.add_routes(app)
+    flowroute.add_routes(app)
+    approvals.add_routes(app)
     return app

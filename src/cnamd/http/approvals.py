@@ -1,0 +1,91 @@
+"""Operators approve or reject tenants' CNAM records (issue #6): cnamd's own JSON API.
+
+Only approved names are served; approving serves the record's name for every
+number associated with it, rejecting withdraws it from every cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from cnamd.errors import Forbidden, InvalidRequest
+from cnamd.http.auth import principal
+from cnamd.http.db import connection
+from cnamd.model import Principal, Role
+from cnamd.store import cnam_records
+from cnamd.store.cnam_records import CnamRecord
+
+__all__ = ["add_routes", "record_json"]
+
+_STATES = ("pending", "approved", "rejected")
+
+
+def record_json(record: CnamRecord) -> dict[str, object]:
+    def stamp(at: Any) -> str | None:
+        return None if at is None else at.isoformat()
+
+    return {
+        "id": str(record.id),
+        "tenant": record.tenant,
+        "value": record.value,
+        "approval": record.approval,
+        "rejection_reason": record.rejection_reason,
+        "created_at": stamp(record.created_at),
+        "approved_at": stamp(record.approved_at),
+        "numbers": record.numbers,
+    }
+
+
+def _operator(who: Principal) -> None:
+    if who.role is not Role.OPERATOR:
+        raise Forbidden("approving CNAM records needs an operator key", field="authorization")
+
+
+async def list_records(request: web.Request) -> web.Response:
+    """Records in one approval state (default ``pending``), oldest first."""
+    _operator(await principal(request))
+    state = request.query.get("approval", "pending")
+    if state not in _STATES:
+        raise InvalidRequest(f"approval is one of {', '.join(_STATES)}", field="approval")
+    try:
+        limit = int(request.query.get("limit", "100"))
+        offset = int(request.query.get("offset", "0"))
+    except ValueError as exc:
+        raise InvalidRequest("limit and offset are integers", field="limit") from exc
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise InvalidRequest("limit is 1 to 1000 and offset at least 0", field="limit")
+    async with connection(request) as conn:
+        found, more = await cnam_records.list_records(
+            conn, None, approval=(state,), value=None, limit=limit, offset=offset
+        )
+    return web.json_response({"items": [record_json(r) for r in found], "more": more})
+
+
+async def approve(request: web.Request) -> web.Response:
+    _operator(await principal(request))
+    async with connection(request) as conn:
+        record = await cnam_records.approve(conn, request.match_info["record_id"])
+    return web.json_response(record_json(record))
+
+
+async def reject(request: web.Request) -> web.Response:
+    """Reject with ``{"reason": "..."}``; Flowroute shows the reason as ``rejection_reason``."""
+    _operator(await principal(request))
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise InvalidRequest("the body is a JSON object with a reason", field="reason") from exc
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if not isinstance(reason, str):
+        raise InvalidRequest("a rejection needs a reason (a string)", field="reason")
+    async with connection(request) as conn:
+        record = await cnam_records.reject(conn, request.match_info["record_id"], reason)
+    return web.json_response(record_json(record))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/operator/cnam-records", list_records)
+    app.router.add_post("/api/operator/cnam-records/{record_id}/approve", approve)
+    app.router.add_post("/api/operator/cnam-records/{record_id}/reject", reject)
