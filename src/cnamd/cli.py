@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bulk_parsers(sub, with_settings)
     _add_admin_parsers(sub, with_settings)
     _add_dip_parser(sub)
+    _add_approval_parsers(sub, with_settings)
 
     sub.add_parser("version", help="print the version")
     # started by the supervisor with its sockets and settings; not for people
@@ -203,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(lambda: _import(settings, args))
         if args.command == "export":
             return _run(lambda: _export(settings, args))
+        if args.command in ("approve", "reject"):
+            return _run(lambda: _approval(settings, args))
         if args.command in ("apikey", "tenant"):
             return _run(lambda: _admin(settings, args))
         return _run(lambda: _migrate(settings, args.check))
@@ -714,6 +717,57 @@ async def _dip(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"{answer.status} {answer.reason}" + (f": {answer.name}" if answer.name else ""))
     return 0 if answer.name else 1
+
+
+# --- cnamd approve / reject: operators' verdict on CNAM records (store/cnam_records.py) ---
+
+
+def _add_approval_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_settings: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    approve = sub.add_parser(
+        "approve",
+        help="list pending CNAM records, or approve some",
+        description="Without IDs, list the CNAM records waiting for approval; with IDs, approve"
+        " them: the numbers associated with each are served its name.",
+    )
+    with_settings(approve)
+    approve.add_argument("ids", nargs="*", metavar="ID", help="record ids")
+    reject = sub.add_parser(
+        "reject",
+        help="reject CNAM records with a reason",
+        description="Reject CNAM records; a name one served is withdrawn from every cache.",
+    )
+    with_settings(reject)
+    reject.add_argument("ids", nargs="+", metavar="ID", help="record ids")
+    reject.add_argument("--reason", required=True, metavar="TEXT", help="shown to the tenant")
+
+
+async def _approval(settings: Settings, args: argparse.Namespace) -> int:
+    """``cnamd approve [ID...]`` and ``cnamd reject ID... --reason``; errors exit 2."""
+    from cnamd.store import cnam_records
+
+    try:
+        async with _store(settings) as conn:
+            if args.command == "approve" and not args.ids:
+                found, _ = await cnam_records.list_records(
+                    conn, None, approval=("pending",), value=None, limit=10000, offset=0
+                )
+                for r in found:
+                    created = r.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    print(f"{r.id}\t{r.tenant}\t{created}\t{r.numbers}\t{r.value}")
+                return 0
+            for record_id in args.ids:
+                if args.command == "approve":
+                    done = await cnam_records.approve(conn, record_id)
+                else:
+                    done = await cnam_records.reject(conn, record_id, args.reason)
+                print(f"{done.approval} {done.id} {done.value!r} ({done.tenant})")
+    except CnamdError as exc:
+        print(f"cnamd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
