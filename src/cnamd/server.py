@@ -32,6 +32,7 @@ from cnamd.http import access_log
 from cnamd.http.app import make_app
 from cnamd.http.keys import AUTH_LIMITER, TRUSTED
 from cnamd.listeners import ListenSpec, adopt, bind_all
+from cnamd.order_worker import OrderWorker
 from cnamd.ratelimit import TokenBucket
 from cnamd.reload import ReloadPlan, plan_reload
 from cnamd.settings import Settings, SipSettings, from_layer
@@ -160,6 +161,7 @@ class Server:
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.feed: ChangeFeed | None = None
         self.pool: Pool | None = None
+        self.orders: OrderWorker | None = None
         self.http_runner: web.AppRunner | None = None
         self.sip_udp: list[asyncio.DatagramTransport] = []
         self.sip_streams: list[asyncio.Server] = []
@@ -203,6 +205,10 @@ class Server:
             log_settings=self.settings.log,
         )
         await self.feed.start(prefer_snapshot=True)
+        if self.worker is None or self.worker.index == 0:
+            # Atmosphere CNAM orders: one worker per daemon; SKIP LOCKED shares them safely
+            self.orders = OrderWorker(self.pool, self.settings)
+            self.orders.start()
         self._metrics_tick = asyncio.create_task(self._publish_metrics())
         assert self.dip is not None
         self.dip.available = True
@@ -376,6 +382,8 @@ class Server:
             await self.http_runner.cleanup()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self.orders is not None:
+            await self.orders.stop()
         if self.feed is not None:
             await self.feed.stop()
         if self.pool is not None:

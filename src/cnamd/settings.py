@@ -218,6 +218,20 @@ class RangeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderSettings:
+    """Atmosphere-style CNAM orders (issue #6), worked off in the background in batches."""
+
+    batch_size: int = _setting(100, "numbers an order's batch holds", _between(1, 10000))
+    max_numbers: int = _setting(10000, "most numbers one order may name", _between(1, 1000000))
+    batch_pause: float = _setting(
+        0.0, "seconds between two batches (throttles provisioning)", _between(0, 60)
+    )
+    poll_interval: float = _setting(
+        0.5, "seconds between looks for queued orders", _between(0.05, 60)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: Literal["debug", "info", "warning", "error"] = _setting("info", "log level")
     format: Literal["kv", "json"] = _setting("kv", "one line per event: key=value or JSON")
@@ -242,6 +256,7 @@ class Settings:
     names: NameSettings = field(default_factory=NameSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
     ranges: RangeSettings = field(default_factory=RangeSettings)
+    orders: OrderSettings = field(default_factory=OrderSettings)
     log: LogSettings = field(default_factory=LogSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from cnamd.cache.directory import Directory
 from cnamd.http import (
     approvals,
+    atmosphere,
     cnam,
     cnam_csv,
     flowroute,
@@ -65,4 +66,5 @@ def make_app(
     phone_numbers.add_routes(app)
     flowroute.add_routes(app)
     approvals.add_routes(app)
+    atmosphere.add_routes(app)
     return app

@@ -1,0 +1,63 @@
+"""The background worker that carries out Atmosphere CNAM orders (store/cnam_orders.py).
+
+One per daemon (worker process 0 under the supervisor); several daemons on
+one database share the work safely, because each order is taken with
+``FOR UPDATE SKIP LOCKED`` and each item's status is committed with its
+effect. At start-up it resumes whatever is QUEUED or PENDING; afterwards it
+looks every ``orders.poll_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import cast
+
+import asyncpg
+
+from cnamd.settings import Settings
+from cnamd.store import cnam_orders
+from cnamd.store.pool import Pool
+
+__all__ = ["OrderWorker"]
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class OrderWorker:
+    """Works off open orders a batch at a time until stopped."""
+
+    def __init__(self, pool: Pool, settings: Settings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cnamd-order-worker")
+
+    async def stop(self) -> None:
+        """Cancel between or inside a batch: an interrupted batch's transaction rolls back."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        orders = self.settings.orders
+        while True:
+            try:
+                async with self.pool.acquire() as proxy:
+                    worked = await cnam_orders.process_next(
+                        cast(asyncpg.Connection, proxy),
+                        require_approval=self.settings.directory.require_approval,
+                    )
+            except _TRANSIENT as exc:
+                log.warning("order worker: database error", extra={"reason": str(exc)[:200]})
+                worked = False
+            if worked:
+                await asyncio.sleep(orders.batch_pause)
+            else:
+                await asyncio.sleep(orders.poll_interval)
