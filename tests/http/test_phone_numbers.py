@@ -758,6 +758,11 @@ class TestRequireApproval:
         row = await entry(api, created["uuid"])
         assert row is not None and (row["approval"], row["approved_at"]) == ("pending", None)
         async with api.pool.acquire() as conn:
+            # nothing reached the change log that caches serve from
+            logged = await conn.fetchval(
+                "SELECT count(*) FROM change_log WHERE key = '+15555550100'"
+            )
+            assert logged == 0
             await conn.execute(
                 "UPDATE cnam_entries SET approval = 'approved', approved_at = now()"
                 " WHERE phone_number_uuid = $1",
