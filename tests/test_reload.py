@@ -79,6 +79,7 @@ def test_sighup_applies_a_new_acl_to_the_next_request_and_refuses_a_broken_file(
         dipper = threading.Thread(target=keep_dipping)
         dipper.start()
         try:
+            eventually(lambda: len(answers) >= 3, 10, "dips before the reload")
             daemon.config.write_text(CLOSED)
             daemon.sighup()
             daemon.wait_lines("settings reloaded")
