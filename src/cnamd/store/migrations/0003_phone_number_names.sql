@@ -17,7 +17,11 @@ CREATE INDEX phone_numbers_user ON phone_numbers (user_id) WHERE user_id IS NOT 
 -- A global-directory name published from a phone number points at it: one
 -- name per number, and deleting the number (or its tenant) unpublishes the
 -- name in the same statement; the entry log's delete trigger tells every cache.
-ALTER TABLE cnam_entries ADD COLUMN phone_number_uuid uuid UNIQUE
+-- The uniqueness is a partial index: bulk imports of scoped entries (no
+-- number) then pay nothing for it.
+ALTER TABLE cnam_entries ADD COLUMN phone_number_uuid uuid
     REFERENCES phone_numbers ON DELETE CASCADE;
+CREATE UNIQUE INDEX cnam_entries_phone_number_uuid_key ON cnam_entries (phone_number_uuid)
+    WHERE phone_number_uuid IS NOT NULL;
 ALTER TABLE cnam_entries ADD CONSTRAINT cnam_entries_phone_number_global
     CHECK (phone_number_uuid IS NULL OR (scope = 'global' AND NOT is_prefix));
