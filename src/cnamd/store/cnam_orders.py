@@ -27,7 +27,7 @@ from cnamd.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from cnamd.model import Grant, Principal, Role
 from cnamd.names import validate_name
 from cnamd.store import apikeys
-from cnamd.store.phone_numbers import TenantRef, directory_key
+from cnamd.store.phone_numbers import TenantRef, directory_key, publish_names
 
 __all__ = [
     "SESSION_LIFETIME",
@@ -312,17 +312,6 @@ SELECT id, tenant_id, action, cnam FROM cnam_orders
  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 """
 
-_PUBLISH = """
-INSERT INTO cnam_entries (scope, key, name, approval, approved_at, phone_number_uuid)
-SELECT 'global', k, $2, $3::text, CASE WHEN $3::text = 'approved' THEN now() END, u
-  FROM unnest($1::uuid[], $4::text[]) AS x(u, k)
-ON CONFLICT (scope, owner_id, key) DO UPDATE
-   SET name = EXCLUDED.name, approval = EXCLUDED.approval, approved_at = EXCLUDED.approved_at,
-       rejection_reason = NULL, updated_at = now()
- WHERE cnam_entries.phone_number_uuid = EXCLUDED.phone_number_uuid
-   AND cnam_entries.name <> EXCLUDED.name
-"""
-
 
 async def process_next(
     conn: asyncpg.Connection, *, require_approval: bool, only: int | None = None
@@ -399,16 +388,4 @@ async def _publish(
         for r in items
         if r["phone_number_uuid"] is not None and (key := directory_key(r["e164"])) is not None
     ]
-    await conn.execute(
-        "DELETE FROM cnam_entries e USING unnest($1::uuid[], $2::text[]) AS x(u, k)"
-        " WHERE e.phone_number_uuid = x.u AND e.key <> x.k",
-        [u for u, _ in keyed],
-        [k for _, k in keyed],
-    )
-    await conn.execute(
-        _PUBLISH,
-        [u for u, _ in keyed],
-        name,
-        "pending" if require_approval else "approved",
-        [k for _, k in keyed],
-    )
+    await publish_names(conn, keyed, name, "pending" if require_approval else "approved")

@@ -24,7 +24,7 @@ import asyncpg
 
 from cnamd.errors import Conflict, InvalidName, InvalidRequest, NotFound
 from cnamd.names import validate_name
-from cnamd.store.phone_numbers import TenantRef, directory_key
+from cnamd.store.phone_numbers import TenantRef, directory_key, publish_names
 
 __all__ = [
     "FLOWROUTE_MAX_LENGTH",
@@ -267,17 +267,6 @@ async def _number(conn: asyncpg.Connection, tenant: TenantRef, digits: str) -> a
     return row
 
 
-_PUBLISH = """
-INSERT INTO cnam_entries (scope, key, name, approval, approved_at, phone_number_uuid)
-VALUES ('global', $2, $3, $4::text, CASE WHEN $4::text = 'approved' THEN now() END, $1)
-ON CONFLICT (scope, owner_id, key) DO UPDATE
-   SET name = EXCLUDED.name, approval = EXCLUDED.approval, approved_at = EXCLUDED.approved_at,
-       rejection_reason = NULL, updated_at = now()
- WHERE cnam_entries.phone_number_uuid = EXCLUDED.phone_number_uuid
-RETURNING id
-"""
-
-
 async def associate(
     conn: asyncpg.Connection, tenant: TenantRef, digits: str, record_text: str
 ) -> CnamRecord:
@@ -296,15 +285,10 @@ async def associate(
                 f"{number['number']} is not a possible E.164 number; only those publish a name",
                 field="number",
             )
-        await conn.execute(
-            "DELETE FROM cnam_entries WHERE phone_number_uuid = $1 AND key <> $2",
-            number["uuid"],
-            key,
+        published = await publish_names(
+            conn, [(number["uuid"], key)], record.value, record.approval, restate=True
         )
-        published = await conn.fetchval(
-            _PUBLISH, number["uuid"], key, record.value, record.approval
-        )
-        if published is None:
+        if not published:
             raise Conflict(
                 f"the global directory already holds a name for {key} from another holder",
                 field="number",

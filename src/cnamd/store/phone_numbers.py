@@ -67,6 +67,7 @@ __all__ = [
     "list_query",
     "number_range",
     "publication",
+    "publish_names",
     "require_manager",
     "select_tenant",
     "set_main",
@@ -554,15 +555,48 @@ def _exists(number: str) -> InvalidRequest:
     )
 
 
+# A key held by another holder is left alone: the conflict arm only updates
+# the number's own entry. Unless $5 (restate), an unchanged name keeps its
+# approval state.
 _PUBLISH = """
 INSERT INTO cnam_entries (scope, key, name, approval, approved_at, phone_number_uuid)
-VALUES ('global', $2, $3, $4::text, CASE WHEN $4::text = 'approved' THEN now() END, $1)
+SELECT 'global', k, $3, $4::text, CASE WHEN $4::text = 'approved' THEN now() END, u
+  FROM unnest($1::uuid[], $2::text[]) AS x(u, k)
 ON CONFLICT (scope, owner_id, key) DO UPDATE
    SET name = EXCLUDED.name, approval = EXCLUDED.approval, approved_at = EXCLUDED.approved_at,
        rejection_reason = NULL, updated_at = now()
  WHERE cnam_entries.phone_number_uuid = EXCLUDED.phone_number_uuid
-   AND cnam_entries.name <> EXCLUDED.name
+   AND ($5 OR cnam_entries.name <> EXCLUDED.name)
+RETURNING phone_number_uuid
 """
+
+
+async def publish_names(
+    conn: asyncpg.Connection,
+    numbers: Sequence[tuple[object, str]],
+    name: str,
+    approval: str,
+    *,
+    restate: bool = False,
+) -> set[object]:
+    """Publish ``name`` for each (number uuid, directory key): the one place the
+    global directory takes a number's name (phone numbers, CNAM records, orders).
+
+    A number's entry under another key is removed first (the number moved).
+    ``restate`` writes ``approval`` even over an unchanged name. Returns the
+    uuids whose entry was written; a number missing from it either held that
+    name already or lost its key to another holder.
+    """
+    uuids = [u for u, _ in numbers]
+    keys = [k for _, k in numbers]
+    await conn.execute(
+        "DELETE FROM cnam_entries e USING unnest($1::uuid[], $2::text[]) AS x(u, k)"
+        " WHERE e.phone_number_uuid = x.u AND e.key <> x.k",
+        uuids,
+        keys,
+    )
+    rows = await conn.fetch(_PUBLISH, uuids, keys, name, approval, restate)
+    return {r["phone_number_uuid"] for r in rows}
 
 
 async def _publish(
@@ -583,11 +617,8 @@ async def _publish(
     if key is None or name is None:
         await conn.execute("DELETE FROM cnam_entries WHERE phone_number_uuid = $1", number_uuid)
         return
-    await conn.execute(
-        "DELETE FROM cnam_entries WHERE phone_number_uuid = $1 AND key <> $2", number_uuid, key
-    )
     approval = "pending" if rules.require_approval else "approved"
-    await conn.execute(_PUBLISH, number_uuid, key, name, approval)
+    await publish_names(conn, [(number_uuid, key)], name, approval)
 
 
 async def create_number(
