@@ -26,16 +26,11 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from sip_peer import request
 
+from test_daemon import free_port
+
 CLI = [sys.executable, "-m", "cnamd.cli"]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

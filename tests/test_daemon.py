@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,10 +23,22 @@ CLI = [sys.executable, "-m", "cnamd.cli"]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port free for both TCP and UDP now, below Linux's ephemeral range.
+
+    The kernel's own pick (port 0) comes from the ephemeral range (32768+),
+    where any test's outgoing connection may take the port before the daemon
+    binds it ("Address already in use"); below it only listeners compete.
+    """
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        try:
+            with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
         return port
+    raise RuntimeError("no free loopback port in 20000-32000")
 
 
 def http_get(url: str) -> tuple[int, bytes]:
