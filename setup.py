@@ -8,18 +8,20 @@ plain Python modules instead.
 
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 HOT = ["src/cnamd/sip/message.py", "src/cnamd/sip/dip.py"]
 
 ext_modules = []
 if not os.environ.get("CNAMD_PURE_PYTHON"):
+    # The parser's C fast path for requests of the common shape (sip/_scan.c says why).
+    ext_modules.append(Extension("cnamd.sip._scan", ["src/cnamd/sip/_scan.c"]))
     try:
         from mypyc.build import mypycify
     except ImportError:
         pass
     else:
         # the build environment lacks the runtime dependencies; their types do not matter here
-        ext_modules = mypycify(["--ignore-missing-imports", *HOT], opt_level="3")
+        ext_modules += mypycify(["--ignore-missing-imports", *HOT], opt_level="3")
 
 setup(ext_modules=ext_modules)

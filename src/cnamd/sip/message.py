@@ -9,6 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cnamd.sip._scan import Scanned
+try:
+    from cnamd.sip._scan import scan as _c_scan
+
+    _scan: Callable[[bytes], Scanned | None] | None = _c_scan
+except ImportError:  # built without a C compiler (CNAMD_PURE_PYTHON): Python reads everything
+    _scan = None
 
 CRLF = b"\r\n"
 SIP_VERSION = b"SIP/2.0"
@@ -494,6 +505,10 @@ def parse_request(data: bytes) -> Request:
     Content-Length, Date and the identity headers; validates what RFC 3261 and
     RFC 4475 require of them; skips everything else.
     """
+    if _scan is not None:
+        scanned = _scan(data)
+        if scanned is not None:
+            return _request_from_scan(scanned)
     end = data.find(b"\r\n\r\n")
     if end >= 0:
         return _parse(data[:end], data[end + 4 :], False)
@@ -505,6 +520,24 @@ def parse_request(data: bytes) -> Request:
         req.fail(E_NO_HEADERS)
         return req
     return _parse(split[0], split[1], False)
+
+
+def _request_from_scan(scanned: Scanned) -> Request:
+    """The Request ``_parse`` would build, from the C scanner's fields (a valid message)."""
+    method, uri, vias, top, headers, from_parts, to_parts, max_forwards, body = scanned
+    req = Request()
+    req.method = method
+    req.uri = uri
+    req.vias = vias
+    req.headers = headers
+    via = req.via = TopVia()
+    via.raw = via.base = vias[0]
+    via.transport, via.host, via.port = top
+    req.from_addr = NameAddr(*from_parts)
+    req.to_addr = NameAddr(*to_parts)
+    req.max_forwards = max_forwards
+    req.body = body
+    return req
 
 
 def _parse(head: bytes, body: bytes, unfolded: bool) -> Request:
