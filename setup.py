@@ -7,6 +7,7 @@ plain Python modules instead.
 """
 
 import os
+import sys
 
 from setuptools import Extension, setup
 
@@ -16,6 +17,9 @@ ext_modules = []
 if not os.environ.get("CNAMD_PURE_PYTHON"):
     # The parser's C fast path for requests of the common shape (sip/_scan.c says why).
     ext_modules.append(Extension("cnamd.sip._scan", ["src/cnamd/sip/_scan.c"]))
+    if sys.platform == "linux":  # recvmmsg/sendmmsg; elsewhere uvloop's transport serves UDP
+        # The UDP listener's batched loop (sip/_udp.c says why).
+        ext_modules.append(Extension("cnamd.sip._udp", ["src/cnamd/sip/_udp.c"]))
     try:
         from mypyc.build import mypycify
     except ImportError:

@@ -38,7 +38,7 @@ from cnamd.reload import ReloadPlan, plan_reload
 from cnamd.settings import Settings, SipSettings, from_layer
 from cnamd.sip.dip import Dip, DipSettings
 from cnamd.sip.requestlog import request_log
-from cnamd.sip.transport import StreamLimits, serve_tcp, serve_udp
+from cnamd.sip.transport import StreamLimits, UdpListener, serve_tcp, serve_udp
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate, pending
@@ -163,7 +163,7 @@ class Server:
         self.pool: Pool | None = None
         self.orders: OrderWorker | None = None
         self.http_runner: web.AppRunner | None = None
-        self.sip_udp: list[asyncio.DatagramTransport] = []
+        self.sip_udp: list[UdpListener] = []
         self.sip_streams: list[asyncio.Server] = []
         self.dip: Dip | None = None
         self.listeners_up = False

@@ -8,14 +8,18 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from memory_names import MemoryNames
+from prometheus_client import REGISTRY
 from sip_peer import display_name, parse_reply, request
 
 from cnamd.sip import Dip, DipSettings
+from cnamd.sip import transport as transport_module
 from cnamd.sip.transport import (
     StreamLimits,
     bind_tcp,
@@ -48,6 +52,17 @@ def _dip() -> Dip:
     return Dip(DipSettings(), MemoryNames())
 
 
+@pytest.fixture(params=["pump", "uvloop"])
+def udp_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A UDP test runs over the C pump (as shipped on Linux) and over uvloop's datagram
+    transport (builds without the C extension)."""
+    if request.param == "uvloop":
+        monkeypatch.setattr(transport_module, "_pump", None)
+    else:
+        assert transport_module._pump is not None or os.environ.get("CNAMD_PURE_PYTHON")
+    return str(request.param)
+
+
 async def _udp_ask(host: str, port: int, data: bytes, via_rport: bool = True) -> bytes:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -59,6 +74,7 @@ async def _udp_ask(host: str, port: int, data: bytes, via_rport: bool = True) ->
         return reply
 
 
+@pytest.mark.usefixtures("udp_loop")
 @pytest.mark.parametrize("host", HOSTS)
 async def test_udp_dip_gets_302_back_at_the_source_port(host: str) -> None:
     sock = bind_udp(host, 0)
@@ -74,6 +90,7 @@ async def test_udp_dip_gets_302_back_at_the_source_port(host: str) -> None:
         transport.close()
 
 
+@pytest.mark.usefixtures("udp_loop")
 async def test_udp_options_and_garbage() -> None:
     sock = bind_udp("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -91,6 +108,125 @@ async def test_udp_options_and_garbage() -> None:
             assert parse_reply(reply).status == 200  # the first answer is the OPTIONS one
     finally:
         transport.close()
+
+
+async def _recv_all(client: socket.socket, count: int, timeout: float = 10.0) -> list[bytes]:
+    """Up to ``count`` datagrams, waiting at most ``timeout`` seconds for the next one."""
+    loop = asyncio.get_running_loop()
+    replies: list[bytes] = []
+    for _ in range(count):
+        try:
+            data, _ = await asyncio.wait_for(loop.sock_recvfrom(client, 65535), timeout)
+        except TimeoutError:
+            break
+        replies.append(data)
+    return replies
+
+
+def _udp_client(host: str = "127.0.0.1") -> socket.socket:
+    client = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    client.setblocking(False)
+    client.bind((host, 0))
+    return client
+
+
+@pytest.mark.usefixtures("udp_loop")
+@pytest.mark.parametrize("host", HOSTS)
+async def test_udp_burst_over_many_batches_gets_every_answer_once(host: str) -> None:
+    # 600 datagrams sent before any answer is read: several recvmmsg batches and
+    # several wake-ups of the listener (256 per wake-up), each answered once
+    sock = bind_udp(host, 0)
+    port = sock.getsockname()[1]
+    listener = await serve_udp(sock, _dip())
+    sent_by = f"[{host}]" if ":" in host else host
+    try:
+        with _udp_client(host) as client:
+            for i in range(600):
+                data = request(
+                    call_id=f"burst-{i}", via=f"SIP/2.0/UDP {sent_by}:9;rport;branch=z9hG4bK{i}"
+                )
+                client.sendto(data, (host, port))
+            replies = [parse_reply(r) for r in await _recv_all(client, 600)]
+        assert sorted(r.one("Call-ID") for r in replies) == sorted(f"burst-{i}" for i in range(600))
+        assert {r.status for r in replies} == {302}
+    finally:
+        listener.close()
+
+
+@pytest.mark.usefixtures("udp_loop")
+async def test_udp_answer_goes_to_the_via_port_without_rport() -> None:
+    # RFC 3261 §18.2.2: no rport, so the answer goes to the source address at the sent-by port
+    sock = bind_udp("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    listener = await serve_udp(sock, _dip())
+    try:
+        with _udp_client() as asker, _udp_client() as via_port:
+            via = f"SIP/2.0/UDP 127.0.0.1:{via_port.getsockname()[1]};branch=z9hG4bKv"
+            asker.sendto(request(via=via), ("127.0.0.1", port))
+            [reply] = await _recv_all(via_port, 1)
+            assert parse_reply(reply).status == 302
+            assert await _recv_all(asker, 1, timeout=0.3) == []
+    finally:
+        listener.close()
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("cnamd_sip_dropped_total", {"reason": reason}) or 0.0
+
+
+@pytest.mark.usefixtures("udp_loop")
+async def test_udp_answer_to_a_named_maddr_is_dropped_and_counted() -> None:
+    # honoured maddr naming a host: sending would block the loop on DNS, so it is dropped
+    sock = bind_udp("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    dip = Dip(DipSettings(honor_maddr=True), MemoryNames())
+    listener = await serve_udp(sock, dip)
+    send = _dropped("send")
+    try:
+        with _udp_client() as client:
+            via = "SIP/2.0/UDP 127.0.0.1:5999;maddr=sbc.example.invalid;branch=z9hG4bKm"
+            client.sendto(request(via=via), ("127.0.0.1", port))
+            ping = request("OPTIONS", via="SIP/2.0/UDP 127.0.0.1;rport;branch=z9hG4bKp")
+            client.sendto(ping, ("127.0.0.1", port))
+            [reply] = await _recv_all(client, 1)  # the OPTIONS answer: the listener goes on
+            assert parse_reply(reply).status == 200
+        dip.flush_metrics()
+        assert _dropped("send") == send + 1
+    finally:
+        listener.close()
+
+
+@pytest.mark.usefixtures("udp_loop")
+async def test_udp_listener_survives_a_failing_answer() -> None:
+    sock = bind_udp("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    dip = _dip()
+    listener = await serve_udp(sock, dip)
+    answer = listener._answer
+    calls = 0
+
+    def fail_once(data: bytes, source: tuple[str, int]) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("injected")
+        return answer(data, source)
+
+    listener._answer = fail_once  # type: ignore[assignment]
+    internal = _dropped("internal")
+    try:
+        with _udp_client() as client:
+            via = "SIP/2.0/UDP 127.0.0.1;rport;branch=z9hG4bKf"
+            client.sendto(request(call_id="lost", via=via), ("127.0.0.1", port))
+            await asyncio.sleep(0.2)
+            client.sendto(request(call_id="answered", via=via), ("127.0.0.1", port))
+            [reply] = await _recv_all(client, 1)
+            assert parse_reply(reply).one("Call-ID") == "answered"
+        dip.flush_metrics()
+        assert _dropped("internal") == internal + 1
+    finally:
+        listener.close()
 
 
 def test_udp_socket_gets_a_large_receive_buffer() -> None:
@@ -280,3 +416,42 @@ async def test_tls_dip_is_answered(tls_files: tuple[Path, Path]) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _pump() -> Any:
+    pump = transport_module._pump
+    assert pump is not None, "the C pump is not built"
+    return pump
+
+
+@pytest.mark.skipif(bool(os.environ.get("CNAMD_PURE_PYTHON")), reason="pure build asked for")
+def test_pump_sends_earlier_answers_then_raises_a_callback_error() -> None:
+    with bind_udp("127.0.0.1", 0) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.bind(("127.0.0.1", 0))
+        c.settimeout(5)
+        for i in range(3):
+            c.sendto(b"%d" % i, server.getsockname())
+        time.sleep(0.1)
+
+        def answer(data: bytes, source: tuple[str, int]) -> tuple[bytes, tuple[str, int]]:
+            if data == b"2":
+                raise RuntimeError("injected")
+            return b"re:" + data, source
+
+        with pytest.raises(RuntimeError, match="injected"):
+            _pump()(server.fileno(), answer, lambda d, a: None, 100)
+        assert {c.recv(100), c.recv(100)} == {b"re:0", b"re:1"}
+
+
+@pytest.mark.skipif(bool(os.environ.get("CNAMD_PURE_PYTHON")), reason="pure build asked for")
+def test_pump_refuses_a_malformed_answer_and_reports_what_it_read() -> None:
+    with bind_udp("127.0.0.1", 0) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.bind(("127.0.0.1", 0))
+        c.sendto(b"x", server.getsockname())
+        time.sleep(0.1)
+        with pytest.raises(TypeError):
+            _pump()(server.fileno(), lambda d, a: "not bytes", lambda d, a: None, 100)
+        assert _pump()(server.fileno(), lambda d, a: None, lambda d, a: None, 100) == (0, 0)
+        c.sendto(b"y", server.getsockname())
+        time.sleep(0.1)
+        assert _pump()(server.fileno(), lambda d, a: None, lambda d, a: None, 100) == (1, 0)

@@ -89,7 +89,16 @@ RESPONSE_CODES = {
     503: b"Service Unavailable",
     505: b"Version Not Supported",
 }
-DROP_REASONS = ("unparseable", "response", "denied", "internal", "oversize", "framing", "overload")
+DROP_REASONS = (
+    "unparseable",
+    "response",
+    "denied",
+    "internal",
+    "oversize",
+    "framing",
+    "overload",
+    "send",
+)
 ALLOW = b"Allow: INVITE, ACK, CANCEL, OPTIONS\r\n"
 ACCEPT = b"Accept: application/sdp\r\n"
 ANONYMOUS_URI = b"<sip:anonymous@anonymous.invalid>"  # RFC 3323 §4.1.1.3
@@ -246,6 +255,10 @@ class Dip:
         if trace is not None:
             trace(data, source, transport, answer)
         return answer
+
+    def answer_udp(self, data: bytes, source: tuple[str, int]) -> Answer | None:
+        """``answer()`` for a datagram: the UDP pump's callback."""
+        return self.answer(data, source, "udp")
 
     def refuse(
         self, data: bytes, source: tuple[str, int], transport: str, code: int, reason: bytes = b""

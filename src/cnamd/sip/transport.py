@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import logging
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
@@ -27,6 +28,15 @@ from cnamd.sip.message import PING, StreamFramer
 DEFAULT_RCVBUF = 8 * 1024 * 1024
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; lifts the rmem_max cap for root
 PONG = b"\r\n"  # RFC 5626 §4.4.1
+
+try:
+    from cnamd.sip._udp import pump as _c_pump
+
+    _pump: Callable[..., tuple[int, int]] | None = _c_pump
+except ImportError:  # no C compiler (CNAMD_PURE_PYTHON) or not Linux: uvloop's transport
+    _pump = None
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,41 +164,109 @@ async def _flush_metrics(dip: Dip, serving: Callable[[], bool]) -> None:
 
 
 class SipDatagramProtocol(asyncio.DatagramProtocol):
-    """One datagram in, at most one out, synchronously: nothing is queued."""
+    """One datagram in, at most one out, synchronously: the loop for builds without
+    the C pump (``_udp.c``), through uvloop's datagram transport."""
 
-    def __init__(self, dip: Dip) -> None:
-        self._dip = dip
-        self._answer = dip.answer
+    def __init__(self, listener: UdpListener) -> None:
+        self._listener = listener
         self._transport: asyncio.DatagramTransport | None = None
-        self._flusher: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
-        self._flusher = asyncio.get_running_loop().create_task(
-            _flush_metrics(self._dip, lambda: not transport.is_closing())
-        )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if len(addr) != 2:  # IPv6: (host, port, flowinfo, scope_id)
             addr = (addr[0], addr[1])
-        answer = self._answer(data, addr, "udp")
-        if answer is not None and self._transport is not None:
-            self._transport.sendto(answer[0], answer[1])
+        listener = self._listener
+        try:
+            answer = listener._answer(data, addr)
+        except Exception:
+            listener._failed()
+            return
+        if answer is None or self._transport is None:
+            return
+        if answer[1] is addr:
+            self._transport.sendto(answer[0], addr)
+        else:
+            listener._send_elsewhere(*answer)
 
     def error_received(self, exc: Exception) -> None:
         """ICMP errors from earlier answers (port unreachable): nothing to do statelessly."""
 
 
-async def serve_udp(sock: socket.socket, dip: Dip) -> asyncio.DatagramTransport:
-    """Answer SIP over an already bound UDP socket; close the returned transport to stop."""
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: SipDatagramProtocol(dip), sock=sock)
-    return transport
+# Datagrams answered per wake-up before the event loop runs its other work (HTTP, feed).
+UDP_BUDGET = 256
+
+
+class UdpListener:
+    """Answers SIP on one bound UDP socket until ``close()``.
+
+    With the C pump (``_udp.c``, Linux) a burst of datagrams costs one recvmmsg
+    and one sendmmsg; without it, uvloop's datagram transport serves.
+    """
+
+    def __init__(self, sock: socket.socket, dip: Dip) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._dip = dip
+        self._answer = dip.answer_udp
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._flusher = self._loop.create_task(_flush_metrics(dip, lambda: not self._closed))
+
+    async def start(self) -> None:
+        if _pump is None:
+            self._transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: SipDatagramProtocol(self), sock=self._sock
+            )
+        else:
+            self._loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        assert _pump is not None
+        try:
+            _, refused = _pump(self._fd, self._answer, self._send_elsewhere, UDP_BUDGET)
+        except Exception:
+            self._failed()
+            return
+        if refused:
+            self._dip.dropped["send"].n += refused
+
+    def _failed(self) -> None:
+        """A bug in a callback, not a peer's doing: count it, log it, keep serving."""
+        self._dip.dropped["internal"].inc()
+        log.exception("SIP UDP answer failed")
+
+    def _send_elsewhere(self, data: bytes, address: tuple[str, int]) -> None:
+        """An answer for another address than the source (a Via port without rport)."""
+        host = address[0]
+        try:
+            # Numeric only: a name would block the loop on DNS (and a request names it).
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+            self._sock.sendto(data, address)
+        except OSError:
+            self._dip.dropped["send"].inc()
+
+    def close(self) -> None:
+        """Stop answering and close the socket (this process's copy of it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._flusher.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._fd)
+            close_quietly(self._sock)
+
+
+async def serve_udp(sock: socket.socket, dip: Dip) -> UdpListener:
+    """Answer SIP over an already bound UDP socket; ``close()`` the listener to stop."""
+    listener = UdpListener(sock, dip)
+    await listener.start()
+    return listener
 
 
 class _Connections:
