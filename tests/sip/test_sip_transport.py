@@ -455,3 +455,19 @@ def test_pump_refuses_a_malformed_answer_and_reports_what_it_read() -> None:
         c.sendto(b"y", server.getsockname())
         time.sleep(0.1)
         assert _pump()(server.fileno(), lambda d, a: None, lambda d, a: None, 100) == (1, 0)
+
+
+@pytest.mark.skipif(bool(os.environ.get("CNAMD_PURE_PYTHON")), reason="pure build asked for")
+def test_pump_sends_an_answer_to_the_source_in_the_batch_not_the_fallback() -> None:
+    # the compiled dip hands back an equal, not the same, address tuple
+    with bind_udp("127.0.0.1", 0) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.bind(("127.0.0.1", 0))
+        c.settimeout(5)
+        via = f"SIP/2.0/UDP 127.0.0.1:{c.getsockname()[1]};branch=z9hG4bKs"
+        c.sendto(request(via=via), server.getsockname())
+        time.sleep(0.1)
+        fallback: list[object] = []
+        dip = _dip()
+        assert _pump()(server.fileno(), dip.answer_udp, lambda *a: fallback.append(a), 10) == (1, 0)
+        assert fallback == []
+        assert parse_reply(c.recv(65535)).status == 302

@@ -149,7 +149,18 @@ static PyObject *pump(PyObject *self, PyObject *args)
                 }
                 response = PyTuple_GET_ITEM(result, 0);
                 destination = PyTuple_GET_ITEM(result, 1);
-                if (destination == source) {
+                /* compiled callers rebuild the tuple (mypyc unboxes it): compare by value */
+                int to_source = destination == source;
+                if (!to_source) {
+                    to_source = PyObject_RichCompareBool(destination, source, Py_EQ);
+                    if (to_source < 0) {
+                        Py_DECREF(result);
+                        Py_DECREF(source);
+                        send_all(fd, outs);
+                        return NULL;
+                    }
+                }
+                if (to_source) {
                     Py_INCREF(response);
                     out_refs[outs] = response;
                     out_iov[outs].iov_base = PyBytes_AS_STRING(response);
