@@ -13,6 +13,7 @@ from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate
 
 TEMPLATE = "cnamd_template"
+ADMIN_SECONDS = 20.0  # bounds each CREATE / DROP DATABASE: a stall fails well inside the 60 s
 
 
 @pytest.fixture(scope="session")
@@ -66,22 +67,25 @@ class _Database:
         self.name = "t_" + uuid.uuid4().hex[:12]
 
     async def __aenter__(self) -> str:
-        admin = await asyncpg.connect(self.pg.url("postgres"))
+        admin = await asyncpg.connect(self.pg.url("postgres"), timeout=ADMIN_SECONDS)
         try:
             if self.template:
                 await admin.execute(
-                    f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY'
+                    f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY',
+                    timeout=ADMIN_SECONDS,
                 )
             else:
-                await admin.execute(f'CREATE DATABASE "{self.name}"')
+                await admin.execute(f'CREATE DATABASE "{self.name}"', timeout=ADMIN_SECONDS)
         finally:
             await admin.close()
         return self.pg.url(self.name)
 
     async def __aexit__(self, *_exc: object) -> None:
-        admin = await asyncpg.connect(self.pg.url("postgres"))
+        admin = await asyncpg.connect(self.pg.url("postgres"), timeout=ADMIN_SECONDS)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            await admin.execute(
+                f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)', timeout=ADMIN_SECONDS
+            )
         finally:
             await admin.close()
 

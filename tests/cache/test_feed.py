@@ -297,3 +297,21 @@ async def test_snapshot_of_another_database_is_replaced_by_a_full_load(
         assert name_of(directory, "+18005550100", GLOBAL_ONLY) is None
     finally:
         await feed.stop()
+
+
+async def test_stop_ends_the_feed_when_a_wake_up_meets_the_cancel(
+    running: tuple[ChangeFeed, Directory],
+) -> None:
+    feed, _ = running
+    await eventually(lambda: feed.db_up)
+    await asyncio.sleep(0.05)  # the follower now waits for a notification or the poll tick
+    # a wake-up in the same loop pass as the cancel, as a NOTIFY at shutdown can be: Python
+    # 3.11's wait_for returned the finished wait and dropped the cancel, and stop() hung
+    feed.reconcile_soon()
+    stopping = asyncio.create_task(feed.stop())
+    try:
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert done, "stop() hung: the follower lost its cancel and kept polling"
+    finally:
+        stopping.cancel()  # a second cancel ends a hung follower
+        await asyncio.wait({stopping})

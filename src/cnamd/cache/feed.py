@@ -146,11 +146,13 @@ class ChangeFeed:
         self._task = asyncio.create_task(self._follow(full_reload), name="cnamd-change-feed")
 
     async def stop(self) -> None:
+        """Cancel the follower and wait for it to end; a cancel of the caller is not swallowed."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.result()  # the follower died of something else: say so
 
     # -- following ---------------------------------------------------------
 
@@ -205,8 +207,10 @@ class ChangeFeed:
     async def _listen(self, conn: Any) -> None:
         self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
         while True:
+            # not wait_for: on 3.11 it drops a cancel that meets a finished wait (stop() hung)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             if conn.is_closed():
                 raise StoreUnavailable("listener connection closed")
