@@ -423,8 +423,64 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(content_length_doc,
+"content_length(head) -> int\n\n"
+"message.stream_content_length() for a header block without folded lines:\n"
+"the Content-Length, 0 when absent, -1 when invalid or repeated; -2 when a\n"
+"line is folded (the Python version unfolds and reads it).");
+
+static PyObject *content_length(PyObject *self, PyObject *arg)
+{
+    const char *head, *end, *line, *crlf;
+    long long found = -2;
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "content_length() takes bytes");
+        return NULL;
+    }
+    head = PyBytes_AS_STRING(arg);
+    end = head + PyBytes_GET_SIZE(arg);
+    if (memmem(head, (size_t)(end - head), "\r\n ", 3) || memmem(head, (size_t)(end - head), "\r\n\t", 3))
+        return PyLong_FromLong(-2);
+    /* Lines as bytes.split(b"\r\n") cuts them; the start line is skipped. */
+    crlf = memmem(head, (size_t)(end - head), "\r\n", 2);
+    while (crlf != NULL) {
+        const char *colon, *n, *v, *v_end;
+        long long value = 0;
+        line = crlf + 2;
+        crlf = memmem(line, (size_t)(end - line), "\r\n", 2);
+        v_end = crlf != NULL ? crlf : end;
+        if (line >= v_end || ((*line | 0x20) != 'l' && (*line | 0x20) != 'c'))
+            continue;
+        colon = memchr(line, ':', (size_t)(v_end - line));
+        if (colon == NULL)
+            continue;
+        n = colon;
+        while (n > line && (n[-1] == ' ' || n[-1] == '\t'))
+            n--;
+        if (!(n - line == 1 && (*line | 0x20) == 'l')
+            && !(n - line == 14 && strncasecmp(line, "content-length", 14) == 0))
+            continue;
+        v = colon + 1;
+        while (v < v_end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
+            v_end--;
+        if (found != -2 || v_end == v || v_end - v > 10)
+            return PyLong_FromLong(-1);
+        for (; v < v_end; v++) {
+            if (*v < '0' || *v > '9')
+                return PyLong_FromLong(-1);
+            value = value * 10 + (*v - '0');
+        }
+        found = value;
+    }
+    return PyLong_FromLongLong(found == -2 ? 0 : found);
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_O, scan_doc},
+    {"content_length", content_length, METH_O, content_length_doc},
     {NULL, NULL, 0, NULL},
 };
 

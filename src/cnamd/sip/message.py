@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cnamd.sip._scan import Scanned
 try:
+    from cnamd.sip._scan import content_length as _c_content_length
     from cnamd.sip._scan import scan as _c_scan
 
     _scan: Callable[[bytes], Scanned | None] | None = _c_scan
+    _content_length: Callable[[bytes], int] | None = _c_content_length
 except ImportError:  # built without a C compiler (CNAMD_PURE_PYTHON): Python reads everything
     _scan = None
+    _content_length = None
 
 CRLF = b"\r\n"
 SIP_VERSION = b"SIP/2.0"
@@ -696,6 +699,14 @@ def stream_content_length(head: bytes) -> int:
     RFC 3261 §18.3: mandatory on streams; absent is read as 0. Duplicates are
     refused: two lengths make two framings, the classic smuggling opening.
     """
+    if _content_length is not None:
+        length = _content_length(head)
+        if length != -2:  # -2: a folded line, unfolded below
+            return length
+    return _stream_content_length(head)
+
+
+def _stream_content_length(head: bytes) -> int:
     if b"\r\n " in head or b"\r\n\t" in head:
         head = _FOLD.sub(b" ", head)
     found = -2
