@@ -11,7 +11,7 @@ import sys
 
 from setuptools import Extension, setup
 
-HOT = ["src/cnamd/sip/message.py", "src/cnamd/sip/dip.py"]
+HOT = ["src/cnamd/sip/message.py", "src/cnamd/sip/dip.py", "src/cnamd/ratelimit.py"]
 
 ext_modules = []
 if not os.environ.get("CNAMD_PURE_PYTHON"):

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from cnamd import ratelimit
 from cnamd.sip import dip, message
 
 
@@ -14,3 +15,4 @@ def test_parser_and_dip_are_the_compiled_modules() -> None:
     # a stale build would test old code: `make` rebuilds when these .py files change
     assert message.__file__.endswith(".so"), message.__file__
     assert dip.__file__.endswith(".so"), dip.__file__
+    assert ratelimit.__file__.endswith(".so"), ratelimit.__file__
