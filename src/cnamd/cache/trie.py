@@ -43,7 +43,7 @@ from cnamd.cache.overlay import DELETED, STEM, Overlay, Pending
 from cnamd.cache.resolver import GLOBAL_NAMESPACE, private_chain
 from cnamd.cache.snapshot import MappedSnapshot, map_sections, write_sections
 from cnamd.errors import InvalidNumber, SnapshotError
-from cnamd.model import CacheEntry, LookupContext, LookupResult, Scope
+from cnamd.model import GLOBAL_ONLY, CacheEntry, LookupContext, LookupResult, Scope
 
 _SCOPES: Final = tuple(sorted(Scope))
 # Namespace letter by Scope value; "d" for the global directory.
@@ -324,7 +324,9 @@ class NameCache:
             # Pending.may_affect() written out: a method call is ~0.15 us here.
             stem = number[:STEM] if len(number) >= STEM else ""
             head = -2
-            for scope, owner in private_chain(ctx):
+            # The global-only context (most SIP dips: no owned number, no tenant network)
+            # has no private scope to walk.
+            for scope, owner in private_chain(ctx) if ctx is not GLOBAL_ONLY else ():
                 if owner is None:
                     continue
                 pending = pending_by_scope[scope].get(owner)
