@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -312,7 +313,24 @@ def worker_pids(proc: subprocess.Popen[str]) -> set[int]:
     return found
 
 
-def test_workers_share_sockets_and_a_crashed_worker_is_restarted(tmp_path: Path) -> None:
+def udp_sockets(pid: int, port: int) -> set[int]:
+    """Inodes of the UDP sockets on ``port`` that process ``pid`` holds open."""
+    on_port = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                on_port.add(int(fields[9]))
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(int(target[8:-1]))
+    return held & on_port
+
+
+def test_workers_serve_inherited_sockets_and_a_crashed_worker_is_restarted(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path, "--workers", "2")
     try:
         wait_ready(daemon.base, daemon.proc)
@@ -321,6 +339,10 @@ def test_workers_share_sockets_and_a_crashed_worker_is_restarted(tmp_path: Path)
             time.sleep(0.1)
         first = worker_pids(daemon.proc)
         assert len(first) == 2
+        # sip.udp_steering=random: each worker reads its own UDP socket of the SIP port
+        sockets = {pid: udp_sockets(pid, daemon.sip_port) for pid in first}
+        assert all(len(fds) == 1 for fds in sockets.values()), sockets
+        assert len({inode for fds in sockets.values() for inode in fds}) == 2
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 20
@@ -332,6 +354,8 @@ def test_workers_share_sockets_and_a_crashed_worker_is_restarted(tmp_path: Path)
         else:
             raise AssertionError("the killed worker was not replaced")
         wait_ready(daemon.base, daemon.proc)
+        (replacement,) = now - first
+        assert udp_sockets(replacement, daemon.sip_port) == sockets[victim]  # inherited again
         for i in range(10):  # every answer comes from some live worker
             reply = parse_reply(sip_dip(daemon.sip_port, "+492216698712", branch=f"z9hG4bK-w{i}"))
             assert reply.status == 302

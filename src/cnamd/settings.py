@@ -142,6 +142,12 @@ class SipSettings:
     )
     burst: float = _setting(100000.0, "token-bucket depth per source address", _between(1, 1e8))
     retry_after: int = _setting(1, "Retry-After seconds on a 503", _between(0, 3600))
+    udp_steering: Literal["random", "shared"] = _setting(
+        "random",
+        "with several workers: random = one UDP socket per worker, the kernel sends each "
+        "datagram to one at random; shared = one socket every worker reads (each datagram "
+        "wakes them all)",
+    )
     udp_rcvbuf: int = _setting(
         8 * 1024 * 1024, "UDP receive buffer in bytes", _between(65536, 1 << 30)
     )

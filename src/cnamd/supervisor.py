@@ -111,7 +111,7 @@ class Supervisor:
                     "database unreachable; workers will wait or serve the snapshot",
                     extra={"reason": exc.reason},
                 )
-            self.sockets = bind_all(self.settings)
+            self.sockets = bind_all(self.settings, self.count)
             self.metrics_dir = tempfile.mkdtemp(prefix="cnamd-metrics-")
             for index in range(self.count):
                 self._spawn(index)
@@ -167,7 +167,7 @@ class Supervisor:
         os.set_blocking(read_fd, False)
         control_read, control_write = os.pipe()
         os.set_blocking(control_write, False)  # a stuck worker must not stall the supervisor
-        fds = {spec.key: sock.fileno() for spec, sock in self.sockets}
+        fds = {spec.key: sock.fileno() for spec, sock in self.sockets if spec.serves(index)}
         env = self._child_env(
             {
                 "index": index,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -24,6 +26,7 @@ from cnamd.sip.transport import (
     StreamLimits,
     bind_tcp,
     bind_udp,
+    bind_udp_group,
     receive_buffer_size,
     serve_tcp,
     serve_udp,
@@ -471,3 +474,45 @@ def test_pump_sends_an_answer_to_the_source_in_the_batch_not_the_fallback() -> N
         assert _pump()(server.fileno(), dip.answer_udp, lambda *a: fallback.append(a), 10) == (1, 0)
         assert fallback == []
         assert parse_reply(c.recv(65535)).status == 302
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.skipif(bool(os.environ.get("CNAMD_PURE_PYTHON")), reason="pure build asked for")
+def test_a_steered_group_spreads_one_source_over_every_socket() -> None:
+    # one client socket, so plain SO_REUSEPORT would hash it all to one member
+    port = _free_udp_port()
+    group = bind_udp_group("127.0.0.1", port, 3)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            for i in range(600):
+                client.sendto(b"%d" % i, ("127.0.0.1", port))
+        time.sleep(0.2)
+        counts = []
+        for sock in group:
+            n = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.recv(100)
+                    n += 1
+            counts.append(n)
+        assert sum(counts) == 600
+        assert min(counts) > 100, counts  # ~200 each; < 100 is ~1e-20 likely at random
+    finally:
+        for sock in group:
+            sock.close()
+
+
+def test_a_steered_group_needs_a_fixed_free_port() -> None:
+    with pytest.raises(ValueError):
+        bind_udp_group("127.0.0.1", 0, 2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        with pytest.raises(OSError) as failure:
+            bind_udp_group("127.0.0.1", taken.getsockname()[1], 2)
+        # pure builds cannot steer at all (ENOPROTOOPT); built ones find the port taken
+        assert failure.value.errno in (errno.EADDRINUSE, errno.ENOPROTOOPT)

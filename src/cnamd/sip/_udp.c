@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/filter.h>
 
 #define VLEN 32
 #define DATAGRAM_MAX 65536
@@ -192,8 +193,45 @@ static PyObject *pump(PyObject *self, PyObject *args)
     return Py_BuildValue("(nn)", total, refused);
 }
 
+PyDoc_STRVAR(steer_randomly_doc,
+"steer_randomly(fd, n)\n\n"
+"Attach to the SO_REUSEPORT group of `fd` a classic BPF program that sends\n"
+"each datagram to the group's socket number random() % n: one busy source\n"
+"spreads over every worker, and only the worker whose socket got the\n"
+"datagram wakes (a socket all workers poll wakes them all). OSError if the\n"
+"kernel refuses.");
+
+static PyObject *steer_randomly(PyObject *self, PyObject *args)
+{
+    int fd, n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ii:steer_randomly", &fd, &n))
+        return NULL;
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "n must be >= 1");
+        return NULL;
+    }
+#ifdef SO_ATTACH_REUSEPORT_CBPF
+    {
+        struct sock_filter code[] = {
+            {BPF_LD | BPF_W | BPF_ABS, 0, 0, (unsigned int)(SKF_AD_OFF + SKF_AD_RANDOM)},
+            {BPF_ALU | BPF_MOD | BPF_K, 0, 0, (unsigned int)n},
+            {BPF_RET | BPF_A, 0, 0, 0},
+        };
+        struct sock_fprog program = {(unsigned short)(sizeof code / sizeof code[0]), code};
+        if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+#else
+    errno = ENOPROTOOPT;
+    return PyErr_SetFromErrno(PyExc_OSError);
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"pump", pump, METH_VARARGS, pump_doc},
+    {"steer_randomly", steer_randomly, METH_VARARGS, steer_randomly_doc},
     {NULL, NULL, 0, NULL},
 };
 
