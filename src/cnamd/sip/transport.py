@@ -133,8 +133,9 @@ def bind_udp_group(
     of them at random (``_udp.steer_randomly``); OSError where that is unavailable.
 
     Why not one socket all workers share: each datagram then wakes every worker
-    polling it, and all but one find nothing (measured: 60 vs 39 CPU-us per dip
-    with two workers at 10k dips/s, bench/README.md). Why not plain
+    polling it, and all but one find nothing, a cost that grows with the number
+    of workers (on 2 cores it is within the benchmark's noise, bench/README.md).
+    Why not plain
     SO_REUSEPORT: the kernel hashes the sender's address and port to one socket,
     so one SBC would load one worker; random steering spreads even one source.
     """
