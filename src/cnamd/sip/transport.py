@@ -135,9 +135,9 @@ def bind_udp_group(
     Why not one socket all workers share: each datagram then wakes every worker
     polling it, and all but one find nothing, a cost that grows with the number
     of workers (on 2 cores it is within the benchmark's noise, bench/README.md).
-    Why not plain
-    SO_REUSEPORT: the kernel hashes the sender's address and port to one socket,
-    so one SBC would load one worker; random steering spreads even one source.
+    Why not plain SO_REUSEPORT: the kernel hashes the sender's address and port
+    to one socket, so one SBC would load one worker; random steering spreads
+    even one source.
     """
     if _steer is None:
         raise OSError(errno.ENOPROTOOPT, "random UDP steering needs the C extension on Linux")
@@ -225,7 +225,7 @@ class SipDatagramProtocol(asyncio.DatagramProtocol):
             return
         if answer is None or self._transport is None:
             return
-        if answer[1] is addr:
+        if answer[1] == addr:  # equal, not the same: a compiled dip rebuilds the tuple
             self._transport.sendto(answer[0], addr)
         else:
             listener._send_elsewhere(*answer)
