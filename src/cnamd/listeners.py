@@ -26,6 +26,8 @@ from cnamd.sip.transport import (
 log = logging.getLogger(__name__)
 
 TCP_BACKLOG = 1024
+# What a kernel (or a build) without SO_ATTACH_REUSEPORT_CBPF answers.
+_NO_STEERING = frozenset((errno.ENOPROTOOPT, errno.EINVAL, errno.EOPNOTSUPP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,7 @@ def _bind_steered(
     try:
         group = bind_udp_group(host, port, workers, rcvbuf=settings.sip.udp_rcvbuf)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
+        if exc.errno not in _NO_STEERING:
             raise ConfigError(
                 f"cannot listen on {spec.address} (sip-udp): {exc.strerror}", field="sip.listen"
             ) from exc
