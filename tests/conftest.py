@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -11,6 +11,7 @@ import pytest
 
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate
+from test_daemon import Daemon
 
 TEMPLATE = "cnamd_template"
 ADMIN_SECONDS = 20.0  # bounds each CREATE / DROP DATABASE: a stall fails well inside the 60 s
@@ -93,3 +94,13 @@ class _Database:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A one-worker ``cnamd serve --demo`` on its own embedded PostgreSQL, stopped after."""
+    started = Daemon(tmp_path, "--workers", "1")
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -13,11 +13,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 from sip_peer import display_name, parse_reply, request
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
@@ -114,13 +112,21 @@ class Daemon:
             pg.kill()
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    started = Daemon(tmp_path, "--workers", "1")
-    try:
-        yield started
-    finally:
-        started.stop()
+def partner_key(daemon: Daemon, enterprise: str = "demo") -> str:
+    """A partner key for ``enterprise``, made by ``cnamd apikey create`` beside the running
+    daemon on its embedded database; the token line it prints."""
+    made = run_cli(
+        "apikey",
+        "create",
+        "--role",
+        "partner",
+        "--enterprise",
+        enterprise,
+        "--embedded-dir",
+        str(daemon.data_dir),
+    )
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip().splitlines()[-1]
 
 
 def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 20) -> dict[str, object]:

@@ -13,7 +13,7 @@ import asyncpg
 
 from cnamd.sip.dip_client import dip
 from cnamd.store.embedded import EmbeddedPostgres
-from test_daemon import Daemon, run_cli, wait_ready
+from test_daemon import Daemon, partner_key, wait_ready
 
 SLOW = ("--workers", "1", "--set", "orders.batch_size=50", "--set", "orders.batch_pause=0.3")
 COUNT = 500
@@ -40,19 +40,7 @@ async def test_a_killed_daemon_resumes_an_order_and_finishes_it_exactly_once(
     first = Daemon(tmp_path, *SLOW)
     try:
         await asyncio.to_thread(wait_ready, first.base, first.proc)
-        made = await asyncio.to_thread(
-            run_cli,
-            "apikey",
-            "create",
-            "--role",
-            "partner",
-            "--enterprise",
-            "demo",
-            "--embedded-dir",
-            str(first.data_dir),
-        )
-        assert made.returncode == 0, made.stderr
-        token = made.stdout.strip().splitlines()[-1]
+        token = await asyncio.to_thread(partner_key, first)
         last = FIRST + COUNT - 1
         await call(
             first.base,

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from cnamd.sip.dip_client import DipAnswer, dip
-from test_daemon import Daemon, run_cli, wait_ready
+from test_daemon import Daemon, partner_key, wait_ready
 
 BASE = "/api/confd/1.1/phone-numbers"
 #: demo numbers: the main one has no user; +492216698713 is "Jane Doe" for the
@@ -25,15 +22,6 @@ BASE = "/api/confd/1.1/phone-numbers"
 DEMO_MAIN = "+492216698700"
 JANE = "+492216698713"
 PROPAGATION = 5.0
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    started = Daemon(tmp_path, "--workers", "1")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 async def until_heard(daemon: Daemon, calling: str, called: str, name: str | None) -> DipAnswer:
@@ -50,19 +38,7 @@ async def until_heard(daemon: Daemon, calling: str, called: str, name: str | Non
 
 async def test_a_published_caller_id_name_is_heard_in_a_sip_dip(daemon: Daemon) -> None:
     await asyncio.to_thread(wait_ready, daemon.base, daemon.proc)
-    made = await asyncio.to_thread(
-        run_cli,
-        "apikey",
-        "create",
-        "--role",
-        "partner",
-        "--enterprise",
-        "demo",
-        "--embedded-dir",
-        str(daemon.data_dir),
-    )
-    assert made.returncode == 0, made.stderr
-    token = made.stdout.strip().splitlines()[-1]
+    token = await asyncio.to_thread(partner_key, daemon)
     headers = {"X-Auth-Token": token}
     async with aiohttp.ClientSession(daemon.base, headers=headers) as http:
 

@@ -6,21 +6,9 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from test_daemon import Daemon, run_cli, wait_ready
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    started = Daemon(tmp_path, "--workers", "1")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def test_key_then_curl_then_dip(daemon: Daemon) -> None:
