@@ -109,6 +109,22 @@ def sip_limiter(sip: SipSettings, current: object = None) -> TokenBucket | None:
     return TokenBucket(sip.rate, sip.burst)
 
 
+def reread(source: Callable[[], Settings] | None) -> Settings | ConfigError | None:
+    """A SIGHUP's first step: the configuration read again. None when there is no
+    source to re-read, the ConfigError when it is refused; both are logged."""
+    if source is None:
+        log.warning("SIGHUP ignored: no configuration source to re-read")
+        return None
+    try:
+        return source()
+    except ConfigError as exc:
+        log.error(
+            "reload refused; the running settings stay",
+            extra={"field": exc.field, "reason": exc.reason},
+        )
+        return exc
+
+
 def log_reload(plan: ReloadPlan, **fields: Any) -> None:
     """One line for what a reload applied, one for what waits for a restart."""
     log.info(
@@ -273,17 +289,11 @@ class Server:
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; apply it, or refuse it and keep running as is."""
-        if self.reload_settings is None:
-            log.warning("SIGHUP ignored: no configuration source to re-read")
+        new = reread(self.reload_settings)
+        if new is None:
             return
-        try:
-            new = self.reload_settings()
-        except ConfigError as exc:
+        if isinstance(new, ConfigError):
             metrics.CONFIG_RELOAD_OK.set(0)
-            log.error(
-                "reload refused; the running settings stay",
-                extra={"field": exc.field, "reason": exc.reason},
-            )
             return
         metrics.CONFIG_RELOAD_OK.set(1)
         log_reload(self.apply(new))

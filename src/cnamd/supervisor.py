@@ -259,19 +259,13 @@ class Supervisor:
     def reload(self) -> None:
         """SIGHUP: re-read the configuration once and send the live part to every worker."""
         from cnamd.reload import plan_reload
-        from cnamd.server import log_reload
+        from cnamd.server import log_reload, reread
 
-        if self.reload_settings is None:
-            log.warning("SIGHUP ignored: no configuration source to re-read")
+        new = reread(self.reload_settings)
+        if new is None:
             return
-        try:
-            new = self.reload_settings()
-        except ConfigError as exc:
-            log.error(
-                "reload refused; the running settings stay",
-                extra={"field": exc.field, "reason": exc.reason},
-            )
-            self._tell({"refused": str(exc)})  # for cnamd_config_last_reload_successful
+        if isinstance(new, ConfigError):
+            self._tell({"refused": str(new)})  # for cnamd_config_last_reload_successful
             return
         plan = plan_reload(self.settings, new)
         self.settings = plan.settings  # workers started from now on get these
