@@ -26,7 +26,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from sip_peer import request
 
-from test_daemon import free_port
+from test_daemon import free_port, worker_pids
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
 
@@ -154,14 +154,7 @@ class Daemon:
         self.proc.send_signal(signal.SIGHUP)
 
     def workers(self) -> set[int]:
-        found = set()
-        for child in psutil.Process(self.proc.pid).children():
-            try:
-                if child.status() != psutil.STATUS_ZOMBIE and "worker" in child.cmdline():
-                    found.add(child.pid)
-            except psutil.Error:
-                continue
-        return found
+        return worker_pids(self.proc)
 
     def stop(self) -> str:
         """SIGTERM, then kill if need be; the whole output."""
