@@ -95,6 +95,58 @@ static Py_ssize_t send_all(int fd, int count)
     return refused;
 }
 
+/* Answer datagram i: queue an answer to its source as out_msgs[*outs], send one for
+ * elsewhere through `fallback`. -1 with a Python exception set when a callback fails. */
+static int answer_one(int i, PyObject *answer, PyObject *fallback, int *outs)
+{
+    PyObject *data, *source, *result = NULL, *response, *destination;
+    int status = -1, to_source;
+
+    data = PyBytes_FromStringAndSize(buffers[i], (Py_ssize_t)in_msgs[i].msg_len);
+    source = data ? address_tuple(&sources[i], in_msgs[i].msg_hdr.msg_namelen) : NULL;
+    result = source ? PyObject_CallFunctionObjArgs(answer, data, source, NULL) : NULL;
+    Py_XDECREF(data);
+    if (result == NULL)
+        goto done;
+    if (result == Py_None) {
+        status = 0;
+        goto done;
+    }
+    if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2
+        || !PyBytes_Check(PyTuple_GET_ITEM(result, 0))) {
+        PyErr_SetString(PyExc_TypeError, "answer() must return None or (bytes, address)");
+        goto done;
+    }
+    response = PyTuple_GET_ITEM(result, 0);
+    destination = PyTuple_GET_ITEM(result, 1);
+    /* compiled callers rebuild the tuple (mypyc unboxes it): compare by value */
+    to_source = destination == source ? 1 : PyObject_RichCompareBool(destination, source, Py_EQ);
+    if (to_source < 0)
+        goto done;
+    if (to_source) {
+        int k = (*outs)++;
+        Py_INCREF(response);
+        out_refs[k] = response;
+        out_iov[k].iov_base = PyBytes_AS_STRING(response);
+        out_iov[k].iov_len = (size_t)PyBytes_GET_SIZE(response);
+        memset(&out_msgs[k].msg_hdr, 0, sizeof out_msgs[k].msg_hdr);
+        out_msgs[k].msg_hdr.msg_iov = &out_iov[k];
+        out_msgs[k].msg_hdr.msg_iovlen = 1;
+        out_msgs[k].msg_hdr.msg_name = &sources[i];
+        out_msgs[k].msg_hdr.msg_namelen = in_msgs[i].msg_hdr.msg_namelen;
+    } else {
+        PyObject *r = PyObject_CallFunctionObjArgs(fallback, response, destination, NULL);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    status = 0;
+done:
+    Py_XDECREF(result);
+    Py_XDECREF(source);
+    return status;
+}
+
 PyDoc_STRVAR(pump_doc,
 "pump(fd, answer, fallback_send, budget) -> (read, refused)\n\n"
 "Read up to `budget` datagrams, answer each through `answer`, send the\n"
@@ -128,63 +180,10 @@ static PyObject *pump(PyObject *self, PyObject *args)
         }
         total += got;
         for (i = 0; i < got; i++) {
-            PyObject *data, *source, *result;
-            data = PyBytes_FromStringAndSize(buffers[i], (Py_ssize_t)in_msgs[i].msg_len);
-            source = data ? address_tuple(&sources[i], in_msgs[i].msg_hdr.msg_namelen) : NULL;
-            result = source ? PyObject_CallFunctionObjArgs(answer, data, source, NULL) : NULL;
-            Py_XDECREF(data);
-            if (result == NULL) {
-                Py_XDECREF(source);
-                send_all(fd, outs);
+            if (answer_one(i, answer, fallback, &outs) < 0) {
+                send_all(fd, outs); /* the batch's earlier answers still go out */
                 return NULL;
             }
-            if (result != Py_None) {
-                PyObject *response, *destination;
-                if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2
-                    || !PyBytes_Check(PyTuple_GET_ITEM(result, 0))) {
-                    Py_DECREF(result);
-                    Py_DECREF(source);
-                    send_all(fd, outs);
-                    PyErr_SetString(PyExc_TypeError, "answer() must return None or (bytes, address)");
-                    return NULL;
-                }
-                response = PyTuple_GET_ITEM(result, 0);
-                destination = PyTuple_GET_ITEM(result, 1);
-                /* compiled callers rebuild the tuple (mypyc unboxes it): compare by value */
-                int to_source = destination == source;
-                if (!to_source) {
-                    to_source = PyObject_RichCompareBool(destination, source, Py_EQ);
-                    if (to_source < 0) {
-                        Py_DECREF(result);
-                        Py_DECREF(source);
-                        send_all(fd, outs);
-                        return NULL;
-                    }
-                }
-                if (to_source) {
-                    Py_INCREF(response);
-                    out_refs[outs] = response;
-                    out_iov[outs].iov_base = PyBytes_AS_STRING(response);
-                    out_iov[outs].iov_len = (size_t)PyBytes_GET_SIZE(response);
-                    memset(&out_msgs[outs].msg_hdr, 0, sizeof out_msgs[outs].msg_hdr);
-                    out_msgs[outs].msg_hdr.msg_iov = &out_iov[outs];
-                    out_msgs[outs].msg_hdr.msg_iovlen = 1;
-                    out_msgs[outs].msg_hdr.msg_name = &sources[i];
-                    out_msgs[outs].msg_hdr.msg_namelen = in_msgs[i].msg_hdr.msg_namelen;
-                    outs++;
-                } else {
-                    PyObject *r = PyObject_CallFunctionObjArgs(fallback, response, destination, NULL);
-                    if (r == NULL) {
-                        Py_DECREF(result);
-                        Py_DECREF(source);
-                        send_all(fd, outs);
-                        return NULL;
-                    }
-                    Py_DECREF(r);
-                }
-            }
-            Py_DECREF(result);
-            Py_DECREF(source);
         }
         refused += send_all(fd, outs);
         if (got < want)
