@@ -17,6 +17,8 @@ ext_modules = []
 if not os.environ.get("CNAMD_PURE_PYTHON"):
     # The parser's C fast path for requests of the common shape (sip/_scan.c says why).
     ext_modules.append(Extension("cnamd.sip._scan", ["src/cnamd/sip/_scan.c"]))
+    # The global directory's hash index (cache/_index.c says why).
+    ext_modules.append(Extension("cnamd.cache._index", ["src/cnamd/cache/_index.c"]))
     if sys.platform == "linux":  # recvmmsg/sendmmsg; elsewhere uvloop's transport serves UDP
         # The UDP listener's batched loop (sip/_udp.c says why).
         ext_modules.append(Extension("cnamd.sip._udp", ["src/cnamd/sip/_udp.c"]))

@@ -110,6 +110,10 @@ class MappedSnapshot:
         """The whole mapping; slicing it copies out ``bytes`` (cheaper than a view per name)."""
         return self._mmap
 
+    def has(self, tag: bytes) -> bool:
+        """Whether the file holds section ``tag`` (an optional one may be absent)."""
+        return tag in self._sections
+
     def offset(self, tag: bytes) -> int:
         """Absolute file offset of section ``tag``."""
         return self._section(tag)[0]

@@ -12,6 +12,10 @@ Why this shape (figures in bench/README.md):
   per answer. All of it, ~18 bytes per entry at 10M, is mapped read-only from a
   snapshot file (``cache/snapshot.py``), so forked workers share one copy in the
   page cache instead of one each.
+* The global directory, which nearly every SIP dip asks, also has a hash index
+  (``cache/_index.c``): one C call finds its longest matching key and decodes
+  the name, where the trie's Python API costs a generator and a tuple per stored
+  prefix. It is derived from the trie and saved beside it in the snapshot.
 * A head filter -- one bit per (scope, owner, first six digits) of the private
   keys -- lets a lookup skip a user / usergroup / tenant namespace that cannot
   match with one bit test instead of a trie walk.
@@ -44,6 +48,11 @@ from cnamd.cache.resolver import GLOBAL_NAMESPACE, private_chain
 from cnamd.cache.snapshot import MappedSnapshot, map_sections, write_sections
 from cnamd.errors import InvalidNumber, SnapshotError
 from cnamd.model import GLOBAL_ONLY, CacheEntry, LookupContext, LookupResult, Scope
+
+try:
+    from cnamd.cache import _index
+except ImportError:  # built without a C compiler (CNAMD_PURE_PYTHON): the trie answers alone
+    _index = None  # type: ignore[assignment]
 
 _SCOPES: Final = tuple(sorted(Scope))
 # Namespace letter by Scope value; "d" for the global directory.
@@ -126,6 +135,9 @@ class _Base:
     head_filter: bytes | memoryview
     filter_modulus: int
     counts: tuple[int, ...]
+    # The global namespace's hash index (None without the C extension) and its section.
+    index: _index.Index | None = None
+    index_section: bytes | memoryview | None = None
     trie_image: memoryview | None = None
     snapshot: MappedSnapshot | None = None
 
@@ -157,7 +169,9 @@ class _Base:
         deque(
             map(name_refs.__setitem__, map(itemgetter(1), items), map(ref_of.__getitem__, names)), 0
         )
-        del items, ref_of
+        del ref_of
+        index_section = _index.build(items, _GLOBAL_PREFIX) if _index is not None else None
+        del items
         counts = [0, 0, 0, 0]
         marks: set[int] = set()
         for scope in _PRIVATE:
@@ -175,6 +189,8 @@ class _Base:
             head_filter=_filter(marks, modulus),
             filter_modulus=modulus,
             counts=tuple(counts),
+            index=None if index_section is None else _index.Index(index_section, name_refs, blob),
+            index_section=index_section,
         )
 
     @classmethod
@@ -202,6 +218,7 @@ class _Base:
             raise SnapshotError(
                 "sections disagree on the number of entries", field=str(snapshot.path)
             )
+        index, index_section = _mapped_index(snapshot, trie, name_refs, names_view)
         return cls(
             trie=trie,
             name_refs=name_refs,
@@ -211,6 +228,8 @@ class _Base:
             head_filter=head_filter,
             filter_modulus=modulus,
             counts=tuple(counts),
+            index=index,
+            index_section=index_section,
             trie_image=trie_image,
             snapshot=snapshot,
         )
@@ -228,17 +247,44 @@ class _Base:
         trie_image = self.trie_image
         if trie_image is None:
             trie_image = memoryview(self.trie.tobytes())
-        return [
+        sections = [
             (b"TRIE", trie_image),
             (b"NREF", memoryview(self.name_refs)),
             (b"NAME", self.names_view),
             (b"FILT", memoryview(self.head_filter)),
             (b"STAT", memoryview(_STATS.pack(*self.counts, self.filter_modulus))),
         ]
+        if self.index_section is not None:
+            sections.append((b"HIDX", memoryview(self.index_section)))
+        return sections
 
     def close(self) -> None:
+        if self.index is not None:
+            self.index.release()  # it holds views of the mapping, which must go first
         if self.snapshot is not None:
             self.snapshot.close()
+
+
+def _mapped_index(
+    snapshot: MappedSnapshot,
+    trie: marisa_trie.Trie,
+    name_refs: memoryview,
+    names: memoryview,
+) -> tuple[_index.Index | None, bytes | memoryview | None]:
+    """The snapshot's global index; built here if the snapshot was written without one
+    (by a build without the C extension, or before the index existed)."""
+    if _index is None:
+        return None, None
+    section: bytes | memoryview
+    section = (
+        snapshot.view(b"HIDX")
+        if snapshot.has(b"HIDX")
+        else _index.build(trie.items(), _GLOBAL_PREFIX)
+    )
+    try:
+        return _index.Index(section, name_refs, names), section
+    except ValueError as exc:
+        raise SnapshotError(str(exc), field=str(snapshot.path)) from exc
 
 
 def _marks(scope: Scope, keys: list[str]) -> Iterator[int]:
@@ -296,7 +342,16 @@ class CacheBuilder:
 class NameCache:
     """Every served name: a static base (built or mapped) and a per-process overlay."""
 
-    __slots__ = ("_base", "_counts", "_filter", "_modulus", "_overlay", "_pending", "_trie")
+    __slots__ = (
+        "_base",
+        "_counts",
+        "_filter",
+        "_index",
+        "_modulus",
+        "_overlay",
+        "_pending",
+        "_trie",
+    )
 
     def __init__(self, base: _Base) -> None:
         self._overlay = Overlay(len(_SCOPES))
@@ -307,6 +362,7 @@ class NameCache:
     def _use(self, base: _Base) -> None:
         self._base = base
         self._trie = base.trie
+        self._index = base.index
         self._filter = base.head_filter
         self._modulus = base.filter_modulus
 
@@ -351,19 +407,23 @@ class NameCache:
             pending = pending_by_scope[_GLOBAL].get(_GLOBAL_OWNER)
             if pending is not None and (pending.short or not stem or stem in pending.stems):
                 return self._match_pending(_GLOBAL, _GLOBAL_OWNER, number, pending)
+            index = self._index
+            if index is not None:
+                match = index.match(number)
+                if match is None:
+                    return None
+                name, cut = match
+                result: LookupResult = _new_object(LookupResult)
+                _SET_NAME(result, name)
+                _SET_MATCHED(result, number[:cut])
+                _SET_SCOPE(result, _GLOBAL_SCOPE)
+                return result
             hit = None
             for hit in self._trie.iter_prefixes_with_ids(_GLOBAL_PREFIX + number):  # noqa: B007
                 pass
             if hit is None:
                 return None
-            base = self._base
-            ref = base.name_refs[hit[1]]
-            start = base.names_at + (ref >> _LENGTH_BITS)
-            result: LookupResult = _new_object(LookupResult)
-            _SET_NAME(result, base.names[start : start + (ref & _LENGTH_MASK)].decode())
-            _SET_MATCHED(result, hit[0][_GLOBAL_CUT:])
-            _SET_SCOPE(result, _GLOBAL_SCOPE)
-            return result
+            return _result(self._base.name(hit[1]), hit[0][_GLOBAL_CUT:], _GLOBAL_SCOPE)
         except UnicodeEncodeError:
             return None
 
@@ -500,12 +560,17 @@ class NameCache:
     def open(cls, path: Path) -> tuple[NameCache, bytes]:
         """Map a snapshot read-only and replay its overlay; SnapshotError if it is not sound."""
         snapshot = map_sections(path)
+        base: _Base | None = None
         try:
-            cache = cls(_Base.mapped(snapshot))
+            base = _Base.mapped(snapshot)
+            cache = cls(base)
             meta = bytes(snapshot.view(b"META"))
             cache._replay(snapshot.view(b"PEND"), path)
         except BaseException:
-            snapshot.close()
+            if base is not None:
+                base.close()  # the index first: it holds views of the mapping
+            else:
+                snapshot.close()
             raise
         return cache, meta
 
