@@ -33,6 +33,7 @@ import operator
 import re
 import struct
 from array import array
+from builtins import memoryview  # mypyc: a compiled dataclass resolves field types here
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -446,7 +447,8 @@ class NameCache:
         cut = len(query) - len(number)
         names = pending.names
         best: tuple[str, str] | None = None
-        for full, key_id in reversed(list(self._trie.iter_prefixes_with_ids(query))):
+        hits: list[tuple[str, int]] = list(self._trie.iter_prefixes_with_ids(query))
+        for full, key_id in reversed(hits):
             key = full[cut:]
             name = names.get(key, _ABSENT)
             if name is _ABSENT:
