@@ -22,7 +22,7 @@ from cnamd.sip import message
 
 if os.environ.get("CNAMD_PURE_PYTHON"):
     pytest.skip("pure build asked for: no C scanner", allow_module_level=True)
-from cnamd.sip._scan import content_length, scan
+from cnamd.sip._scan import common_shape, content_length, scan
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,8 +50,13 @@ def fields(req: message.Request) -> dict[str, Any]:
 
 
 def assert_same_when_taken(data: bytes) -> bool:
-    """True when the scanner took ``data``; then its request equals the Python parser's."""
-    if scan(data) is None:
+    """True when the scanner took ``data``; then its request equals the Python parser's.
+
+    ``common_shape`` (the dip's check of an ACK) must give the same verdict."""
+    taken = scan(data) is not None
+    assert common_shape(data) is (True if taken else None), data
+    assert message.is_common_shape(data) is taken
+    if not taken:
         return False
     fast = message.parse_request(data)
     assert fast, data
@@ -181,6 +186,8 @@ def test_the_fuzz_seeds_include_messages_the_scanner_takes() -> None:
 def test_non_bytes_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         scan("INVITE")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        common_shape("INVITE")  # type: ignore[arg-type]
 
 
 HEAD_LINES = [
