@@ -347,6 +347,23 @@ def test_ack_is_absorbed() -> None:
     assert names.calls == []
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("Date: Sat, 13 Nov 2010 23:29:00 GMT",)],  # the C fast path's shape, and the parser's
+)
+def test_every_well_formed_ack_is_counted_and_absorbed(extra: tuple[str, ...]) -> None:
+    dip, names = make()
+    before = sample("cnamd_sip_requests_total", method="ACK", transport="tcp")
+    dropped = sample("cnamd_sip_dropped_total", reason="unparseable")
+    ack = request("ACK", to="<sip:x@y>;tag=cnamd-1", extra=extra)
+    assert dip.handle(ack, SRC, "tcp") is None
+    assert dip.handle(b"ACK garbage\r\n\r\n", SRC, "tcp") is None
+    dip.flush_metrics()
+    assert sample("cnamd_sip_requests_total", method="ACK", transport="tcp") == before + 1
+    assert sample("cnamd_sip_dropped_total", reason="unparseable") == dropped + 1
+    assert names.calls == []
+
+
 def test_cancel_gets_200() -> None:
     reply = ask(request("CANCEL"))
     assert reply.status == 200

@@ -303,9 +303,16 @@ static PyObject *index_match(Index *ix, PyObject *number)
                 uint64_t ref = ix->name_refs[ix->ids[slot]];
                 const char *name = (const char *)ix->names.buf + (ref >> LENGTH_BITS);
                 PyObject *text = PyUnicode_DecodeUTF8(name, (Py_ssize_t)(ref & 0xffff), NULL);
-                if (text == NULL)
+                PyObject *length = PyLong_FromSsize_t(digits + 1), *pair = PyTuple_New(2);
+                if (text == NULL || length == NULL || pair == NULL) {
+                    Py_XDECREF(text);
+                    Py_XDECREF(length);
+                    Py_XDECREF(pair);
                     return NULL;
-                return Py_BuildValue("(Nn)", text, digits + 1);
+                }
+                PyTuple_SET_ITEM(pair, 0, text);
+                PyTuple_SET_ITEM(pair, 1, length);
+                return pair;
             }
         }
     }

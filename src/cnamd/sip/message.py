@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cnamd.sip._scan import Scanned
 try:
+    from cnamd.sip._scan import common_shape as _c_common_shape
     from cnamd.sip._scan import content_length as _c_content_length
     from cnamd.sip._scan import scan as _c_scan
 
     _scan: Callable[[bytes], Scanned | None] | None = _c_scan
+    _common_shape: Callable[[bytes], bool | None] | None = _c_common_shape
     _content_length: Callable[[bytes], int] | None = _c_content_length
 except ImportError:  # built without a C compiler (CNAMD_PURE_PYTHON): Python reads everything
     _scan = None
+    _common_shape = None
     _content_length = None
 
 CRLF = b"\r\n"
@@ -523,6 +526,13 @@ def parse_request(data: bytes) -> Request:
         req.fail(E_NO_HEADERS)
         return req
     return _parse(split[0], split[1], False)
+
+
+def is_common_shape(data: bytes) -> bool:
+    """True if the C fast path reads ``data`` as a valid request, building nothing:
+    ``parse_request`` would return a valid Request with a top Via. False when unsure
+    (other shapes, or no C extension): parse it."""
+    return _common_shape is not None and _common_shape(data) is not None
 
 
 def _request_from_scan(scanned: Scanned) -> Request:
