@@ -11,7 +11,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from cnamd import metrics
 from cnamd.errors import ConfigError
@@ -108,12 +108,13 @@ DROP_REASONS = (
     "overload",
     "send",
 )
-ALLOW = b"Allow: INVITE, ACK, CANCEL, OPTIONS\r\n"
-ACCEPT = b"Accept: application/sdp\r\n"
-ANONYMOUS_URI = b"<sip:anonymous@anonymous.invalid>"  # RFC 3323 §4.1.1.3
-_PRIVACY_HIDE = frozenset((b"id", b"user", b"header"))  # RFC 3323 §4.2, RFC 3325 §9.3
-_RPID_PRIVACY_HIDE = frozenset((b"full", b"name", b"uri"))
-_E_INVALID_NUMBER = b"invalid calling number"
+# Final: compiled, a Final module constant is a C static, any other a dict lookup per use.
+ALLOW: Final = b"Allow: INVITE, ACK, CANCEL, OPTIONS\r\n"
+ACCEPT: Final = b"Accept: application/sdp\r\n"
+ANONYMOUS_URI: Final = b"<sip:anonymous@anonymous.invalid>"  # RFC 3323 §4.1.1.3
+_PRIVACY_HIDE: Final = frozenset((b"id", b"user", b"header"))  # RFC 3323 §4.2, RFC 3325 §9.3
+_RPID_PRIVACY_HIDE: Final = frozenset((b"full", b"name", b"uri"))
+_E_INVALID_NUMBER: Final = b"invalid calling number"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from cnamd.sip._scan import Scanned
@@ -27,7 +27,8 @@ except ImportError:  # built without a C compiler (CNAMD_PURE_PYTHON): Python re
     _common_shape = None
     _content_length = None
 
-CRLF = b"\r\n"
+# Final: compiled, a Final module constant is a C static, any other a dict lookup per use.
+CRLF: Final = b"\r\n"
 SIP_VERSION = b"SIP/2.0"
 MAX_CSEQ = 2**31  # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31
 MAX_FORWARDS_LIMIT = 255  # RFC 4475 §3.1.2.4 treats larger values as malformed
@@ -41,10 +42,20 @@ _HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.
 _WS = b" \t"
 
 # Header slots. Slots below _FIRST_REPEATABLE must appear at most once (RFC 4475 §3.3.8).
-FROM, TO, CALL_ID, CSEQ, MAX_FORWARDS, CONTENT_LENGTH, DATE = range(7)
-_FIRST_REPEATABLE = 7
-PAI, RPID, PRIVACY, REQUIRE, CONTACT = range(7, 12)
-_NSLOTS = 12
+FROM: Final = 0
+TO: Final = 1
+CALL_ID: Final = 2
+CSEQ: Final = 3
+MAX_FORWARDS: Final = 4
+CONTENT_LENGTH: Final = 5
+DATE: Final = 6
+_FIRST_REPEATABLE: Final = 7
+PAI: Final = 7
+RPID: Final = 8
+PRIVACY: Final = 9
+REQUIRE: Final = 10
+CONTACT: Final = 11
+_NSLOTS: Final = 12
 _VIA = -2
 _SKIP = -1
 
