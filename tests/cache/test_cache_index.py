@@ -88,22 +88,34 @@ def test_build_refuses_a_key_twice_and_bad_items() -> None:
         (lambda raw: raw[:16], "shorter than its header"),
         (lambda raw: b"XXXX" + raw[4:], "unknown magic"),
         (lambda raw: raw[:-4], "size disagrees"),
-        (lambda raw: raw[:16] + struct.pack("<Q", 1) + raw[24:], "count disagrees"),
-        (lambda raw: raw[:24] + struct.pack("<Q", 0) + raw[32:], "length not recorded"),
+        (lambda raw: raw[:8] + struct.pack("<Q", 1) + raw[16:], "capacity out of range"),
     ],
 )
-def test_a_damaged_section_is_refused(damage: object, reason: str) -> None:
+def test_a_damaged_header_is_refused(damage: object, reason: str) -> None:
     raw = section({"+49": 0, "+4922": 1})
     with pytest.raises(ValueError, match=reason):
         _index.Index(damage(raw), array("Q", [1, 1]), b"n")  # type: ignore[operator]
 
 
-def test_references_past_the_arrays_are_refused() -> None:
-    raw = section({"+49": 5})
-    with pytest.raises(ValueError, match="key id past"):
-        _index.Index(raw, array("Q", [1]), b"n")
-    with pytest.raises(ValueError, match="name reference past"):
-        _index.Index(section({"+49": 0}), array("Q", [(10 << 16) | 1]), b"n")
+def test_references_past_the_arrays_are_an_error_not_a_read() -> None:
+    """The content is the CRC's to guard; what match() follows, it checks."""
+    past_refs = _index.Index(section({"+49": 5}), array("Q", [1]), b"n")
+    with pytest.raises(ValueError, match="past its arrays"):
+        past_refs.match("+491")
+    past_names = _index.Index(section({"+49": 0}), array("Q", [(10 << 16) | 1]), b"n")
+    with pytest.raises(ValueError, match="past its arrays"):
+        past_names.match("+49")
+    assert past_names.match("+1") is None
+
+
+def test_a_table_with_no_empty_slot_still_answers() -> None:
+    """Damage that fills every slot must not make a miss probe for ever."""
+    raw = bytearray(section({"+49": 0}))
+    capacity = struct.unpack_from("<Q", raw, 8)[0]
+    for slot in range(capacity):
+        struct.pack_into("<Q", raw, 32 + 8 * slot, 2 << 50 | 49)
+    index = _index.Index(bytes(raw), array("Q", [1]), b"n")
+    assert index.match("+12") is None
 
 
 def test_a_released_index_refuses_to_match() -> None:
