@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-Connection = asyncpg.Connection
+# An explicit alias: mypyc's build checks this module without asyncpg installed.
+Connection: TypeAlias = asyncpg.Connection
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
 
@@ -13,7 +14,8 @@ from cnamd.model import Scope
 
 SCOPE_BY_LABEL = {scope.label: scope for scope in Scope}
 
-Connection = asyncpg.Connection
+# An explicit alias: mypyc's build checks this module without asyncpg installed.
+Connection: TypeAlias = asyncpg.Connection
 
 
 @dataclass(frozen=True, slots=True)
