@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate
 from test_daemon import Daemon
@@ -50,6 +51,17 @@ async def other_db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     """A second migrated database, for "the wrong database" cases."""
     async with _Database(pg, TEMPLATE) as url:
         yield url
+
+
+@pytest.fixture
+async def demo_url(db_url: str) -> str:
+    """``db_url`` holding the demo data (``make run``'s tenants, people and names)."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await load_demo(conn)
+    finally:
+        await conn.close()
+    return db_url
 
 
 @pytest.fixture

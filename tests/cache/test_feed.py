@@ -16,7 +16,6 @@ from cnamd.cache.feed import ChangeFeed
 from cnamd.errors import StoreUnavailable
 from cnamd.model import GLOBAL_ONLY, LookupContext, Scope
 from cnamd.settings import CacheSettings, DatabaseSettings
-from cnamd.store.demo import load_demo
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -41,16 +40,6 @@ async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def demo_url(db_url: str) -> str:
-    conn = await asyncpg.connect(db_url)
-    try:
-        await load_demo(conn)
-    finally:
-        await conn.close()
-    return db_url
 
 
 @pytest.fixture

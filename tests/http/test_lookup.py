@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -15,7 +14,6 @@ from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
 from cnamd.http.app import make_app
 from cnamd.settings import Settings, load
-from cnamd.store.demo import load_demo
 
 
 class AlwaysReady:
@@ -24,13 +22,10 @@ class AlwaysReady:
 
 
 @pytest.fixture
-async def client(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
-    conn = await asyncpg.connect(db_url)
-    await load_demo(conn)
-    await conn.close()
+async def client(demo_url: str, tmp_path: Path) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
     settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 's'}"])
     directory = Directory()
-    feed = ChangeFeed(db_url, directory, settings.cache, settings.database, settings.sip.allow)
+    feed = ChangeFeed(demo_url, directory, settings.cache, settings.database, settings.sip.allow)
     await feed.start()
     server = TestServer(make_app(settings, directory, AlwaysReady()), host="127.0.0.1")
     await server.start_server()
