@@ -63,7 +63,13 @@ def test_export_lines_quote_only_what_needs_it() -> None:
     assert format_entry(CnamEntry("+4930", 'Say "hi"', prefix=True)) == '+4930,"Say ""hi""",true\n'
 
 
-_names = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), min_size=1)
+# Every code point but the surrogates (Cs) is UTF-8. Said by category rather than with
+# codec="utf-8", whose first use has hypothesis try all 1.1M code points under an
+# `except Exception`: one stray error there once marked "u" as not round-tripping in the
+# cached table, and the test failed on the warning that followed.
+_names = st.text(
+    alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\r\n"), min_size=1
+)
 
 
 @given(st.lists(st.tuples(st.from_regex(r"\+[1-9][0-9]{0,14}", fullmatch=True), _names)))
