@@ -292,10 +292,10 @@ class Dip:
     def _answer(self, data: bytes, source: tuple[str, int], transport: str) -> Answer | None:
         if not data or (data[0] in {10, 13} and not data.strip(b"\r\n")):
             return None  # keep-alive (RFC 5626 §4.4.1 CRLFs)
+        by_method = self._requests.get(transport) or self._requests["udp"]
         if data[:4] == b"ACK " and is_common_shape(data):
             # RFC 3261 §17.2.1, as below; half of a dip's messages, so a well-formed
             # one is counted without building its Request (~0.6 us of every dip).
-            by_method = self._requests.get(transport) or self._requests["udp"]
             by_method[b"ACK"].n += 1
             return None
         req = parse_request(data)
@@ -303,7 +303,6 @@ class Dip:
             self.dropped["response" if req.error is E_RESPONSE else "unparseable"].inc()
             return None
         method = req.method
-        by_method = self._requests.get(transport) or self._requests["udp"]
         (by_method.get(method) or by_method[b"other"]).n += 1
         if method == b"ACK":
             return None  # RFC 3261 §17.2.1: the ACK to a non-2xx answer ends here
