@@ -61,6 +61,12 @@ static inline uint64_t first_slot(uint64_t packed, uint64_t capacity)
     return ((mix(packed) >> 32) * capacity) >> 32;
 }
 
+/* Linear probing's next slot, wrapping at the end of the table. */
+static inline uint64_t next_slot(uint64_t slot, uint64_t capacity)
+{
+    return slot + 1 == capacity ? 0 : slot + 1;
+}
+
 /* Pack "+" and 1-15 ASCII digits starting at `at` of a str; 0 if it is not such a key. */
 static uint64_t pack_key(PyObject *key, Py_ssize_t at)
 {
@@ -146,7 +152,7 @@ static PyObject *build(PyObject *self, PyObject *args)
                 PyErr_SetString(PyExc_OverflowError, "key id too large for the index");
                 goto done;
             }
-            for (slot = first_slot(packed, capacity); keys[slot]; slot = (slot + 1) % capacity) {
+            for (slot = first_slot(packed, capacity); keys[slot]; slot = next_slot(slot, capacity)) {
                 if (keys[slot] == packed) {
                     PyErr_Format(PyExc_ValueError, "key %R given twice", key);
                     goto done;
@@ -285,7 +291,7 @@ static PyObject *index_match(Index *ix, PyObject *number)
         packed = (uint64_t)digits << VALUE_BITS | prefix[digits];
         /* At most `capacity` probes: a table with no empty slot (damage) cannot loop for ever. */
         for (slot = first_slot(packed, ix->capacity), probes = 0; probes < ix->capacity && ix->keys[slot];
-             slot = slot + 1 == ix->capacity ? 0 : slot + 1, probes++) {
+             slot = next_slot(slot, ix->capacity), probes++) {
             if (ix->keys[slot] == packed) {
                 uint64_t id = ix->ids[slot], ref = id < ix->nrefs ? ix->name_refs[id] : UINT64_MAX;
                 const char *name;
