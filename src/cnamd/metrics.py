@@ -125,6 +125,17 @@ CACHE_STALE = Gauge(
     multiprocess_mode="livemax",
 )
 CACHE_RELOADS = Counter("cnamd_cache_reloads", "Full cache loads, by cause.", ["cause"])
+CACHE_FEED_FAILURES = Counter(
+    "cnamd_cache_feed_failures",
+    "Change-feed failures, each logged and retried on a new connection: database (lost,"
+    " hung, refused), internal (an unexpected error), ended (the follower stopped).",
+    ["reason"],
+)
+CACHE_SNAPSHOT_CHANGE_ID = Gauge(
+    "cnamd_cache_snapshot_change_id",
+    "Change id of the snapshot's tail last written by the host's loader.",
+    multiprocess_mode="max",
+)
 DB_UP = Gauge(
     "cnamd_db_up",
     "1 when the database answered the last check (workers: 0 if any lost it).",

@@ -88,6 +88,14 @@ class DatabaseSettings:
         "at start-up without a usable snapshot: exit (code 2) or keep retrying with backoff",
     )
     retry_max_seconds: float = _setting(30.0, "cap of the reconnect backoff", _between(0.1, 3600))
+    ping_interval: float = _setting(
+        1.0, "seconds between the change feed's pings of its connection", _between(0.1, 60)
+    )
+    ping_timeout: float = _setting(
+        2.0,
+        "seconds a ping may take before the database counts as lost (a hung server)",
+        _between(0.1, 60),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +187,21 @@ class CacheSettings:
     )
     compact_threshold: int = _setting(
         20000,
-        "live changes held in the overlay before it is folded into the base",
+        "live changes held in the overlay before it is folded into the base; a committed"
+        " transaction of more changes is not applied live but loaded whole",
         _between(100, 10_000_000),
+    )
+    snapshot_interval: float = _setting(
+        2.0,
+        "seconds between refreshes of the snapshot's tail (the changes since its base), so a"
+        " restarted worker or a warm start maps names at most about this old",
+        _between(0.1, 3600),
+    )
+    max_worker_lag: float = _setting(
+        5.0,
+        "seconds a worker may stay behind the host's cache before /readyz reports it and"
+        " the supervisor restarts it",
+        _between(0.5, 3600),
     )
 
 

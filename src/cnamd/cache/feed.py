@@ -1,13 +1,25 @@
 """Keeps the Directory equal to PostgreSQL: full loads off to the side, then the change log.
 
-Start-up: a full load in one REPEATABLE READ snapshot (entries, context maps and
-the change id they reflect), built in a child process (``cache/loader.py``),
-written to the snapshot file, mapped and swapped in. After that the feed LISTENs, and on every
-notification (or poll tick, which also proves the connection alive) applies
-change-log rows with id > last applied, in id order. Ids are gapless (see the
-schema), so a jump means the log was pruned under us: reload. A periodic
-reconciliation compares a digest (count and XOR of entry hashes) with
-the one kept in step with each applied change, and reloads on a difference.
+Two roles. The *loader* (the supervisor, or a daemon running alone) builds full
+loads in a child process (``cache/loader.py``) and writes the snapshot; every
+few seconds it also writes the snapshot's tail (its overlay since that base), so
+a process that maps the snapshot starts seconds behind, not a full load behind.
+A *follower* (a worker of the supervisor) never loads: it maps the host's
+snapshot (base and tail), and maps it again whenever the loader replaced the base.
+
+Both then follow the change log: LISTEN, and on every notification or poll
+tick (which also pings the connection, bounded, so a hung server is noticed
+within seconds) apply the changes after the last applied one. Changes come
+whole transactions at a time and are applied without yielding, so a lookup
+sees the state before a transaction or after it, never a mix; a transaction
+too large to apply at once becomes a reload. Ids are gapless, so a jump means
+the log was pruned under us: reload. A periodic reconciliation compares a
+digest (count and XOR of entry hashes) with the one kept in step with each
+applied change, and reloads on a difference.
+
+A reload is built off to the side and caught up before it is swapped in, so
+what a lookup sees never goes back in time. Any failure of the follower is
+logged, counted and retried on a new connection; the task cannot end silently.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +40,7 @@ import asyncpg
 from cnamd import metrics
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
-from cnamd.cache.loader import load_in_child, open_snapshot
+from cnamd.cache.loader import load_in_child, open_snapshot, save_tail
 from cnamd.cache.trie import NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
 from cnamd.settings import CacheSettings, DatabaseSettings, LogSettings
@@ -43,9 +56,38 @@ _DB_ERRORS = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # asyncpg leaves a connection whose backend was terminated while idle in a broken
+    # protocol state ("cannot switch to state 12; another operation (2) is in progress",
+    # MagicStack/asyncpg#784, #1069): the connection is lost, like any other
+    asyncpg.InternalClientError,
     TimeoutError,
     StoreUnavailable,
 )
+_REMAP_RETRY = 0.5  # seconds between a follower's looks for a snapshot past its gap
+
+
+class _Reload(Exception):  # a signal inside the feed, never seen outside
+    """The change log cannot bring the cache forward (gap, oversized transaction, digest)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class _State:
+    """A cache with the change id and digest it reflects; built, caught up, then installed."""
+
+    cache: NameCache
+    contexts: Contexts
+    count: int
+    hash_xor: int
+    last_id: int
+    base_id: str | None
+    base_inode: int = 0  # the snapshot file's inode this cache maps (0: none)
+
+    def digest(self) -> Digest:
+        return Digest(self.count, self.hash_xor, self.last_id)
 
 
 class ChangeFeed:
@@ -61,24 +103,30 @@ class ChangeFeed:
         *,
         poll_interval: float = 1.0,
         log_settings: LogSettings | None = None,
+        loader: bool = True,
+        snapshot_path: Path | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.directory = directory
         self.settings = cache_settings
         self.db = db_settings
         self.allowed = tuple(allowed_networks)
-        self.poll_interval = poll_interval
-        self.snapshot_path = (
-            Path(cache_settings.snapshot_path) if cache_settings.snapshot_path else None
-        )
+        self.poll_interval = min(poll_interval, db_settings.ping_interval)
+        self.loader = loader
+        configured = cache_settings.snapshot_path
+        self.snapshot_path = snapshot_path or (Path(configured) if configured else None)
         self.log_settings = log_settings or LogSettings()
+        self.on_failure = on_failure
         self.db_up = False
-        self._count = 0
-        self._hash_xor = 0
-        self._last_id = 0
+        self.failed = False
+        self.caught_up = asyncio.Event()  # set once the cache matched the database
+        self._state: _State | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_reconcile = 0.0
+        self._next_tail = 0.0
+        self._tail_id = -1
 
     # -- start-up ----------------------------------------------------------
 
@@ -88,11 +136,15 @@ class ChangeFeed:
         ``prefer_snapshot``: map a usable snapshot first and catch up from its
         change id, as stale until the digest confirms it. A restart at 10M names
         then serves in well under a second instead of after a two-minute load,
-        and workers share the mapped pages.
+        and workers share the mapped pages. A follower always starts this way
+        (waiting in the background for the loader's first snapshot if none is there).
         Raises StoreUnavailable when the database is unreachable, no snapshot
         can be served and ``database.on_unreachable`` is ``exit``.
         """
-        if prefer_snapshot and self._warm_start(None):
+        if (prefer_snapshot or not self.loader) and self._warm_start(None):
+            self._spawn()
+            return
+        if not self.loader:
             self._spawn()
             return
         try:
@@ -106,33 +158,29 @@ class ChangeFeed:
             log.warning(
                 "database unreachable and no snapshot: waiting for it", extra={"reason": exc.reason}
             )
-            self._spawn(full_reload=True)
+            self._spawn()
             return
-        await conn.close()
-        await self._full_load(cause="startup")
+        started = time.monotonic()
+        try:
+            state = await self._full_load(cause="startup")
+            await self._catch_up(conn, state)
+        finally:
+            await conn.close()
+        await self._swap_in(state, "startup", started)
         self._set_db_up(True)
+        self.caught_up.set()
         self._spawn()
 
     def _warm_start(self, reason: str | None) -> bool:
         """Install the snapshot as stale until the database confirms it; True if installed.
 
-        ``reason`` says why the database is not used (None: by choice, in a worker).
+        ``reason`` says why the database is not used (None: by choice, or a follower).
         """
-        if self.snapshot_path is None or not self.snapshot_path.exists():
+        state = self._open_snapshot()
+        if state is None:
             return False
-        try:
-            cache, info = open_snapshot(self.snapshot_path)
-        except SnapshotError as exc:
-            log.error(
-                "snapshot refused", extra={"path": str(self.snapshot_path), "reason": exc.reason}
-            )
-            return False
-        self._install(cache, info, stale=True)
-        # the last full load is the one that wrote this snapshot
-        metrics.CACHE_LAST_FULL_LOAD.set(info.get("built_at") or self.snapshot_path.stat().st_mtime)
-        if "load_seconds" in info:
-            metrics.CACHE_FULL_LOAD_SECONDS.set(info["load_seconds"])
-        fields = {"entries": len(cache), "change_id": self._last_id}
+        self._install(state, stale=True)
+        fields = {"entries": len(state.cache), "change_id": state.last_id}
         if reason is None:
             log.info("cache mapped from snapshot", extra=fields)
         else:
@@ -142,22 +190,65 @@ class ChangeFeed:
             )
         return True
 
-    def _spawn(self, *, full_reload: bool = False) -> None:
-        self._task = asyncio.create_task(self._follow(full_reload), name="cnamd-change-feed")
+    def _open_snapshot(self) -> _State | None:
+        """The snapshot (base and tail) as a state, or None when there is none usable."""
+        path = self.snapshot_path
+        if path is None or not path.exists():
+            return None
+        try:
+            inode = path.stat().st_ino
+            cache, info = open_snapshot(path)
+        except (SnapshotError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, SnapshotError) else str(exc)
+            log.error("snapshot refused", extra={"path": str(path), "reason": reason})
+            return None
+        # the last full load is the one that wrote this snapshot's base
+        metrics.CACHE_LAST_FULL_LOAD.set(info.get("built_at") or path.stat().st_mtime)
+        if "load_seconds" in info:
+            metrics.CACHE_FULL_LOAD_SECONDS.set(info["load_seconds"])
+        return self._state_of(cache, info, inode)
+
+    def _state_of(self, cache: NameCache, info: dict[str, Any], inode: int) -> _State:
+        return _State(
+            cache,
+            Contexts.from_json(info["contexts"], self.allowed),
+            info["count"],
+            info["hash_xor"],
+            info["last_change_id"],
+            info.get("base_id"),
+            inode,
+        )
+
+    def _spawn(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="cnamd-change-feed")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The follower only ends when cancelled; anything else is a failure said aloud."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self.failed = True
+        metrics.CACHE_FEED_FAILURES.labels("ended").inc()
+        log.critical(
+            "change feed ended; the cache is no longer kept fresh",
+            extra={"reason": describe_failure(exc) if exc else "returned"},
+        )
+        if self.on_failure is not None:
+            self.on_failure()
 
     async def stop(self) -> None:
         """Cancel the follower and wait for it to end; a cancel of the caller is not swallowed."""
         task, self._task = self._task, None
         if task is not None:
+            task.remove_done_callback(self._ended)
             task.cancel()
             await asyncio.wait({task})
-            if not task.cancelled():
-                task.result()  # the follower died of something else: say so
 
     # -- following ---------------------------------------------------------
 
-    async def _follow(self, full_reload: bool) -> None:
-        """Forever: connect, catch up, listen; on any database error back off and retry."""
+    async def _follow(self) -> None:
+        """Forever: connect, catch up, listen; on any failure log, count, back off, retry."""
         delays = backoff_delays(self.db.retry_max_seconds)
         while True:
             conn: Any = None
@@ -166,43 +257,49 @@ class ChangeFeed:
                 await conn.add_listener(CHANNEL, self._notified)
                 conn.add_termination_listener(lambda _c: self._wake.set())
                 self._set_db_up(True)
-                if full_reload or self.directory.stale:
-                    full_reload = await self._resync(conn, full_reload)
+                await self._resync(conn)
                 delays = backoff_delays(self.db.retry_max_seconds)
                 await self._listen(conn)
             except asyncio.CancelledError:
                 raise
-            except _DB_ERRORS as exc:
+            except Exception as exc:  # the follower must never die
                 self._set_db_up(False)
+                known = isinstance(exc, _DB_ERRORS)
+                metrics.CACHE_FEED_FAILURES.labels("database" if known else "internal").inc()
                 delay = await anext(delays)
-                log.warning(
-                    "change feed lost the database, retrying",
-                    extra={
-                        "reason": describe_failure(exc),
-                        "retry_in": round(delay, 2),
-                        "change_id": self._last_id,
-                    },
-                )
+                fields = {
+                    "reason": describe_failure(exc),
+                    "retry_in": round(delay, 2),
+                    "change_id": self.last_change_id,
+                }
+                if known:
+                    log.warning("change feed lost the database, retrying", extra=fields)
+                else:
+                    log.error("change feed failed, retrying", exc_info=exc, extra=fields)
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+                conn = None
                 await asyncio.sleep(delay)
             finally:
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
 
-    async def _resync(self, conn: Any, full_reload: bool) -> bool:
-        """After a warm start: catch up from the snapshot's change id if the log still has it."""
-        if not full_reload and self.directory.ready:
-            first = await entries.first_change_id(conn)
-            if first <= self._last_id + 1 or first == 0:
-                await self._catch_up(conn)
-                if await self._reconcile(conn, cause="resync"):
-                    self.directory.stale = False
-                    metrics.CACHE_STALE.set(0)
-                    log.info(
-                        "snapshot confirmed by the database", extra={"change_id": self._last_id}
-                    )
-                    return False
-        await self._full_load(cause="resync")
-        return False
+    async def _resync(self, conn: Any) -> None:
+        """After (re)connecting: bring the cache forward; confirm a stale one by digest."""
+        try:
+            if self._state is None:
+                raise _Reload("startup")
+            await self._catch_up(conn, self._installed())
+            if self.directory.stale:
+                await self._reconcile(conn, cause="resync")
+                self.directory.stale = False
+                metrics.CACHE_STALE.set(0)
+                log.info(
+                    "snapshot confirmed by the database", extra={"change_id": self.last_change_id}
+                )
+        except _Reload as signal:
+            await self._reload(conn, signal.cause)
+        self.caught_up.set()
 
     async def _listen(self, conn: Any) -> None:
         self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
@@ -214,21 +311,37 @@ class ChangeFeed:
             self._wake.clear()
             if conn.is_closed():
                 raise StoreUnavailable("listener connection closed")
-            await self._catch_up(conn)
-            if self.directory.cache is not None and (
-                self.directory.cache.overlay_size > self.settings.compact_threshold
-            ):
-                await self._full_load(cause="compact")
-            if time.monotonic() >= self._next_reconcile:
-                await self._reconcile(conn, cause="reconcile")
-                self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
+            # bounded: a hung server (SIGSTOP, a dead link) must not look healthy
+            await conn.execute("SELECT 1", timeout=self.db.ping_timeout)
+            try:
+                await self._catch_up(conn, self._installed())
+                if self._needs_compaction():
+                    raise _Reload("compact")
+                if time.monotonic() >= self._next_reconcile:
+                    self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
+                    await self._reconcile(conn, cause="reconcile")
+            except _Reload as signal:
+                await self._reload(conn, signal.cause)
+            await self._write_tail()
+
+    def _needs_compaction(self) -> bool:
+        """Loader: the overlay outgrew its bound. Follower: the loader replaced the base."""
+        state = self._installed()
+        if self.loader:
+            return state.cache.overlay_size > self.settings.compact_threshold
+        path = self.snapshot_path
+        try:
+            return path is not None and path.stat().st_ino != state.base_inode
+        except FileNotFoundError:
+            return False
 
     def set_allowed(self, networks: Iterable[str]) -> None:
         """A new ``sip.allow`` (SIGHUP): the context maps are rebuilt with it, at once."""
         self.allowed = tuple(networks)
-        contexts = self.directory.contexts
-        if contexts is not None:
-            self.directory.contexts = Contexts(contexts.rows, self.allowed)
+        state = self._state
+        if state is not None:
+            state.contexts = Contexts(state.contexts.rows, self.allowed)
+            self.directory.contexts = state.contexts
 
     def reconcile_soon(self) -> None:
         """Compare digests at the next wake-up instead of waiting for the interval."""
@@ -242,30 +355,46 @@ class ChangeFeed:
         self.db_up = up
         metrics.DB_UP.set(1 if up else 0)
 
-    async def _catch_up(self, conn: Any, upto: int | None = None) -> None:
-        """Apply every change after the last applied one (up to ``upto``), in id order."""
+    def _installed(self) -> _State:
+        state = self._state
+        assert state is not None, "no cache installed"
+        return state
+
+    async def _catch_up(self, conn: Any, state: _State, upto: int | None = None) -> None:
+        """Apply every change after ``state``'s (up to ``upto``), a whole transaction at a time.
+
+        Raises _Reload on a gap or a transaction of more than ``compact_threshold``
+        changes. Each batch is applied without yielding to the event loop, with
+        the context maps it needs read beforehand, so lookups never see half of one.
+        """
         while True:
-            batch = await entries.changes_after(conn, self._last_id, upto)
-            if not batch:
+            batch = await entries.transactions_after(
+                conn, state.last_id, upto, max_rows=self.settings.compact_threshold
+            )
+            changes = batch.changes
+            if not changes:
+                if batch.oversized:
+                    log.info("a transaction too large to apply live: loading it whole")
+                    raise _Reload("transaction")
                 return
-            if batch[0].id != self._last_id + 1:
+            if changes[0].id != state.last_id + 1:
                 log.warning(
                     "gap in the change log, reloading",
-                    extra={"expected": self._last_id + 1, "got": batch[0].id},
+                    extra={"expected": state.last_id + 1, "got": changes[0].id},
                 )
-                await self._full_load(cause="gap")
-                return
-            if self._apply(batch):
-                rows = await load_context_rows(conn)
-                self.directory.contexts = Contexts(rows, self.allowed)
-            self.directory.digest = self._digest()
-            self._publish_counts()
+                raise _Reload("gap")
+            contexts = None
+            if any(change.kind != "entry" for change in changes):
+                contexts = Contexts(await load_context_rows(conn), self.allowed)
+            self._apply(state, changes)
+            if contexts is not None:
+                state.contexts = contexts
+            if state is self._state:
+                self._publish(state)
 
-    def _apply(self, batch: list[Change]) -> bool:
-        """Apply entry changes to the cache; True if the context maps must be reloaded."""
-        cache = self.directory.cache
-        assert cache is not None
-        contexts_changed = False
+    def _apply(self, state: _State, batch: list[Change]) -> None:
+        """Apply entry changes to ``state``'s cache and digest (no await: atomic to lookups)."""
+        cache = state.cache
         now = time.time()
         for change in batch:
             if change.kind == "entry" and change.scope is not None:
@@ -274,26 +403,24 @@ class ChangeFeed:
                 else:
                     cache.put(change.scope, change.owner, change.key, change.name)
                 if change.old_name is not None:
-                    self._count -= 1
-                    self._hash_xor ^= entry_hash(
+                    state.count -= 1
+                    state.hash_xor ^= entry_hash(
                         change.scope, change.owner, change.key, change.old_name
                     )
                 if change.name is not None:
-                    self._count += 1
-                    self._hash_xor ^= entry_hash(
+                    state.count += 1
+                    state.hash_xor ^= entry_hash(
                         change.scope, change.owner, change.key, change.name
                     )
-            else:
-                contexts_changed = True
             metrics.CACHE_PROPAGATION.observe(max(0.0, now - change.at.timestamp()))
-            self._last_id = change.id
-        return contexts_changed
+        state.last_id = batch[-1].id
 
     async def _reconcile(self, conn: Any, *, cause: str) -> bool:
-        """Compare digests at one change id; reload on a difference. True if they agreed."""
+        """Compare digests at one change id; _Reload on a difference. True if they agreed."""
         want = await entries.served_digest(conn)
-        await self._catch_up(conn, upto=want.last_change_id)
-        have = self._digest()
+        state = self._installed()
+        await self._catch_up(conn, state, upto=want.last_change_id)
+        have = state.digest()
         if (have.count, have.hash_xor) == (want.count, want.hash_xor):
             return True
         log.warning(
@@ -305,17 +432,51 @@ class ChangeFeed:
                 "change_id": have.last_change_id,
             },
         )
-        await self._full_load(cause=cause)
-        return False
+        raise _Reload(cause)
 
-    # -- full load -----------------------------------------------------------
+    # -- reloads -------------------------------------------------------------
 
-    async def _full_load(self, *, cause: str) -> None:
-        """Build in a child process (cache/loader.py), map its snapshot, swap it in.
+    async def _reload(self, conn: Any, cause: str) -> None:
+        """A new cache, caught up off to the side, then swapped in at once.
 
-        Lookups go on from the old cache meanwhile; the changes committed while
-        the child worked are applied by the next catch-up, from the snapshot's id.
+        The loader builds a full load; a follower maps the loader's snapshot and
+        waits (serving what it has) until one brings it past what stopped it.
+        Lookups go on from the old cache meanwhile and never see it go back in time.
         """
+        started = time.monotonic()
+        while True:
+            state = await self._full_load(cause=cause) if self.loader else self._open_snapshot()
+            if state is not None:
+                try:
+                    # caught up to the database's head before it is seen: never back in time
+                    await self._catch_up(conn, state)
+                    break
+                except _Reload as again:
+                    state.cache.close()
+                    if self.loader:
+                        raise StoreUnavailable(
+                            f"a fresh full load cannot follow the change log ({again.cause})"
+                        ) from again
+            await asyncio.sleep(_REMAP_RETRY)
+        await self._swap_in(state, cause, started)
+
+    async def _swap_in(self, state: _State, cause: str, started: float) -> None:
+        """Install a reloaded state (caught up already), count and log it, refresh the tail."""
+        self._install(state, stale=False)
+        metrics.CACHE_RELOADS.labels(cause).inc()
+        log.info(
+            "cache loaded" if self.loader else "cache mapped from the host's snapshot",
+            extra={
+                "entries": len(state.cache),
+                "change_id": state.last_id,
+                "seconds": round(time.monotonic() - started, 3),
+                "cause": cause,
+            },
+        )
+        await self._write_tail()
+
+    async def _full_load(self, *, cause: str) -> _State:
+        """Build in a child process (cache/loader.py) and map its snapshot (not installed)."""
         started = time.monotonic()
         path = self.snapshot_path
         scratch = path is None
@@ -331,46 +492,66 @@ class ChangeFeed:
                 log_settings=self.log_settings,
                 cause=cause,
             )
+            inode = path.stat().st_ino
             cache, info = open_snapshot(path)
         except SnapshotError as exc:  # the follower retries a failed load, like a lost database
             raise StoreUnavailable(f"the loaded snapshot is unreadable: {exc.reason}") from exc
         finally:
             if scratch:
                 path.unlink(missing_ok=True)
-        self._install(cache, info, stale=False)
         elapsed = time.monotonic() - started
         metrics.CACHE_FULL_LOAD_SECONDS.set(elapsed)
         metrics.CACHE_LAST_FULL_LOAD.set(time.time())
-        metrics.CACHE_RELOADS.labels(cause).inc()
-        log.info(
-            "cache loaded",
-            extra={
-                "entries": len(cache),
-                "change_id": self._last_id,
-                "seconds": round(elapsed, 3),
-                "cause": cause,
-            },
-        )
+        return self._state_of(cache, info, inode)
 
     # -- bookkeeping -----------------------------------------------------------
 
-    def _install(self, cache: NameCache, info: dict[str, Any], *, stale: bool) -> None:
-        """Swap in a mapped snapshot and take over the digest and change id it records."""
-        self._count, self._hash_xor = info["count"], info["hash_xor"]
-        self._last_id = info["last_change_id"]
-        contexts = Contexts.from_json(info["contexts"], self.allowed)
-        self.directory.install(cache, contexts, self._digest(), stale=stale)
+    def _install(self, state: _State, *, stale: bool) -> None:
+        """Swap in ``state`` whole; the cache it replaces is closed (unmapped)."""
+        self._state = state
+        self.directory.install(state.cache, state.contexts, state.digest(), stale=stale)
         metrics.CACHE_STALE.set(1 if stale else 0)
-        self._publish_counts()
+        self._publish(state)
 
-    def _digest(self) -> Digest:
-        return Digest(self._count, self._hash_xor, self._last_id)
-
-    def _publish_counts(self) -> None:
-        for scope, n in self.directory.counts().items():
+    def _publish(self, state: _State) -> None:
+        self.directory.contexts = state.contexts
+        self.directory.digest = state.digest()
+        for scope, n in state.cache.counts().items():
             metrics.CACHE_ENTRIES.labels(scope.label).set(n)
-        metrics.CACHE_LAST_CHANGE_ID.set(self._last_id)
+        metrics.CACHE_LAST_CHANGE_ID.set(state.last_id)
+
+    async def _write_tail(self) -> None:
+        """Loader: every ``snapshot_interval``, the overlay since the base, if it moved.
+
+        A few kB to a few MB (the overlay is bounded by ``compact_threshold``),
+        encoded here and written (fsync included) in a thread, off the event loop.
+        """
+        state = self._state
+        path = self.snapshot_path
+        if not self.loader or state is None or path is None or state.base_id is None:
+            return
+        now = time.monotonic()
+        if state.last_id == self._tail_id or now < self._next_tail:
+            return
+        self._next_tail = now + self.settings.snapshot_interval
+        written = state.last_id
+        info = {
+            "base_id": state.base_id,
+            "last_change_id": written,
+            "count": state.count,
+            "hash_xor": state.hash_xor,
+            "contexts": state.contexts.to_json(),
+            "tail_written_at": time.time(),
+        }
+        records = state.cache.overlay_records()
+        try:
+            await asyncio.to_thread(save_tail, path, records, info)
+        except OSError as exc:
+            log.error("snapshot tail not written", extra={"path": str(path), "reason": str(exc)})
+            return
+        self._tail_id = written
+        metrics.CACHE_SNAPSHOT_CHANGE_ID.set(written)
 
     @property
     def last_change_id(self) -> int:
-        return self._last_id
+        return self._state.last_id if self._state is not None else 0

@@ -16,12 +16,14 @@ import logging
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from cnamd import logs
+from cnamd.cache.snapshot import map_sections, write_sections
 from cnamd.cache.trie import CacheBuilder, NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
 from cnamd.settings import LogSettings
@@ -51,14 +53,69 @@ def read_meta(meta: bytes) -> dict[str, Any]:
     return info
 
 
+def tail_path(path: Path) -> Path:
+    """Where the overlay written since the base at ``path`` was built is kept."""
+    return path.with_name(path.name + ".tail")
+
+
 def open_snapshot(path: Path) -> tuple[NameCache, dict[str, Any]]:
-    """Map a snapshot and read its metadata; SnapshotError (nothing left mapped) if off."""
+    """Map a snapshot, bring it forward with its tail, read the metadata of both.
+
+    The tail (``tail_path``) is the host loader's overlay over this very base
+    (same ``base_id``), refreshed every few seconds: a worker or a restart
+    that maps the base starts seconds behind the database, not a full load
+    behind. A tail of another base (the base was replaced since) is ignored.
+    SnapshotError (nothing left mapped) if the base is not sound.
+    """
+    cache, meta = NameCache.open(path)
+    try:
+        info = read_meta(meta)
+    except SnapshotError:
+        cache.close()
+        raise
+    tail = tail_path(path)
+    if not tail.exists():
+        return cache, info
+    try:
+        snapshot = map_sections(tail)
+    except SnapshotError as exc:
+        log.warning("snapshot tail refused", extra={"path": str(tail), "reason": exc.reason})
+        return cache, info
+    try:
+        tail_info = read_meta(bytes(snapshot.view(b"META")))
+        base_id = info.get("base_id")
+        if (
+            base_id is not None
+            and tail_info.get("base_id") == base_id
+            and tail_info["last_change_id"] > info["last_change_id"]
+        ):
+            cache.replace_overlay(snapshot.view(b"PEND"), tail)
+            info = {**info, **tail_info}
+    except SnapshotError as exc:
+        # the overlay may be half replayed: start again from the base alone
+        log.warning("snapshot tail refused", extra={"path": str(tail), "reason": exc.reason})
+        cache.close()
+        snapshot.close()
+        return open_base(path)
+    snapshot.close()
+    return cache, info
+
+
+def open_base(path: Path) -> tuple[NameCache, dict[str, Any]]:
+    """Map a snapshot without its tail; SnapshotError (nothing left mapped) if off."""
     cache, meta = NameCache.open(path)
     try:
         return cache, read_meta(meta)
     except SnapshotError:
         cache.close()
         raise
+
+
+def save_tail(path: Path, records: bytes, info: dict[str, Any]) -> None:
+    """Write overlay ``records`` and ``info`` (change id, digest, contexts) as the tail of
+    the base at ``path`` (temp file, fsync, rename); ``info`` names that base's ``base_id``."""
+    meta = json.dumps({"format": META_FORMAT, **info}).encode()
+    write_sections(tail_path(path), [(b"PEND", memoryview(records)), (b"META", memoryview(meta))])
 
 
 def snapshot_usable(path: Path) -> bool:
@@ -94,6 +151,8 @@ async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> in
     cache = builder.build()
     meta = {
         "format": META_FORMAT,
+        # names this base: a tail (open_snapshot) applies to the base it was written over
+        "base_id": uuid.uuid4().hex,
         "last_change_id": digest.last_change_id,
         "count": digest.count,
         "hash_xor": digest.hash_xor,

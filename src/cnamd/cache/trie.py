@@ -549,14 +549,29 @@ class NameCache:
 
     def save(self, path: Path, meta: bytes) -> None:
         """Write base, overlay and ``meta`` to ``path`` atomically (see cache/snapshot.py)."""
+        sections = self._base.sections()
+        sections += [(b"PEND", memoryview(self.overlay_records())), (b"META", memoryview(meta))]
+        write_sections(path, sections)
+
+    def overlay_records(self) -> bytes:
+        """The overlay as a snapshot's PEND section: with the base, this cache's whole state."""
         records = bytearray()
         for scope, owner, key, name in self._overlay.records():
             raw_key, raw_name = key.encode(), (name or "").encode()
             records += _RECORD.pack(scope, name is None, len(raw_key), len(raw_name), owner)
             records += raw_key + raw_name
-        sections = self._base.sections()
-        sections += [(b"PEND", memoryview(records)), (b"META", memoryview(meta))]
-        write_sections(path, sections)
+        return bytes(records)
+
+    def replace_overlay(self, records: memoryview, path: Path) -> None:
+        """Drop the overlay and replay ``records`` (another ``overlay_records()``) over the base.
+
+        The records are the writer's whole overlay over the same base, so nothing of
+        this cache's own overlay may stay under them. SnapshotError if unreadable.
+        """
+        self._overlay = Overlay(len(_SCOPES))
+        self._pending = self._overlay.by_scope
+        self._counts = list(self._base.counts)
+        self._replay(records, path)
 
     @classmethod
     def open(cls, path: Path) -> tuple[NameCache, bytes]:

@@ -30,6 +30,19 @@ class Change:
     key: str
     name: str | None
     old_name: str | None
+    xact: int | None = None  # the writing transaction (None: logged before migration 5)
+
+
+@dataclass(frozen=True, slots=True)
+class Transactions:
+    """Whole committed transactions from the change log, in commit order.
+
+    ``oversized``: the next transaction has more changes than the caller may
+    apply at once; ``changes`` then ends before it (and may be empty).
+    """
+
+    changes: list[Change]
+    oversized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +100,10 @@ async def stream_served(
         yield [(SCOPE_BY_LABEL[r[0]], r[1], r[2], r[3]) for r in rows]
 
 
-async def changes_after(
-    conn: Connection, after: int, upto: int | None = None, limit: int = 5000
-) -> list[Change]:
-    """Change-log rows with id > after (and <= upto), in id order."""
-    rows = await conn.fetch(
-        "SELECT id, at, kind, scope, owner_id, key, name, old_name FROM change_log"
-        " WHERE id > $1 AND ($2::bigint IS NULL OR id <= $2) ORDER BY id LIMIT $3",
-        after,
-        upto,
-        limit,
-    )
+_CHANGE_COLUMNS = "id, at, kind, scope, owner_id, key, name, old_name, xact::text::bigint AS xact"
+
+
+def _changes(rows: list[asyncpg.Record]) -> list[Change]:
     return [
         Change(
             r["id"],
@@ -108,9 +114,59 @@ async def changes_after(
             r["key"] or "",
             r["name"],
             r["old_name"],
+            r["xact"],
         )
         for r in rows
     ]
+
+
+async def changes_after(
+    conn: Connection, after: int, upto: int | None = None, limit: int = 5000
+) -> list[Change]:
+    """Change-log rows with id > after (and <= upto), in id order."""
+    rows = await conn.fetch(
+        f"SELECT {_CHANGE_COLUMNS} FROM change_log"
+        " WHERE id > $1 AND ($2::bigint IS NULL OR id <= $2) ORDER BY id LIMIT $3",
+        after,
+        upto,
+        limit,
+    )
+    return _changes(rows)
+
+
+async def transactions_after(
+    conn: Connection,
+    after: int,
+    upto: int | None = None,
+    *,
+    limit: int = 5000,
+    max_rows: int = 20000,
+) -> Transactions:
+    """About ``limit`` changes after ``after``, cut at a transaction's end, never inside one.
+
+    A transaction's ids are contiguous (``cnamd_next_change_id`` holds its lock
+    to commit), so the one the first ``limit`` rows end in continues at the ids
+    right after them; a transaction of more than ``max_rows`` changes is not
+    returned at all (``oversized``): the caller loads it whole instead.
+    ``upto`` must be a transaction boundary (a snapshot's last change id).
+    """
+    changes = await changes_after(conn, after, upto, limit)
+    if not changes or changes[-1].xact is None:
+        return Transactions(changes)
+    last = changes[-1]
+    rest = _changes(
+        await conn.fetch(
+            f"SELECT {_CHANGE_COLUMNS} FROM change_log"
+            " WHERE id > $1 AND id <= $1 + $2 AND xact = $3::text::xid8 ORDER BY id",
+            last.id,
+            max_rows + 1,
+            str(last.xact),
+        )
+    )
+    first = next(i for i, c in enumerate(changes) if c.xact == last.xact)
+    if len(changes) - first + len(rest) > max_rows:
+        return Transactions(changes[:first], oversized=first == 0)
+    return Transactions(changes + rest)
 
 
 async def digest_now(conn: Connection) -> Digest:
