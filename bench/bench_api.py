@@ -41,6 +41,9 @@ class Ready:
     def readiness(self) -> tuple[int, dict[str, Any]]:
         return 200, {}
 
+    def metrics_extra(self) -> bytes:
+        return b""
+
 
 async def fill(url: str, entries: int) -> tuple[str, list[str]]:
     conn = await asyncpg.connect(url)

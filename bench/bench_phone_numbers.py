@@ -41,6 +41,9 @@ class Ready:
     def readiness(self) -> tuple[int, dict[str, Any]]:
         return 200, {}
 
+    def metrics_extra(self) -> bytes:
+        return b""
+
 
 async def prepare(url: str, runs: int) -> str:
     """``runs`` empty tenants b0..bN and an operator key; returns the token."""

@@ -159,6 +159,8 @@ async def _work() -> int:
         spec["sockets"],
         spec["heartbeat_fd"],
         spec.get("control_fd", -1),
+        spec.get("snapshot_path", ""),
+        spec.get("status_path", ""),
     )
     await Server(settings, worker=worker).run()
     return 0

@@ -16,8 +16,9 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate, pending
 from cnamd.store.pool import Pool, connect_once, open_pool, publish_pool_metrics
+from cnamd.worker_status import HostStatus, read_status
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class WorkerSpec:
     sockets: dict[str, int]
     heartbeat_fd: int
     control_fd: int = -1  # the supervisor writes new settings here (SIGHUP)
+    snapshot_path: str = ""  # the host's snapshot, loaded by the supervisor
+    status_path: str = ""  # the supervisor's view of every worker (worker_status.py)
 
 
 async def prepare_database(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
@@ -207,7 +211,9 @@ class Server:
             self.sockets = adopt(self.worker.sockets)
             from cnamd.supervisor import heartbeat
 
-            self._heartbeat = asyncio.create_task(heartbeat(self.worker.heartbeat_fd))
+            self._heartbeat = asyncio.create_task(
+                heartbeat(self.worker.heartbeat_fd, self._applied_change_id)
+            )
         self.pool = await open_pool(
             url, min_size=db.pool_min, max_size=db.pool_max, timeout=db.connect_timeout
         )
@@ -219,8 +225,25 @@ class Server:
             db,
             self.settings.sip.allow,
             log_settings=self.settings.log,
+            # a worker follows the host's snapshot; the supervisor makes the full loads
+            loader=self.worker is None,
+            snapshot_path=Path(self.worker.snapshot_path)
+            if self.worker is not None and self.worker.snapshot_path
+            else None,
+            on_failure=self._feed_failed,
         )
         await self.feed.start(prefer_snapshot=True)
+        # A mapped snapshot is seconds old: answer only once caught up with the database,
+        # unless the database cannot be reached within the bound (then serve it, stale).
+        waits = {
+            asyncio.ensure_future(self.feed.caught_up.wait()),
+            asyncio.ensure_future(self.stopping.wait()),
+        }
+        await asyncio.wait(
+            waits, timeout=db.connect_timeout + db.ping_timeout, return_when="FIRST_COMPLETED"
+        )
+        for wait in waits:
+            wait.cancel()
         if self.worker is None or self.worker.index == 0:
             # Atmosphere CNAM orders: one worker per daemon; SKIP LOCKED shares them safely
             self.orders = OrderWorker(self.pool, self.settings)
@@ -237,6 +260,19 @@ class Server:
                 "stale": self.directory.stale,
             },
         )
+
+    def _applied_change_id(self) -> int | None:
+        """For the heartbeat: the change id served, None until the cache caught up."""
+        feed = self.feed
+        if feed is None or not feed.caught_up.is_set() or not self.directory.ready:
+            return None
+        return feed.last_change_id
+
+    def _feed_failed(self) -> None:
+        """The change feed stopped for good: stop serving, so the supervisor (or the
+        service manager) starts a fresh process instead of one with a frozen cache."""
+        log.critical("stopping: the cache can no longer be kept fresh")
+        self.stopping.set()
 
     async def _start_listeners(self) -> None:
         app = self.http_app = make_app(self.settings, self.directory, self, self.pool)
@@ -272,14 +308,18 @@ class Server:
                 log.info("listening", extra={"kind": spec.kind, "address": spec.address})
         self.listeners_up = True
 
-    async def serve(self) -> None:
-        """Wait for SIGTERM / SIGINT; reload on SIGHUP (a worker: when the supervisor says)."""
+    def handle_signals(self) -> None:
+        """SIGTERM / SIGINT stop, SIGHUP reloads (a worker: when the supervisor says);
+        installed before start-up, which may wait seconds for the database."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         # a worker's own SIGHUP comes from a process-group kill: the supervisor re-reads
         # the file once and sends every worker the result over its control pipe
         loop.add_signal_handler(signal.SIGHUP, self.reload if self.worker is None else _noop)
+
+    async def serve(self) -> None:
+        """Serve until SIGTERM / SIGINT (or a feed that cannot go on)."""
         if self.worker is not None and self.worker.control_fd >= 0:
             self._follow_control(self.worker.control_fd)
         await self.stopping.wait()
@@ -410,6 +450,7 @@ class Server:
         log.info("stopped")
 
     async def run(self) -> None:
+        self.handle_signals()
         try:
             await self.startup()
             await self.serve()
@@ -426,7 +467,8 @@ class Server:
             "loaded": self.directory.ready,
             "database": "up" if db_up else "down",
             "listeners": self.listeners_up,
-            "stale": self.directory.stale,
+            # a cache the database does not confirm now: a snapshot, or the database away
+            "stale": self.directory.stale or not db_up,
             "change_id": self.directory.digest.last_change_id,
             "entries": sum(self.directory.counts().values()),
         }
@@ -435,6 +477,14 @@ class Server:
             reasons.append("first cache load not done")
         if not self.listeners_up:
             reasons.append("listeners not up")
+        failing = [] if feed is None or not feed.failed else ["change feed stopped"]
+        host = self._host_status()
+        if host is not None:
+            body["workers"] = [asdict(w) for w in host.workers]
+            failing += host.problems(time.time())
+        elif self.worker is not None and self.worker.status_path:
+            failing.append("no status from the supervisor")
+        reasons += failing
         status = 200
         # cache.stale_ready_status says whether a cache the database does not confirm
         # (a snapshot at start-up, or the last state after the database went away) is
@@ -445,8 +495,19 @@ class Server:
         elif not db_up and self.directory.ready:
             reasons.append("database unreachable; serving the cache as last loaded")
             status = self.settings.cache.stale_ready_status
-        if not self.directory.ready or not self.listeners_up:
+        if not self.directory.ready or not self.listeners_up or failing:
             status = 503
         body["status"] = "ready" if status == 200 else "not-ready"
         body["reasons"] = reasons
         return status, body
+
+    def _host_status(self) -> HostStatus | None:
+        """The supervisor's view of every worker (None when running alone)."""
+        if self.worker is None or not self.worker.status_path:
+            return None
+        return read_status(Path(self.worker.status_path))
+
+    def metrics_extra(self) -> bytes:
+        """Exposition lines /metrics adds: the supervisor's view of the workers."""
+        host = self._host_status()
+        return host.exposition() if host is not None else b""

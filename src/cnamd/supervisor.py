@@ -1,14 +1,22 @@
 """Worker processes that share the listening sockets, bound once here.
 
 As Kamailio's children share theirs, and as uvicorn's multiprocess supervisor
-does: the parent binds every socket, prepares the database and the first cache
-snapshot, then starts N workers that inherit the sockets (``pass_fds``) and map
-the snapshot read-only, so their caches share pages. Not SO_REUSEPORT: the
-kernel would hash each UDP sender to one socket, so one SBC sending from one
-port would load one worker only.
+does: the parent binds every socket (listeners.py: one shared socket per
+address, except UDP, where each worker gets its own socket of one steered
+SO_REUSEPORT group), prepares the database, then starts N workers that
+inherit the sockets (``pass_fds``).
 
-Each worker writes a heartbeat byte to a pipe every second; a worker that dies
-or stays silent for ``HEARTBEAT_TIMEOUT`` is killed and restarted. SIGTERM and
+The supervisor is the host's only cache loader, as Kamailio's mtree reloads
+once per host: its own ChangeFeed (the loader role) makes every full load
+(start-up, compaction, gap, digest difference) and writes the snapshot and,
+every ``cache.snapshot_interval``, its tail. Workers map that one file, so
+their caches share pages, and map it again when the base is replaced.
+
+Each worker writes its applied change id to a heartbeat pipe every second.
+A worker that dies or stays silent for ``HEARTBEAT_TIMEOUT``, or whose cache
+stays behind the host's for more than ``cache.max_worker_lag``, is killed and
+restarted; what the supervisor sees is written to a status file every half
+second for every worker's /readyz and /metrics (worker_status.py). SIGTERM and
 SIGINT stop all. SIGHUP re-reads the configuration here, once: an invalid one
 is refused and logged, a valid one is split into live changes (written to each
 worker's control pipe as one JSON line) and changes that need a restart
@@ -40,11 +48,14 @@ from pathlib import Path
 from prometheus_client.multiprocess import mark_process_dead
 
 from cnamd import logs, metrics
-from cnamd.cache.loader import load_in_child, snapshot_usable
+from cnamd.cache.directory import Directory
+from cnamd.cache.feed import ChangeFeed
+from cnamd.cache.loader import snapshot_usable
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
 from cnamd.store.embedded import EmbeddedPostgres
+from cnamd.worker_status import HostStatus, LagWatch, WorkerView, write_status
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,8 @@ class Worker:
     control_fd: int  # write end: settings documents for the worker, one JSON line each
     last_beat: float = field(default_factory=time.monotonic)
     restarts: int = 0
+    change_id: int | None = None  # from the heartbeats; None until its cache caught up
+    beats: bytearray = field(default_factory=bytearray)  # a heartbeat line not yet whole
 
 
 def worker_count(settings: Settings) -> int:
@@ -94,16 +107,21 @@ class Supervisor:
         self.workers: dict[int, Worker] = {}
         self.stopping = asyncio.Event()
         self.url = ""
+        self.run_dir = ""  # this run's metrics, status file and (snapshots off) scratch snapshot
+        self.cache: ChangeFeed | None = None
+        self.lags = LagWatch()
 
     async def run(self) -> None:
         from cnamd.server import migrate_database, prepare_database
 
         try:
             self.url = await prepare_database(self.settings, self.embedded)
+            self.run_dir = tempfile.mkdtemp(prefix="cnamd-run-")
+            self.metrics_dir = os.path.join(self.run_dir, "metrics")
+            os.mkdir(self.metrics_dir)
             db = self.settings.database
             try:
                 await migrate_database(self.url, db.connect_timeout, demo=self.demo)
-                await self._prime_snapshot()
             except StoreUnavailable as exc:
                 if db.on_unreachable == "exit" and not self._snapshot_usable():
                     raise
@@ -111,8 +129,8 @@ class Supervisor:
                     "database unreachable; workers will wait or serve the snapshot",
                     extra={"reason": exc.reason},
                 )
+            await self._start_cache()
             self.sockets = bind_all(self.settings, self.count)
-            self.metrics_dir = tempfile.mkdtemp(prefix="cnamd-metrics-")
             for index in range(self.count):
                 self._spawn(index)
             log.info(
@@ -126,10 +144,14 @@ class Supervisor:
             await self._watch()
         finally:
             await self._stop_workers()
+            if self.cache is not None:
+                await self.cache.stop()
+                if self.cache.directory.cache is not None:
+                    self.cache.directory.cache.close()
             for _spec, sock in self.sockets:
                 sock.close()
-            if self.metrics_dir:
-                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            if self.run_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
             if self.embedded is not None:
                 await self.embedded.stop()
 
@@ -137,21 +159,31 @@ class Supervisor:
         path = self.settings.cache.snapshot_path
         return bool(path) and snapshot_usable(Path(path))
 
-    async def _prime_snapshot(self) -> None:
-        """Make sure a snapshot is there for the workers to map (shared pages).
-
-        A usable one from the last run is kept: the workers catch up from its
-        change id and confirm it by digest. Otherwise the loader's child builds it.
-        """
+    @property
+    def snapshot_path(self) -> Path:
+        """The host's snapshot: the configured one, else a scratch file of this run."""
         path = self.settings.cache.snapshot_path
-        if path and not self._snapshot_usable():
-            await load_in_child(
-                self.url,
-                Path(path),
-                connect_timeout=self.settings.database.connect_timeout,
-                log_settings=self.settings.log,
-                cause="prime",
-            )
+        return Path(path) if path else Path(self.run_dir) / "cache.snapshot"
+
+    @property
+    def status_path(self) -> Path:
+        return Path(self.run_dir) / "status.json"
+
+    async def _start_cache(self) -> None:
+        """The host's cache: loaded here once (or mapped from a usable snapshot) before any
+        worker maps it; with the database away and no snapshot, per database.on_unreachable."""
+        self.cache = ChangeFeed(
+            self.url,
+            Directory(),
+            self.settings.cache,
+            self.settings.database,
+            self.settings.sip.allow,
+            log_settings=self.settings.log,
+            loader=True,
+            snapshot_path=self.snapshot_path,
+            on_failure=self.stopping.set,
+        )
+        await self.cache.start(prefer_snapshot=True)
 
     def _child_env(self, spec: dict[str, object]) -> dict[str, str]:
         """The environment of a worker: ours plus its spec (settings, database URL, sockets)."""
@@ -174,6 +206,8 @@ class Supervisor:
                 "sockets": fds,
                 "heartbeat_fd": write_fd,
                 "control_fd": control_read,
+                "snapshot_path": str(self.snapshot_path),
+                "status_path": str(self.status_path),
             }
         )
         process = subprocess.Popen(
@@ -199,16 +233,23 @@ class Supervisor:
 
     async def _check_workers(self) -> None:
         now = time.monotonic()
+        head = self.cache.last_change_id if self.cache is not None else 0
+        self.lags.head_at(head, now)
         for index, worker in list(self.workers.items()):
             self._read_beats(worker, now)
             code = worker.process.poll()
             silent = now - worker.last_beat > HEARTBEAT_TIMEOUT
-            if code is None and not silent:
+            lag = self._lag(worker, now)
+            behind = lag > self.settings.cache.max_worker_lag
+            if code is None and not silent and not behind:
                 continue
             if code is None:
-                log.error(
-                    "worker silent, killing it", extra={"worker": index, "pid": worker.process.pid}
-                )
+                fields: dict[str, object] = {"worker": index, "pid": worker.process.pid}
+                if silent:
+                    log.error("worker silent, killing it", extra=fields)
+                else:
+                    fields |= {"lag_seconds": round(lag, 1), "change_id": worker.change_id}
+                    log.error("worker behind the host's cache, restarting it", extra=fields)
                 worker.process.kill()
                 await asyncio.to_thread(worker.process.wait)
                 code = worker.process.returncode
@@ -224,14 +265,43 @@ class Supervisor:
             del self.workers[index]
             await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.1 * 2**worker.restarts))
             self._spawn(index, worker.restarts + 1)
+        known = [w.change_id for w in self.workers.values() if w.change_id is not None]
+        if known:
+            self.lags.forget_before(min(known))
+        self._write_status(head, now)
+
+    def _lag(self, worker: Worker, now: float) -> float:
+        """Seconds the worker's cache has been behind the host's (0 while it starts)."""
+        return 0.0 if worker.change_id is None else self.lags.lag(worker.change_id, now)
+
+    def _write_status(self, head: int, now: float) -> None:
+        views = tuple(
+            WorkerView(w.index, w.process.pid, w.change_id, self._lag(w, now), w.restarts)
+            for w in sorted(self.workers.values(), key=lambda w: w.index)
+        )
+        status = HostStatus(time.time(), head, self.settings.cache.max_worker_lag, views)
+        try:
+            write_status(self.status_path, status)
+        except OSError as exc:
+            log.error("worker status not written", extra={"reason": str(exc)})
 
     @staticmethod
     def _read_beats(worker: Worker, now: float) -> None:
+        """Take the heartbeats written since the last check: one line each, the worker's
+        applied change id, or ``-`` while its cache has not caught up yet."""
         try:
-            if os.read(worker.heartbeat_fd, 4096):
-                worker.last_beat = now
+            chunk = os.read(worker.heartbeat_fd, 4096)
         except BlockingIOError:
-            pass
+            return
+        if not chunk:
+            return
+        worker.last_beat = now
+        worker.beats += chunk
+        *lines, rest = worker.beats.split(b"\n")
+        worker.beats = bytearray(rest)
+        if lines:
+            last = lines[-1].strip()
+            worker.change_id = int(last) if last.isdigit() else None
 
     def _forward(self, sig: int) -> None:
         for worker in self.workers.values():
@@ -292,11 +362,13 @@ class Supervisor:
         return told
 
 
-async def heartbeat(fd: int) -> None:
-    """In a worker: tell the supervisor we are alive, until cancelled or orphaned."""
+async def heartbeat(fd: int, progress: Callable[[], int | None]) -> None:
+    """In a worker: tell the supervisor we are alive, and the change id our cache has
+    applied (``progress``; None: not caught up yet), until cancelled or orphaned."""
     while True:
+        change_id = progress()
         try:
-            os.write(fd, b".")
+            os.write(fd, b"-\n" if change_id is None else b"%d\n" % change_id)
         except BlockingIOError:
             pass
         except OSError:  # the supervisor is gone: stop serving

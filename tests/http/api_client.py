@@ -16,8 +16,13 @@ from cnamd.store import apikeys
 
 
 class AlwaysReady:
+    """The server's readiness role for an app without a daemon around it."""
+
     def readiness(self) -> tuple[int, dict[str, Any]]:
         return 200, {"status": "ready"}
+
+    def metrics_extra(self) -> bytes:
+        return b""
 
 
 @dataclass

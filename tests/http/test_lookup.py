@@ -9,16 +9,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from api_client import AlwaysReady
 
 from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
 from cnamd.http.app import make_app
 from cnamd.settings import Settings, load
-
-
-class AlwaysReady:
-    def readiness(self) -> tuple[int, dict[str, Any]]:
-        return 200, {"status": "ready"}
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
     pool = request.app.get(POOL)
     if pool is not None:
         publish_pool_metrics(pool)
-    body = metrics.exposition()
+    body = metrics.exposition() + request.app[READINESS].metrics_extra()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -21,6 +21,10 @@ class Readiness(Protocol):
 
     def readiness(self) -> tuple[int, dict[str, Any]]: ...
 
+    def metrics_extra(self) -> bytes:
+        """Exposition lines this process adds to /metrics (the supervisor's view)."""
+        ...
+
 
 SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", Directory)
