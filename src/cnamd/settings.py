@@ -115,6 +115,11 @@ class HttpSettings:
         "one log line per HTTP request (logger cnamd.access, in log.format); API key"
         " secrets and auth_token parameters are never written",
     )
+    max_upload_bytes: int = _setting(
+        512 * 1024 * 1024,
+        "largest CSV upload (POST .../cnam-import) taken, in bytes; cnamd import has no limit",
+        _between(1024, 1 << 40),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -34,5 +35,7 @@ POOL = web.AppKey("pool", Pool)
 TRUSTED = web.AppKey("trusted", list[IPNetwork])
 # failed logins per source address
 AUTH_LIMITER = web.AppKey("auth_limiter", TokenBucket)
+# the worker processes that parse CSV uploads (http.cnam_csv), started on first use
+BULK_WORKERS = web.AppKey("bulk_workers", Executor)
 # the authenticated principal of one request (a request key, set by http.auth)
 PRINCIPAL = web.RequestKey("principal", Principal)

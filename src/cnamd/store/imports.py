@@ -1,8 +1,9 @@
 """Bulk import and export of one owner's phone book, all or nothing.
 
-An import streams its rows: each is validated and normalized in Python and
-the good ones go by binary COPY into a temporary staging table while the
-rest are still being read. Then, in SQL, the last row per phone is
+An import streams its rows: each is validated and normalized in Python,
+the good ones are encoded as binary COPY tuples (both pure, so a worker
+process can do them) and go into a temporary staging table while the rest
+are still being read. Then, in SQL, the last row per phone is
 classified against ``cnam_entries`` (new, changed, unchanged) and one
 ``INSERT ... ON CONFLICT`` merges the new and changed rows, sorted by key.
 COPY and merge run in one transaction: an import that fails or is killed
@@ -25,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import struct
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import asyncpg
 
@@ -36,13 +39,24 @@ from cnamd.errors import CnamdError, InvalidRequest
 from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.names import validate_name
 from cnamd.numbers import normalize_number, normalize_prefix
-from cnamd.phonebook_csv import RawRow, Rejected
+from cnamd.phonebook_csv import Block, RawRow, Rejected
 
-__all__ = ["ImportReport", "export_entries", "import_entries", "validate_rows"]
+__all__ = [
+    "ImportReport",
+    "export_entries",
+    "import_blocks",
+    "import_entries",
+    "stage_block",
+    "stage_rows",
+    "validate_rows",
+]
 
 Row = RawRow | Rejected
 Record = tuple[int, str, bool, str]  # line, key, is_prefix, name: a staging row
+#: a batch made ready for COPY: its binary tuples, how many, and the rejected rows
+Staged = tuple[bytes, int, list[Rejected]]
 OnReject = Callable[[Rejected], object]
+T = TypeVar("T")
 
 # Rows validated at a time: per-chunk costs vanish, memory stays small, and
 # validated on the loop, one chunk holds it for ~65 ms at most.
@@ -50,6 +64,15 @@ _CHUNK_ROWS = 5000
 # Chunks an executor validates at once: keeps two to four workers busy.
 _IN_FLIGHT = 4
 _FLAGS = {"": False, "false": False, "0": False, "true": True, "1": True}
+
+# PostgreSQL's binary COPY format ("COPY", File Formats): a signature, flags
+# and header-extension length, then per tuple its field count and each field
+# as a length and the value in the type's binary form; -1 ends the data.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+_TUPLE_HEAD = struct.Struct("!hiqi")  # 4 fields; line: int8; the key's length
+_LENGTH = struct.Struct("!i")
+_PREFIX = {True: b"\x00\x00\x00\x01\x01", False: b"\x00\x00\x00\x01\x00"}  # bool
 
 # A client killed during the merge would leave the server merging (and holding
 # the change log's lock) until the statement ends, tens of seconds at 1M rows;
@@ -162,6 +185,26 @@ def validate_rows(
     return records, rejected
 
 
+def stage_rows(rows: Iterable[Row], region: str | None, max_name_length: int) -> Staged:
+    """``validate_rows``, with the good rows encoded for ``cnamd_import``'s binary COPY.
+
+    Pure and picklable: a worker process returns one bytes object, not a
+    list of tuples for the event loop to walk and encode.
+    """
+    records, rejected = validate_rows(rows, region, max_name_length)
+    head, length, prefix = _TUPLE_HEAD.pack, _LENGTH.pack, _PREFIX
+    parts = []
+    for line, key, is_prefix, name in records:
+        k, n = key.encode(), name.encode()
+        parts.append(b"".join((head(4, 8, line, len(k)), k, prefix[is_prefix], length(len(n)), n)))
+    return b"".join(parts), len(records), rejected
+
+
+def stage_block(block: Block, region: str | None, max_name_length: int) -> Staged:
+    """``stage_rows`` for a block of CSV lines: the parsing too runs where this runs."""
+    return stage_rows(block.rows(), region, max_name_length)
+
+
 def _read_flag(flag: str) -> bool:
     value = _FLAGS.get(flag.strip().lower())
     if value is None:
@@ -195,51 +238,54 @@ async def _chunks(rows: Iterable[Row] | AsyncIterable[Row]) -> AsyncIterator[lis
             yield batch
 
 
-class _Staging:
-    """The good rows for COPY, validated a chunk at a time; counts and reports the bad.
+class _Staging(Generic[T]):
+    """The COPY data of the good rows, staged a batch at a time; counts and reports the bad.
 
-    With an executor, several chunks are validated at once and taken in
-    order: the validation is pure Python (numbers.py, ~13 us a row), and
-    during the COPY the database leaves cores to spare.
+    With an executor, several batches are staged at once and taken in
+    order: the staging is pure Python (numbers.py, ~13 us a row), and during
+    the COPY the database leaves cores to spare.
     """
 
     def __init__(
         self,
-        rows: Iterable[Row] | AsyncIterable[Row],
+        stage: Callable[[T, str | None, int], Staged],
+        batches: AsyncIterable[T],
+        *,
         owner: Owner,
         max_name_length: int,
         on_reject: OnReject | None,
         executor: Executor | None,
     ) -> None:
-        self.rows = rows
+        self.stage = stage
+        self.batches = batches
         self.args = (owner.region, max_name_length)
         self.on_reject = on_reject
         self.executor = executor
         self.staged = 0
         self.rejected = 0
 
-    async def records(self) -> AsyncIterator[Record]:
-        async for records, rejected in self._validated():
+    async def copy_data(self) -> AsyncIterator[bytes]:
+        yield _COPY_HEADER
+        async for data, staged, rejected in self._staged():
             self.rejected += len(rejected)
             if self.on_reject is not None:
                 for row in rejected:
                     self.on_reject(row)
-            self.staged += len(records)
-            for record in records:
-                yield record
+            self.staged += staged
+            if data:
+                yield data
+        yield _COPY_TRAILER
 
-    async def _validated(self) -> AsyncIterator[tuple[list[Record], list[Rejected]]]:
+    async def _staged(self) -> AsyncIterator[Staged]:
         if self.executor is None:
-            async for batch in _chunks(self.rows):
-                yield validate_rows(batch, *self.args)
+            async for batch in self.batches:
+                yield self.stage(batch, *self.args)
             return
         loop = asyncio.get_running_loop()
-        pending: deque[asyncio.Future[tuple[list[Record], list[Rejected]]]] = deque()
+        pending: deque[asyncio.Future[Staged]] = deque()
         try:
-            async for batch in _chunks(self.rows):
-                pending.append(
-                    loop.run_in_executor(self.executor, validate_rows, batch, *self.args)
-                )
+            async for batch in self.batches:
+                pending.append(loop.run_in_executor(self.executor, self.stage, batch, *self.args))
                 if len(pending) >= _IN_FLIGHT:
                     yield await pending.popleft()
             while pending:
@@ -264,15 +310,59 @@ async def import_entries(
     ``rows`` may be a sync or async iterable (``phonebook_csv.read_lines`` /
     ``read_lines_async``), consumed once, a chunk at a time: memory stays
     flat for any size. National numbers are read in the owner's region.
-    ``executor`` (a ProcessPoolExecutor) validates chunks in parallel;
-    without it they are validated on the event loop, which a server should
+    ``executor`` (a ProcessPoolExecutor) stages chunks in parallel;
+    without it they are staged on the event loop, which a server should
     not do for a big input. Each bad row, and after the merge each row
     superseded by a later one for the same phone, is passed to
     ``on_reject``. ``replace`` deletes the owner's entries the input does
     not list, unless a row was rejected. Errors of the input as a whole (a
     bad header) and of the database propagate after the rollback.
     """
-    staging = _Staging(rows, owner, max_name_length, on_reject, executor)
+    staging = _Staging(
+        stage_rows,
+        _chunks(rows),
+        owner=owner,
+        max_name_length=max_name_length,
+        on_reject=on_reject,
+        executor=executor,
+    )
+    return await _merge(conn, owner, staging, replace=replace, on_reject=on_reject)
+
+
+async def import_blocks(
+    conn: asyncpg.Connection,
+    owner: Owner,
+    blocks: AsyncIterable[Block],
+    *,
+    max_name_length: int,
+    replace: bool = False,
+    on_reject: OnReject | None = None,
+    executor: Executor | None = None,
+) -> ImportReport:
+    """``import_entries`` for a CSV cut into blocks (``phonebook_csv.read_blocks``).
+
+    With an ``executor`` the lines are parsed, validated and encoded there:
+    the calling event loop only moves bytes.
+    """
+    staging = _Staging(
+        stage_block,
+        blocks,
+        owner=owner,
+        max_name_length=max_name_length,
+        on_reject=on_reject,
+        executor=executor,
+    )
+    return await _merge(conn, owner, staging, replace=replace, on_reject=on_reject)
+
+
+async def _merge(
+    conn: asyncpg.Connection,
+    owner: Owner,
+    staging: _Staging[T],
+    *,
+    replace: bool,
+    on_reject: OnReject | None,
+) -> ImportReport:
     values = _owner_values(owner)
     where = (values[0], owner.owner_id)
     async with conn.transaction():
@@ -283,8 +373,11 @@ async def import_entries(
         with contextlib.suppress(asyncpg.PostgresError):
             async with conn.transaction():  # a savepoint: not every platform has the check
                 await conn.execute(_ABANDON_CHECK)
-        await conn.copy_records_to_table(
-            "cnamd_import", records=staging.records(), columns=["line", "key", "is_prefix", "name"]
+        await conn.copy_to_table(
+            "cnamd_import",
+            source=staging.copy_data(),
+            columns=["line", "key", "is_prefix", "name"],
+            format="binary",
         )
         if empty_book:
             await conn.execute(_CLASSIFY.format(lookup=_NO_JOIN))
