@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
@@ -12,7 +13,16 @@ from hypothesis import strategies as st
 
 from cnamd.errors import InvalidRequest
 from cnamd.model import CnamEntry
-from cnamd.phonebook_csv import HEADER, PhonebookReader, Rejected, format_entry, read_lines
+from cnamd.phonebook_csv import (
+    HEADER,
+    PhonebookReader,
+    RawRow,
+    Rejected,
+    format_entry,
+    read_blocks,
+    read_lines,
+    read_lines_async,
+)
 
 
 def test_rows_carry_their_physical_line_numbers() -> None:
@@ -83,3 +93,61 @@ def test_exported_lines_read_back_to_the_same_entries(pairs: list[tuple[str, str
     assert list(csv.reader(io.StringIO(text, newline="")))[1:] == [
         [e.phone, e.name, "true" if e.prefix else "false"] for e in entries
     ]
+
+
+async def _rows_of_blocks(chunks: list[bytes], block_bytes: int) -> list[RawRow | Rejected]:
+    async def stream() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    return [row async for block in read_blocks(stream(), block_bytes) for row in block.rows()]
+
+
+async def _rows_of_lines(body: bytes) -> list[RawRow | Rejected]:
+    return [row async for row in read_lines_async(_by_newline(body))]
+
+
+async def _by_newline(body: bytes) -> AsyncIterator[bytes]:
+    """``body`` line by line as aiohttp's ``request.content`` gives it: split at LF only."""
+    start = 0
+    while start < len(body):
+        end = body.find(b"\n", start) + 1 or len(body)
+        yield body[start:end]
+        start = end
+
+
+_LINE = st.lists(
+    st.sampled_from(["+4930", "Berlin", "", " ", '"a,b"', '"', "\r", "\u00e9", "true", "x" * 9]),
+    max_size=4,
+).map(",".join)
+
+
+@given(
+    lines=st.lists(_LINE, max_size=30),
+    header=st.sampled_from(["phone,name", "\ufeffname,prefix,phone", "\nphone,name"]),
+    cuts=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+    block_bytes=st.integers(64, 200),
+    junk=st.sampled_from([b"", b"\xff", b"\xc3"]),
+)
+async def test_blocks_give_the_rows_a_line_by_line_reading_gives(
+    lines: list[str], header: str, cuts: list[int], block_bytes: int, junk: bytes
+) -> None:
+    """However the body is chunked and cut into blocks: same rows, same line numbers."""
+    body = (header + "\n" + "\n".join(lines)).encode() + junk
+    chunks, at = [], 0
+    while at < len(body):
+        size = cuts[len(chunks) % len(cuts)]
+        chunks.append(body[at : at + size])
+        at += size
+    assert await _rows_of_blocks(chunks, block_bytes) == await _rows_of_lines(body)
+
+
+async def test_a_line_longer_than_a_block_is_refused_naming_the_body() -> None:
+    with pytest.raises(InvalidRequest, match="line 2 is longer than 64 bytes") as caught:
+        await _rows_of_blocks([b"phone,name\n", b"+4930," + b"x" * 100], 64)
+    assert caught.value.field == "body"
+
+
+async def test_blocks_without_a_header_are_refused() -> None:
+    with pytest.raises(InvalidRequest, match="no header line"):
+        await _rows_of_blocks([b"\n", b"  \n"], 64)

@@ -212,14 +212,15 @@ async def read_blocks(
         if len(buffer) < block_bytes:
             continue
         end = buffer.rfind(b"\n") + 1
-        if not end:
+        if end:
+            block = _block(reader, bytes(buffer[:end]))
+            del buffer[:end]
+            if block is not None:
+                yield block
+        if len(buffer) >= block_bytes:
             raise InvalidRequest(
                 f"line {reader.line + 1} is longer than {block_bytes} bytes", field="body"
             )
-        block = _block(reader, bytes(buffer[:end]))
-        del buffer[:end]
-        if block is not None:
-            yield block
     block = _block(reader, bytes(buffer))
     if block is not None:
         yield block

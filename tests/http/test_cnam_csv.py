@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import psutil
 import pytest
 from api_client import Api
 
 from cnamd.model import Role
+from cnamd.phonebook_csv import PhonebookReader, RawRow, Rejected
 
 ENTERPRISE = "/api/partner/enterprise/demo"
 CSV = {"Content-Type": "text/csv"}
@@ -140,3 +142,60 @@ async def test_an_upload_cut_off_midway_leaves_the_book_as_it_was(api: Api, part
         assert await conn.fetchval("SELECT max(id) FROM change_log") == before
         assert await conn.fetchval("SELECT count(*) FROM cnam_entries") == entries
     assert (await api.call("GET", ENTERPRISE + "/cnam", partner)).status == 200
+
+
+async def test_a_large_upload_is_parsed_outside_the_serving_process(
+    api: Api, partner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the header is read in the process whose loop answers dips and lookups.
+
+    The rows are parsed, validated and encoded by the bulk worker processes
+    (spawned: they run the real reader, not this test's recording one).
+    """
+    fed: list[str] = []
+    feed = PhonebookReader.feed
+
+    def recording(reader: PhonebookReader, text: str) -> RawRow | Rejected | None:
+        fed.append(text)
+        return feed(reader, text)
+
+    monkeypatch.setattr(PhonebookReader, "feed", recording)
+    rows = "".join(f"+1212555{i:04d},Name {i}\n" for i in range(6000))
+    body = ("phone,name\n" + rows + "+1212556,Bad\u00e9\n").encode()
+    reply = await api.call("POST", ENTERPRISE + "/cnam-import", partner, data=body, headers=CSV)
+    assert (reply.status, reply.body["inserted"], reply.body["rejected"]) == (200, 6000, 1)
+    assert reply.body["rejected_rows"][0]["line"] == 6002
+    assert fed == ["phone,name"]
+
+
+async def test_lookups_are_answered_while_the_bulk_workers_are_stopped_mid_upload(
+    api: Api, partner: str
+) -> None:
+    """An upload waiting on its parsing holds up nothing on the serving loop."""
+    warm = ("phone,name\n" + "".join(f"+1212555{i:04d},A\n" for i in range(500))).encode()
+    reply = await api.call("POST", ENTERPRISE + "/cnam-import", partner, data=warm, headers=CSV)
+    assert reply.status == 200  # the workers now exist
+    workers = [
+        p
+        for p in psutil.Process().children()
+        if "multiprocessing.spawn" in " ".join(p.cmdline())
+        and "resource_tracker" not in " ".join(p.cmdline())
+    ]
+    assert workers
+    rows = "".join(f"+1212556{i:04d},Name {i}\n" for i in range(9000))
+    body = ("phone,name\n" + rows).encode()
+    for worker in workers:
+        worker.suspend()
+    try:
+        upload = asyncio.create_task(
+            api.call("POST", ENTERPRISE + "/cnam-import", partner, data=body, headers=CSV)
+        )
+        for _ in range(20):  # lookups go on; the upload cannot end without its workers
+            lookup = await api.call("GET", "/v1/lookup/+492216698712?tenant=demo")
+            assert (lookup.status, lookup.body["name"]) == (200, "John Doe")
+        assert not upload.done()
+    finally:
+        for worker in workers:
+            worker.resume()
+    reply = await upload
+    assert (reply.status, reply.body["inserted"]) == (200, 9000)
