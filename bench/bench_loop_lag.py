@@ -28,7 +28,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 import uvloop
 
-from cnamd.http.cnam_csv import BulkWorkers
+from cnamd.bulk_workers import BulkWorkers
 from cnamd.phonebook_csv import read_blocks
 from cnamd.store.imports import stage_block
 
@@ -99,9 +99,7 @@ async def main(mb: int, uploads: int) -> None:
         await measure("thread", bodies, threads)
     workers = BulkWorkers(2)
     try:
-        await asyncio.gather(
-            *(asyncio.wrap_future(workers.submit(time.sleep, 0.5)) for _ in range(2))
-        )
+        await workers.start()
         await measure("process", bodies, workers)
     finally:
         workers.shutdown()

@@ -18,15 +18,12 @@ itself: 109 ms / 311 ms).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import ParamSpec, TypeVar
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from cnamd.bulk_workers import BulkWorkers
 from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.cnam import FAMILIES, Resolve
@@ -35,7 +32,7 @@ from cnamd.http.keys import BULK_WORKERS, SETTINGS
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_blocks
 from cnamd.store.imports import export_entries, import_blocks
 
-__all__ = ["BulkWorkers", "add_routes"]
+__all__ = ["add_routes"]
 
 #: rejected rows listed in the answer (all are counted)
 MAX_LISTED = 1000
@@ -45,46 +42,6 @@ _INLINE_BYTES = 4 * 1024
 _READ_BYTES = 64 * 1024
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _yield_the_cpu() -> None:
-    """A worker's initializer: serving (SIP dips, lookups) comes before bulk parsing."""
-    os.nice(10)
-
-
-class BulkWorkers(Executor):
-    """A pool of ``workers`` processes, started on first use and kept for later uploads.
-
-    Spawned, so they inherit no sockets; a pool broken by a killed worker is
-    replaced at the next submit.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
-        for _ in range(2):
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_yield_the_cpu,
-                )
-            try:
-                return self._pool.submit(fn, *args, **kwargs)
-            except BrokenProcessPool:
-                self._pool.shutdown(wait=False)
-                self._pool = None
-        raise BrokenProcessPool("the CSV workers die at start")
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def _size(limit: int) -> str:
@@ -136,7 +93,10 @@ class CsvBook:
 
         settings = request.app[SETTINGS]
         length = request.content_length
-        small = length is not None and length <= _INLINE_BYTES
+        workers = None
+        if length is None or length > _INLINE_BYTES:
+            workers = request.app[BULK_WORKERS]
+            await workers.start()
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
             report = await import_blocks(
@@ -146,7 +106,7 @@ class CsvBook:
                 max_name_length=settings.names.max_length,
                 replace=replace,
                 on_reject=note,
-                executor=None if small else request.app[BULK_WORKERS],
+                executor=workers,
             )
         return web.json_response(
             {

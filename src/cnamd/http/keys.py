@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from cnamd.bulk_workers import BulkWorkers
 from cnamd.cache.directory import Directory
 from cnamd.model import Principal
 from cnamd.ratelimit import TokenBucket
@@ -36,6 +36,6 @@ TRUSTED = web.AppKey("trusted", list[IPNetwork])
 # failed logins per source address
 AUTH_LIMITER = web.AppKey("auth_limiter", TokenBucket)
 # the worker processes that parse CSV uploads (http.cnam_csv), started on first use
-BULK_WORKERS = web.AppKey("bulk_workers", Executor)
+BULK_WORKERS = web.AppKey("bulk_workers", BulkWorkers)
 # the authenticated principal of one request (a request key, set by http.auth)
 PRINCIPAL = web.RequestKey("principal", Principal)

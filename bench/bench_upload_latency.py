@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""SIP dip and HTTP lookup latency of a real daemon, idle and during concurrent CSV uploads.
+
+    .venv/bin/python bench/bench_upload_latency.py [--workers 1 2] [--mb 10] [--uploads 2]
+
+For each ``--workers`` value: starts ``cnamd serve --demo --workers N`` on an
+embedded PostgreSQL in a fresh temporary directory, makes a partner key with
+``cnamd apikey create``, then measures open-loop (requests are sent on a
+fixed schedule whatever the answers do, so a stall counts in full):
+- SIP dips: UDP INVITEs every 2 ms (500/s), each matched to its final
+  answer by Call-ID;
+- HTTP lookups: ``GET /v1/lookup/+492216698712?tenant=demo`` every 5 ms
+  (200/s), each on its own task over one keep-alive session pool;
+first for ``--idle`` seconds with nothing else, then from the start of
+``--uploads`` concurrent ``POST /api/partner/enterprise/demo/cnam-import``
+of ``--mb`` MB each (distinct numbers, sent by curl processes, so the
+uploads cost this client nothing) until the last is answered. Prints p50,
+p99 and max per phase. The daemon's code is whatever ``cnamd`` imports:
+set PYTHONPATH to another checkout's src to measure that one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+from cnamd.sip.dip_client import build_invite
+
+CLI = [sys.executable, "-m", "cnamd.cli"]
+DIP_EVERY = 0.002
+LOOKUP_EVERY = 0.005
+IDLE = 5.0  # seconds measured idle (--idle)
+TIMELINE = False  # --timeline
+
+
+def free_port() -> int:
+    with socket.socket() as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        port: int = tcp.getsockname()[1]
+    return port
+
+
+def csv_body(mb: int, seed: int) -> bytes:
+    rows, size, i = ["phone,name\n"], 0, 0
+    while size < mb * 10**6:
+        row = f"+1{300 + seed}{2000000 + i:07d},Bulk {i}\n"
+        rows.append(row)
+        size += len(row)
+        i += 1
+    return "".join(rows).encode()
+
+
+class Dips(asyncio.DatagramProtocol):
+    """Open-loop INVITEs; latency per Call-ID from send to final answer."""
+
+    def __init__(self) -> None:
+        self.sent: dict[bytes, float] = {}
+        self.latencies: list[tuple[float, float]] = []  # (sent at, latency)
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def send(self, server: tuple[str, int]) -> None:
+        assert self.transport is not None
+        local = self.transport.get_extra_info("sockname")
+        invite = build_invite("+492216698712", "+15550100", server, local, "udp")
+        call_id = invite.split(b"Call-ID: ", 1)[1].split(b"\r\n", 1)[0]
+        self.sent[call_id] = time.perf_counter()
+        self.transport.sendto(invite)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        now = time.perf_counter()
+        status = data[8:11]
+        if status.startswith(b"1"):
+            return
+        call_id = data.split(b"\r\nCall-ID: ", 1)[-1].split(b"\r\n", 1)[0]
+        sent = self.sent.pop(call_id, None)
+        if sent is not None:
+            self.latencies.append((sent, now - sent))
+
+
+Samples = list[tuple[float, float]]  # (sent at, latency), in perf_counter seconds
+
+
+async def measure(
+    base: str, sip: tuple[str, int], done: asyncio.Future[object]
+) -> tuple[Samples, Samples, int]:
+    """Dip and lookup latencies until ``done``; and how many dips went unanswered."""
+    loop = asyncio.get_running_loop()
+    transport, dips = await loop.create_datagram_endpoint(
+        Dips, local_addr=("127.0.0.1", 0), remote_addr=sip
+    )
+    dips.transport = transport  # connection_made() comes a loop turn later
+    lookups: Samples = []
+    tasks: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+        async def lookup() -> None:
+            start = time.perf_counter()
+            async with session.get(base + "/v1/lookup/+492216698712?tenant=demo") as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+            lookups.append((start, time.perf_counter() - start))
+
+        start = time.perf_counter()
+        n_dips = n_lookups = 0
+        while not done.done():
+            now = time.perf_counter() - start
+            while n_dips * DIP_EVERY <= now:
+                dips.send(sip)
+                n_dips += 1
+            while n_lookups * LOOKUP_EVERY <= now:
+                task = asyncio.create_task(lookup())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                n_lookups += 1
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.5)  # late answers still count
+        await asyncio.gather(*tasks)
+    lost = len(dips.sent)
+    if dips.transport is not None:
+        dips.transport.close()
+    return dips.latencies, lookups, lost
+
+
+def figures(name: str, samples: Samples) -> str:
+    values = [latency for _, latency in samples]
+    q = statistics.quantiles(values, n=100)
+    return (
+        f"{name} p50 {q[49] * 1e3:6.2f} ms  p99 {q[98] * 1e3:7.2f} ms"
+        f"  max {max(values) * 1e3:7.1f} ms  (n={len(values)})"
+    )
+
+
+async def upload(base: str, token: str, body: Path) -> tuple[float, str]:
+    started = time.perf_counter()
+    curl = await asyncio.create_subprocess_exec(
+        *("curl", "-sS", "-X", "POST", "--data-binary", f"@{body}"),
+        *("-H", "Content-Type: text/csv", "-H", f"Authorization: Bearer {token}"),
+        base + "/api/partner/enterprise/demo/cnam-import",
+        stdout=subprocess.PIPE,
+    )
+    out, _ = await curl.communicate()
+    took = time.perf_counter() - started
+    try:
+        report = json.loads(out)
+        return took, f"inserted={report['inserted']} rejected={report['rejected']}"
+    except (ValueError, KeyError):
+        return took, out[:200].decode(errors="replace")
+
+
+def timeline(began: float, dips: Samples, lookups: Samples) -> None:
+    """The largest dip and lookup latency of each second of the uploads."""
+    for second in range(int(max(t for t, _ in dips) - began) + 1):
+        worst = [
+            max((lat for t, lat in samples if second <= t - began < second + 1), default=0.0)
+            for samples in (dips, lookups)
+        ]
+        dip, lookup = (w * 1e3 for w in worst)
+        print(f"  t={second:3d} s  worst dip {dip:6.1f} ms  lookup {lookup:6.1f} ms")
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the daemon exited; see its log")
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the daemon was not ready in time")
+
+
+async def phases(base: str, sip: tuple[str, int], token: str, bodies: list[Path]) -> None:
+    """Warm-up (1 s, not counted), idle, then during the uploads; prints each phase."""
+    loop = asyncio.get_running_loop()
+    warm: asyncio.Future[object] = loop.create_future()
+    loop.call_later(1.0, warm.set_result, None)
+    await measure(base, sip, warm)
+    quiet: asyncio.Future[object] = loop.create_future()
+    loop.call_later(IDLE, quiet.set_result, None)
+    dips, lookups, lost = await measure(base, sip, quiet)
+    print(f"idle     {figures('dip', dips)}  unanswered {lost}")
+    print(f"idle     {figures('lookup', lookups)}", flush=True)
+    began = time.perf_counter()
+    uploads = asyncio.gather(*(upload(base, token, body) for body in bodies))
+    dips, lookups, lost = await measure(base, sip, uploads)
+    print(f"uploads  {figures('dip', dips)}  unanswered {lost}")
+    print(f"uploads  {figures('lookup', lookups)}")
+    if TIMELINE:
+        timeline(began, dips, lookups)
+    for took, what in uploads.result():
+        print(f"upload   {took:.1f} s  {what}", flush=True)
+
+
+def sitting(workers: int, bodies: list[Path], where: Path) -> None:
+    """One daemon with ``workers`` workers on a fresh embedded PostgreSQL, measured."""
+    http, sip = free_port(), free_port()
+    base = f"http://127.0.0.1:{http}"
+    data = where / f"w{workers}" / "pgdata"
+    data.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
+    print(f"--workers {workers}", flush=True)
+    with (where / f"w{workers}" / "daemon.log").open("wb") as log:
+        daemon = subprocess.Popen(
+            [
+                *CLI,
+                *("serve", "--demo", "--workers", str(workers)),
+                *("--http-listen", f"127.0.0.1:{http}", "--sip-listen", f"127.0.0.1:{sip}"),
+                *("--embedded-dir", str(data), "--snapshot", ""),
+            ],
+            cwd=where,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_ready(base, daemon)
+            print(f"daemon pid {daemon.pid}", flush=True)
+            key = ("apikey", "create", "--role", "partner", "--enterprise", "demo")
+            made = subprocess.run(
+                [*CLI, *key, "--embedded-dir", str(data)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            token = made.stdout.strip().splitlines()[-1]
+            asyncio.run(phases(base, ("127.0.0.1", sip), token, bodies))
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
+def main(workers: list[int], mb: int, count: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="cnamd-upload-bench-") as tmp:
+        where = Path(tmp)
+        bodies = []
+        for n in range(count):
+            path = where / f"upload{n}.csv"
+            path.write_bytes(csv_body(mb, n))
+            bodies.append(path)
+        for n in workers:
+            sitting(n, bodies, where)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--mb", type=int, default=10, help="size of each upload, in MB")
+    parser.add_argument("--uploads", type=int, default=2, help="uploads sent at once")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds measured idle")
+    parser.add_argument("--timeline", action="store_true", help="worst latency per second")
+    args = parser.parse_args()
+    print("command:", " ".join(["python", *sys.argv]), flush=True)
+    print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
+    IDLE, TIMELINE = args.idle, args.timeline
+    main(args.workers, args.mb, args.uploads)

@@ -1,0 +1,73 @@
+"""BulkWorkers: processes that parse bulk uploads, away from the serving event loop.
+
+Processes, not threads, because the parsing is pure Python and holds the GIL
+(bench/bench_loop_lag.py); see http/cnam_csv.py for the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import ParamSpec, TypeVar
+
+__all__ = ["BulkWorkers"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _yield_the_cpu() -> None:
+    """A worker's initializer: serving (SIP dips, lookups) comes before bulk parsing."""
+    os.nice(10)
+
+
+def _ready() -> None:
+    """A no-op a new worker runs once, so that all are started before the first block."""
+
+
+class BulkWorkers(Executor):
+    """A pool of ``workers`` processes, started on first use and kept for later uploads.
+
+    Spawned, so they inherit no sockets; a pool broken by a killed worker is
+    replaced at the next start.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def start(self) -> None:
+        """Start the workers if they are not running, from a thread.
+
+        Spawning one holds the calling thread ~50 ms (measured on the loaded
+        2-core VM): the event loop would stall that long for each.
+        """
+        if self._pool is None or self._pool._broken:
+            await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_yield_the_cpu,
+        )
+        futures = [pool.submit(_ready) for _ in range(self.workers)]
+        old, self._pool = self._pool, pool
+        if old is not None:
+            old.shutdown(wait=False)
+        for future in futures:
+            future.result()
+
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        if self._pool is None:
+            raise BrokenProcessPool("the CSV workers are not started")
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
