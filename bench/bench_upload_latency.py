@@ -44,6 +44,8 @@ DIP_EVERY = 0.002
 LOOKUP_EVERY = 0.005
 IDLE = 5.0  # seconds measured idle (--idle)
 TIMELINE = False  # --timeline
+NOTABLE = 12  # the daemon's warnings, errors and cache reloads printed per sitting
+NOTABLE_MARKS = ("level=warning", "level=error", "Traceback", "too large", "mapped from snapshot")
 
 
 def free_port() -> int:
@@ -249,6 +251,15 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> None:
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait()
+    notable = [
+        line
+        for line in (where / f"w{workers}" / "daemon.log").read_text(errors="replace").splitlines()
+        if any(mark in line for mark in NOTABLE_MARKS)
+    ]
+    for line in notable[:NOTABLE]:
+        print("  daemon:", line[:300])
+    if len(notable) > NOTABLE:
+        print(f"  daemon: ... {len(notable) - NOTABLE} more")
 
 
 def main(workers: list[int], mb: int, count: int) -> None:
