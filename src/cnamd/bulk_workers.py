@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import ParamSpec, TypeVar
 
@@ -18,11 +20,14 @@ __all__ = ["BulkWorkers"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: the workers' nice value: serving (SIP dips, lookups) comes before bulk parsing
+NICE = 10
 
 
 def _yield_the_cpu() -> None:
-    """A worker's initializer: serving (SIP dips, lookups) comes before bulk parsing."""
-    os.nice(10)
+    """A worker's initializer: at NICE, where the spawning thread could not set it."""
+    if os.getpriority(os.PRIO_PROCESS, 0) < NICE:
+        os.setpriority(os.PRIO_PROCESS, 0, NICE)
 
 
 def _ready() -> None:
@@ -39,17 +44,25 @@ class BulkWorkers(Executor):
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._starting = asyncio.Lock()  # two first uploads at once start one pool
 
     async def start(self) -> None:
-        """Start the workers if they are not running, from a thread.
+        """Start the workers if they are not running, from a thread of their own.
 
         Spawning one holds the calling thread ~50 ms (measured on the loaded
-        2-core VM): the event loop would stall that long for each.
+        2-core VM): the event loop would stall that long for each. On Linux
+        the thread lowers its own priority first, so that the workers start
+        at NICE and their interpreter start-up already yields to serving.
         """
-        if self._pool is None or self._pool._broken:
-            await asyncio.to_thread(self._start)
+        async with self._starting:
+            # _broken: set by the pool when a worker died (killed, out of memory)
+            if self._pool is None or self._pool._broken:
+                with ThreadPoolExecutor(1, thread_name_prefix="bulk-spawn") as spawner:
+                    await asyncio.get_running_loop().run_in_executor(spawner, self._start)
 
     def _start(self) -> None:
+        if sys.platform == "linux":  # a Linux thread has its own nice value; children inherit it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
