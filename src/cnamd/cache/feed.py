@@ -127,6 +127,7 @@ class ChangeFeed:
         self._next_reconcile = 0.0
         self._next_tail = 0.0
         self._tail_id = -1
+        self._suspect = False  # an unexpected failure may have left a batch half applied
 
     # -- start-up ----------------------------------------------------------
 
@@ -275,7 +276,8 @@ class ChangeFeed:
                 if known:
                     log.warning("change feed lost the database, retrying", extra=fields)
                 else:
-                    log.error("change feed failed, retrying", exc_info=exc, extra=fields)
+                    self._suspect = True
+                    log.error("change feed failed, reloading", exc_info=exc, extra=fields)
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
                 conn = None
@@ -289,6 +291,8 @@ class ChangeFeed:
         try:
             if self._state is None:
                 raise _Reload("startup")
+            if self._suspect:
+                raise _Reload("failure")
             await self._catch_up(conn, self._installed())
             if self.directory.stale:
                 await self._reconcile(conn, cause="resync")
@@ -463,6 +467,7 @@ class ChangeFeed:
     async def _swap_in(self, state: _State, cause: str, started: float) -> None:
         """Install a reloaded state (caught up already), count and log it, refresh the tail."""
         self._install(state, stale=False)
+        self._suspect = False
         metrics.CACHE_RELOADS.labels(cause).inc()
         log.info(
             "cache loaded" if self.loader else "cache mapped from the host's snapshot",
