@@ -232,6 +232,7 @@ class Server:
             else None,
             on_failure=self._feed_failed,
         )
+        self.directory.held = True
         await self.feed.start(prefer_snapshot=True)
         # A mapped snapshot is seconds old: answer only once caught up with the database,
         # unless the database cannot be reached within the bound (then serve it, stale).
@@ -244,6 +245,7 @@ class Server:
         )
         for wait in waits:
             wait.cancel()
+        self.directory.held = False
         if self.worker is None or self.worker.index == 0:
             # Atmosphere CNAM orders: one worker per daemon; SKIP LOCKED shares them safely
             self.orders = OrderWorker(self.pool, self.settings)

@@ -199,8 +199,8 @@ class CacheSettings:
     )
     max_worker_lag: float = _setting(
         5.0,
-        "seconds a worker may stay behind the host's cache before /readyz reports it and"
-        " the supervisor restarts it",
+        "seconds a worker may stay behind the host's cache before /readyz reports it; the"
+        " supervisor restarts it past twice this",
         _between(0.5, 3600),
     )
 

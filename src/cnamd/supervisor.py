@@ -13,9 +13,10 @@ every ``cache.snapshot_interval``, its tail. Workers map that one file, so
 their caches share pages, and map it again when the base is replaced.
 
 Each worker writes its applied change id to a heartbeat pipe every second.
-A worker that dies or stays silent for ``HEARTBEAT_TIMEOUT``, or whose cache
-stays behind the host's for more than ``cache.max_worker_lag``, is killed and
-restarted; what the supervisor sees is written to a status file every half
+A worker that dies or stays silent for ``HEARTBEAT_TIMEOUT`` is killed and
+restarted; one whose cache stays behind the host's for more than
+``cache.max_worker_lag`` is reported not ready, and past twice that
+restarted. What the supervisor sees is written to a status file every half
 second for every worker's /readyz and /metrics (worker_status.py). SIGTERM and
 SIGINT stop all. SIGHUP re-reads the configuration here, once: an invalid one
 is refused and logged, a valid one is split into live changes (written to each
@@ -63,6 +64,7 @@ WORKER_ENV = "CNAMD_WORKER"
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT = 10.0
 RESTART_BACKOFF_MAX = 10.0
+RESTART_LAG_FACTOR = 2.0  # restart a worker behind for this many times cache.max_worker_lag
 
 
 @dataclass
@@ -240,7 +242,9 @@ class Supervisor:
             code = worker.process.poll()
             silent = now - worker.last_beat > HEARTBEAT_TIMEOUT
             lag = self._lag(worker, now)
-            behind = lag > self.settings.cache.max_worker_lag
+            # reported not ready past max_worker_lag (the status below); restarted past twice
+            # that, so a worker that is only slow (mapping a new base) may catch up first
+            behind = lag > RESTART_LAG_FACTOR * self.settings.cache.max_worker_lag
             if code is None and not silent and not behind:
                 continue
             if code is None:

@@ -64,6 +64,7 @@ _DB_ERRORS = (
     StoreUnavailable,
 )
 _REMAP_RETRY = 0.5  # seconds between a follower's looks for a snapshot past its gap
+_DIGEST_BOUNDS = 12  # a digest scan may take this many query bounds (60 s by default)
 
 
 class _Reload(Exception):  # a signal inside the feed, never seen outside
@@ -255,7 +256,8 @@ class ChangeFeed:
             conn: Any = None
             try:
                 conn = await connect_once(self.url, self.db.connect_timeout)
-                await conn.add_listener(CHANNEL, self._notified)
+                async with asyncio.timeout(self._query_bound):  # LISTEN takes no timeout
+                    await conn.add_listener(CHANNEL, self._notified)
                 conn.add_termination_listener(lambda _c: self._wake.set())
                 self._set_db_up(True)
                 await self._resync(conn)
@@ -328,6 +330,11 @@ class ChangeFeed:
                 await self._reload(conn, signal.cause)
             await self._write_tail()
 
+    @property
+    def _query_bound(self) -> float:
+        """Longest wait for one of the feed's queries before the database counts as hung."""
+        return self.db.connect_timeout
+
     def _needs_compaction(self) -> bool:
         """Loader: the overlay outgrew its bound. Follower: the loader replaced the base."""
         state = self._installed()
@@ -372,9 +379,11 @@ class ChangeFeed:
         the context maps it needs read beforehand, so lookups never see half of one.
         """
         while True:
-            batch = await entries.transactions_after(
-                conn, state.last_id, upto, max_rows=self.settings.compact_threshold
-            )
+            # each round trip bounded: a server that hangs mid-catch-up must not look alive
+            async with asyncio.timeout(self._query_bound):
+                batch = await entries.transactions_after(
+                    conn, state.last_id, upto, max_rows=self.settings.compact_threshold
+                )
             changes = batch.changes
             if not changes:
                 if batch.oversized:
@@ -389,7 +398,9 @@ class ChangeFeed:
                 raise _Reload("gap")
             contexts = None
             if any(change.kind != "entry" for change in changes):
-                contexts = Contexts(await load_context_rows(conn), self.allowed)
+                async with asyncio.timeout(self._query_bound):
+                    rows = await load_context_rows(conn)
+                contexts = Contexts(rows, self.allowed)
             self._apply(state, changes)
             if contexts is not None:
                 state.contexts = contexts
@@ -421,7 +432,9 @@ class ChangeFeed:
 
     async def _reconcile(self, conn: Any, *, cause: str) -> bool:
         """Compare digests at one change id; _Reload on a difference. True if they agreed."""
-        want = await entries.served_digest(conn)
+        # a scan of every served name (~0.7 s per million): a longer bound than one fetch
+        async with asyncio.timeout(_DIGEST_BOUNDS * self._query_bound):
+            want = await entries.served_digest(conn)
         state = self._installed()
         await self._catch_up(conn, state, upto=want.last_change_id)
         have = state.digest()

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from cnamd import metrics
-from cnamd.errors import CnamdError, InvalidNumber, TooManyRequests, Unauthorized
+from cnamd.errors import (
+    CnamdError,
+    InvalidNumber,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from cnamd.http.errors import CHALLENGE, STATUS_OF
 from cnamd.http.keys import DIRECTORY, SETTINGS
 from cnamd.model import LookupContext, LookupResult, Principal, Scope
@@ -66,6 +72,10 @@ def ask(
     ``tenant``/``user``/``called`` parameters; InvalidNumber (counted) if it is no
     number at all. ``started`` (perf_counter) is when the request came in."""
     started = time.perf_counter() if started is None else started
+    if not request.app[DIRECTORY].serving:
+        raise StoreUnavailable(
+            "names are loading or catching up with the database; retry shortly", field="cache"
+        )
     ctx, region = context(request, principal)
     why = unavailable(raw)
     if why is not None:
