@@ -324,3 +324,79 @@ async def test_a_worker_that_falls_behind_is_reported_and_restarted(
             os.kill(victim, signal.SIGCONT)
         output = daemon.stop()
     assert "worker behind the host's cache, restarting it" in output
+
+
+def mapped_inodes(pid: int, path: Path) -> set[int]:
+    """Inodes of ``path`` (any generation of it) that process ``pid`` has mapped."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == str(path):
+                found.add(int(fields[4]))
+    return found
+
+
+@pytest.mark.timeout(150)
+async def test_one_loader_per_host_and_every_worker_maps_its_file(
+    db_url: str, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    snapshot = tmp_path / "host.snapshot"
+    daemon = Daemon(
+        tmp_path,
+        workers=2,
+        database_url=db_url,
+        snapshot=snapshot,
+        args=("--set", "cache.compact_threshold=100", "--set", "cache.reconcile_interval=1"),
+    )
+    try:
+        await asyncio.to_thread(daemon.wait_ready, 60)
+        conn = await asyncpg.connect(db_url)
+        tid = await tenant_of(conn)
+
+        def loads(cause: str) -> int:
+            return sum(
+                'event="cache loaded"' in line and f"cause={cause}" in line
+                for line in list(daemon.lines)
+            )
+
+        async def same_file_everywhere() -> bool:
+            inode = snapshot.stat().st_ino
+            workers = await asyncio.to_thread(daemon.workers)
+            return len(workers) == 2 and all(
+                mapped_inodes(pid, snapshot) == {inode} for pid in workers
+            )
+
+        async def reloaded(cause: str, before: int) -> None:
+            await until(lambda: asyncio.to_thread(lambda: loads(cause) > before), 30, cause)
+            last = await head(conn)
+            await until(lambda: all_workers_at(session, daemon, last, 2), 30, f"{cause}: caught up")
+            await until(same_file_everywhere, 10, f"{cause}: one file mapped by both workers")
+            assert loads(cause) == before + 1, f"{cause}: {loads(cause) - before} full loads"
+
+        # compaction: more live changes than the threshold, each its own transaction
+        before = loads("compact")
+        for i in range(120):
+            await conn.execute(INSERT, tid, f"+4973{i:05d}", f"Compact {i}")
+        await reloaded("compact", before)
+
+        # a gap in the change log
+        before = loads("gap")
+        await conn.execute(
+            "INSERT INTO change_log (id, kind) VALUES ($1, 'contexts')", await head(conn) + 5
+        )
+        await reloaded("gap", before)
+
+        # a digest difference: a write the change log never heard of
+        before = loads("reconcile")
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute(INSERT, tid, "+4974000001", "Behind the log")
+        await conn.execute("SET session_replication_role = DEFAULT")
+        await reloaded("reconcile", before)
+        status, body = await get_json(session, f"{daemon.base}/v1/lookup/+4974000001?tenant=demo")
+        assert (status, body["name"]) == (200, "Behind the log")
+        # the workers never loaded: only the supervisor's feed writes "cache loaded"
+        assert sum("cache mapped from the host's snapshot" in line for line in daemon.lines) >= 2
+        await conn.close()
+    finally:
+        daemon.stop()
