@@ -44,7 +44,7 @@ from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate, pending
 from cnamd.store.pool import Pool, connect_once, open_pool, publish_pool_metrics
-from cnamd.worker_status import HostStatus, read_status
+from cnamd.worker_status import HostStatus, heartbeat, read_status
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,6 @@ class Server:
         else:
             url = self.worker.database_url
             self.sockets = adopt(self.worker.sockets)
-            from cnamd.supervisor import heartbeat
-
             self._heartbeat = asyncio.create_task(
                 heartbeat(self.worker.heartbeat_fd, self._applied_change_id)
             )

@@ -61,7 +61,6 @@ from cnamd.worker_status import HostStatus, LagWatch, WorkerView, write_status
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "CNAMD_WORKER"
-HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT = 10.0
 RESTART_BACKOFF_MAX = 10.0
 RESTART_LAG_FACTOR = 2.0  # restart a worker behind for this many times cache.max_worker_lag
@@ -364,18 +363,3 @@ class Supervisor:
                 # a stuck or dying worker: the heartbeat check restarts it with these settings
                 log.warning("worker not told", extra={"worker": worker.index, "reason": reason})
         return told
-
-
-async def heartbeat(fd: int, progress: Callable[[], int | None]) -> None:
-    """In a worker: tell the supervisor we are alive, and the change id our cache has
-    applied (``progress``; None: not caught up yet), until cancelled or orphaned."""
-    while True:
-        change_id = progress()
-        try:
-            os.write(fd, b"-\n" if change_id is None else b"%d\n" % change_id)
-        except BlockingIOError:
-            pass
-        except OSError:  # the supervisor is gone: stop serving
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        await asyncio.sleep(HEARTBEAT_INTERVAL)
