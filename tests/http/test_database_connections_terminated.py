@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import random
-from collections import Counter
 
 import asyncpg
 from api_client import Api, Reply
@@ -103,7 +102,6 @@ async def test_terminated_connections_answer_2xx_or_503_and_lose_no_acknowledged
     # lookups are answered from memory: the storm never reaches them
     assert {reply.status for kind, reply in replies if kind == "lookup"} == {200}
     assert written, "no write got through at all"
-    print("answers:", Counter((kind, reply.status) for kind, reply in replies))
 
     async with api.pool.acquire() as conn:
         rows = await conn.fetch(

@@ -68,7 +68,7 @@ async def _pool_pids(conn: asyncpg.Connection) -> list[int]:
 
 
 async def _select_one(pool: Pool) -> int:
-    async with checked_out(pool, timeout=5, ping_timeout=5) as conn:
+    async with checked_out(pool, timeout=5) as conn:
         value: int = await conn.fetchval("SELECT 1")
     return value
 
@@ -88,7 +88,7 @@ async def test_checked_out_never_hands_out_a_connection_whose_backend_was_termin
 
 @pytest.mark.parametrize("spins", SPINS)
 async def test_a_connection_lost_while_held_is_no_error_on_release(pool: Pool, spins: int) -> None:
-    async with checked_out(pool, timeout=5, ping_timeout=5) as held:
+    async with checked_out(pool, timeout=5) as held:
         assert await held.fetchval("SELECT 1") == 1
         _end_backends([held.get_server_pid()])
         await _spin(spins)
@@ -99,7 +99,7 @@ async def test_a_statement_on_a_lost_connection_terminates_it_instead_of_pooling
     pool: Pool,
 ) -> None:
     with pytest.raises(asyncpg.InternalClientError):
-        async with checked_out(pool, timeout=5, ping_timeout=5) as held:
+        async with checked_out(pool, timeout=5) as held:
             _end_backends([held.get_server_pid()])
             await _spin(2)
             await held.fetchval("SELECT 1")
@@ -140,7 +140,7 @@ async def test_ping_of_a_sound_connection_passes(conn: asyncpg.Connection) -> No
 async def test_the_server_cancels_a_statement_past_statement_timeout(db_url: str) -> None:
     short = await open_pool(db_url, min_size=1, max_size=1, timeout=5, statement_timeout=0.2)
     try:
-        async with checked_out(short, timeout=5, ping_timeout=5) as conn:
+        async with checked_out(short, timeout=5) as conn:
             assert await conn.fetchval("SHOW statement_timeout") == "200ms"
             with pytest.raises(asyncpg.QueryCanceledError):
                 await conn.execute("SELECT pg_sleep(2)")

@@ -22,27 +22,40 @@ class ConnectionLost(StoreUnavailable):
     """The connection went away under a request's work (503; safe work is retried once)."""
 
 
+#: why this request's database work failed fast: set when a release found the database
+#: hung after its work had completed, so the request's next step need not wait again
+_HUNG = web.RequestKey("database_hung", str)
+
+
 @asynccontextmanager
 async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection for one request, just checked to answer (store/pool.py).
 
     A database that is down, drops the connection or does not answer within
     ``database.statement_timeout`` becomes StoreUnavailable (503, field
-    ``database``); a constraint the store's own checks missed becomes
-    Conflict (409) rather than an internal error.
+    ``database``): each step waits at most that long, and once the database
+    has not answered, the request's next step fails at once. A constraint the
+    store's own checks missed becomes Conflict (409) rather than an internal
+    error.
     """
     pool = request.app.get(POOL)
     if pool is None:
         raise StoreUnavailable("this daemon has no database connection", field="database")
-    db = request.app[SETTINGS].database
-    wait = min(db.connect_timeout, db.statement_timeout)
+    if _HUNG in request:
+        raise StoreUnavailable(request[_HUNG], field="database")
+    limit = request.app[SETTINGS].database.statement_timeout
+    done = False
     try:
-        async with checked_out(pool, timeout=wait, ping_timeout=db.statement_timeout) as conn:
+        async with checked_out(pool, timeout=limit) as conn:
             yield conn
+            done = True
+    except StoreUnavailable as exc:
+        if not done:
+            raise
+        request[_HUNG] = exc.reason  # only the release failed: the work stands
     except TimeoutError as exc:
         raise StoreUnavailable(
-            f"the database did not answer within {db.statement_timeout:g} s"
-            " (database.statement_timeout)",
+            f"the database did not answer within {limit:g} s (database.statement_timeout)",
             field="database",
         ) from exc
     except asyncpg.QueryCanceledError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -126,9 +127,7 @@ async def ping(conn: asyncpg.Connection, timeout: float) -> None:
 
 
 @asynccontextmanager
-async def checked_out(
-    pool: Pool, *, timeout: float, ping_timeout: float
-) -> AsyncIterator[asyncpg.Connection]:
+async def checked_out(pool: Pool, *, timeout: float) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection that has just answered a ping; never a broken one.
 
     Why the ping: when PostgreSQL ends an idle connection (pg_terminate_backend,
@@ -141,15 +140,17 @@ async def checked_out(
     N; another operation (2) is in progress" (asyncpg issues #784, #1069; the
     pool's reset on release fails the same way). A SELECT 1 on such a
     connection fails before sending anything and asyncpg aborts it, so the
-    ping costs a broken connection nothing and a sound one a round trip; up to
-    ``max_size + 1`` connections are tried, each within ``timeout`` (the pool's
-    wait, connecting included) and ``ping_timeout``. A connection whose work
-    failed as CONNECTION_LOST is terminated rather than returned to the pool,
-    and a release that finds the connection lost is no error of the work done
-    on it. Raises StoreUnavailable (field ``database``) when no connection
-    answers; whatever the body raises passes through.
+    ping costs a broken connection nothing and a sound one a round trip.
+
+    ``timeout`` bounds the hand-out (waiting for the pool, connecting, pinging
+    up to ``max_size + 1`` connections) and, separately, the release. A
+    connection whose work failed as CONNECTION_LOST is terminated, not pooled;
+    a release that finds the connection lost is no error of the work done on
+    it. StoreUnavailable (field ``database``) when no connection answers in
+    time, or when the release times out: the work is done, but the database
+    has stopped answering. Whatever the body raises passes through.
     """
-    proxy = await _first_answering(pool, timeout, ping_timeout)
+    proxy = await _first_answering(pool, timeout)
     lost = False
     try:
         # the proxy forwards every Connection method
@@ -161,7 +162,7 @@ async def checked_out(
         if lost:
             discard(proxy)
         else:
-            await _release(pool, proxy, ping_timeout)
+            await _release(pool, proxy, timeout)
 
 
 def discard(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
@@ -172,27 +173,34 @@ def discard(conn: asyncpg.Connection | PoolConnectionProxy) -> None:
 
 
 async def _release(pool: Pool, proxy: PoolConnectionProxy, timeout: float) -> None:
+    """Back to the pool (asyncpg resets it there, a round trip); terminated when that fails."""
     try:
         await pool.release(proxy, timeout=timeout)
+    except TimeoutError as exc:
+        raise StoreUnavailable(
+            f"the database did not answer within {timeout:g} s", field="database"
+        ) from exc
     except CONNECTION_LOST as exc:
         # the pool has terminated it; whatever ran on it had completed
         log.info("a connection was lost on release", extra={"reason": describe_failure(exc)})
 
 
-async def _first_answering(pool: Pool, timeout: float, ping_timeout: float) -> PoolConnectionProxy:
+async def _first_answering(pool: Pool, timeout: float) -> PoolConnectionProxy:
+    clock = asyncio.get_running_loop().time
+    deadline = clock() + timeout
     lost: StoreUnavailable | None = None
     for _ in range(pool.get_max_size() + 1):
         try:
-            proxy = await pool.acquire(timeout=timeout)
+            proxy = await pool.acquire(timeout=max(0.0, deadline - clock()))
         except _ACQUIRE_ERRORS as exc:
             raise StoreUnavailable(
                 f"the database is unreachable: {describe_failure(exc)}", field="database"
             ) from exc
         try:
-            await ping(cast(asyncpg.Connection, proxy), ping_timeout)
+            await ping(cast(asyncpg.Connection, proxy), max(0.001, deadline - clock()))
         except StoreUnavailable as exc:
             if isinstance(exc.__cause__, TimeoutError):
-                raise  # hung, not lost: another connection would wait as long
+                raise  # hung, not lost: another connection would not answer either
             lost = exc
             continue
         return proxy
