@@ -148,3 +148,19 @@ async def test_the_server_cancels_a_statement_past_statement_timeout(db_url: str
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await asyncio.wait_for(short.close(), 20)
+
+
+async def test_a_release_the_database_does_not_answer_is_store_unavailable(pool: Pool) -> None:
+    stopped = 0
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            async with checked_out(pool, timeout=0.5) as held:
+                assert await held.fetchval("SELECT 1") == 1
+                stopped = held.get_server_pid()
+                os.kill(stopped, signal.SIGSTOP)
+    finally:
+        if stopped:
+            os.kill(stopped, signal.SIGCONT)
+    assert info.value.field == "database" and "within 0.5 s" in info.value.reason
+    # the pool terminated that connection and hands out sound ones
+    assert await asyncio.gather(*(_select_one(pool) for _ in range(6))) == [1] * 6
