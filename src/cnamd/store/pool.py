@@ -113,7 +113,9 @@ async def ping(conn: asyncpg.Connection, timeout: float) -> None:
     """StoreUnavailable unless ``SELECT 1`` answers within ``timeout`` seconds.
 
     A connection that fails is terminated at once (a hung server cannot hold up
-    a graceful close), so nobody uses it again.
+    a graceful close), so nobody uses it again. Ping between operations only:
+    asyncpg runs one at a time per connection, and a ping beside another fails
+    (InterfaceError) and so terminates the connection.
     """
     try:
         await conn.execute("SELECT 1", timeout=timeout)
