@@ -213,7 +213,11 @@ class Server:
                 heartbeat(self.worker.heartbeat_fd, self._applied_change_id)
             )
         self.pool = await open_pool(
-            url, min_size=db.pool_min, max_size=db.pool_max, timeout=db.connect_timeout
+            url,
+            min_size=db.pool_min,
+            max_size=db.pool_max,
+            timeout=db.connect_timeout,
+            statement_timeout=db.statement_timeout,
         )
         await self._start_listeners()
         self.feed = ChangeFeed(

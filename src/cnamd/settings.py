@@ -88,13 +88,19 @@ class DatabaseSettings:
         "at start-up without a usable snapshot: exit (code 2) or keep retrying with backoff",
     )
     retry_max_seconds: float = _setting(30.0, "cap of the reconnect backoff", _between(0.1, 3600))
+    statement_timeout: float = _setting(
+        5.0,
+        "seconds a statement of an API request (or its wait for a pooled connection) may"
+        " take, on the server and in the client; past it the request answers 503",
+        _between(0.1, 3600),
+    )
     ping_interval: float = _setting(
-        1.0, "seconds between the change feed's pings of its connection", _between(0.1, 60)
+        1.0, "seconds between the change feed's pings of its connection", _between(0.05, 60)
     )
     ping_timeout: float = _setting(
         2.0,
-        "seconds a ping may take before the database counts as lost (a hung server)",
-        _between(0.1, 60),
+        "seconds a ping may take before the database counts as hung and is reconnected",
+        _between(0.05, 60),
     )
 
 

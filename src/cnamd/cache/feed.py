@@ -47,20 +47,22 @@ from cnamd.settings import CacheSettings, DatabaseSettings, LogSettings
 from cnamd.store import entries
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.entries import Change, Digest, entry_hash
-from cnamd.store.pool import backoff_delays, connect_once, describe_failure
+from cnamd.store.pool import (
+    CONNECTION_LOST,
+    backoff_delays,
+    connect_once,
+    describe_failure,
+    ping,
+)
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "cnamd_changes"
-_DB_ERRORS = (
-    OSError,
+# the database lost, hung or refusing: retried quietly (store/pool.py says which are);
+# asyncpg's InternalClientError after a terminated backend is among them (asyncpg#784)
+_DB_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_LOST,
     asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    # asyncpg leaves a connection whose backend was terminated while idle in a broken
-    # protocol state ("cannot switch to state 12; another operation (2) is in progress",
-    # MagicStack/asyncpg#784, #1069): the connection is lost, like any other
-    asyncpg.InternalClientError,
-    TimeoutError,
     StoreUnavailable,
 )
 _REMAP_RETRY = 0.5  # seconds between a follower's looks for a snapshot past its gap
@@ -318,7 +320,7 @@ class ChangeFeed:
             if conn.is_closed():
                 raise StoreUnavailable("listener connection closed")
             # bounded: a hung server (SIGSTOP, a dead link) must not look healthy
-            await conn.execute("SELECT 1", timeout=self.db.ping_timeout)
+            await ping(conn, self.db.ping_timeout)
             try:
                 await self._catch_up(conn, self._installed())
                 if self._needs_compaction():
@@ -333,7 +335,7 @@ class ChangeFeed:
     @property
     def _query_bound(self) -> float:
         """Longest wait for one of the feed's queries before the database counts as hung."""
-        return self.db.connect_timeout
+        return self.db.statement_timeout
 
     def _needs_compaction(self) -> bool:
         """Loader: the overlay outgrew its bound. Follower: the loader replaced the base."""

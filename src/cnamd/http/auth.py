@@ -17,7 +17,7 @@ from aiohttp import BasicAuth, web
 
 from cnamd import metrics
 from cnamd.errors import TooManyRequests, Unauthorized
-from cnamd.http.db import connection
+from cnamd.http.db import idempotent
 from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED
 from cnamd.model import Principal
 from cnamd.store import apikeys
@@ -121,8 +121,8 @@ async def principal(request: web.Request) -> Principal:
         found = credentials(request)
         if found is None:
             raise Unauthorized("credentials required: an API key", field=_FIELD)
-        async with connection(request) as conn:
-            who = await apikeys.authenticate(conn, *found)
+        # a read and an idempotent touch: a lost connection is retried once
+        who = await idempotent(request, apikeys.authenticate, *found)
         if who is None:
             raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
     except Unauthorized:
