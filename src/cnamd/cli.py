@@ -159,6 +159,7 @@ async def _work() -> int:
         spec["sockets"],
         spec["heartbeat_fd"],
         spec.get("control_fd", -1),
+        spec.get("limits_fd", -1),
     )
     await Server(settings, worker=worker).run()
     return 0

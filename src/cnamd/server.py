@@ -33,9 +33,9 @@ from cnamd.http.app import make_app
 from cnamd.http.keys import AUTH_LIMITER, TRUSTED
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.order_worker import OrderWorker
-from cnamd.ratelimit import TokenBucket
 from cnamd.reload import ReloadPlan, plan_reload
 from cnamd.settings import Settings, SipSettings, from_layer
+from cnamd.sharedlimits import LimitRegion, RateLimiter
 from cnamd.sip.dip import Dip, DipSettings
 from cnamd.sip.requestlog import request_log
 from cnamd.sip.transport import StreamLimits, UdpListener, serve_tcp, serve_udp
@@ -56,6 +56,7 @@ class WorkerSpec:
     sockets: dict[str, int]
     heartbeat_fd: int
     control_fd: int = -1  # the supervisor writes new settings here (SIGHUP)
+    limits_fd: int = -1  # the per-source limits shared by all workers (sharedlimits.py)
 
 
 async def prepare_database(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
@@ -99,14 +100,10 @@ def dip_settings(settings: Settings) -> DipSettings:
     )
 
 
-def sip_limiter(sip: SipSettings, current: object = None) -> TokenBucket | None:
-    """The per-source limiter for ``sip.rate``; an existing one is retuned, keeping debts."""
-    if sip.rate <= 0:
-        return None
-    if isinstance(current, TokenBucket):
-        current.retune(sip.rate, sip.burst)
-        return current
-    return TokenBucket(sip.rate, sip.burst)
+def sip_limiter(sip: SipSettings, limits: LimitRegion) -> RateLimiter | None:
+    """The per-source limiter for ``sip.rate``, shared by the workers; a reload retunes
+    it, keeping debts."""
+    return limits.bucket("sip", sip.rate, sip.burst) if sip.rate > 0 else None
 
 
 def reread(source: Callable[[], Settings] | None) -> Settings | ConfigError | None:
@@ -182,6 +179,7 @@ class Server:
         self.sip_udp: list[UdpListener] = []
         self.sip_streams: list[asyncio.Server] = []
         self.dip: Dip | None = None
+        self.limits: LimitRegion | None = None
         self.listeners_up = False
         self.stopping = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -239,7 +237,11 @@ class Server:
         )
 
     async def _start_listeners(self) -> None:
-        app = self.http_app = make_app(self.settings, self.directory, self, self.pool)
+        fd = -1 if self.worker is None else self.worker.limits_fd
+        region = self.limits = LimitRegion.create() if fd < 0 else LimitRegion.attach(fd)
+        http = self.settings.http
+        auth = region.bucket("auth", http.auth_failure_rate, http.auth_failure_burst)
+        app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
         self.http_runner = web.AppRunner(
             app,
             access_log=logging.getLogger(access_log.LOGGER),
@@ -252,7 +254,7 @@ class Server:
         self.dip = Dip(
             dip_settings(self.settings),
             DirectoryCallers(self.directory),
-            limiter=sip_limiter(sip),
+            limiter=sip_limiter(sip, region),
         )
         self.dip.trace = request_log(sip.log_sample)
         self.dip.available = False  # 503 + Retry-After until the first load
@@ -321,7 +323,8 @@ class Server:
             if "sip.allow" in plan.applied and self.feed is not None:
                 self.feed.set_allowed(now.sip.allow)
             if self.dip is not None:
-                self.dip.configure(dip_settings(now), sip_limiter(now.sip, self.dip.limiter))
+                assert self.limits is not None
+                self.dip.configure(dip_settings(now), sip_limiter(now.sip, self.limits))
                 self.dip.trace = request_log(now.sip.log_sample)
         self.settings = now
         return plan

@@ -97,7 +97,9 @@ class HttpSettings:
         ("127.0.0.0/8", "::1/128"), "networks whose lookups need no API key", _networks
     )
     auth_failure_rate: float = _setting(
-        1.0, "failed logins per second a source may make in the long run", _between(0.001, 1e6)
+        1.0,
+        "failed logins per second a source address may make in the long run, across all workers",
+        _between(0.001, 1e6),
     )
     auth_failure_burst: int = _setting(
         10, "failed logins a source may make at once before it gets 429", _between(1, 1e6)
@@ -137,7 +139,8 @@ class SipSettings:
     # guards against a runaway peer and must sit above any legitimate SBC's rate.
     rate: float = _setting(
         50000.0,
-        "requests per second allowed per source address (0 turns the limit off)",
+        "requests per second allowed per source address, across all workers (0 turns the"
+        " limit off)",
         _between(0, 1e7),
     )
     burst: float = _setting(100000.0, "token-bucket depth per source address", _between(1, 1e8))

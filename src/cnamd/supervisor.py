@@ -44,6 +44,7 @@ from cnamd.cache.loader import load_in_child, snapshot_usable
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
+from cnamd.sharedlimits import LimitRegion, warn_if_per_process
 from cnamd.store.embedded import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class Supervisor:
         )
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.workers: dict[int, Worker] = {}
+        # per-source limits every worker meters in (sharedlimits.py), kept across restarts
+        self.limits = LimitRegion.create()
+        warn_if_per_process(self.limits, self.count)
         self.stopping = asyncio.Event()
         self.url = ""
 
@@ -128,6 +132,7 @@ class Supervisor:
             await self._stop_workers()
             for _spec, sock in self.sockets:
                 sock.close()
+            self.limits.close()
             if self.metrics_dir:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
             if self.embedded is not None:
@@ -174,11 +179,12 @@ class Supervisor:
                 "sockets": fds,
                 "heartbeat_fd": write_fd,
                 "control_fd": control_read,
+                "limits_fd": self.limits.fd,
             }
         )
         process = subprocess.Popen(
             [sys.executable, "-m", "cnamd.cli", "worker"],
-            pass_fds=[*fds.values(), write_fd, control_read],
+            pass_fds=[*fds.values(), write_fd, control_read, self.limits.fd],
             env=env,
         )
         os.close(write_fd)
