@@ -102,7 +102,10 @@ class HttpSettings:
         _between(0.001, 1e6),
     )
     auth_failure_burst: int = _setting(
-        10, "failed logins a source may make at once before it gets 429", _between(1, 1e6)
+        10,
+        "failed logins a source may make at once; past them its failing credentials get 429"
+        " (valid keys and trusted lookups from the address still work)",
+        _between(1, 1e6),
     )
     access_log: bool = _setting(
         False,
