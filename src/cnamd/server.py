@@ -259,7 +259,9 @@ class Server:
         self.dip.trace = request_log(sip.log_sample)
         self.dip.available = False  # 503 + Retry-After until the first load
         limits = StreamLimits(
-            idle_timeout=sip.tcp_idle_timeout, max_connections=sip.tcp_max_connections
+            idle_timeout=sip.tcp_idle_timeout,
+            max_connections=sip.tcp_max_connections,
+            message_timeout=sip.tcp_message_timeout,
         )
         tls = tls_context(self.settings)
         for spec, sock in self.sockets:

@@ -161,7 +161,15 @@ class SipSettings:
         120.0, "seconds before an idle TCP/TLS connection is closed", _between(1, 86400)
     )
     tcp_max_connections: int = _setting(
-        4096, "open TCP/TLS connections per worker", _between(1, 1_000_000)
+        4096,
+        "open TCP/TLS connections per worker; one over it is closed as it is accepted",
+        _between(1, 1_000_000),
+    )
+    tcp_message_timeout: float = _setting(
+        10.0,
+        "seconds a TCP/TLS message may take from its first byte to its last; a connection"
+        " that is slower is closed",
+        _between(0.1, 3600),
     )
     log_sample: float = _setting(
         0.0,

@@ -352,22 +352,7 @@ async def test_tcp_idle_connection_is_closed(tcp_server: tuple[str, int]) -> Non
     writer.close()
 
 
-@pytest.mark.parametrize("tcp_server", [StreamLimits(max_connections=2)], indirect=True)
-async def test_tcp_connection_over_the_limit_gets_503_and_is_closed(
-    tcp_server: tuple[str, int],
-) -> None:
-    held = [await asyncio.open_connection(*tcp_server) for _ in range(2)]
-    for reader, writer in held:  # both served
-        writer.write(request("OPTIONS"))
-        assert parse_reply(await _read_response(reader)).status == 200
-    reader, writer = await asyncio.open_connection(*tcp_server)
-    writer.write(request("OPTIONS"))
-    reply = parse_reply(await _read_response(reader))
-    assert reply.status == 503 and reply.has("Retry-After")
-    assert await asyncio.wait_for(reader.read(), 5) == b""
-    writer.close()
-    for _, w in held:
-        w.close()
+# Connections over the cap and slow senders: test_sip_slowloris.py
 
 
 @pytest.fixture(scope="module")
