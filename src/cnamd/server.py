@@ -268,7 +268,9 @@ class Server:
             if spec.kind == "http":
                 await web.SockSite(self.http_runner, sock).start()
             elif spec.kind == "sip-udp":
-                self.sip_udp.append(await serve_udp(sock, self.dip))
+                # kernel drops: one count per socket (worker 0 for one the workers share)
+                counts = spec.worker >= 0 or self.worker is None or self.worker.index == 0
+                self.sip_udp.append(await serve_udp(sock, self.dip, count_kernel_drops=counts))
             else:
                 ctx = tls if spec.kind == "sip-tls" else None
                 self.sip_streams.append(await serve_tcp(sock, self.dip, ssl=ctx, limits=limits))

@@ -232,6 +232,30 @@ async def test_udp_listener_survives_a_failing_answer() -> None:
         listener.close()
 
 
+def _kernel_drops() -> float:
+    return REGISTRY.get_sample_value("cnamd_sip_dropped_total", {"reason": "kernel"}) or 0.0
+
+
+@pytest.mark.usefixtures("udp_loop")
+async def test_datagrams_the_kernel_drops_on_a_full_buffer_are_counted() -> None:
+    sock = bind_udp("127.0.0.1", 0, rcvbuf=4096)
+    port = sock.getsockname()[1]
+    listener = await serve_udp(sock, _dip())
+    before = _kernel_drops()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            data = request("OPTIONS", via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKk")
+            for _ in range(500):  # sent while the listener's loop cannot run: most overflow
+                client.sendto(data, ("127.0.0.1", port))
+            # the listener reads the socket's counter every second, off the hot path
+            await asyncio.sleep(2.5 * transport_module.METRICS_FLUSH_INTERVAL)
+        dropped = _kernel_drops() - before
+        assert 100 < dropped < 500
+    finally:
+        listener.close()
+
+
 def test_udp_socket_gets_a_large_receive_buffer() -> None:
     with bind_udp("127.0.0.1", 0, rcvbuf=8 * 1024 * 1024) as sock:
         size = receive_buffer_size(sock)

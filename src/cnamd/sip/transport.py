@@ -6,7 +6,8 @@ sends: a datagram is answered at once; a stream buffers at most one capped
 message, which must arrive whole within ``message_timeout`` of its first byte
 (a sender trickling bytes cannot hold a connection); connections over the cap
 are closed as they are accepted, idle ones after ``idle_timeout``; and a peer
-that does not read its answers stops being read.
+that does not read its answers stops being read. Datagrams the kernel drops
+on a full receive buffer are counted from the socket's own drop counter.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import ssl as ssl_module
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -177,6 +180,37 @@ def receive_buffer_size(sock: socket.socket) -> int:
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.12
+_MEMINFO_DROPS = 8  # SK_MEMINFO_DROPS: the u32 sk_drops, as /proc/net/udp's "drops"
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel has dropped on ``sock`` since it was made (a full receive
+    buffer, mostly), a u32 that wraps; None where the kernel does not say."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (_MEMINFO_DROPS + 1))
+    except OSError:
+        return _proc_drops(sock)
+    if len(raw) < 4 * (_MEMINFO_DROPS + 1):
+        return _proc_drops(sock)
+    return int(struct.unpack_from("=I", raw, 4 * _MEMINFO_DROPS)[0])
+
+
+def _proc_drops(sock: socket.socket) -> int | None:
+    """The "drops" column of /proc/net/udp{,6} for the socket's inode (older kernels)."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            with open(table) as lines:
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        return int(fields[12])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def bind_tcp(
     host: str, port: int, *, backlog: int = 1024, dual_stack: bool = False
 ) -> socket.socket:
@@ -197,14 +231,20 @@ def bind_tcp(
 METRICS_FLUSH_INTERVAL = 1.0
 
 
-async def _flush_metrics(dip: Dip, serving: Callable[[], bool]) -> None:
+async def _flush_metrics(
+    dip: Dip, serving: Callable[[], bool], also: Callable[[], None] | None = None
+) -> None:
     """Move the hot-path tallies (the dip's and its lookups') into the metrics every
-    second while the listener serves."""
+    second while the listener serves, after calling ``also`` (off the hot path)."""
     try:
         while serving():
             await asyncio.sleep(METRICS_FLUSH_INTERVAL)
+            if also is not None:
+                also()
             metrics.flush_tallies()
     finally:
+        if also is not None:
+            also()
         metrics.flush_tallies()
 
 
@@ -247,10 +287,13 @@ class UdpListener:
     """Answers SIP on one bound UDP socket until ``close()``.
 
     With the C pump (``_udp.c``, Linux) a burst of datagrams costs one recvmmsg
-    and one sendmmsg; without it, uvloop's datagram transport serves.
+    and one sendmmsg; without it, uvloop's datagram transport serves. Every
+    second the socket's kernel drop counter goes into
+    ``cnamd_sip_dropped_total{reason="kernel"}``, when ``count_kernel_drops``
+    (one reader of a socket several workers share counts it).
     """
 
-    def __init__(self, sock: socket.socket, dip: Dip) -> None:
+    def __init__(self, sock: socket.socket, dip: Dip, *, count_kernel_drops: bool = True) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._dip = dip
@@ -258,7 +301,12 @@ class UdpListener:
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = False
         self._loop = asyncio.get_running_loop()
-        self._flusher = self._loop.create_task(_flush_metrics(dip, lambda: not self._closed))
+        # from now on: a restarted worker's predecessor counted the drops before it
+        self._kernel_seen = kernel_drops(sock) if count_kernel_drops else None
+        self._kernel_dropped = metrics.SIP_DROPPED.labels("kernel")
+        self._flusher = self._loop.create_task(
+            _flush_metrics(dip, lambda: not self._closed, self.count_kernel_drops)
+        )
 
     async def start(self) -> None:
         if _pump is None:
@@ -277,6 +325,18 @@ class UdpListener:
             return
         if refused:
             self._dip.dropped["send"].n += refused
+
+    def count_kernel_drops(self) -> None:
+        """Add the datagrams the kernel dropped since the last call to the metric."""
+        seen = self._kernel_seen
+        if seen is None or self._sock.fileno() < 0:
+            return
+        now = kernel_drops(self._sock)
+        if now is None:
+            return
+        self._kernel_seen = now
+        if now != seen:
+            self._kernel_dropped.inc((now - seen) % (1 << 32))
 
     def _failed(self) -> None:
         """A bug in a callback, not a peer's doing: count it, log it, keep serving."""
@@ -299,6 +359,7 @@ class UdpListener:
             return
         self._closed = True
         self._flusher.cancel()
+        self.count_kernel_drops()
         if self._transport is not None:
             self._transport.close()
         else:
@@ -307,9 +368,11 @@ class UdpListener:
             close_quietly(self._sock)
 
 
-async def serve_udp(sock: socket.socket, dip: Dip) -> UdpListener:
+async def serve_udp(
+    sock: socket.socket, dip: Dip, *, count_kernel_drops: bool = True
+) -> UdpListener:
     """Answer SIP over an already bound UDP socket; ``close()`` the listener to stop."""
-    listener = UdpListener(sock, dip)
+    listener = UdpListener(sock, dip, count_kernel_drops=count_kernel_drops)
     await listener.start()
     return listener
 
