@@ -58,6 +58,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             *("--set", f"http.auth_failure_rate={AUTH_RATE}"),
             *("--set", f"http.auth_failure_burst={AUTH_BURST}"),
             *("--set", "sip.udp_rcvbuf=65536"),
+            *("--set", "sip.tcp_message_timeout=1.5"),
         ),
     )
     try:
@@ -164,6 +165,26 @@ def test_a_failing_attacker_locks_out_neither_a_valid_key_nor_trusted_lookups(
 
 def _get(url: str, headers: dict[str, str]) -> int:
     return http_get(url, headers)[0]
+
+
+def test_a_slow_loris_is_disconnected_at_the_message_deadline(daemon: Daemon) -> None:
+    trickled = request("OPTIONS", via="SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKloris")
+    with socket.create_connection(("127.0.0.1", daemon.sip_port), timeout=10) as loris:
+        started = time.monotonic()
+        try:
+            for byte in trickled[:10]:  # a byte every 0.5 s: never idle, never a whole message
+                loris.sendall(bytes([byte]))
+                time.sleep(0.5)
+                loris.settimeout(0.01)
+                try:
+                    if loris.recv(1) == b"":
+                        break
+                except TimeoutError:
+                    pass
+        except ConnectionError:
+            pass
+        elapsed = time.monotonic() - started
+    assert 1.4 <= elapsed < 4.0, elapsed
 
 
 def test_datagrams_dropped_by_the_kernel_while_a_worker_is_stopped_are_counted(
