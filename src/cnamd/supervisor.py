@@ -55,6 +55,7 @@ from cnamd.cache.loader import snapshot_usable
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
+from cnamd.sharedlimits import LimitRegion, warn_if_per_process
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.worker_status import HostStatus, LagWatch, WorkerView, write_status
 
@@ -106,6 +107,9 @@ class Supervisor:
         )
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.workers: dict[int, Worker] = {}
+        # per-source limits every worker meters in (sharedlimits.py), kept across restarts
+        self.limits = LimitRegion.create()
+        warn_if_per_process(self.limits, self.count)
         self.stopping = asyncio.Event()
         self.url = ""
         self.run_dir = ""  # this run's metrics, status file and (snapshots off) scratch snapshot
@@ -151,6 +155,7 @@ class Supervisor:
                     self.cache.directory.cache.close()
             for _spec, sock in self.sockets:
                 sock.close()
+            self.limits.close()
             if self.run_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             if self.embedded is not None:
@@ -209,11 +214,12 @@ class Supervisor:
                 "control_fd": control_read,
                 "snapshot_path": str(self.snapshot_path),
                 "status_path": str(self.status_path),
+                "limits_fd": self.limits.fd,
             }
         )
         process = subprocess.Popen(
             [sys.executable, "-m", "cnamd.cli", "worker"],
-            pass_fds=[*fds.values(), write_fd, control_read],
+            pass_fds=[*fds.values(), write_fd, control_read, self.limits.fd],
             env=env,
         )
         os.close(write_fd)

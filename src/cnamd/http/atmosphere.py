@@ -13,17 +13,16 @@ seed's exact sentences.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from cnamd import errors
-from cnamd.http.auth import principal
+from cnamd.http.auth import known_in_memory, login_failed, over_budget, principal
 from cnamd.http.db import connection
 from cnamd.http.errors import STATUS_OF
-from cnamd.http.keys import AUTH_LIMITER, PRINCIPAL, SETTINGS
+from cnamd.http.keys import PRINCIPAL, SETTINGS
 from cnamd.model import Principal
 from cnamd.store import cnam_orders
 from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
@@ -86,12 +85,7 @@ async def _json(request: web.Request) -> Any:
 @_vendor_errors
 async def authenticate(request: web.Request) -> web.Response:
     """``{"username": KEYID, "password": SECRET}`` -> ``{"token"}`` valid 24 hours."""
-    limiter = request.app[AUTH_LIMITER]
-    now = time.monotonic()
-    if limiter.available(request.remote or "", now) < 1.0:
-        raise errors.TooManyRequests(
-            "Too many failed logins; try again later.", retry_after=1, field="username"
-        )
+    over = over_budget(request)
     body = await _json(request)
     for name in ("username", "password"):
         if not isinstance(body, dict) or body.get(name) in (None, ""):
@@ -100,11 +94,15 @@ async def authenticate(request: web.Request) -> web.Response:
             raise errors.InvalidRequest(
                 f"The '{name}' parameter must be formatted as a(n) string.", field=name
             )
-    async with connection(request) as conn:
-        token = await cnam_orders.create_session(conn, body["username"], body["password"])
+    # over its failed-login budget, a source's guesses do not reach the database
+    if over and not known_in_memory(request, body["username"], body["password"]):
+        token = None
+    else:
+        async with connection(request) as conn:
+            token = await cnam_orders.create_session(conn, body["username"], body["password"])
     if token is None:
-        limiter.allow(request.remote or "", now)
-        raise errors.Unauthorized("unknown key or wrong secret", field="username")
+        failed = errors.Unauthorized("unknown key or wrong secret", field="username")
+        raise login_failed(request, over) or failed
     return web.json_response({"token": token})
 
 
