@@ -300,14 +300,20 @@ def publication(
     rejection_reason: str | None,
     held_elsewhere: bool,
     max_length: int,
+    cnam_record: int | None = None,
 ) -> Publication:
     """Why ``number``'s name is, or is not, served by the global directory.
 
     ``approval`` is that of the number's own global entry (None: it has none);
-    ``held_elsewhere`` says another holder has a name under its key.
+    ``held_elsewhere`` says another holder has a name under its key;
+    ``cnam_record`` is the CNAM record (seed 001) the name comes from, if any.
     """
     if approval == "approved":
         return Publication("published")
+    if approval == "pending" and cnam_record is not None:
+        return Publication(
+            "pending-approval", f"CNAM record {cnam_record} awaits an operator's approval"
+        )
     if approval == "pending":
         return Publication(
             "pending-approval", "waiting for an operator's approval (directory.require_approval)"
@@ -428,7 +434,7 @@ def _own_tenant(who: Principal) -> int:
 
 _SELECT = """
 SELECT p.uuid, t.uuid AS tenant_uuid, p.number, p.caller_id_name, p.main, p.shared,
-       u.uuid AS user_uuid, e.approval, e.rejection_reason
+       u.uuid AS user_uuid, e.approval, e.rejection_reason, p.cnam_record_id
   FROM phone_numbers p
   JOIN tenants t ON t.id = p.tenant_id
   LEFT JOIN users u ON u.id = p.user_id
@@ -479,6 +485,7 @@ async def _numbers(
                 rejection_reason=r["rejection_reason"],
                 held_elsewhere=directory_key(r["number"]) in held,
                 max_length=max_length,
+                cnam_record=r["cnam_record_id"],
             ),
         )
         for r in rows
