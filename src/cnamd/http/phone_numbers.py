@@ -124,9 +124,18 @@ def _query_int(request: web.Request, name: str) -> int | None:
     return value
 
 
+def _exact_number(request: web.Request) -> str | None:
+    """The ``number`` filter; a leading space is the ``+`` of an unencoded query."""
+    raw = request.query.get("number")
+    if raw is None:
+        return None
+    if raw[:1] == " " and raw[1:].isascii() and raw[1:].isdigit():
+        return "+" + raw[1:]
+    return raw
+
+
 def _list_query(request: web.Request) -> phone_numbers.ListQuery:
-    """wazo-confd's list parameters; ``recurse`` is checked and has nothing to widen."""
-    _query_bool(request, "recurse")
+    """wazo-confd's list parameters, its exact filters among them."""
     return phone_numbers.list_query(
         search=request.query.get("search"),
         order=request.query.get("order"),
@@ -135,6 +144,8 @@ def _list_query(request: web.Request) -> phone_numbers.ListQuery:
         offset=_query_int(request, "offset") or 0,
         main=_query_bool(request, "main"),
         shared=_query_bool(request, "shared"),
+        number=_exact_number(request),
+        caller_id_name=request.query.get("caller_id_name"),
     )
 
 
@@ -166,12 +177,19 @@ async def _tenant(request: web.Request, conn: asyncpg.Connection, *, manage: boo
 
 
 async def list_numbers(request: web.Request) -> web.Response:
-    await principal(request)
+    """The tenant's numbers; ``recurse=true`` without ``Wazo-Tenant`` lists every
+    tenant the key reaches whole, as wazo-confd lists a tenant and its sub-tenants."""
+    who = await principal(request)
     query = _list_query(request)
+    recurse = _query_bool(request, "recurse")
     max_length = request.app[SETTINGS].names.max_length
     async with connection(request) as conn:
-        tenant = await _tenant(request, conn, manage=False)
-        total, found = await phone_numbers.list_numbers(conn, tenant, query, max_length)
+        tenants: list[int] | None
+        if recurse and not request.headers.get(TENANT_HEADER, "").strip():
+            tenants = phone_numbers.listed_tenants(who, None)
+        else:
+            tenants = [(await _tenant(request, conn, manage=False)).id]
+        total, found = await phone_numbers.list_numbers(conn, tenants, query, max_length)
     base = _base(request)
     items = [n.to_json(base + n.uuid) for n in found]
     return web.json_response({"total": total, "items": items})

@@ -65,6 +65,7 @@ __all__ = [
     "get_number",
     "list_numbers",
     "list_query",
+    "listed_tenants",
     "number_range",
     "publication",
     "publish_names",
@@ -193,7 +194,12 @@ ORDER_COLUMNS = {
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    """wazo-confd's list parameters; ``limit`` None returns every match, as it does."""
+    """wazo-confd's list parameters; ``limit`` None returns every match, as it does.
+
+    ``number``, ``caller_id_name``, ``main`` and ``shared`` are exact filters,
+    one per column of xivo-dao's phone-number search config; ``search`` is a
+    case-insensitive substring of the number or the name.
+    """
 
     search: str | None = None
     order: str = "number"
@@ -202,6 +208,8 @@ class ListQuery:
     offset: int = 0
     main: bool | None = None
     shared: bool | None = None
+    number: str | None = None
+    caller_id_name: str | None = None
 
 
 # --- validation: pure; the seed's rules, which the schema's CHECKs mirror ---
@@ -269,6 +277,8 @@ def list_query(
     offset: int,
     main: bool | None,
     shared: bool | None,
+    number: str | None = None,
+    caller_id_name: str | None = None,
 ) -> ListQuery:
     order = order or "number"
     if order not in ORDER_COLUMNS:
@@ -280,7 +290,9 @@ def list_query(
         raise InvalidRequest(
             f"direction must be asc or desc, not {direction[:40]!r}", field="direction"
         )
-    return ListQuery(search or None, order, direction, limit, offset, main, shared)
+    return ListQuery(
+        search or None, order, direction, limit, offset, main, shared, number, caller_id_name
+    )
 
 
 # --- publishing: pure ---
@@ -406,6 +418,18 @@ async def select_tenant(conn: asyncpg.Connection, who: Principal, header: str | 
     return TenantRef(row["id"], str(row["uuid"]), row["slug"])
 
 
+def listed_tenants(who: Principal, selected: TenantRef | None) -> list[int] | None:
+    """The tenants a ``recurse=true`` list covers: the ``Wazo-Tenant`` one (cnamd has
+    no sub-tenants), else every tenant the key reaches whole (None: all, an operator)."""
+    if selected is not None:
+        return [selected.id]
+    if who.role is Role.OPERATOR:
+        return None
+    if who.role is Role.USER and who.tenant_id is not None:
+        return [who.tenant_id]
+    return sorted({g.tenant_id for g in who.grants if g.usergroup_id is None})
+
+
 def _reaches(who: Principal, tenant_id: int) -> bool:
     if who.role is Role.USER:
         return who.tenant_id == tenant_id
@@ -442,11 +466,13 @@ SELECT p.uuid, t.uuid AS tenant_uuid, p.number, p.caller_id_name, p.main, p.shar
 """
 
 _FILTER = """
- WHERE p.tenant_id = $1
+ WHERE ($1::bigint[] IS NULL OR p.tenant_id = ANY($1::bigint[]))
    AND ($2::text IS NULL OR strpos(lower(p.number), lower($2)) > 0
         OR strpos(lower(coalesce(p.caller_id_name, '')), lower($2)) > 0)
    AND ($3::boolean IS NULL OR p.main = $3)
    AND ($4::boolean IS NULL OR p.shared = $4)
+   AND ($5::text IS NULL OR p.number = $5)
+   AND ($6::text IS NULL OR p.caller_id_name = $6)
 """
 
 
@@ -515,18 +541,20 @@ async def get_main(conn: asyncpg.Connection, tenant: TenantRef, max_length: int)
 
 
 async def list_numbers(
-    conn: asyncpg.Connection, tenant: TenantRef, query: ListQuery, max_length: int
+    conn: asyncpg.Connection, tenants: Sequence[int] | None, query: ListQuery, max_length: int
 ) -> tuple[int, list[PhoneNumber]]:
-    """(how many match, the page) from one snapshot; ties broken by uuid for stable pages."""
+    """(how many match, the page) of the numbers of ``tenants`` (None: every tenant's) from
+    one snapshot; ties broken by uuid for stable pages."""
     column = ORDER_COLUMNS[query.order]
     direction = "DESC" if query.direction == "desc" else "ASC"
-    args = (tenant.id, query.search, query.main, query.shared)
+    ids = None if tenants is None else list(tenants)
+    args = (ids, query.search, query.main, query.shared, query.number, query.caller_id_name)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         total: int = await conn.fetchval("SELECT count(*) FROM phone_numbers p" + _FILTER, *args)
         rows = await conn.fetch(
             _SELECT
             + _FILTER
-            + f" ORDER BY {column} {direction} NULLS LAST, p.uuid LIMIT $5 OFFSET $6",
+            + f" ORDER BY {column} {direction} NULLS LAST, p.uuid LIMIT $7 OFFSET $8",
             *args,
             query.limit,
             query.offset,
