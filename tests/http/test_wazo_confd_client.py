@@ -71,3 +71,41 @@ async def test_recurse_lists_every_tenant_an_operator_reaches(api: Api, other: s
     with pytest.raises(HTTPError) as refused:
         await operator.list()  # recurse=False names no tenant: which one is meant?
     assert refused.value.status == 400
+
+
+async def test_errors_read_as_wazo_confd_messages(client: PhoneNumbers) -> None:
+    """ConfdSession.check_response: reason = ". ".join(response.json())."""
+    with pytest.raises(HTTPError) as duplicate:
+        await client.create({"number": "+492216698700"})
+    assert str(duplicate.value).startswith(
+        "400 Client Error: Resource Error - field 'number': phone number '+492216698700'"
+        " exists already in this tenant for url: "
+    )
+    with pytest.raises(HTTPError) as invalid:
+        await client.create({"number": "12ab"})
+    assert invalid.value.reason.startswith("Input Error - field 'number': '12ab' ")
+    with pytest.raises(HTTPError) as missing:
+        await client.get("00000000-0000-4000-8000-000000000000")
+    assert missing.value.status == 404
+    assert missing.value.reason.startswith("Resource Not Found - field 'uuid': no phone number")
+    created = await client.create({"number": "+15555550100"})
+    await client.delete(created["uuid"])
+    with pytest.raises(HTTPError) as gone:
+        await client.update({**created, "caller_id_name": "LATE"})
+    assert gone.value.status == 404
+
+
+async def test_a_bad_key_is_refused_in_wazos_shape(api: Api) -> None:
+    stranger = PhoneNumbers(api.session, api.base, "nokey.nosecret")
+    with pytest.raises(HTTPError) as refused:
+        await stranger.list()
+    assert refused.value.status == 401
+    assert refused.value.reason.startswith("Unauthorized - field 'authorization': ")
+
+
+async def test_a_key_reaching_several_tenants_is_told_to_name_one(api: Api) -> None:
+    operator = PhoneNumbers(api.session, api.base, await api.key(Role.OPERATOR))
+    with pytest.raises(HTTPError) as refused:
+        await operator.list()
+    assert refused.value.status == 400
+    assert refused.value.reason.startswith("Input Error - field 'Wazo-Tenant': ")
