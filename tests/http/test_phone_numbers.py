@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid as uuidlib
 from typing import Any, ClassVar
 
 import asyncpg
@@ -374,6 +375,18 @@ async def test_range_is_201_with_created_links_and_total(api: Api, partner: str)
     ]
     numbers = [(await get(api, partner, u))["number"] for u in uuids]
     assert numbers == [f"+1800123456{i}" for i in range(10)]
+
+
+async def test_range_uuids_are_random_and_unrelated(api: Api, partner: str) -> None:
+    """Each is its own version 4 uuid, as wazo-confd's: no shared prefix, no counter."""
+    body = {"start_number": "+18001234500", "end_number": "+18001234599"}
+    reply = await api.call("POST", f"{BASE}/ranges", partner, json=body)
+    uuids = [uuidlib.UUID(c["uuid"]) for c in reply.body["created"]]
+    assert len(uuids) == 100 and all(u.version == 4 for u in uuids)
+    assert len({str(u)[:8] for u in uuids}) > 90  # 100 random 32-bit heads
+    assert len({str(u)[-12:] for u in uuids}) == 100
+    tails = sorted(int(str(u)[-12:], 16) for u in uuids)
+    assert tails[-1] - tails[0] > 100  # not a counter
 
 
 async def test_an_overlapping_range_creates_only_the_new_numbers(api: Api, partner: str) -> None:
