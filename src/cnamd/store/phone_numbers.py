@@ -10,7 +10,8 @@ E.164 (``+`` and a possible number for its country, normalized as lookups
 normalize) and the name passes the directory's name rule (alphabet,
 ``names.max_length``). It is a ``cnam_entries`` row of scope ``global`` keyed
 by the E.164 form and linked by ``phone_number_uuid``, approved at once or
-``pending`` when ``directory.require_approval`` is set; a changed name is
+``pending`` when ``directory.require_approval`` is set (or, for a name from a
+CNAM record, until the record is approved; the reason says which); a changed name is
 approved afresh. A key already held in the global directory by another holder
 (an operator's name, another tenant's number) is never overwritten. Deleting
 the number deletes its name through the foreign key, in the same statement.
