@@ -1,12 +1,13 @@
 """IntelePeer Atmosphere-compatible CNAM orders (seed 002).
 
 ``POST /_rest/v4/authenticate`` trades an API key id and secret for a token
-valid 24 hours, sent as ``Authorization: Bearer`` (a ``KEYID.SECRET`` token
-works there too). ``POST``/``DELETE /_rest/v3/my/did/cnam`` queue an order
-and answer ``{"OrderID": n}`` at once; a background worker (order_worker.py)
-works it off in batches. ``GET /_rest/v3/my/orders/{orderID}`` is cnamd's own
-path for the order's progress: the vendor publishes the order shape but not
-where to read it. Errors keep the vendor's ``{"code", "error"}`` body with the
+valid 24 hours, sent bare as the seed shows (``Authorization: <token>``) or
+as ``Bearer <token>`` (a ``KEYID.SECRET`` token works there too).
+``POST``/``DELETE /_rest/v3/my/did/cnam`` queue an order and answer
+``{"OrderID": n}`` at once; a background worker (order_worker.py) works it
+off in batches. ``GET /_rest/v3/my/orders/{orderID}`` is cnamd's own path for
+the order's progress: the vendor publishes the order shape but not where to
+read it. Errors keep the vendor's ``{"code", "error"}`` body with the
 seed's exact sentences.
 """
 
@@ -64,10 +65,25 @@ def _vendor_errors(handler: Handler) -> Handler:
 
 
 async def _who(request: web.Request) -> Principal:
-    """A session token from /_rest/v4/authenticate, or any API-key credential."""
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or "." in token:
+    """A session token from /_rest/v4/authenticate, or any API-key credential.
+
+    Seed 002 sends the token bare (``Authorization: <token>``); ``Bearer
+    <token>`` works too. A bare ``KEYID.SECRET`` is read as its Bearer form.
+    """
+    header = request.headers.get("Authorization", "").strip()
+    scheme, space, rest = header.partition(" ")
+    if space and scheme.lower() == "bearer":
+        token = rest.strip()
+    elif header and not space and scheme.lower() not in ("bearer", "basic"):
+        token = header
+        if "." in token:
+            bearer = request.clone(headers={**request.headers, "Authorization": f"Bearer {token}"})
+            who = await principal(bearer)
+            request[PRINCIPAL] = who
+            return who
+    else:
+        return await principal(request)
+    if not token or "." in token:
         return await principal(request)
     async with connection(request) as conn:
         who = await cnam_orders.session_principal(conn, token)
