@@ -171,3 +171,12 @@ async def test_tenant_create_and_list(db_url: str, demo: asyncpg.Connection) -> 
     assert listed.stdout.splitlines()[0] == "acme\tDE\tACME Corp\t10.0.0.0/8,::1/128"
     token, _ = await _create(db_url, "--role", "partner", "--enterprise", "acme")
     assert token.count(".") == 1
+
+
+async def test_list_outputs_end_with_a_newline(db_url: str, demo: asyncpg.Connection) -> None:
+    """Each list is whole lines, so a shell prompt or ``| tail -1`` never joins the last one."""
+    await _create(db_url, "--role", "operator")
+    for command in (["apikey", "list"], ["apikey", "list", "--json"], ["tenant", "list"]):
+        done = await cnamd(db_url, *command)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.endswith("\n"), (command, done.stdout[-40:])

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnamd.errors import InvalidNumber, InvalidRequest
-from cnamd.numbers import normalize_number, normalize_prefix, parse_number, range_to_prefixes
+from cnamd.numbers import (
+    normalize_number,
+    normalize_prefix,
+    number_readings,
+    parse_number,
+    range_to_prefixes,
+    written_number,
+)
 
 COLOGNE = "+492216698712"
 
@@ -419,3 +426,43 @@ def test_range_prefixes_cover_exactly_the_range_without_overlap(
     siblings = {p[:-1] for p in prefixes if len(p) > 2}
     for parent in siblings:
         assert sum(p[:-1] == parent for p in prefixes) < 10
+
+
+# --- digits without "+": the one rule (numbers.py's docstring) ---
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "written", "read"),
+    [
+        # one valid reading: written and read alike
+        ("2216698712", "DE", "+492216698712", ("+492216698712",)),
+        ("0221 6698712", "DE", "+492216698712", ("+492216698712",)),
+        ("(212) 555-0001", "US", "+12125550001", ("+12125550001",)),
+        ("12125550001", "US", "+12125550001", ("+12125550001",)),  # trunk 1: the same number
+        ("+492216698755", "DE", "+492216698755", ("+492216698755",)),
+        # two valid readings: a write is refused, a lookup asks both (national first)
+        ("492216698755", "DE", None, ("+49492216698755", "+492216698755")),
+        # not a valid national number: a write is refused, a lookup reads E.164
+        ("12125550001", "DE", None, ("+12125550001",)),
+        ("492216698755", None, None, ("+492216698755",)),
+    ],
+)
+def test_bare_digits_are_written_only_when_they_mean_one_number(
+    raw: str, region: str | None, written: str | None, read: tuple[str, ...]
+) -> None:
+    assert number_readings(raw, region) == read
+    if written is None:
+        with pytest.raises(InvalidNumber) as refused:
+            written_number(raw, region, field="phone")
+        assert refused.value.field == "phone"
+        assert all(r in refused.value.reason for r in read if r != raw)
+    else:
+        assert written_number(raw, region) == written
+        assert read == (written,)
+
+
+@pytest.mark.parametrize("raw", ["12", "5555550100", "abc", ""])
+def test_bare_digits_with_no_valid_reading_are_refused_for_reads_too(raw: str) -> None:
+    with pytest.raises(InvalidNumber) as refused:
+        number_readings(raw, "US", field="number")
+    assert refused.value.field == "number"

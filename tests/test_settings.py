@@ -52,6 +52,10 @@ def test_list_settings_accept_commas_from_env() -> None:
         ({"CNAMD_SIP_ALLOW": "10.0.0.0/33"}, "sip.allow", "CIDR"),
         ({"CNAMD_SIP_COLOUR": "red"}, "sip.colour", "unknown setting"),
         ({"CNAMD_NOPE_X": "1"}, "CNAMD_NOPE_X", "unknown environment variable"),
+        ({"CNAMD_DATABASE_STATEMENT_TIMEOUT": "0"}, "database.statement_timeout", "between"),
+        ({"CNAMD_DATABASE_STATEMENT_TIMEOUT": "soon"}, "database.statement_timeout", "a number"),
+        ({"CNAMD_DATABASE_PING_INTERVAL": "-1"}, "database.ping_interval", "between 0.05 and 60"),
+        ({"CNAMD_DATABASE_PING_TIMEOUT": "600"}, "database.ping_timeout", "between 0.05 and 60"),
     ],
 )
 def test_bad_values_name_the_setting_and_what_is_allowed(

@@ -161,6 +161,7 @@ async def _work() -> int:
         spec.get("control_fd", -1),
         spec.get("snapshot_path", ""),
         spec.get("status_path", ""),
+        spec.get("limits_fd", -1),
     )
     await Server(settings, worker=worker).run()
     return 0

@@ -131,6 +131,8 @@ CACHE_FEED_FAILURES = Counter(
     " hung, refused), internal (an unexpected error), ended (the follower stopped).",
     ["reason"],
 )
+for _reason in ("database", "internal", "ended"):  # exported at 0 from the start, for alerts
+    CACHE_FEED_FAILURES.labels(_reason)
 CACHE_SNAPSHOT_CHANGE_ID = Gauge(
     "cnamd_cache_snapshot_change_id",
     "Change id of the snapshot's tail last written by the host's loader.",

@@ -11,6 +11,30 @@ plans, so a CNAM store that required validity would refuse a carrier's new
 range on the day it goes live and could find stored keys turning invalid
 after a library upgrade; the length check still catches typos and unassigned
 country codes.
+
+Digits without ``+`` -- the one rule every HTTP family follows
+---------------------------------------------------------------
+A bare digit string that does not start with ``0`` (``492216698755``) has two
+readings: a national number of the tenant's region (``+49 4922 16698755``)
+and an E.164 number whose ``+`` was left out (``+49 221 6698755``). A reading
+counts when phonenumbers calls it a *valid* number (possible is not enough
+here: in Germany nearly every digit string is a possible national number).
+
+* Writes (seed 000's ``POST``/``DELETE .../cnam/{phone}``, ``cnam-ranges``,
+  ``cnam-import`` and ``cnamd import``: written_number()) store the national
+  reading only when it counts and no *other* number is the E.164 reading;
+  anything else is InvalidNumber naming the field and both readings, so one
+  reading is never silently written where another would be read.
+* Lookups (``/v1/lookup``, OpenCNAM's ``/v3/phone``, the phones' searches:
+  number_readings()) ask every reading that counts and answer the one that
+  holds a name; two readings holding different names is InvalidNumber.
+* Everything else is one number and read as before: ``+`` (and ``00``,
+  ``tel:``/``sip:``) is E.164, a leading ``0`` is the national trunk prefix.
+
+Not covered, on purpose: wazo-confd's phone numbers are stored as given and
+only ``+`` numbers are published (store/phone_numbers.py); Flowroute's ids
+and Atmosphere's ``countryCode``/``number`` pairs are E.164 by construction;
+the SIP dip reads bare digits as national (hot path, what SBCs send).
 """
 
 from __future__ import annotations
@@ -23,7 +47,14 @@ from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, Valid
 
 from cnamd.errors import InvalidNumber, InvalidRequest
 
-__all__ = ["normalize_number", "normalize_prefix", "parse_number", "range_to_prefixes"]
+__all__ = [
+    "normalize_number",
+    "normalize_prefix",
+    "number_readings",
+    "parse_number",
+    "range_to_prefixes",
+    "written_number",
+]
 
 # Longest input read at all: a SIP URI with a long host still fits; a megabyte
 # of junk is refused before any string work (phonenumbers' regexes are slow on it).
@@ -119,6 +150,82 @@ def parse_number(raw: str, region: str | None = None) -> str | None:
     """
     result = _read(raw, region)
     return result if isinstance(result, str) else None
+
+
+def number_readings(raw: str, region: str | None, *, field: str = "number") -> tuple[str, ...]:
+    """Every E.164 number a lookup of ``raw`` asks (the rule above): one, or for bare
+    digits each valid reading, national first; InvalidNumber when none counts."""
+    digits = _bare_digits(raw)
+    if digits is None:
+        return (normalize_number(raw, region, field=field),)
+    national, international = _bare_readings(digits, region)
+    found = tuple(dict.fromkeys(n for n in (national, international) if n is not None))
+    if not found:
+        raise _neither(raw, region, field)
+    return found
+
+
+def written_number(raw: str, region: str | None, *, field: str = "phone") -> str:
+    """The one E.164 number a write of ``raw`` stores (the rule above); InvalidNumber
+    naming ``field`` when bare digits are not exactly one valid national number."""
+    digits = _bare_digits(raw)
+    if digits is None:
+        return normalize_number(raw, region, field=field)
+    national, international = _bare_readings(digits, region)
+    if national is not None and international in (None, national):
+        return national
+    if national is not None and international is not None:
+        raise InvalidNumber(
+            f"{_shown(raw)} is ambiguous: the national number {national} in {region} or"
+            f" {international} with its '+' left out; write it with '+' and the country"
+            " code (E.164), or with the national prefix",
+            field=field,
+        )
+    if international is not None:
+        raise InvalidNumber(
+            f"{_shown(raw)} is not a valid national number in {region or 'any region'};"
+            f" if {international} is meant, write it with its '+' (E.164)",
+            field=field,
+        )
+    raise _neither(raw, region, field)
+
+
+def _bare_digits(raw: str) -> str | None:
+    """The digits of ``raw`` when it is bare digits not starting with 0 (separators
+    allowed), the one form with two readings; else None."""
+    if len(raw) > _MAX_INPUT:
+        return None
+    digits = raw.strip().translate(_SEPARATORS)
+    if not _is_digits(digits) or digits[0] == "0":
+        return None
+    return digits
+
+
+def _bare_readings(digits: str, region: str | None) -> tuple[str | None, str | None]:
+    """(the national reading in ``region``, the E.164 reading), each None unless valid."""
+    national = _read_digits(False, digits, region) if region else None
+    international = _read_digits(True, digits, None)
+    return _valid(national), _valid(international)
+
+
+def _valid(reading: str | _Problem | None) -> str | None:
+    if not isinstance(reading, str):
+        return None
+    return reading if phonenumbers.is_valid_number(phonenumbers.parse(reading)) else None
+
+
+def _neither(raw: str, region: str | None, field: str) -> InvalidNumber:
+    """Why no reading of ``raw`` counts: the national reading's own problem when it has
+    one (``is too short for its country``), else that neither reading is valid."""
+    try:
+        normalize_number(raw, region, field=field)
+    except InvalidNumber as exc:
+        return exc
+    return InvalidNumber(
+        f"{_shown(raw)} is neither a valid national number in {region} nor a valid E.164"
+        " number with its '+' left out",
+        field=field,
+    )
 
 
 def normalize_prefix(raw: str, *, field: str = "prefix") -> str:

@@ -12,19 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import cast
 
 import asyncpg
 
+from cnamd.errors import StoreUnavailable
 from cnamd.settings import Settings
 from cnamd.store import cnam_orders
-from cnamd.store.pool import Pool
+from cnamd.store.pool import CONNECTION_LOST, Pool, checked_out
 
 __all__ = ["OrderWorker"]
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# a lost or hung database, or a statement it refused: the next poll tries again
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    *CONNECTION_LOST,
+    StoreUnavailable,
+    asyncpg.PostgresError,
+)
 
 
 class OrderWorker:
@@ -47,12 +52,12 @@ class OrderWorker:
 
     async def _run(self) -> None:
         orders = self.settings.orders
+        limit = self.settings.database.statement_timeout
         while True:
             try:
-                async with self.pool.acquire() as proxy:
+                async with checked_out(self.pool, timeout=limit) as conn:
                     worked = await cnam_orders.process_next(
-                        cast(asyncpg.Connection, proxy),
-                        require_approval=self.settings.directory.require_approval,
+                        conn, require_approval=self.settings.directory.require_approval
                     )
             except _TRANSIENT as exc:
                 log.warning("order worker: database error", extra={"reason": str(exc)[:200]})

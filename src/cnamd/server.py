@@ -34,9 +34,9 @@ from cnamd.http.app import make_app
 from cnamd.http.keys import AUTH_LIMITER, TRUSTED
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.order_worker import OrderWorker
-from cnamd.ratelimit import TokenBucket
 from cnamd.reload import ReloadPlan, plan_reload
 from cnamd.settings import Settings, SipSettings, from_layer
+from cnamd.sharedlimits import LimitRegion, RateLimiter
 from cnamd.sip.dip import Dip, DipSettings
 from cnamd.sip.requestlog import request_log
 from cnamd.sip.transport import StreamLimits, UdpListener, serve_tcp, serve_udp
@@ -44,7 +44,7 @@ from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate, pending
 from cnamd.store.pool import Pool, connect_once, open_pool, publish_pool_metrics
-from cnamd.worker_status import HostStatus, read_status
+from cnamd.worker_status import HostStatus, heartbeat, read_status
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class WorkerSpec:
     control_fd: int = -1  # the supervisor writes new settings here (SIGHUP)
     snapshot_path: str = ""  # the host's snapshot, loaded by the supervisor
     status_path: str = ""  # the supervisor's view of every worker (worker_status.py)
+    limits_fd: int = -1  # the per-source limits shared by all workers (sharedlimits.py)
 
 
 async def prepare_database(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
@@ -103,14 +104,10 @@ def dip_settings(settings: Settings) -> DipSettings:
     )
 
 
-def sip_limiter(sip: SipSettings, current: object = None) -> TokenBucket | None:
-    """The per-source limiter for ``sip.rate``; an existing one is retuned, keeping debts."""
-    if sip.rate <= 0:
-        return None
-    if isinstance(current, TokenBucket):
-        current.retune(sip.rate, sip.burst)
-        return current
-    return TokenBucket(sip.rate, sip.burst)
+def sip_limiter(sip: SipSettings, limits: LimitRegion) -> RateLimiter | None:
+    """The per-source limiter for ``sip.rate``, shared by the workers; a reload retunes
+    it, keeping debts."""
+    return limits.bucket("sip", sip.rate, sip.burst) if sip.rate > 0 else None
 
 
 def reread(source: Callable[[], Settings] | None) -> Settings | ConfigError | None:
@@ -186,6 +183,7 @@ class Server:
         self.sip_udp: list[UdpListener] = []
         self.sip_streams: list[asyncio.Server] = []
         self.dip: Dip | None = None
+        self.limits: LimitRegion | None = None
         self.listeners_up = False
         self.stopping = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -209,13 +207,15 @@ class Server:
         else:
             url = self.worker.database_url
             self.sockets = adopt(self.worker.sockets)
-            from cnamd.supervisor import heartbeat
-
             self._heartbeat = asyncio.create_task(
                 heartbeat(self.worker.heartbeat_fd, self._applied_change_id)
             )
         self.pool = await open_pool(
-            url, min_size=db.pool_min, max_size=db.pool_max, timeout=db.connect_timeout
+            url,
+            min_size=db.pool_min,
+            max_size=db.pool_max,
+            timeout=db.connect_timeout,
+            statement_timeout=db.statement_timeout,
         )
         await self._start_listeners()
         self.feed = ChangeFeed(
@@ -232,6 +232,7 @@ class Server:
             else None,
             on_failure=self._feed_failed,
         )
+        self.directory.held = True
         await self.feed.start(prefer_snapshot=True)
         # A mapped snapshot is seconds old: answer only once caught up with the database,
         # unless the database cannot be reached within the bound (then serve it, stale).
@@ -244,6 +245,7 @@ class Server:
         )
         for wait in waits:
             wait.cancel()
+        self.directory.held = False
         if self.worker is None or self.worker.index == 0:
             # Atmosphere CNAM orders: one worker per daemon; SKIP LOCKED shares them safely
             self.orders = OrderWorker(self.pool, self.settings)
@@ -275,7 +277,11 @@ class Server:
         self.stopping.set()
 
     async def _start_listeners(self) -> None:
-        app = self.http_app = make_app(self.settings, self.directory, self, self.pool)
+        fd = -1 if self.worker is None else self.worker.limits_fd
+        region = self.limits = LimitRegion.create() if fd < 0 else LimitRegion.attach(fd)
+        http = self.settings.http
+        auth = region.bucket("auth", http.auth_failure_rate, http.auth_failure_burst)
+        app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
         self.http_runner = web.AppRunner(
             app,
             access_log=logging.getLogger(access_log.LOGGER),
@@ -288,19 +294,23 @@ class Server:
         self.dip = Dip(
             dip_settings(self.settings),
             DirectoryCallers(self.directory),
-            limiter=sip_limiter(sip),
+            limiter=sip_limiter(sip, region),
         )
         self.dip.trace = request_log(sip.log_sample)
         self.dip.available = False  # 503 + Retry-After until the first load
         limits = StreamLimits(
-            idle_timeout=sip.tcp_idle_timeout, max_connections=sip.tcp_max_connections
+            idle_timeout=sip.tcp_idle_timeout,
+            max_connections=sip.tcp_max_connections,
+            message_timeout=sip.tcp_message_timeout,
         )
         tls = tls_context(self.settings)
         for spec, sock in self.sockets:
             if spec.kind == "http":
                 await web.SockSite(self.http_runner, sock).start()
             elif spec.kind == "sip-udp":
-                self.sip_udp.append(await serve_udp(sock, self.dip))
+                # kernel drops: one count per socket (worker 0 for one the workers share)
+                counts = spec.worker >= 0 or self.worker is None or self.worker.index == 0
+                self.sip_udp.append(await serve_udp(sock, self.dip, count_kernel_drops=counts))
             else:
                 ctx = tls if spec.kind == "sip-tls" else None
                 self.sip_streams.append(await serve_tcp(sock, self.dip, ssl=ctx, limits=limits))
@@ -361,7 +371,8 @@ class Server:
             if "sip.allow" in plan.applied and self.feed is not None:
                 self.feed.set_allowed(now.sip.allow)
             if self.dip is not None:
-                self.dip.configure(dip_settings(now), sip_limiter(now.sip, self.dip.limiter))
+                assert self.limits is not None
+                self.dip.configure(dip_settings(now), sip_limiter(now.sip, self.limits))
                 self.dip.trace = request_log(now.sip.log_sample)
         self.settings = now
         return plan

@@ -88,13 +88,19 @@ class DatabaseSettings:
         "at start-up without a usable snapshot: exit (code 2) or keep retrying with backoff",
     )
     retry_max_seconds: float = _setting(30.0, "cap of the reconnect backoff", _between(0.1, 3600))
+    statement_timeout: float = _setting(
+        5.0,
+        "seconds a statement of an API request (or its wait for a pooled connection) may"
+        " take, on the server and in the client; past it the request answers 503",
+        _between(0.1, 3600),
+    )
     ping_interval: float = _setting(
-        1.0, "seconds between the change feed's pings of its connection", _between(0.1, 60)
+        1.0, "seconds between the change feed's pings of its connection", _between(0.05, 60)
     )
     ping_timeout: float = _setting(
         2.0,
-        "seconds a ping may take before the database counts as lost (a hung server)",
-        _between(0.1, 60),
+        "seconds a ping may take before the database counts as hung and is reconnected",
+        _between(0.05, 60),
     )
 
 
@@ -105,10 +111,15 @@ class HttpSettings:
         ("127.0.0.0/8", "::1/128"), "networks whose lookups need no API key", _networks
     )
     auth_failure_rate: float = _setting(
-        1.0, "failed logins per second a source may make in the long run", _between(0.001, 1e6)
+        1.0,
+        "failed logins per second a source address may make in the long run, across all workers",
+        _between(0.001, 1e6),
     )
     auth_failure_burst: int = _setting(
-        10, "failed logins a source may make at once before it gets 429", _between(1, 1e6)
+        10,
+        "failed logins a source may make at once; past them its failing credentials get 429"
+        " (valid keys and trusted lookups from the address still work)",
+        _between(1, 1e6),
     )
     access_log: bool = _setting(
         False,
@@ -150,7 +161,8 @@ class SipSettings:
     # guards against a runaway peer and must sit above any legitimate SBC's rate.
     rate: float = _setting(
         50000.0,
-        "requests per second allowed per source address (0 turns the limit off)",
+        "requests per second allowed per source address, across all workers (0 turns the"
+        " limit off)",
         _between(0, 1e7),
     )
     burst: float = _setting(100000.0, "token-bucket depth per source address", _between(1, 1e8))
@@ -168,7 +180,15 @@ class SipSettings:
         120.0, "seconds before an idle TCP/TLS connection is closed", _between(1, 86400)
     )
     tcp_max_connections: int = _setting(
-        4096, "open TCP/TLS connections per worker", _between(1, 1_000_000)
+        4096,
+        "open TCP/TLS connections per worker; one over it is closed as it is accepted",
+        _between(1, 1_000_000),
+    )
+    tcp_message_timeout: float = _setting(
+        10.0,
+        "seconds a TCP/TLS message may take from its first byte to its last; a connection"
+        " that is slower is closed",
+        _between(0.1, 3600),
     )
     log_sample: float = _setting(
         0.0,
@@ -204,8 +224,8 @@ class CacheSettings:
     )
     max_worker_lag: float = _setting(
         5.0,
-        "seconds a worker may stay behind the host's cache before /readyz reports it and"
-        " the supervisor restarts it",
+        "seconds a worker may stay behind the host's cache before /readyz reports it; the"
+        " supervisor restarts it past twice this",
         _between(0.5, 3600),
     )
 

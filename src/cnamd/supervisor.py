@@ -13,9 +13,10 @@ every ``cache.snapshot_interval``, its tail. Workers map that one file, so
 their caches share pages, and map it again when the base is replaced.
 
 Each worker writes its applied change id to a heartbeat pipe every second.
-A worker that dies or stays silent for ``HEARTBEAT_TIMEOUT``, or whose cache
-stays behind the host's for more than ``cache.max_worker_lag``, is killed and
-restarted; what the supervisor sees is written to a status file every half
+A worker that dies or stays silent for ``HEARTBEAT_TIMEOUT`` is killed and
+restarted; one whose cache stays behind the host's for more than
+``cache.max_worker_lag`` is reported not ready, and past twice that
+restarted. What the supervisor sees is written to a status file every half
 second for every worker's /readyz and /metrics (worker_status.py). SIGTERM and
 SIGINT stop all. SIGHUP re-reads the configuration here, once: an invalid one
 is refused and logged, a valid one is split into live changes (written to each
@@ -54,15 +55,16 @@ from cnamd.cache.loader import snapshot_usable
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
+from cnamd.sharedlimits import LimitRegion, warn_if_per_process
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.worker_status import HostStatus, LagWatch, WorkerView, write_status
 
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "CNAMD_WORKER"
-HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT = 10.0
 RESTART_BACKOFF_MAX = 10.0
+RESTART_LAG_FACTOR = 2.0  # restart a worker behind for this many times cache.max_worker_lag
 
 
 @dataclass
@@ -105,6 +107,9 @@ class Supervisor:
         )
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.workers: dict[int, Worker] = {}
+        # per-source limits every worker meters in (sharedlimits.py), kept across restarts
+        self.limits = LimitRegion.create()
+        warn_if_per_process(self.limits, self.count)
         self.stopping = asyncio.Event()
         self.url = ""
         self.run_dir = ""  # this run's metrics, status file and (snapshots off) scratch snapshot
@@ -150,6 +155,7 @@ class Supervisor:
                     self.cache.directory.cache.close()
             for _spec, sock in self.sockets:
                 sock.close()
+            self.limits.close()
             if self.run_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             if self.embedded is not None:
@@ -208,11 +214,12 @@ class Supervisor:
                 "control_fd": control_read,
                 "snapshot_path": str(self.snapshot_path),
                 "status_path": str(self.status_path),
+                "limits_fd": self.limits.fd,
             }
         )
         process = subprocess.Popen(
             [sys.executable, "-m", "cnamd.cli", "worker"],
-            pass_fds=[*fds.values(), write_fd, control_read],
+            pass_fds=[*fds.values(), write_fd, control_read, self.limits.fd],
             env=env,
         )
         os.close(write_fd)
@@ -240,7 +247,9 @@ class Supervisor:
             code = worker.process.poll()
             silent = now - worker.last_beat > HEARTBEAT_TIMEOUT
             lag = self._lag(worker, now)
-            behind = lag > self.settings.cache.max_worker_lag
+            # reported not ready past max_worker_lag (the status below); restarted past twice
+            # that, so a worker that is only slow (mapping a new base) may catch up first
+            behind = lag > RESTART_LAG_FACTOR * self.settings.cache.max_worker_lag
             if code is None and not silent and not behind:
                 continue
             if code is None:
@@ -360,18 +369,3 @@ class Supervisor:
                 # a stuck or dying worker: the heartbeat check restarts it with these settings
                 log.warning("worker not told", extra={"worker": worker.index, "reason": reason})
         return told
-
-
-async def heartbeat(fd: int, progress: Callable[[], int | None]) -> None:
-    """In a worker: tell the supervisor we are alive, and the change id our cache has
-    applied (``progress``; None: not caught up yet), until cancelled or orphaned."""
-    while True:
-        change_id = progress()
-        try:
-            os.write(fd, b"-\n" if change_id is None else b"%d\n" % change_id)
-        except BlockingIOError:
-            pass
-        except OSError:  # the supervisor is gone: stop serving
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        await asyncio.sleep(HEARTBEAT_INTERVAL)

@@ -1,7 +1,7 @@
-"""The supervisor's view of its workers, shared with every worker through a small file.
+"""Workers and their supervisor: the heartbeat up, the supervisor's view back down.
 
 A worker's own /readyz cannot see a frozen sibling; the supervisor can. Each
-worker's heartbeat carries the change id its cache has applied; the
+worker's heartbeat (``heartbeat``) carries the change id its cache has applied; the
 supervisor compares it with the host's cache (which follows the database
 itself) and writes what it sees every half second. /readyz and /metrics,
 answered by any worker, report it, so a probe or a scrape that reaches a
@@ -10,14 +10,18 @@ healthy worker does not hide a frozen one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 STALE_AFTER = 5.0  # seconds: an older status means the supervisor itself is stuck
+HEARTBEAT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,3 +161,18 @@ class LagWatch:
         """Drop what no worker at or past ``change_id`` can need (keeps the newest)."""
         while len(self._passed) > 1 and self._passed[1][1] <= change_id:
             self._passed.popleft()
+
+
+async def heartbeat(fd: int, progress: Callable[[], int | None]) -> None:
+    """In a worker: tell the supervisor we are alive, and the change id our cache has
+    applied (``progress``; None: not caught up yet), until cancelled or orphaned."""
+    while True:
+        change_id = progress()
+        try:
+            os.write(fd, b"-\n" if change_id is None else b"%d\n" % change_id)
+        except BlockingIOError:
+            pass
+        except OSError:  # the supervisor is gone: stop serving
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        await asyncio.sleep(HEARTBEAT_INTERVAL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,15 @@ INSERT = (
 )
 
 
-def make_feed(url: str, snapshot: Path | None, **db: Any) -> tuple[ChangeFeed, Directory]:
+def make_feed(
+    url: str, snapshot: Path | None, cache_settings: dict[str, Any] | None = None, **db: Any
+) -> tuple[ChangeFeed, Directory]:
     directory = Directory()
-    cache = CacheSettings(snapshot_path=str(snapshot) if snapshot else "", reconcile_interval=3600)
+    cache = CacheSettings(
+        snapshot_path=str(snapshot) if snapshot else "",
+        reconcile_interval=3600,
+        **(cache_settings or {}),
+    )
     db_settings = DatabaseSettings(connect_timeout=2, retry_max_seconds=0.2, **db)
     feed = ChangeFeed(url, directory, cache, db_settings, ["127.0.0.0/8"], poll_interval=0.2)
     return feed, directory
@@ -304,3 +311,176 @@ async def test_stop_ends_the_feed_when_a_wake_up_meets_the_cancel(
     finally:
         stopping.cancel()  # a second cancel ends a hung follower
         await asyncio.wait({stopping})
+
+
+async def replace_in_one_transaction(conn: Any, tid: int, prefix: str, new: int) -> None:
+    """A replace-import as one transaction: every name under ``prefix`` out, ``new`` in."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM cnam_entries WHERE key LIKE $1", prefix + "%")
+        await conn.executemany(
+            INSERT,
+            [("enterprise", tid, f"{prefix}{i:05d}", False, f"New {i}") for i in range(new)],
+        )
+
+
+async def watch_counts(directory: Directory, seen: set[int], stop: asyncio.Event) -> None:
+    """Every event-loop turn: the number of enterprise names a lookup could see."""
+    while not stop.is_set():
+        seen.add(directory.counts().get(Scope.ENTERPRISE, 0))
+        await asyncio.sleep(0)
+
+
+async def test_a_replace_import_is_seen_whole_or_not_at_all(
+    running: tuple[ChangeFeed, Directory], writer: Writer
+) -> None:
+    feed, directory = running
+    conn, tid = writer.conn, writer.tenant
+    # more rows than one fetch of the change log (5000): today's main applied 5000 of
+    # them, awaited the next fetch, and lookups saw a state the database never had
+    await conn.executemany(
+        INSERT, [("enterprise", tid, f"+4961{i:05d}", False, f"Old {i}") for i in range(6000)]
+    )
+    await eventually(lambda: name_of(directory, "+496105999", LookupContext(tid)) == "Old 5999")
+    before = directory.counts()[Scope.ENTERPRISE]
+    seen: set[int] = set()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_counts(directory, seen, stop))
+    try:
+        await replace_in_one_transaction(conn, tid, "+4961", 5)
+        await eventually(lambda: name_of(directory, "+496100004", LookupContext(tid)) == "New 4")
+    finally:
+        stop.set()
+        await watcher
+    assert seen <= {before, before - 6000 + 5}, f"half-applied states seen: {sorted(seen)}"
+    assert name_of(directory, "+496105999", LookupContext(tid)) is None
+    assert feed.last_change_id == await conn.fetchval("SELECT max(id) FROM change_log")
+
+
+async def test_a_transaction_over_the_threshold_is_loaded_whole(
+    demo_url: str, writer: Writer, tmp_path: Path
+) -> None:
+    feed, directory = make_feed(demo_url, tmp_path / "cache.snapshot", {"compact_threshold": 100})
+    await feed.start()
+    conn, tid = writer.conn, writer.tenant
+    try:
+        before = directory.counts()[Scope.ENTERPRISE]
+        seen: set[int] = set()
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_counts(directory, seen, stop))
+        try:
+            await conn.executemany(
+                INSERT,
+                [("enterprise", tid, f"+4962{i:05d}", False, f"Big {i}") for i in range(250)],
+            )
+            await eventually(
+                lambda: name_of(directory, "+496200249", LookupContext(tid)) == "Big 249"
+            )
+        finally:
+            stop.set()
+            await watcher
+        assert seen <= {before, before + 250}, f"half-applied states seen: {sorted(seen)}"
+        # not applied change by change: a full load swapped in at once
+        assert directory.cache is not None and directory.cache.overlay_size == 0
+    finally:
+        await feed.stop()
+
+
+async def test_the_loader_keeps_a_tail_so_a_restart_starts_current(
+    running: tuple[ChangeFeed, Directory], demo_url: str, writer: Writer, tmp_path: Path
+) -> None:
+    first, _ = running  # its tail is refreshed every cache.snapshot_interval (2 s)
+    await writer.conn.execute(INSERT, "enterprise", writer.tenant, "+4935100", False, "Dresden")
+    last = await writer.conn.fetchval("SELECT max(id) FROM change_log")
+    await eventually(lambda: tail_change_id(tmp_path) == last)
+    # the database is away now: a warm start serves the snapshot's base and its tail
+    warm, directory = make_feed(UNREACHABLE, tmp_path / "cache.snapshot")
+    await warm.start()
+    try:
+        assert directory.stale
+        assert name_of(directory, "+4935100", LookupContext(writer.tenant)) == "Dresden"
+        assert warm.last_change_id == first.last_change_id
+    finally:
+        await warm.stop()
+
+
+def tail_change_id(tmp_path: Path) -> int:
+    from cnamd.cache.loader import tail_path
+    from cnamd.cache.snapshot import map_sections
+
+    path = tail_path(tmp_path / "cache.snapshot")
+    if not path.exists():
+        return -1
+    snapshot = map_sections(path)
+    try:
+        info = json.loads(bytes(snapshot.view(b"META")))
+    finally:
+        snapshot.close()
+    value: int = info["last_change_id"]
+    return value
+
+
+async def test_a_follower_maps_the_loaders_new_base_and_never_loads(
+    running: tuple[ChangeFeed, Directory], demo_url: str, writer: Writer, tmp_path: Path
+) -> None:
+    loader, _ = running
+    snapshot = tmp_path / "cache.snapshot"
+    follower_dir = Directory()
+    follower = ChangeFeed(
+        demo_url,
+        follower_dir,
+        CacheSettings(snapshot_path="", reconcile_interval=3600),
+        DatabaseSettings(connect_timeout=2, retry_max_seconds=0.2),
+        ["127.0.0.0/8"],
+        poll_interval=0.2,
+        loader=False,
+        snapshot_path=snapshot,
+    )
+    await follower.start()
+    try:
+        await eventually(follower.caught_up.is_set)
+        inode = snapshot.stat().st_ino
+        # a gap makes the loader reload; the follower must map the loader's new base
+        await writer.conn.execute(
+            "INSERT INTO change_log (id, kind) VALUES ($1, 'contexts')", loader.last_change_id + 5
+        )
+        await eventually(lambda: snapshot.stat().st_ino != inode)
+        await writer.conn.execute(INSERT, "enterprise", writer.tenant, "+4936100", False, "Erfurt")
+        await eventually(
+            lambda: name_of(follower_dir, "+4936100", LookupContext(writer.tenant)) == "Erfurt"
+        )
+        assert follower_dir.cache is not None
+        assert follower._installed().base_inode == snapshot.stat().st_ino
+        assert follower.last_change_id == loader.last_change_id
+    finally:
+        await follower.stop()
+
+
+async def test_an_unexpected_failure_is_logged_counted_and_retried(
+    running: tuple[ChangeFeed, Directory], writer: Writer, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed, directory = running
+    conn, tid = writer.conn, writer.tenant
+    failures = metric_value("cnamd_cache_feed_failures_total", reason="internal")
+    # a change the cache refuses (a key no number could be) stands in for a bug: the
+    # follower must log it, count it and go on instead of dying silently
+    await conn.execute(
+        "INSERT INTO change_log (id, kind, scope, owner_id, key, name)"
+        " VALUES ($1, 'entry', 'enterprise', $2, 'not-a-key', 'X')",
+        feed.last_change_id + 1,
+        tid,
+    )
+    await eventually(
+        lambda: metric_value("cnamd_cache_feed_failures_total", reason="internal") > failures
+    )
+    assert any("change feed failed" in r.getMessage() for r in caplog.records)
+    assert not feed.failed and feed._task is not None and not feed._task.done()
+    # its cache may hold half of what failed: it reloads whole, past the bad change
+    await conn.execute(INSERT, "enterprise", tid, "+4937100", False, "Jena")
+    await eventually(lambda: name_of(directory, "+4937100", LookupContext(tid)) == "Jena")
+
+
+def metric_value(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    found = REGISTRY.get_sample_value(name, labels)
+    return found or 0.0

@@ -23,6 +23,7 @@ from cnamd.cache.feed import ChangeFeed
 from cnamd.http.app import make_app
 from cnamd.settings import load
 from cnamd.store.demo import load_demo
+from cnamd.store.pool import open_pool
 
 T = TypeVar("T")
 STEP_SECONDS = 20.0  # each is well under a second unloaded; the test's own timeout is 60 s
@@ -62,7 +63,17 @@ async def api(db_url: str, tmp_path: Path, api_settings: list[str]) -> AsyncIter
     directory = Directory()
     feed = ChangeFeed(db_url, directory, settings.cache, settings.database, settings.sip.allow)
     await step("the change feed's first load", feed.start())
-    pool = await step("opening the pool", asyncpg.create_pool(db_url, min_size=1, max_size=4))
+    db = settings.database
+    pool = await step(
+        "opening the pool",
+        open_pool(
+            db_url,
+            min_size=1,
+            max_size=4,
+            timeout=db.connect_timeout,
+            statement_timeout=db.statement_timeout,
+        ),
+    )
     server = TestServer(make_app(settings, directory, AlwaysReady(), pool), host="127.0.0.1")
     await step("starting the test server", server.start_server())
     async with aiohttp.ClientSession() as session:

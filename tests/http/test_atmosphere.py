@@ -238,3 +238,82 @@ async def test_another_tenants_order_is_404(api: Api, session: str) -> None:
     mine = await order(api, session, "POST", {"cnam": "MINE", "numbers": numbers(digit)})
     reply = await api.call("GET", f"/_rest/v3/my/orders/{mine.body['OrderID']}", other)
     assert reply.status == 404 and reply.body["code"] == 404
+
+
+async def bare(api: Api, token: str, method: str, path: str, body: Any = None) -> Reply:
+    """A request with ``Authorization: <token>`` and no scheme, as seed 002 shows it."""
+    headers = {**JSON, "Authorization": token}
+    return await api.call(method, path, json=body, headers=headers)
+
+
+async def test_the_seeds_bare_token_authorizes(api: Api, session: str) -> None:
+    (digit,) = await add_numbers(api, 1, start=7185550000)
+    reply = await bare(
+        api, session, "POST", "/_rest/v3/my/did/cnam", {"cnam": "BARE", "numbers": numbers(digit)}
+    )
+    assert reply.status == 200, reply.body
+    status = await bare(api, session, "GET", f"/_rest/v3/my/orders/{reply.body['OrderID']}")
+    assert status.status == 200 and status.body["orderID"] == reply.body["OrderID"]
+    key = await api.key(Role.PARTNER, enterprises=["demo"])
+    assert (
+        await bare(api, key, "GET", f"/_rest/v3/my/orders/{reply.body['OrderID']}")
+    ).status == 200
+    for wrong in ("not-a-session-token", "ckunknown.secret"):
+        refused = await bare(api, wrong, "GET", "/_rest/v3/my/orders/1")
+        assert (refused.status, refused.body) == (401, {"code": 401, "error": "Unauthorized"})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"numbers": [{"countryCode": ["1"], "number": "2125550001"}]},
+            "The 'countryCode' parameter must be scalar.",
+        ),
+        (
+            {"numbers": [{"countryCode": "1", "number": {"n": "2125550001"}}]},
+            "The 'number' parameter must be scalar.",
+        ),
+        (
+            {"numbers": numbers("2125550001"), "referenceID": ["R1"]},
+            "The 'referenceID' parameter must be scalar.",
+        ),
+        ({"numbers": numbers("2125550001"), "Notes": {}}, "The 'Notes' parameter must be scalar."),
+        (
+            {"numbers": numbers("2125550001"), "referenceID": ""},
+            "The 'referenceID' parameter must be a non-empty string.",
+        ),
+    ],
+)
+async def test_422_for_non_scalars_and_an_empty_reference_id(
+    api: Api, session: str, body: dict[str, Any], message: str
+) -> None:
+    reply = await order(api, session, "DELETE", body)
+    assert (reply.status, reply.body) == (422, {"code": 422, "error": message})
+
+
+async def test_an_add_with_an_array_for_cnam_is_not_scalar(api: Api, session: str) -> None:
+    reply = await order(api, session, "POST", {"cnam": ["X"], "numbers": numbers("2125550001")})
+    assert reply.body == {"code": 422, "error": "The 'cnam' parameter must be scalar."}
+
+
+async def test_a_second_removal_while_one_is_pending_is_already_pending_disconnect(
+    api: Api, session: str, worker: OrderWorker
+) -> None:
+    digits = await add_numbers(api, 2, start=9175550000)
+    added = await order(api, session, "POST", {"cnam": "SOON GONE", "numbers": numbers(*digits)})
+    await until_provisioned(api, session, added.body["OrderID"])
+    await worker.stop()  # the removal stays pending
+    first = await order(api, session, "DELETE", {"numbers": numbers(digits[0])})
+    assert first.status == 200
+    reply = await order(api, session, "DELETE", {"numbers": numbers(*digits)})
+    assert (reply.status, reply.body) == (
+        409,
+        {"code": 409, "error": f"One or more numbers are already pending disconnect: {digits[0]}"},
+    )
+    # an add while the removal is pending is still "part of an active order"
+    reply = await order(api, session, "POST", {"cnam": "BACK", "numbers": numbers(digits[0])})
+    assert (
+        reply.body["error"]
+        == f"One or more numbers are part of an active order: {first.body['OrderID']}"
+    )

@@ -279,3 +279,94 @@ async def test_a_key_held_by_another_holder_is_not_taken(api: Api, partner: str)
         api, "PATCH", f"/v2/numbers/19999999999/relationships/cnam/{cnam_id}", partner
     )
     assert status == 404
+
+
+async def test_numbers_filter_on_starts_with_ends_with_and_contains(api: Api, partner: str) -> None:
+    """list_account_phone_numbers(starts_with, ends_with, contains, limit, offset): every
+    given filter must match the number's digits (its id)."""
+    for number in ("+12065550123", "+12065559876"):
+        created = await api.call(
+            "POST", "/api/confd/1.1/phone-numbers", partner, json={"number": number}
+        )
+        assert created.status == 201, created.body
+
+    async def ids(query: str) -> list[str]:
+        status, body, _ = await flow(api, "GET", f"/v2/numbers?{query}", partner)
+        assert status == 200, body
+        return [n["id"] for n in body["data"]]
+
+    assert await ids("starts_with=4922") == ["492216698700", "492216698701"]
+    assert await ids("starts_with=1206") == ["12065550123", "12065559876"]
+    assert await ids("ends_with=0123") == ["12065550123"]
+    assert await ids("ends_with=01") == ["492216698701"]
+    assert await ids("starts_with=1206&ends_with=76") == ["12065559876"]
+    assert await ids("starts_with=1206&contains=555&limit=1&offset=1") == ["12065559876"]
+    assert await ids("starts_with=2216") == []
+    for bad in ("starts_with=+49", "ends_with=1a"):
+        status, body, _ = await flow(api, "GET", f"/v2/numbers?{bad}", partner)
+        field = bad.partition("=")[0]
+        assert status == 422 and body["errors"][0]["detail"] == {field: ["Invalid value."]}
+
+
+async def test_number_details_by_id_and_a_missing_one_in_the_errors_array(
+    api: Api, partner: str
+) -> None:
+    """list_phone_number_details(id): GET /v2/numbers/{id}; the SDK raises on 404."""
+    status, body, ctype = await flow(api, "GET", "/v2/numbers/492216698701", partner)
+    assert status == 200 and ctype == "application/vnd.api+json"
+    assert body["data"]["id"] == "492216698701" and body["data"]["type"] == "number"
+    _, listed, _ = await flow(api, "GET", "/v2/numbers?contains=492216698701", partner)
+    assert listed["data"] == [body["data"]]
+    for missing in ("19999999999", "+492216698701", "abc"):
+        status, body, _ = await flow(api, "GET", f"/v2/numbers/{missing}", partner)
+        assert status == 404
+        (error,) = body["errors"]
+        assert error["status"] == 404 and "no phone number" in error["detail"]
+
+
+async def test_relationship_changes_answer_the_vendors_cnam_stamp(api: Api, partner: str) -> None:
+    """PATCH and DELETE on the relationship both answer 202 with
+    {"data": {"attributes": {"date_created"}, "id", "type": "cnam"}}."""
+    cnam_id = await create(api, partner, "STAMPED")
+    path = "/v2/numbers/492216698701/relationships/cnam"
+    for method, target in (("PATCH", f"{path}/{cnam_id}"), ("DELETE", path)):
+        status, body, ctype = await flow(api, method, target, partner)
+        assert status == 202 and ctype == "application/vnd.api+json"
+        assert set(body) == {"data"} and set(body["data"]) == {"attributes", "id", "type"}
+        assert body["data"]["id"] == cnam_id and body["data"]["type"] == "cnam"
+        assert list(body["data"]["attributes"]) == ["date_created"]
+        assert STAMP.match(body["data"]["attributes"]["date_created"])
+
+
+async def test_the_numbers_listing_says_what_the_dip_serves(
+    api: Api, partner: str, operator: str
+) -> None:
+    """caller_id_name is the name served; a rejected record is no longer related; a
+    pending one is named as the reason the number waits (approval setting off)."""
+    cnam_id = await create(api, partner, "TRUTHFUL")
+    await flow(api, "PATCH", f"/v2/numbers/492216698701/relationships/cnam/{cnam_id}", partner)
+
+    async def listed() -> dict[str, Any]:
+        _, body, _ = await flow(api, "GET", "/v2/numbers/492216698701", partner)
+        return dict(body["data"])
+
+    pending = await listed()
+    assert pending["attributes"]["caller_id_name"] is None
+    assert pending["relationships"]["cnam"]["data"] == {"type": "cnam", "id": cnam_id}
+    phone = await api.call("GET", "/api/confd/1.1/phone-numbers?search=2216698701", partner)
+    cnam = phone.body["items"][0]["cnam"]
+    assert cnam["status"] == "pending-approval"
+    assert cnam["reason"] == f"CNAM record {cnam_id} awaits an operator's approval"
+    assert "require_approval" not in cnam["reason"]
+
+    await api.call("POST", f"/api/operator/cnam-records/{cnam_id}/approve", operator)
+    await api.until_served(DEMO_NUMBER, "TRUTHFUL")
+    assert (await listed())["attributes"]["caller_id_name"] == "TRUTHFUL"
+
+    await api.call(
+        "POST", f"/api/operator/cnam-records/{cnam_id}/reject", operator, json={"reason": "no"}
+    )
+    await api.until_served(DEMO_NUMBER, None)
+    rejected = await listed()
+    assert rejected["attributes"]["caller_id_name"] is None
+    assert rejected["relationships"]["cnam"]["data"] is None

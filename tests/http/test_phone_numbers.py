@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid as uuidlib
 from typing import Any, ClassVar
 
 import asyncpg
@@ -69,8 +71,18 @@ async def get(api: Api, token: str, number_uuid: str, **kw: Any) -> dict[str, An
     return found
 
 
+def message(reply: Reply) -> str:
+    """wazo-confd's error body: a list of one message."""
+    assert isinstance(reply.body, list) and len(reply.body) == 1, reply.body
+    text: str = reply.body[0]
+    assert isinstance(text, str)
+    return text
+
+
 def error(reply: Reply) -> tuple[int, str | None]:
-    return reply.status, reply.body.get("field") if isinstance(reply.body, dict) else None
+    """The status and the field the message names (``... - field 'NAME': ...``)."""
+    found = re.match(r"[A-Za-z ]+ - field '([^']+)': ", message(reply))
+    return reply.status, found[1] if found else None
 
 
 async def entry(api: Api, number_uuid: str) -> asyncpg.Record | None:
@@ -266,7 +278,7 @@ async def test_invalid_numbers_are_400_naming_the_field(
 ) -> None:
     reply = await api.call("POST", BASE, partner, json={"number": number})
     assert error(reply) == (400, "number")
-    assert reply.body["status"] == "invalid-phone"
+    assert message(reply).startswith("Input Error - field 'number': ")
 
 
 async def test_32_digits_are_the_longest_number(api: Api, partner: str) -> None:
@@ -337,7 +349,8 @@ async def test_put_ignores_read_only_and_unknown_fields(api: Api, partner: str) 
 async def test_a_duplicate_number_is_400_as_in_wazo_confd(api: Api, partner: str) -> None:
     reply = await api.call("POST", BASE, partner, json={"number": "+492216698700"})
     assert error(reply) == (400, "number")
-    assert reply.body["status"] == "exists"
+    assert message(reply).startswith("Resource Error - field 'number': ")
+    assert "exists already" in message(reply)
     created = await create(api, partner, {"number": "+15555550100"})
     moved = await api.call(
         "PUT", f"{BASE}/{created['uuid']}", partner, json={"number": "+492216698701"}
@@ -362,6 +375,18 @@ async def test_range_is_201_with_created_links_and_total(api: Api, partner: str)
     ]
     numbers = [(await get(api, partner, u))["number"] for u in uuids]
     assert numbers == [f"+1800123456{i}" for i in range(10)]
+
+
+async def test_range_uuids_are_random_and_unrelated(api: Api, partner: str) -> None:
+    """Each is its own version 4 uuid, as wazo-confd's: no shared prefix, no counter."""
+    body = {"start_number": "+18001234500", "end_number": "+18001234599"}
+    reply = await api.call("POST", f"{BASE}/ranges", partner, json=body)
+    uuids = [uuidlib.UUID(c["uuid"]) for c in reply.body["created"]]
+    assert len(uuids) == 100 and all(u.version == 4 for u in uuids)
+    assert len({str(u)[:8] for u in uuids}) > 90  # 100 random 32-bit heads
+    assert len({str(u)[-12:] for u in uuids}) == 100
+    tails = sorted(int(str(u)[-12:], 16) for u in uuids)
+    assert tails[-1] - tails[0] > 100  # not a counter
 
 
 async def test_an_overlapping_range_creates_only_the_new_numbers(api: Api, partner: str) -> None:
@@ -450,7 +475,7 @@ class TestRangeLimit:
         body = {"start_number": "+18001234500", "end_number": "+18001234600"}
         reply = await api.call("POST", f"{BASE}/ranges", partner, json=body)
         assert error(reply) == (400, "end_number")
-        assert "101 numbers; the limit is 100 (ranges.max_span)" in reply.body["message"]
+        assert "101 numbers; the limit is 100 (ranges.max_span)" in message(reply)
         body["end_number"] = "+18001234599"
         assert (await api.call("POST", f"{BASE}/ranges", partner, json=body)).status == 201
 
@@ -578,10 +603,8 @@ async def test_a_tenant_the_key_does_not_reach_is_refused_like_a_missing_one(
         for tenant in (other["uuid"], "other", "00000000-0000-4000-8000-000000000000", "nosuch")
     ]
     assert {error(r) for r in replies} == {(403, "Wazo-Tenant")}
-    assert {r.body["status"] for r in replies} == {"forbidden"}
-    assert [r.body["message"].split("'")[2] for r in replies] == [
-        " is not a tenant this key reaches"
-    ] * 4
+    assert {message(r).split(" - ")[0] for r in replies} == {"Forbidden"}
+    assert [message(r).split("'")[4] for r in replies] == [" is not a tenant this key reaches"] * 4
     own = await api.call("GET", BASE, partner, headers={"Wazo-Tenant": "demo"})
     assert own.status == 200
 

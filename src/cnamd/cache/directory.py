@@ -23,11 +23,19 @@ class Directory:
         self.contexts: Contexts | None = None
         self.digest = Digest(0, 0, 0)
         self.stale = False
+        # set by the server while a mapped snapshot catches up with the database:
+        # answering from it then could serve a name overwritten seconds ago
+        self.held = False
 
     @property
     def ready(self) -> bool:
         """True once a full load or a snapshot is installed."""
         return self.cache is not None and self.contexts is not None
+
+    @property
+    def serving(self) -> bool:
+        """Lookups may be answered: loaded, and not held back while catching up."""
+        return self.cache is not None and self.contexts is not None and not self.held
 
     def install(self, cache: NameCache, contexts: Contexts, digest: Digest, *, stale: bool) -> None:
         """Swap in a cache built off to the side; the old one is closed (unmapped).

@@ -47,23 +47,26 @@ from cnamd.settings import CacheSettings, DatabaseSettings, LogSettings
 from cnamd.store import entries
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.entries import Change, Digest, entry_hash
-from cnamd.store.pool import backoff_delays, connect_once, describe_failure
+from cnamd.store.pool import (
+    CONNECTION_LOST,
+    backoff_delays,
+    connect_once,
+    describe_failure,
+    ping,
+)
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "cnamd_changes"
-_DB_ERRORS = (
-    OSError,
+# the database lost, hung or refusing: retried quietly (store/pool.py says which are);
+# asyncpg's InternalClientError after a terminated backend is among them (asyncpg#784)
+_DB_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_LOST,
     asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    # asyncpg leaves a connection whose backend was terminated while idle in a broken
-    # protocol state ("cannot switch to state 12; another operation (2) is in progress",
-    # MagicStack/asyncpg#784, #1069): the connection is lost, like any other
-    asyncpg.InternalClientError,
-    TimeoutError,
     StoreUnavailable,
 )
 _REMAP_RETRY = 0.5  # seconds between a follower's looks for a snapshot past its gap
+_DIGEST_BOUNDS = 12  # a digest scan may take this many query bounds (60 s by default)
 
 
 class _Reload(Exception):  # a signal inside the feed, never seen outside
@@ -127,6 +130,7 @@ class ChangeFeed:
         self._next_reconcile = 0.0
         self._next_tail = 0.0
         self._tail_id = -1
+        self._suspect = False  # an unexpected failure may have left a batch half applied
 
     # -- start-up ----------------------------------------------------------
 
@@ -254,7 +258,8 @@ class ChangeFeed:
             conn: Any = None
             try:
                 conn = await connect_once(self.url, self.db.connect_timeout)
-                await conn.add_listener(CHANNEL, self._notified)
+                async with asyncio.timeout(self._query_bound):  # LISTEN takes no timeout
+                    await conn.add_listener(CHANNEL, self._notified)
                 conn.add_termination_listener(lambda _c: self._wake.set())
                 self._set_db_up(True)
                 await self._resync(conn)
@@ -275,7 +280,8 @@ class ChangeFeed:
                 if known:
                     log.warning("change feed lost the database, retrying", extra=fields)
                 else:
-                    log.error("change feed failed, retrying", exc_info=exc, extra=fields)
+                    self._suspect = True
+                    log.error("change feed failed, reloading", exc_info=exc, extra=fields)
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
                 conn = None
@@ -289,6 +295,8 @@ class ChangeFeed:
         try:
             if self._state is None:
                 raise _Reload("startup")
+            if self._suspect:
+                raise _Reload("failure")
             await self._catch_up(conn, self._installed())
             if self.directory.stale:
                 await self._reconcile(conn, cause="resync")
@@ -312,7 +320,7 @@ class ChangeFeed:
             if conn.is_closed():
                 raise StoreUnavailable("listener connection closed")
             # bounded: a hung server (SIGSTOP, a dead link) must not look healthy
-            await conn.execute("SELECT 1", timeout=self.db.ping_timeout)
+            await ping(conn, self.db.ping_timeout)
             try:
                 await self._catch_up(conn, self._installed())
                 if self._needs_compaction():
@@ -323,6 +331,11 @@ class ChangeFeed:
             except _Reload as signal:
                 await self._reload(conn, signal.cause)
             await self._write_tail()
+
+    @property
+    def _query_bound(self) -> float:
+        """Longest wait for one of the feed's queries before the database counts as hung."""
+        return self.db.statement_timeout
 
     def _needs_compaction(self) -> bool:
         """Loader: the overlay outgrew its bound. Follower: the loader replaced the base."""
@@ -368,9 +381,11 @@ class ChangeFeed:
         the context maps it needs read beforehand, so lookups never see half of one.
         """
         while True:
-            batch = await entries.transactions_after(
-                conn, state.last_id, upto, max_rows=self.settings.compact_threshold
-            )
+            # each round trip bounded: a server that hangs mid-catch-up must not look alive
+            async with asyncio.timeout(self._query_bound):
+                batch = await entries.transactions_after(
+                    conn, state.last_id, upto, max_rows=self.settings.compact_threshold
+                )
             changes = batch.changes
             if not changes:
                 if batch.oversized:
@@ -385,7 +400,9 @@ class ChangeFeed:
                 raise _Reload("gap")
             contexts = None
             if any(change.kind != "entry" for change in changes):
-                contexts = Contexts(await load_context_rows(conn), self.allowed)
+                async with asyncio.timeout(self._query_bound):
+                    rows = await load_context_rows(conn)
+                contexts = Contexts(rows, self.allowed)
             self._apply(state, changes)
             if contexts is not None:
                 state.contexts = contexts
@@ -417,7 +434,9 @@ class ChangeFeed:
 
     async def _reconcile(self, conn: Any, *, cause: str) -> bool:
         """Compare digests at one change id; _Reload on a difference. True if they agreed."""
-        want = await entries.served_digest(conn)
+        # a scan of every served name (~0.7 s per million): a longer bound than one fetch
+        async with asyncio.timeout(_DIGEST_BOUNDS * self._query_bound):
+            want = await entries.served_digest(conn)
         state = self._installed()
         await self._catch_up(conn, state, upto=want.last_change_id)
         have = state.digest()
@@ -463,6 +482,7 @@ class ChangeFeed:
     async def _swap_in(self, state: _State, cause: str, started: float) -> None:
         """Install a reloaded state (caught up already), count and log it, refresh the tail."""
         self._install(state, stale=False)
+        self._suspect = False
         metrics.CACHE_RELOADS.labels(cause).inc()
         log.info(
             "cache loaded" if self.loader else "cache mapped from the host's snapshot",

@@ -19,8 +19,10 @@ Why this shape (figures in bench/README.md):
 * A head filter -- one bit per (scope, owner, first six digits) of the private
   keys -- lets a lookup skip a user / usergroup / tenant namespace that cannot
   match with one bit test instead of a trie walk.
-* Live changes go to a small per-process overlay (``cache/overlay.py``) until
-  ``compacted()`` folds them into a new base built off to the side.
+* Live changes go to a small per-process overlay (``cache/overlay.py``) until the
+  host's loader replaces the base with a full load (``cache/feed.py``); the overlay
+  is also what a snapshot's tail holds (``overlay_records``). ``compacted()`` folds
+  it into a new base in memory, for tests and tools.
 
 The scope chain itself (who is searched, in which order) is ``cache/resolver.py``;
 this module answers "longest match in one namespace".

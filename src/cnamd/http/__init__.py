@@ -1,1 +1,1 @@
-"""The HTTP front: lookups, health and metrics (management API to come)."""
+"""The HTTP front: lookups, the management and vendor APIs, health and metrics."""

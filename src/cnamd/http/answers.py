@@ -8,21 +8,26 @@ from the cache, never the database (DESIGN.md "The cache").
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from cnamd import metrics
-from cnamd.errors import CnamdError, InvalidNumber, TooManyRequests, Unauthorized
+from cnamd.errors import (
+    CnamdError,
+    InvalidNumber,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from cnamd.http.errors import CHALLENGE, STATUS_OF
 from cnamd.http.keys import DIRECTORY, SETTINGS
 from cnamd.model import LookupContext, LookupResult, Principal, Scope
-from cnamd.numbers import parse_number
+from cnamd.numbers import number_readings
 from cnamd.presentation import Unavailable, unavailable
 
-__all__ = ["Answer", "BareDigits", "ask", "bare_error", "context", "text_response"]
+__all__ = ["Answer", "ask", "bare_error", "context", "text_response"]
 
 # Pre-bound children (STYLE habit 8), tallied and flushed once a second.
 _HIT = {scope: metrics.Tally(metrics.LOOKUPS.labels("http", "hit", scope.label)) for scope in Scope}
@@ -30,16 +35,6 @@ _MISS = metrics.Tally(metrics.LOOKUPS.labels("http", "miss", "none"))
 _INVALID = metrics.Tally(metrics.LOOKUPS.labels("http", "invalid", "none"))
 _ANONYMOUS = metrics.Tally(metrics.LOOKUPS.labels("http", "anonymous", "none"))
 _DURATION = metrics.TallyHistogram(metrics.LOOKUP_DURATION.labels("http"), metrics.LOOKUP_BUCKETS)
-
-
-class BareDigits(enum.Enum):
-    """How a number of digits without ``+`` is read."""
-
-    #: a national number in the asker's region (cnamd's own API, DESIGN.md)
-    NATIONAL = "national"
-    #: E.164 without its ``+`` first, then national: OpenCNAM takes both
-    #: (``/v3/phone/16502530000``); the first reading that has a name wins
-    E164_FIRST = "e164-first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +54,23 @@ def ask(
     request: web.Request,
     raw: str,
     principal: Principal | None,
-    digits: BareDigits = BareDigits.NATIONAL,
     started: float | None = None,
 ) -> Answer:
     """Look ``raw`` up for ``principal`` (from ``lookup_principal``), scoped by the
     ``tenant``/``user``/``called`` parameters; InvalidNumber (counted) if it is no
     number at all. ``started`` (perf_counter) is when the request came in."""
     started = time.perf_counter() if started is None else started
+    if not request.app[DIRECTORY].serving:
+        raise StoreUnavailable(
+            "names are loading or catching up with the database; retry shortly", field="cache"
+        )
     ctx, region = context(request, principal)
     why = unavailable(raw)
     if why is not None:
         (_ANONYMOUS if why is Unavailable.PRIVATE else _MISS).inc()
         return Answer(raw.strip(), None, why)
     try:
-        answer = _resolve(request, raw, ctx, region, digits)
+        answer = _resolve(request, raw, ctx, region)
     except InvalidNumber:
         _INVALID.inc()
         raise
@@ -96,22 +94,21 @@ def context(request: web.Request, principal: Principal | None) -> tuple[LookupCo
     )
 
 
-def _resolve(
-    request: web.Request, raw: str, ctx: LookupContext, region: str | None, digits: BareDigits
-) -> Answer:
+def _resolve(request: web.Request, raw: str, ctx: LookupContext, region: str | None) -> Answer:
+    """Ask each reading of ``raw`` (numbers.py's rule for digits without ``+``); the one
+    holding a name answers, and two holding different names are ambiguous."""
     directory = request.app[DIRECTORY]
-    text = raw.strip()
-    if digits is BareDigits.E164_FIRST and text.isdigit() and not text.startswith("0"):
-        readings = [parse_number("+" + text), parse_number(text, region) if region else None]
-        numbers = list(dict.fromkeys(n for n in readings if n is not None))
-        for number in numbers:
-            found = directory.resolve(number, ctx)
-            if found is not None:
-                return Answer(number, found)
-        if numbers:
-            return Answer(numbers[0], None)
-    number, found = directory.lookup(raw, ctx, region)
-    return Answer(number, found)
+    readings = number_readings(raw, region, field="number")
+    if len(readings) == 1:
+        return Answer(readings[0], directory.resolve(readings[0], ctx))
+    hits = [(n, found) for n in readings if (found := directory.resolve(n, ctx)) is not None]
+    if len({found.name for _, found in hits}) > 1:
+        raise InvalidNumber(
+            f"{raw.strip()[:40]!r} is ambiguous: {hits[0][0]} and {hits[1][0]} both have a"
+            " name; ask with '+' and the country code",
+            field="number",
+        )
+    return Answer(*hits[0]) if hits else Answer(readings[0], None)
 
 
 def text_response(request: web.Request, answer: Answer) -> web.Response:

@@ -33,26 +33,34 @@ from cnamd.http.keys import (
 )
 from cnamd.ratelimit import TokenBucket
 from cnamd.settings import Settings
+from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool
 
 MAX_BODY = 1024 * 1024
 
 
 def make_app(
-    settings: Settings, directory: Directory, readiness: Readiness, pool: Pool | None = None
+    settings: Settings,
+    directory: Directory,
+    readiness: Readiness,
+    pool: Pool | None = None,
+    auth_limiter: RateLimiter | None = None,
 ) -> web.Application:
     """The HTTP front; every dependency is passed in (one composition root: server.py).
 
     ``pool`` serves the management API's reads and writes; lookups never use it.
+    ``auth_limiter`` meters failed logins per source (server.py passes the one its
+    workers share).
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[READINESS] = readiness
     app[TRUSTED] = [ipaddress.ip_network(n, strict=False) for n in settings.http.trusted_networks]
-    app[AUTH_LIMITER] = TokenBucket(
-        settings.http.auth_failure_rate, settings.http.auth_failure_burst
-    )
+    if auth_limiter is None:  # tests and benches: this process's own
+        http = settings.http
+        auth_limiter = TokenBucket(http.auth_failure_rate, http.auth_failure_burst)
+    app[AUTH_LIMITER] = auth_limiter
     if pool is not None:
         app[POOL] = pool
     health.add_routes(app)

@@ -1,29 +1,29 @@
 """IntelePeer Atmosphere-compatible CNAM orders (seed 002).
 
 ``POST /_rest/v4/authenticate`` trades an API key id and secret for a token
-valid 24 hours, sent as ``Authorization: Bearer`` (a ``KEYID.SECRET`` token
-works there too). ``POST``/``DELETE /_rest/v3/my/did/cnam`` queue an order
-and answer ``{"OrderID": n}`` at once; a background worker (order_worker.py)
-works it off in batches. ``GET /_rest/v3/my/orders/{orderID}`` is cnamd's own
-path for the order's progress: the vendor publishes the order shape but not
-where to read it. Errors keep the vendor's ``{"code", "error"}`` body with the
+valid 24 hours, sent bare as the seed shows (``Authorization: <token>``) or
+as ``Bearer <token>`` (a ``KEYID.SECRET`` token works there too).
+``POST``/``DELETE /_rest/v3/my/did/cnam`` queue an order and answer
+``{"OrderID": n}`` at once; a background worker (order_worker.py) works it
+off in batches. ``GET /_rest/v3/my/orders/{orderID}`` is cnamd's own path for
+the order's progress: the vendor publishes the order shape but not where to
+read it. Errors keep the vendor's ``{"code", "error"}`` body with the
 seed's exact sentences.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from cnamd import errors
-from cnamd.http.auth import principal
+from cnamd.http.auth import known_in_memory, login_failed, over_budget, principal
 from cnamd.http.db import connection
 from cnamd.http.errors import STATUS_OF
-from cnamd.http.keys import AUTH_LIMITER, PRINCIPAL, SETTINGS
+from cnamd.http.keys import PRINCIPAL, SETTINGS
 from cnamd.model import Principal
 from cnamd.store import cnam_orders
 from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
@@ -65,10 +65,25 @@ def _vendor_errors(handler: Handler) -> Handler:
 
 
 async def _who(request: web.Request) -> Principal:
-    """A session token from /_rest/v4/authenticate, or any API-key credential."""
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or "." in token:
+    """A session token from /_rest/v4/authenticate, or any API-key credential.
+
+    Seed 002 sends the token bare (``Authorization: <token>``); ``Bearer
+    <token>`` works too. A bare ``KEYID.SECRET`` is read as its Bearer form.
+    """
+    header = request.headers.get("Authorization", "").strip()
+    scheme, space, rest = header.partition(" ")
+    if space and scheme.lower() == "bearer":
+        token = rest.strip()
+    elif header and not space and scheme.lower() not in ("bearer", "basic"):
+        token = header
+        if "." in token:
+            bearer = request.clone(headers={**request.headers, "Authorization": f"Bearer {token}"})
+            who = await principal(bearer)
+            request[PRINCIPAL] = who
+            return who
+    else:
+        return await principal(request)
+    if not token or "." in token:
         return await principal(request)
     async with connection(request) as conn:
         who = await cnam_orders.session_principal(conn, token)
@@ -86,12 +101,7 @@ async def _json(request: web.Request) -> Any:
 @_vendor_errors
 async def authenticate(request: web.Request) -> web.Response:
     """``{"username": KEYID, "password": SECRET}`` -> ``{"token"}`` valid 24 hours."""
-    limiter = request.app[AUTH_LIMITER]
-    now = time.monotonic()
-    if limiter.available(request.remote or "", now) < 1.0:
-        raise errors.TooManyRequests(
-            "Too many failed logins; try again later.", retry_after=1, field="username"
-        )
+    over = over_budget(request)
     body = await _json(request)
     for name in ("username", "password"):
         if not isinstance(body, dict) or body.get(name) in (None, ""):
@@ -100,11 +110,15 @@ async def authenticate(request: web.Request) -> web.Response:
             raise errors.InvalidRequest(
                 f"The '{name}' parameter must be formatted as a(n) string.", field=name
             )
-    async with connection(request) as conn:
-        token = await cnam_orders.create_session(conn, body["username"], body["password"])
+    # over its failed-login budget, a source's guesses do not reach the database
+    if over and not known_in_memory(request, body["username"], body["password"]):
+        token = None
+    else:
+        async with connection(request) as conn:
+            token = await cnam_orders.create_session(conn, body["username"], body["password"])
     if token is None:
-        limiter.allow(request.remote or "", now)
-        raise errors.Unauthorized("unknown key or wrong secret", field="username")
+        failed = errors.Unauthorized("unknown key or wrong secret", field="username")
+        raise login_failed(request, over) or failed
     return web.json_response({"token": token})
 
 

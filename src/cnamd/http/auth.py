@@ -2,8 +2,15 @@
 
 ``Authorization: Bearer KEYID.SECRET``, ``X-Auth-Token: KEYID.SECRET``
 (Wazo's clients) and HTTP Basic with user ``KEYID`` and password ``SECRET``
-(Flowroute's ``accessKey:secretKey``). A source that keeps failing is
-refused with 429 before its guesses reach the database.
+(Flowroute's ``accessKey:secretKey``).
+
+Failed logins are metered per source address, in a table every worker shares
+(``sharedlimits.py``). A source over its budget gets 429 for credentials that
+fail, and its guesses never reach the database: the management API first
+checks them against the in-memory key table (as lookups do). Credentials that
+are valid still work from that address, and trusted-network lookups without
+credentials are never refused for failures: an attacker behind the same
+address (NAT, a shared PBX host) cannot lock out the legitimate clients.
 """
 
 from __future__ import annotations
@@ -17,12 +24,19 @@ from aiohttp import BasicAuth, web
 
 from cnamd import metrics
 from cnamd.errors import TooManyRequests, Unauthorized
-from cnamd.http.db import connection
+from cnamd.http.db import idempotent
 from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED
 from cnamd.model import Principal
 from cnamd.store import apikeys
 
-__all__ = ["credentials", "lookup_principal", "principal"]
+__all__ = [
+    "credentials",
+    "known_in_memory",
+    "login_failed",
+    "lookup_principal",
+    "over_budget",
+    "principal",
+]
 
 _FIELD = "authorization"
 
@@ -59,16 +73,27 @@ def credentials(request: web.Request) -> tuple[str, str] | None:
     return parts
 
 
-def _refuse_flooding(request: web.Request, now: float) -> None:
-    """429 for a source that has spent its failed-login budget."""
-    limiter = request.app[AUTH_LIMITER]
-    if limiter.available(request.remote or "", now) < 1.0:
-        metrics.RATELIMITED.labels("http").inc()
-        raise TooManyRequests(
-            "too many failed logins from this address; try again later",
-            retry_after=math.ceil(1.0 / limiter.rate),
-            field=_FIELD,
-        )
+def _over_budget(request: web.Request, now: float) -> bool:
+    """Has the source spent its failed-login budget?"""
+    return request.app[AUTH_LIMITER].available(request.remote or "", now) < 1.0
+
+
+def _too_many(request: web.Request) -> TooManyRequests:
+    """The 429 for failing credentials from a source over its budget."""
+    metrics.RATELIMITED.labels("http").inc()
+    return TooManyRequests(
+        "too many failed logins from this address; try again later",
+        retry_after=math.ceil(1.0 / request.app[AUTH_LIMITER].rate),
+        field=_FIELD,
+    )
+
+
+def _failed(request: web.Request, now: float, over: bool) -> TooManyRequests | None:
+    """Spend one of the source's failed-login tokens; the 429 to raise instead of the
+    401 when it had none left."""
+    if over or not request.app[AUTH_LIMITER].allow(request.remote or "", now):
+        return _too_many(request)
+    return None
 
 
 def lookup_principal(request: web.Request) -> Principal | None:
@@ -80,7 +105,6 @@ def lookup_principal(request: web.Request) -> Principal | None:
     source is refused.
     """
     now = time.monotonic()
-    _refuse_flooding(request, now)
     try:
         found = credentials(request)
         sid, token = request.query.get("account_sid"), request.query.get("auth_token")
@@ -96,9 +120,8 @@ def lookup_principal(request: web.Request) -> Principal | None:
         who = None if contexts is None else contexts.authenticate(*found, time.time())
         if who is None:
             raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
-    except Unauthorized:
-        request.app[AUTH_LIMITER].allow(request.remote or "", now)
-        raise
+    except Unauthorized as exc:
+        raise _failed(request, now, _over_budget(request, now)) or exc from None
     return who
 
 
@@ -111,22 +134,40 @@ def _trusted(request: web.Request) -> bool:
 
 
 async def principal(request: web.Request) -> Principal:
-    """The principal behind the request's key: 401 without valid credentials,
-    429 for a source over its failed-login budget. Memoized per request."""
+    """The principal behind the request's key: 401 without valid credentials, 429
+    instead when the source is over its failed-login budget. Memoized per request."""
     if PRINCIPAL in request:
         return request[PRINCIPAL]
     now = time.monotonic()
-    _refuse_flooding(request, now)
+    over = _over_budget(request, now)
     try:
         found = credentials(request)
         if found is None:
             raise Unauthorized("credentials required: an API key", field=_FIELD)
-        async with connection(request) as conn:
-            who = await apikeys.authenticate(conn, *found)
+        if over and not known_in_memory(request, *found):
+            raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
+        # a read and an idempotent touch: a lost connection is retried once
+        who = await idempotent(request, apikeys.authenticate, *found)
         if who is None:
             raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
-    except Unauthorized:
-        request.app[AUTH_LIMITER].allow(request.remote or "", now)
-        raise
+    except Unauthorized as exc:
+        raise _failed(request, now, over) or exc from None
     request[PRINCIPAL] = who
     return who
+
+
+def known_in_memory(request: web.Request, key_id: str, secret: str) -> bool:
+    """Does the in-memory key table (loaded with the cache) hold this live key? What a
+    source over its failed-login budget must pass before the database is asked."""
+    contexts = request.app[DIRECTORY].contexts
+    return contexts is not None and contexts.authenticate(key_id, secret, time.time()) is not None
+
+
+def over_budget(request: web.Request) -> bool:
+    """For other login forms: has the source spent its failed-login budget?"""
+    return _over_budget(request, time.monotonic())
+
+
+def login_failed(request: web.Request, over: bool) -> TooManyRequests | None:
+    """For other login forms: count a failure; the 429 to raise when over the budget."""
+    return _failed(request, time.monotonic(), over)

@@ -23,7 +23,7 @@ from cnamd.http.db import connection
 from cnamd.http.keys import SETTINGS
 from cnamd.model import CnamEntry, Owner, Principal
 from cnamd.names import validate_name
-from cnamd.numbers import normalize_number, normalize_prefix, range_to_prefixes
+from cnamd.numbers import normalize_prefix, range_to_prefixes, written_number
 from cnamd.store import cnam, owners
 
 __all__ = ["add_routes"]
@@ -57,7 +57,7 @@ def _delete_keys(raw: str, region: str | None) -> list[str]:
     """The keys ``raw`` may name: the number read with the owner's region, then
     the prefix written exactly so (``+4922166987``)."""
     try:
-        keys = [normalize_number(raw, region, field="phone")]
+        keys = [written_number(raw, region, field="phone")]
     except InvalidNumber as exc:
         try:
             return [normalize_prefix(raw, field="phone")]
@@ -89,7 +89,7 @@ class PhoneBook:
         max_length = request.app[SETTINGS].names.max_length
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
-            phone = normalize_number(request.match_info["phone"], owner.region, field="phone")
+            phone = written_number(request.match_info["phone"], owner.region, field="phone")
             name = validate_name(
                 string_field(body, "name", error=InvalidName), max_length=max_length
             )
@@ -111,8 +111,8 @@ class PhoneBook:
         settings = request.app[SETTINGS]
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
-            start = normalize_number(string_field(body, "start"), owner.region, field="start")
-            end = normalize_number(string_field(body, "end"), owner.region, field="end")
+            start = written_number(string_field(body, "start"), owner.region, field="start")
+            end = written_number(string_field(body, "end"), owner.region, field="end")
             name = validate_name(
                 string_field(body, "name", error=InvalidName), max_length=settings.names.max_length
             )

@@ -1,46 +1,86 @@
-"""The management API's database connections: an unreachable store is a 503, not a 500."""
+"""The management API's database connections: a lost or hung store is a 503, never a 500."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 from aiohttp import web
 
 from cnamd.errors import Conflict, StoreUnavailable
 from cnamd.http.keys import POOL, SETTINGS
-from cnamd.store.pool import describe_failure
+from cnamd.store.pool import CONNECTION_LOST, checked_out, describe_failure
 
-_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ConnectionLost(StoreUnavailable):
+    """The connection went away under a request's work (503; safe work is retried once)."""
+
+
+#: why this request's database work failed fast: set when a release found the database
+#: hung after its work had completed, so the request's next step need not wait again
+_HUNG = web.RequestKey("database_hung", str)
 
 
 @asynccontextmanager
 async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection for one request.
+    """A pooled connection for one request, just checked to answer (store/pool.py).
 
-    A database that is down or drops the connection mid-request becomes
-    StoreUnavailable (503); a constraint the store's own checks missed
-    becomes Conflict (409) rather than an internal error.
+    A database that is down, drops the connection or does not answer within
+    ``database.statement_timeout`` becomes StoreUnavailable (503, field
+    ``database``): each step waits at most that long, and once the database
+    has not answered, the request's next step fails at once. A constraint the
+    store's own checks missed becomes Conflict (409) rather than an internal
+    error.
     """
     pool = request.app.get(POOL)
     if pool is None:
         raise StoreUnavailable("this daemon has no database connection", field="database")
-    timeout = request.app[SETTINGS].database.connect_timeout
+    if _HUNG in request:
+        raise StoreUnavailable(request[_HUNG], field="database")
+    limit = request.app[SETTINGS].database.statement_timeout
+    done = False
     try:
-        async with pool.acquire(timeout=timeout) as proxy:
-            # the pool hands out a proxy that forwards every Connection method
-            yield cast(asyncpg.Connection, proxy)
-    except _UNREACHABLE as exc:
+        async with checked_out(pool, timeout=limit) as conn:
+            yield conn
+            done = True
+    except StoreUnavailable as exc:
+        if not done:
+            raise
+        request[_HUNG] = exc.reason  # only the release failed: the work stands
+    except TimeoutError as exc:
         raise StoreUnavailable(
-            f"the database is unreachable: {describe_failure(exc)}", field="database"
+            f"the database did not answer within {limit:g} s (database.statement_timeout)",
+            field="database",
+        ) from exc
+    except asyncpg.QueryCanceledError as exc:
+        raise StoreUnavailable(
+            f"the database cancelled the statement: {describe_failure(exc)}", field="database"
+        ) from exc
+    except CONNECTION_LOST as exc:
+        raise ConnectionLost(
+            f"the database connection was lost: {describe_failure(exc)}", field="database"
         ) from exc
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise Conflict(f"the database refused the write: {exc.detail or exc}") from exc
+
+
+async def idempotent(
+    request: web.Request,
+    work: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``work(conn, *args, **kwargs)``, run once more on a fresh connection if the
+    first is lost under it: only for work that is safe to repeat (reads, idempotent
+    touches). A hung database is not retried; it would only wait twice."""
+    with contextlib.suppress(ConnectionLost):
+        async with connection(request) as conn:
+            return await work(conn, *args, **kwargs)
+    async with connection(request) as conn:
+        return await work(conn, *args, **kwargs)

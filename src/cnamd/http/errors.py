@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 #: WWW-Authenticate on every 401 (RFC 9110 §11.6.1): the schemes cnamd takes
 CHALLENGE = 'Bearer realm="cnamd", Basic realm="cnamd"'
 
+#: Retry-After (seconds) on every 503: a lost connection is replaced at once, and a
+#: hung database is found out within database.statement_timeout
+UNAVAILABLE_RETRY_AFTER = "1"
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATUS_OF: list[tuple[type[errors.CnamdError], int]] = [
@@ -73,6 +77,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         response = json_error(500, "internal-error", "internal error; see the server log")
+    if response.status == 503 and not response.prepared:
+        # whoever rendered it (cnamd's shape or a vendor family's), a 503 says when to retry
+        response.headers.setdefault("Retry-After", UNAVAILABLE_RETRY_AFTER)
     metrics.HTTP.record(
         _route_of(request), request.method, response.status, time.perf_counter() - started
     )

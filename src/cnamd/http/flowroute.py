@@ -228,18 +228,27 @@ async def delete_cnam(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _digits(request: web.Request, name: str) -> str | None:
+    """A digit-string filter of ``/v2/numbers`` (the SDK sends them as integers)."""
+    raw = request.query.get(name) or None
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 15):
+        raise errors.InvalidRequest(_INVALID, field=name)
+    return raw
+
+
 @_vendor_errors
 async def list_numbers(request: web.Request) -> web.Response:
-    """``GET /v2/numbers``: the tenant's E.164 numbers, ``contains`` matching digits."""
+    """``GET /v2/numbers``: the tenant's E.164 numbers, filtered on their digits by
+    ``starts_with``, ``ends_with`` and ``contains`` (all must match), and paged."""
     limit = _int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int(request, "offset", 0, 0, 2**31 - 1)
-    contains = request.query.get("contains") or None
-    if contains is not None and not contains.isdigit():
-        raise errors.InvalidRequest(_INVALID, field="contains")
+    digits = cnam_records.DigitFilter(
+        _digits(request, "starts_with"), _digits(request, "ends_with"), _digits(request, "contains")
+    )
     who = await principal(request)
     async with connection(request) as conn:
         tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))
-        found, more = await cnam_records.list_numbers(conn, tenant, contains, limit, offset)
+        found, more = await cnam_records.list_numbers(conn, tenant, digits, limit, offset)
     base = _base(request)
     return _answer(
         {
@@ -250,8 +259,31 @@ async def list_numbers(request: web.Request) -> web.Response:
 
 
 @_vendor_errors
+async def get_number(request: web.Request) -> web.Response:
+    """``GET /v2/numbers/{id}``: one of the tenant's numbers by its digits."""
+    who = await principal(request)
+    async with connection(request) as conn:
+        tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))
+        row = await cnam_records.get_number(conn, tenant, request.match_info["number_id"])
+    return _answer({"data": _number(row, _base(request))})
+
+
+def _relationship(record_id: int | None) -> dict[str, object]:
+    """The vendor's answer to a relationship change: the record's id and when
+    the change was made (``{"data": {"attributes": {"date_created"}, "id", "type"}}``)."""
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "data": {
+            "attributes": {"date_created": _stamp(now)},
+            "id": None if record_id is None else str(record_id),
+            "type": "cnam",
+        }
+    }
+
+
+@_vendor_errors
 async def associate(request: web.Request) -> web.Response:
-    """``PATCH /v2/numbers/{id}/relationships/cnam/{cnam_id}`` (202 with the record)."""
+    """``PATCH /v2/numbers/{id}/relationships/cnam/{cnam_id}`` (202)."""
     who = await principal(request)
     require_manager(who)
     async with connection(request) as conn:
@@ -259,18 +291,19 @@ async def associate(request: web.Request) -> web.Response:
         record = await cnam_records.associate(
             conn, tenant, request.match_info["number_id"], request.match_info["cnam_id"]
         )
-    return _answer({"data": _cnam(record, _base(request))}, status=202)
+    return _answer(_relationship(record.id), status=202)
 
 
 @_vendor_errors
 async def dissociate(request: web.Request) -> web.Response:
-    """``DELETE /v2/numbers/{id}/relationships/cnam`` (202): the number shows no name."""
+    """``DELETE /v2/numbers/{id}/relationships/cnam`` (202): the number shows no name;
+    the answer names the record it was associated with (``id`` null: none)."""
     who = await principal(request)
     require_manager(who)
     async with connection(request) as conn:
         tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))
-        await cnam_records.dissociate(conn, tenant, request.match_info["number_id"])
-    return _answer({"data": None}, status=202)
+        record_id = await cnam_records.dissociate(conn, tenant, request.match_info["number_id"])
+    return _answer(_relationship(record_id), status=202)
 
 
 def add_routes(app: web.Application) -> None:
@@ -279,5 +312,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2/cnams/{cnam_id}", get_cnam)
     app.router.add_delete("/v2/cnams/{cnam_id}", delete_cnam)
     app.router.add_get("/v2/numbers", list_numbers)
+    app.router.add_get("/v2/numbers/{number_id}", get_number)
     app.router.add_patch("/v2/numbers/{number_id}/relationships/cnam/{cnam_id}", associate)
     app.router.add_delete("/v2/numbers/{number_id}/relationships/cnam", dissociate)

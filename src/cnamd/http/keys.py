@@ -10,8 +10,8 @@ from aiohttp import web
 from cnamd.bulk_workers import BulkWorkers
 from cnamd.cache.directory import Directory
 from cnamd.model import Principal
-from cnamd.ratelimit import TokenBucket
 from cnamd.settings import Settings
+from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,8 +33,8 @@ READINESS = web.AppKey("readiness", Readiness)
 POOL = web.AppKey("pool", Pool)
 # http.trusted_networks, parsed once; a list, replaced in place on SIGHUP
 TRUSTED = web.AppKey("trusted", list[IPNetwork])
-# failed logins per source address
-AUTH_LIMITER = web.AppKey("auth_limiter", TokenBucket)
+# failed logins per source address, shared by the workers (http/auth.py)
+AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 # the worker processes that parse CSV uploads (http.cnam_csv), started on first use
 BULK_WORKERS = web.AppKey("bulk_workers", BulkWorkers)
 # the authenticated principal of one request (a request key, set by http.auth)

@@ -42,7 +42,7 @@ async def lookup(request: web.Request) -> web.Response:
         raw = request.match_info.get("number") or request.query.get("number")
         if not raw:
             raise InvalidRequest("the number is missing", field="number")
-        answer = ask(request, raw, who, started=started)
+        answer = ask(request, raw, who, started)
     except CnamdError as exc:
         if not text:
             raise

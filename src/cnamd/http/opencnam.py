@@ -1,8 +1,9 @@
 """OpenCNAM's ``GET /v3/phone/{number}``, so PBXs and clients built for it need only a new host.
 
 The number comes with or without ``+``, URL-encoded or not (``/v3/phone/
-%2B16502530000``, ``/v3/phone/16502530000``); digits without ``+`` are read
-as E.164 first, then as a national number (``answers.BareDigits``).
+%2B16502530000``, ``/v3/phone/16502530000``); digits without ``+`` follow
+numbers.py's one rule: each valid reading (national, E.164 without ``+``) is
+asked and the one holding a name answers.
 Credentials: ``account_sid``/``auth_token`` query parameters (an API key's id
 and secret), an ``Authorization`` header, or a trusted source network.
 
@@ -23,7 +24,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from cnamd.errors import CnamdError, InvalidRequest
-from cnamd.http.answers import Answer, BareDigits, ask, bare_error, text_response
+from cnamd.http.answers import Answer, ask, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.keys import SETTINGS
 from cnamd.presentation import Unavailable
@@ -55,7 +56,7 @@ async def phone(request: web.Request) -> web.Response:
     raw = request.match_info.get("number", "")
     try:
         who = lookup_principal(request)
-        answer = ask(request, raw, who, BareDigits.E164_FIRST, started)
+        answer = ask(request, raw, who, started)
     except CnamdError as exc:
         if fmt == "json":
             raise

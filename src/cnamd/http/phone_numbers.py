@@ -15,23 +15,27 @@ changes only the fields it sends. A duplicate number is 400, as there.
 A range's answer lists every uuid however large the range (up to
 ``ranges.max_span`` numbers): a client that created them needs them all, and
 100,000 numbers answer in well under 5 s (bench/bench_phone_numbers.py).
-Errors are cnamd's ``{"status", "message", "field"}`` object: wazo-confd's
-clients read only the status code (and take ``message`` as the reason when
-there is one). Publishing, the ``cnam`` field and tenant selection are
-described in ``store/phone_numbers.py``.
+Errors are wazo-confd's body, a JSON list of messages (wazo-confd-client
+joins it with ". " into the HTTP error's reason), worded as wazo-confd words
+them: ``["Input Error - field 'number': ..."]``. Publishing, the ``cnam``
+field and tenant selection are described in ``store/phone_numbers.py``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
+from cnamd import errors, metrics
 from cnamd.errors import InvalidName, InvalidNumber, InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object
 from cnamd.http.db import connection
+from cnamd.http.errors import CHALLENGE, STATUS_OF
 from cnamd.http.keys import SETTINGS
 from cnamd.store import phone_numbers
 from cnamd.store.phone_numbers import TENANT_HEADER, NumberSpec, PublishRules, TenantRef
@@ -43,6 +47,46 @@ BASE = "/api/confd/1.1/phone-numbers"
 _TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 _MAX_QUERY_INT = 10**9
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: how wazo-confd (xivo-dao's errors) begins a message, by HTTP status
+_KINDS = {
+    400: "Input Error",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Resource Not Found",
+    409: "Resource Error",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+def wazo_message(code: int, exc: errors.CnamdError) -> str:
+    """One wazo-confd-style message: ``Input Error - field 'number': reason``."""
+    kind = "Resource Error" if exc.status == "exists" else _KINDS.get(code, "Error")
+    where = f"field '{exc.field}': " if exc.field else ""
+    return f"{kind} - {where}{exc.reason}"
+
+
+def _wazo_errors(handler: Handler) -> Handler:
+    """CnamdError as wazo-confd's body, a list of messages, instead of cnamd's object."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.CnamdError as exc:
+            code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+            response = web.json_response([wazo_message(code, exc)], status=code)
+            if isinstance(exc, errors.Unauthorized):
+                metrics.AUTH_FAILURES.inc()
+                response.headers["WWW-Authenticate"] = CHALLENGE
+            elif isinstance(exc, errors.TooManyRequests):
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+
+    return wrapped
 
 
 # --- reading requests ---
@@ -124,9 +168,18 @@ def _query_int(request: web.Request, name: str) -> int | None:
     return value
 
 
+def _exact_number(request: web.Request) -> str | None:
+    """The ``number`` filter; a leading space is the ``+`` of an unencoded query."""
+    raw = request.query.get("number")
+    if raw is None:
+        return None
+    if raw[:1] == " " and raw[1:].isascii() and raw[1:].isdigit():
+        return "+" + raw[1:]
+    return raw
+
+
 def _list_query(request: web.Request) -> phone_numbers.ListQuery:
-    """wazo-confd's list parameters; ``recurse`` is checked and has nothing to widen."""
-    _query_bool(request, "recurse")
+    """wazo-confd's list parameters, its exact filters among them."""
     return phone_numbers.list_query(
         search=request.query.get("search"),
         order=request.query.get("order"),
@@ -135,6 +188,8 @@ def _list_query(request: web.Request) -> phone_numbers.ListQuery:
         offset=_query_int(request, "offset") or 0,
         main=_query_bool(request, "main"),
         shared=_query_bool(request, "shared"),
+        number=_exact_number(request),
+        caller_id_name=request.query.get("caller_id_name"),
     )
 
 
@@ -165,18 +220,27 @@ async def _tenant(request: web.Request, conn: asyncpg.Connection, *, manage: boo
 # --- handlers ---
 
 
+@_wazo_errors
 async def list_numbers(request: web.Request) -> web.Response:
-    await principal(request)
+    """The tenant's numbers; ``recurse=true`` without ``Wazo-Tenant`` lists every
+    tenant the key reaches whole, as wazo-confd lists a tenant and its sub-tenants."""
+    who = await principal(request)
     query = _list_query(request)
+    recurse = _query_bool(request, "recurse")
     max_length = request.app[SETTINGS].names.max_length
     async with connection(request) as conn:
-        tenant = await _tenant(request, conn, manage=False)
-        total, found = await phone_numbers.list_numbers(conn, tenant, query, max_length)
+        tenants: list[int] | None
+        if recurse and not request.headers.get(TENANT_HEADER, "").strip():
+            tenants = phone_numbers.listed_tenants(who, None)
+        else:
+            tenants = [(await _tenant(request, conn, manage=False)).id]
+        total, found = await phone_numbers.list_numbers(conn, tenants, query, max_length)
     base = _base(request)
     items = [n.to_json(base + n.uuid) for n in found]
     return web.json_response({"total": total, "items": items})
 
 
+@_wazo_errors
 async def create_number(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
@@ -188,6 +252,7 @@ async def create_number(request: web.Request) -> web.Response:
     return web.json_response(number.to_json(href), status=201, headers={"Location": href})
 
 
+@_wazo_errors
 async def get_number(request: web.Request) -> web.Response:
     await principal(request)
     max_length = request.app[SETTINGS].names.max_length
@@ -199,6 +264,7 @@ async def get_number(request: web.Request) -> web.Response:
     return web.json_response(number.to_json(_href(request, number.uuid)))
 
 
+@_wazo_errors
 async def update_number(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
@@ -211,6 +277,7 @@ async def update_number(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@_wazo_errors
 async def delete_number(request: web.Request) -> web.Response:
     await principal(request)
     async with connection(request) as conn:
@@ -219,6 +286,7 @@ async def delete_number(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@_wazo_errors
 async def create_range(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
@@ -240,6 +308,7 @@ async def create_range(request: web.Request) -> web.Response:
     )
 
 
+@_wazo_errors
 async def get_main(request: web.Request) -> web.Response:
     await principal(request)
     max_length = request.app[SETTINGS].names.max_length
@@ -249,6 +318,7 @@ async def get_main(request: web.Request) -> web.Response:
     return web.json_response(number.to_json(_href(request, number.uuid)))
 
 
+@_wazo_errors
 async def set_main(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)

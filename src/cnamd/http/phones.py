@@ -31,7 +31,7 @@ from aiohttp import web
 
 from cnamd import phonebooks
 from cnamd.errors import InvalidNumber, NotFound
-from cnamd.http.answers import BareDigits, ask, context
+from cnamd.http.answers import ask, context
 from cnamd.http.auth import lookup_principal
 from cnamd.http.db import connection
 from cnamd.http.keys import DIRECTORY, SETTINGS
@@ -102,7 +102,7 @@ async def _search(request: web.Request, who: Principal | None, term: str | None)
     if not (_NUMBER.fullmatch(text) or unavailable(text) is not None):
         return await _names(request, who, text.lower(), limit)
     try:
-        answer = ask(request, text, who, BareDigits.E164_FIRST)
+        answer = ask(request, text, who)
     except InvalidNumber:
         return []  # a phone can show "not found", not an error
     if answer.unavailable is Unavailable.PRIVATE:

@@ -461,9 +461,12 @@ class Dip:
 
 
 class _Limiter(Protocol):
-    """What the dip needs of a rate limiter (``TokenBucket``)."""
+    """What the dip needs of a rate limiter (``TokenBucket``, ``SharedBucket``)."""
 
-    retry_after: int  # seconds until a refused source has a token again
+    @property
+    def retry_after(self) -> int:
+        """Seconds until a refused source has a token again."""
+        ...
 
     def allow(self, source: str, now: float) -> bool: ...
 

@@ -1,10 +1,13 @@
 """Move SIP bytes over UDP, TCP and TLS; the ``Dip`` decides everything else.
 
 Sockets are bound once (by the supervisor) and adopted here, so worker
-processes can share them. Memory stays bounded whatever a peer sends: a
-datagram is answered at once, a stream buffers at most one capped message,
-connections are counted and idle ones closed, and a peer that does not read
-its answers stops being read.
+processes can share them. Memory and descriptors stay bounded whatever a peer
+sends: a datagram is answered at once; a stream buffers at most one capped
+message, which must arrive whole within ``message_timeout`` of its first byte
+(a sender trickling bytes cannot hold a connection); connections over the cap
+are closed as they are accepted, idle ones after ``idle_timeout``; and a peer
+that does not read its answers stops being read. Datagrams the kernel drops
+on a full receive buffer are counted from the socket's own drop counter.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import ssl as ssl_module
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -52,6 +57,7 @@ class StreamLimits:
     max_connections: int = 1024
     write_buffer: int = 256 * 1024  # stop reading a peer whose answers pile up past this
     tls_handshake_timeout: float = 10.0
+    message_timeout: float = 10.0  # from a message's first byte to its last
 
     def __post_init__(self) -> None:
         if self.max_header < 512 or self.max_body < 0:
@@ -60,6 +66,8 @@ class StreamLimits:
             raise ConfigError(
                 "idle_timeout > 0, max_connections >= 1, write_buffer >= 1024", field="sip.tcp"
             )
+        if self.message_timeout <= 0:
+            raise ConfigError("must be > 0", field="sip.tcp_message_timeout")
 
 
 def split_hostport(address: str, default_port: int = 5060) -> tuple[str, int]:
@@ -172,6 +180,37 @@ def receive_buffer_size(sock: socket.socket) -> int:
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.12
+_MEMINFO_DROPS = 8  # SK_MEMINFO_DROPS: the u32 sk_drops, as /proc/net/udp's "drops"
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel has dropped on ``sock`` since it was made (a full receive
+    buffer, mostly), a u32 that wraps; None where the kernel does not say."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (_MEMINFO_DROPS + 1))
+    except OSError:
+        return _proc_drops(sock)
+    if len(raw) < 4 * (_MEMINFO_DROPS + 1):
+        return _proc_drops(sock)
+    return int(struct.unpack_from("=I", raw, 4 * _MEMINFO_DROPS)[0])
+
+
+def _proc_drops(sock: socket.socket) -> int | None:
+    """The "drops" column of /proc/net/udp{,6} for the socket's inode (older kernels)."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            with open(table) as lines:
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        return int(fields[12])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def bind_tcp(
     host: str, port: int, *, backlog: int = 1024, dual_stack: bool = False
 ) -> socket.socket:
@@ -192,14 +231,20 @@ def bind_tcp(
 METRICS_FLUSH_INTERVAL = 1.0
 
 
-async def _flush_metrics(dip: Dip, serving: Callable[[], bool]) -> None:
+async def _flush_metrics(
+    dip: Dip, serving: Callable[[], bool], also: Callable[[], None] | None = None
+) -> None:
     """Move the hot-path tallies (the dip's and its lookups') into the metrics every
-    second while the listener serves."""
+    second while the listener serves, after calling ``also`` (off the hot path)."""
     try:
         while serving():
             await asyncio.sleep(METRICS_FLUSH_INTERVAL)
+            if also is not None:
+                also()
             metrics.flush_tallies()
     finally:
+        if also is not None:
+            also()
         metrics.flush_tallies()
 
 
@@ -242,10 +287,13 @@ class UdpListener:
     """Answers SIP on one bound UDP socket until ``close()``.
 
     With the C pump (``_udp.c``, Linux) a burst of datagrams costs one recvmmsg
-    and one sendmmsg; without it, uvloop's datagram transport serves.
+    and one sendmmsg; without it, uvloop's datagram transport serves. Every
+    second the socket's kernel drop counter goes into
+    ``cnamd_sip_dropped_total{reason="kernel"}``, when ``count_kernel_drops``
+    (one reader of a socket several workers share counts it).
     """
 
-    def __init__(self, sock: socket.socket, dip: Dip) -> None:
+    def __init__(self, sock: socket.socket, dip: Dip, *, count_kernel_drops: bool = True) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._dip = dip
@@ -253,7 +301,12 @@ class UdpListener:
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = False
         self._loop = asyncio.get_running_loop()
-        self._flusher = self._loop.create_task(_flush_metrics(dip, lambda: not self._closed))
+        # from now on: a restarted worker's predecessor counted the drops before it
+        self._kernel_seen = kernel_drops(sock) if count_kernel_drops else None
+        self._kernel_dropped = metrics.SIP_DROPPED.labels("kernel")
+        self._flusher = self._loop.create_task(
+            _flush_metrics(dip, lambda: not self._closed, self.count_kernel_drops)
+        )
 
     async def start(self) -> None:
         if _pump is None:
@@ -272,6 +325,18 @@ class UdpListener:
             return
         if refused:
             self._dip.dropped["send"].n += refused
+
+    def count_kernel_drops(self) -> None:
+        """Add the datagrams the kernel dropped since the last call to the metric."""
+        seen = self._kernel_seen
+        if seen is None or self._sock.fileno() < 0:
+            return
+        now = kernel_drops(self._sock)
+        if now is None:
+            return
+        self._kernel_seen = now
+        if now != seen:
+            self._kernel_dropped.inc((now - seen) % (1 << 32))
 
     def _failed(self) -> None:
         """A bug in a callback, not a peer's doing: count it, log it, keep serving."""
@@ -294,6 +359,7 @@ class UdpListener:
             return
         self._closed = True
         self._flusher.cancel()
+        self.count_kernel_drops()
         if self._transport is not None:
             self._transport.close()
         else:
@@ -302,9 +368,11 @@ class UdpListener:
             close_quietly(self._sock)
 
 
-async def serve_udp(sock: socket.socket, dip: Dip) -> UdpListener:
+async def serve_udp(
+    sock: socket.socket, dip: Dip, *, count_kernel_drops: bool = True
+) -> UdpListener:
     """Answer SIP over an already bound UDP socket; ``close()`` the listener to stop."""
-    listener = UdpListener(sock, dip)
+    listener = UdpListener(sock, dip, count_kernel_drops=count_kernel_drops)
     await listener.start()
     return listener
 
@@ -312,7 +380,7 @@ async def serve_udp(sock: socket.socket, dip: Dip) -> UdpListener:
 class _Connections:
     """Shared state of one stream listener."""
 
-    __slots__ = ("count", "dip", "flusher", "limits", "transport_name")
+    __slots__ = ("count", "dip", "flusher", "limits", "timed_out", "transport_name")
 
     def __init__(self, dip: Dip, limits: StreamLimits, transport_name: str) -> None:
         self.dip = dip
@@ -320,10 +388,16 @@ class _Connections:
         self.transport_name = transport_name
         self.count = 0
         self.flusher: asyncio.Task[None] | None = None
+        self.timed_out = metrics.SIP_DROPPED.labels("message_timeout")
 
 
 class SipStreamProtocol(asyncio.Protocol):
-    """One TCP/TLS connection: frame by Content-Length, answer each message in order."""
+    """One TCP/TLS connection: frame by Content-Length, answer each message in order.
+
+    One timer per connection closes it at the earlier of two deadlines: idle
+    (no complete message for ``idle_timeout``) and the message deadline (a
+    message begun ``message_timeout`` ago and not yet whole).
+    """
 
     def __init__(self, shared: _Connections) -> None:
         self._shared = shared
@@ -331,9 +405,9 @@ class SipStreamProtocol(asyncio.Protocol):
         self._framer = StreamFramer(limits.max_header, limits.max_body)
         self._transport: asyncio.Transport | None = None
         self._peer: tuple[str, int] = ("", 0)
-        self._last = 0.0
+        self._last = 0.0  # when the last message (or ping) completed
+        self._begun = 0.0  # when the message now buffered began; 0 when none is
         self._timer: asyncio.TimerHandle | None = None
-        self._over_capacity = False
         self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -341,19 +415,23 @@ class SipStreamProtocol(asyncio.Protocol):
         shared = self._shared
         shared.count += 1
         self._transport = transport
+        if shared.count > shared.limits.max_connections:
+            # closed at accept, not held until it speaks: the cap bounds descriptors
+            shared.dip.dropped["overload"].inc()
+            self._closing = True
+            transport.abort()
+            return
         peer = transport.get_extra_info("peername")
         self._peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
         transport.set_write_buffer_limits(high=shared.limits.write_buffer)
-        self._over_capacity = shared.count > shared.limits.max_connections
         loop = asyncio.get_running_loop()
         self._last = loop.time()
-        self._timer = loop.call_later(shared.limits.idle_timeout, self._check_idle)
+        self._timer = loop.call_at(self._last + shared.limits.idle_timeout, self._check_timers)
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or self._closing:
             return
-        self._last = asyncio.get_running_loop().time()
         shared = self._shared
         framer = self._framer
         dip = shared.dip
@@ -361,20 +439,18 @@ class SipStreamProtocol(asyncio.Protocol):
         # The answers to one segment's messages leave in one write: one send syscall
         # for a pipelining peer's whole burst instead of one per answer.
         out: list[bytes] = []
-        for frame in framer.feed(data):
+        frames = framer.feed(data)
+        for frame in frames:
             if frame == PING:
                 out.append(PONG)
                 continue
-            if self._over_capacity:  # refused in the protocol, not by queueing
-                dip.dropped["overload"].inc()
-                transport.write(b"".join(out))
-                self._reject(dip.refuse(frame, self._peer, name, 503, b"too many connections"))
-                return
             response = dip.handle(frame, self._peer, name)
             if response is not None:
                 out.append(response)
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if frames or framer.buffered():
+            self._progress(bool(frames))
         if framer.error:
             reason = "framing" if framer.error.startswith(b"bad") else "oversize"
             dip.dropped[reason].inc()
@@ -392,17 +468,42 @@ class SipStreamProtocol(asyncio.Protocol):
         # A peer that never reads would keep the answer (and the socket) forever.
         asyncio.get_running_loop().call_later(5.0, transport.abort)
 
-    def _check_idle(self) -> None:
+    def _progress(self, completed: bool) -> None:
+        """After a segment: note a completed message, and start the deadline of a message
+        begun in this segment (the timer is moved earlier only when it would be late)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if completed:
+            self._last = now
+        if not self._framer.buffered():
+            self._begun = 0.0
+        elif completed or not self._begun:
+            self._begun = now
+            deadline = now + self._shared.limits.message_timeout
+            timer = self._timer
+            if timer is not None and timer.when() > deadline:
+                timer.cancel()
+                self._timer = loop.call_at(deadline, self._check_timers)
+
+    def _check_timers(self) -> None:
+        """Close the connection at its idle or message deadline; else wait for the next."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        limits = self._shared.limits
         loop = asyncio.get_running_loop()
-        idle = loop.time() - self._last
-        timeout = self._shared.limits.idle_timeout
-        if idle >= timeout:
+        now = loop.time()
+        if self._begun and now - self._begun >= limits.message_timeout:
+            self._shared.timed_out.inc()
             transport.abort()
             return
-        self._timer = loop.call_later(timeout - idle, self._check_idle)
+        if now - self._last >= limits.idle_timeout:
+            transport.abort()
+            return
+        due = self._last + limits.idle_timeout
+        if self._begun:
+            due = min(due, self._begun + limits.message_timeout)
+        self._timer = loop.call_at(due, self._check_timers)
 
     def pause_writing(self) -> None:
         if self._transport is not None:

@@ -190,7 +190,11 @@ async def _find_grants(
 
 
 async def authenticate(conn: asyncpg.Connection, key_id: str, secret: str) -> Principal | None:
-    """The principal of a live key whose secret matches, else None (no reason: no oracle)."""
+    """The principal of a live key whose secret matches, else None (no reason: no oracle).
+
+    Safe to run again after a lost connection: it reads, and its one write (the
+    ``last_used_at`` touch) is idempotent.
+    """
     row = await conn.fetchrow(
         "SELECT role, tenant_id, user_id, secret_hash, last_used_at,"
         " revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AS live"

@@ -54,6 +54,14 @@ def _typed(name: str, kind: str) -> InvalidRequest:
     return InvalidRequest(f"The '{name}' parameter must be formatted as a(n) {kind}.", field=name)
 
 
+def _not_string(name: str, value: object) -> InvalidRequest:
+    """The seed's sentence for a string parameter given anything else: an array or
+    object is not even a scalar."""
+    if isinstance(value, (list, dict)):
+        return InvalidRequest(f"The '{name}' parameter must be scalar.", field=name)
+    return _typed(name, "string")
+
+
 @dataclass(frozen=True, slots=True)
 class OrderSpec:
     """A checked order: the E.164 numbers in the order sent, the name (None: remove)."""
@@ -91,7 +99,7 @@ def check_order(body: Any, *, adding: bool, max_length: int, max_numbers: int) -
                     f"The '{name}' parameter is required for each Number object.", field=name
                 )
             if not isinstance(item[name], str):
-                raise _typed(name, "string")
+                raise _not_string(name, item[name])
         if item["countryCode"] != "1":
             raise InvalidRequest(
                 "The 'countryCode' parameter must match one of the following values: 1",
@@ -113,12 +121,16 @@ def check_order(body: Any, *, adding: bool, max_length: int, max_numbers: int) -
         if given is None or given == "":
             raise _required("cnam")
         if not isinstance(given, str):
-            raise _typed("cnam", "string")
+            raise _not_string("cnam", given)
         cnam = validate_name(given, max_length=max_length, field="cnam")
     extras: dict[str, str | None] = {}
     for name, keys in (("email", ("email", "Email")), ("notes", ("notes", "Notes"))):
         extras[name] = _optional_string(body, keys)
     extras["reference_id"] = _optional_string(body, ("referenceID",))
+    if extras["reference_id"] is not None and not extras["reference_id"].strip():
+        raise InvalidRequest(
+            "The 'referenceID' parameter must be a non-empty string.", field="referenceID"
+        )
     return OrderSpec(tuple(numbers), cnam, **extras)
 
 
@@ -126,7 +138,7 @@ def _optional_string(body: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     for key in keys:
         if key in body and body[key] is not None:
             if not isinstance(body[key], str):
-                raise _typed(key, "string")
+                raise _not_string(key, body[key])
             return str(body[key])[:1000]
     return None
 
@@ -238,16 +250,24 @@ async def create_order(
         )
         if any(r["uuid"] is None for r in rows):
             raise Conflict("One or more numbers are not assigned to this account.", field="numbers")
-        active = await conn.fetchval(
-            "SELECT min(i.order_id) FROM cnam_order_items i"
+        pending = await conn.fetch(
+            "SELECT i.order_id, i.e164, o.action FROM cnam_order_items i"
             " JOIN cnam_orders o ON o.id = i.order_id AND o.tenant_id = $1"
-            " WHERE i.e164 = ANY($2::text[]) AND i.status <> 'PROVISIONED'",
+            " WHERE i.e164 = ANY($2::text[]) AND i.status <> 'PROVISIONED'"
+            " ORDER BY i.order_id, i.e164",
             tenant.id,
             list(spec.numbers),
         )
-        if active is not None:
+        disconnecting = [r["e164"] for r in pending if r["action"] == "remove"]
+        if spec.cnam is None and disconnecting:
             raise Conflict(
-                f"One or more numbers are part of an active order: {active}", field="numbers"
+                f"One or more numbers are already pending disconnect: {_listed(disconnecting)}",
+                field="numbers",
+            )
+        if pending:
+            raise Conflict(
+                f"One or more numbers are part of an active order: {pending[0]['order_id']}",
+                field="numbers",
             )
         if spec.cnam is None:
             bare = [r["e164"] for r in rows if not r["served"]]

@@ -29,6 +29,7 @@ from cnamd.store.phone_numbers import TenantRef, directory_key, publish_names
 __all__ = [
     "FLOWROUTE_MAX_LENGTH",
     "CnamRecord",
+    "DigitFilter",
     "NumberRow",
     "approve",
     "associate",
@@ -36,6 +37,7 @@ __all__ = [
     "create_record",
     "delete_record",
     "dissociate",
+    "get_number",
     "get_record",
     "list_numbers",
     "list_records",
@@ -235,30 +237,68 @@ async def reject(conn: asyncpg.Connection, text: str, reason: str) -> CnamRecord
 # --- numbers: /v2/numbers and the cnam relationship ---
 
 
+@dataclass(frozen=True, slots=True)
+class DigitFilter:
+    """Flowroute's ``/v2/numbers`` filters on a number's digits (its id): each is
+    a digit string or None."""
+
+    starts_with: str | None = None
+    ends_with: str | None = None
+    contains: str | None = None
+
+
+# The name a number shows is the one its global entry serves (approved), and
+# its relationship the record it is associated with unless that was rejected:
+# after a rejection the listing says what the dip says, no name.
+_NUMBERS = """
+SELECT p.number, e.name AS caller_id_name, r.id AS cnam_record_id
+  FROM phone_numbers p
+  LEFT JOIN cnam_entries e ON e.phone_number_uuid = p.uuid AND e.approval = 'approved'
+  LEFT JOIN cnam_records r ON r.id = p.cnam_record_id AND r.approval <> 'rejected'
+ WHERE p.tenant_id = $1 AND p.number LIKE '+%'
+"""
+
+
+def _number_row(row: asyncpg.Record) -> NumberRow:
+    return NumberRow(row["number"], row["caller_id_name"], row["cnam_record_id"])
+
+
 async def list_numbers(
-    conn: asyncpg.Connection, tenant: TenantRef, contains: str | None, limit: int, offset: int
+    conn: asyncpg.Connection, tenant: TenantRef, digits: DigitFilter, limit: int, offset: int
 ) -> tuple[list[NumberRow], bool]:
-    """The tenant's E.164 numbers whose digits contain ``contains``, in number order."""
+    """The tenant's E.164 numbers whose digits match ``digits``, in number order."""
     rows = await conn.fetch(
-        "SELECT number, caller_id_name, cnam_record_id FROM phone_numbers"
-        " WHERE tenant_id = $1 AND number LIKE '+%'"
-        " AND ($2::text IS NULL OR strpos(number, $2) > 0)"
-        ' ORDER BY number COLLATE "C" LIMIT $3 OFFSET $4',
+        _NUMBERS + " AND ($2::text IS NULL OR starts_with(p.number, '+' || $2))"
+        " AND ($3::text IS NULL OR right(p.number, length($3)) = $3)"
+        " AND ($4::text IS NULL OR strpos(p.number, $4) > 0)"
+        ' ORDER BY p.number COLLATE "C" LIMIT $5 OFFSET $6',
         tenant.id,
-        contains,
+        digits.starts_with,
+        digits.ends_with,
+        digits.contains,
         limit + 1,
         offset,
     )
-    found = [NumberRow(r["number"], r["caller_id_name"], r["cnam_record_id"]) for r in rows]
+    found = [_number_row(r) for r in rows]
     return found[:limit], len(found) > limit
+
+
+async def get_number(conn: asyncpg.Connection, tenant: TenantRef, digits: str) -> NumberRow:
+    """The tenant's number whose digits are ``digits`` (Flowroute's id); else NotFound."""
+    row = None
+    if digits.isascii() and digits.isdigit():
+        row = await conn.fetchrow(_NUMBERS + " AND p.number = $2", tenant.id, "+" + digits)
+    if row is None:
+        raise NotFound(f"no phone number {digits[:40]!r} on this account", field="number")
+    return _number_row(row)
 
 
 async def _number(conn: asyncpg.Connection, tenant: TenantRef, digits: str) -> asyncpg.Record:
     row = None
     if digits.isdigit():
         row = await conn.fetchrow(
-            "SELECT uuid, number FROM phone_numbers WHERE tenant_id = $1 AND number = $2"
-            " FOR UPDATE",
+            "SELECT uuid, number, cnam_record_id FROM phone_numbers"
+            " WHERE tenant_id = $1 AND number = $2 FOR UPDATE",
             tenant.id,
             "+" + digits,
         )
@@ -302,8 +342,9 @@ async def associate(
         return await get_record(conn, tenant, record_text)
 
 
-async def dissociate(conn: asyncpg.Connection, tenant: TenantRef, digits: str) -> None:
-    """Remove the number's CNAM: its ``caller_id_name`` and published name go."""
+async def dissociate(conn: asyncpg.Connection, tenant: TenantRef, digits: str) -> int | None:
+    """Remove the number's CNAM: its ``caller_id_name`` and published name go.
+    Returns the id of the record it was associated with (None: none)."""
     async with conn.transaction():
         number = await _number(conn, tenant, digits)
         await conn.execute("DELETE FROM cnam_entries WHERE phone_number_uuid = $1", number["uuid"])
@@ -311,3 +352,5 @@ async def dissociate(conn: asyncpg.Connection, tenant: TenantRef, digits: str) -
             "UPDATE phone_numbers SET caller_id_name = NULL, cnam_record_id = NULL WHERE uuid = $1",
             number["uuid"],
         )
+        record_id: int | None = number["cnam_record_id"]
+        return record_id

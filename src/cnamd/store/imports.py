@@ -38,7 +38,7 @@ import asyncpg
 from cnamd.errors import CnamdError, InvalidRequest
 from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.names import validate_name
-from cnamd.numbers import normalize_number, normalize_prefix
+from cnamd.numbers import normalize_prefix, written_number
 from cnamd.phonebook_csv import Block, RawRow, Rejected
 
 __all__ = [
@@ -175,7 +175,7 @@ def validate_rows(
                 if prefix:
                     key = normalize_prefix(phone, field="phone")
                 else:
-                    key = normalize_number(phone, region, field="phone")
+                    key = written_number(phone, region, field="phone")
                 records.append((line, key, prefix, validate_name(name, max_length=max_name_length)))
             except CnamdError as exc:
                 rejected.append(Rejected(line, phone, name, str(exc)))

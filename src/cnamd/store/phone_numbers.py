@@ -10,7 +10,8 @@ E.164 (``+`` and a possible number for its country, normalized as lookups
 normalize) and the name passes the directory's name rule (alphabet,
 ``names.max_length``). It is a ``cnam_entries`` row of scope ``global`` keyed
 by the E.164 form and linked by ``phone_number_uuid``, approved at once or
-``pending`` when ``directory.require_approval`` is set; a changed name is
+``pending`` when ``directory.require_approval`` is set (or, for a name from a
+CNAM record, until the record is approved; the reason says which); a changed name is
 approved afresh. A key already held in the global directory by another holder
 (an operator's name, another tenant's number) is never overwritten. Deleting
 the number deletes its name through the foreign key, in the same statement.
@@ -65,6 +66,7 @@ __all__ = [
     "get_number",
     "list_numbers",
     "list_query",
+    "listed_tenants",
     "number_range",
     "publication",
     "publish_names",
@@ -193,7 +195,12 @@ ORDER_COLUMNS = {
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    """wazo-confd's list parameters; ``limit`` None returns every match, as it does."""
+    """wazo-confd's list parameters; ``limit`` None returns every match, as it does.
+
+    ``number``, ``caller_id_name``, ``main`` and ``shared`` are exact filters,
+    one per column of xivo-dao's phone-number search config; ``search`` is a
+    case-insensitive substring of the number or the name.
+    """
 
     search: str | None = None
     order: str = "number"
@@ -202,6 +209,8 @@ class ListQuery:
     offset: int = 0
     main: bool | None = None
     shared: bool | None = None
+    number: str | None = None
+    caller_id_name: str | None = None
 
 
 # --- validation: pure; the seed's rules, which the schema's CHECKs mirror ---
@@ -269,6 +278,8 @@ def list_query(
     offset: int,
     main: bool | None,
     shared: bool | None,
+    number: str | None = None,
+    caller_id_name: str | None = None,
 ) -> ListQuery:
     order = order or "number"
     if order not in ORDER_COLUMNS:
@@ -280,7 +291,9 @@ def list_query(
         raise InvalidRequest(
             f"direction must be asc or desc, not {direction[:40]!r}", field="direction"
         )
-    return ListQuery(search or None, order, direction, limit, offset, main, shared)
+    return ListQuery(
+        search or None, order, direction, limit, offset, main, shared, number, caller_id_name
+    )
 
 
 # --- publishing: pure ---
@@ -300,14 +313,20 @@ def publication(
     rejection_reason: str | None,
     held_elsewhere: bool,
     max_length: int,
+    cnam_record: int | None = None,
 ) -> Publication:
     """Why ``number``'s name is, or is not, served by the global directory.
 
     ``approval`` is that of the number's own global entry (None: it has none);
-    ``held_elsewhere`` says another holder has a name under its key.
+    ``held_elsewhere`` says another holder has a name under its key;
+    ``cnam_record`` is the CNAM record (seed 001) the name comes from, if any.
     """
     if approval == "approved":
         return Publication("published")
+    if approval == "pending" and cnam_record is not None:
+        return Publication(
+            "pending-approval", f"CNAM record {cnam_record} awaits an operator's approval"
+        )
     if approval == "pending":
         return Publication(
             "pending-approval", "waiting for an operator's approval (directory.require_approval)"
@@ -400,6 +419,18 @@ async def select_tenant(conn: asyncpg.Connection, who: Principal, header: str | 
     return TenantRef(row["id"], str(row["uuid"]), row["slug"])
 
 
+def listed_tenants(who: Principal, selected: TenantRef | None) -> list[int] | None:
+    """The tenants a ``recurse=true`` list covers: the ``Wazo-Tenant`` one (cnamd has
+    no sub-tenants), else every tenant the key reaches whole (None: all, an operator)."""
+    if selected is not None:
+        return [selected.id]
+    if who.role is Role.OPERATOR:
+        return None
+    if who.role is Role.USER and who.tenant_id is not None:
+        return [who.tenant_id]
+    return sorted({g.tenant_id for g in who.grants if g.usergroup_id is None})
+
+
 def _reaches(who: Principal, tenant_id: int) -> bool:
     if who.role is Role.USER:
         return who.tenant_id == tenant_id
@@ -428,7 +459,7 @@ def _own_tenant(who: Principal) -> int:
 
 _SELECT = """
 SELECT p.uuid, t.uuid AS tenant_uuid, p.number, p.caller_id_name, p.main, p.shared,
-       u.uuid AS user_uuid, e.approval, e.rejection_reason
+       u.uuid AS user_uuid, e.approval, e.rejection_reason, p.cnam_record_id
   FROM phone_numbers p
   JOIN tenants t ON t.id = p.tenant_id
   LEFT JOIN users u ON u.id = p.user_id
@@ -436,11 +467,13 @@ SELECT p.uuid, t.uuid AS tenant_uuid, p.number, p.caller_id_name, p.main, p.shar
 """
 
 _FILTER = """
- WHERE p.tenant_id = $1
+ WHERE ($1::bigint[] IS NULL OR p.tenant_id = ANY($1::bigint[]))
    AND ($2::text IS NULL OR strpos(lower(p.number), lower($2)) > 0
         OR strpos(lower(coalesce(p.caller_id_name, '')), lower($2)) > 0)
    AND ($3::boolean IS NULL OR p.main = $3)
    AND ($4::boolean IS NULL OR p.shared = $4)
+   AND ($5::text IS NULL OR p.number = $5)
+   AND ($6::text IS NULL OR p.caller_id_name = $6)
 """
 
 
@@ -479,6 +512,7 @@ async def _numbers(
                 rejection_reason=r["rejection_reason"],
                 held_elsewhere=directory_key(r["number"]) in held,
                 max_length=max_length,
+                cnam_record=r["cnam_record_id"],
             ),
         )
         for r in rows
@@ -508,18 +542,20 @@ async def get_main(conn: asyncpg.Connection, tenant: TenantRef, max_length: int)
 
 
 async def list_numbers(
-    conn: asyncpg.Connection, tenant: TenantRef, query: ListQuery, max_length: int
+    conn: asyncpg.Connection, tenants: Sequence[int] | None, query: ListQuery, max_length: int
 ) -> tuple[int, list[PhoneNumber]]:
-    """(how many match, the page) from one snapshot; ties broken by uuid for stable pages."""
+    """(how many match, the page) of the numbers of ``tenants`` (None: every tenant's) from
+    one snapshot; ties broken by uuid for stable pages."""
     column = ORDER_COLUMNS[query.order]
     direction = "DESC" if query.direction == "desc" else "ASC"
-    args = (tenant.id, query.search, query.main, query.shared)
+    ids = None if tenants is None else list(tenants)
+    args = (ids, query.search, query.main, query.shared, query.number, query.caller_id_name)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         total: int = await conn.fetchval("SELECT count(*) FROM phone_numbers p" + _FILTER, *args)
         rows = await conn.fetch(
             _SELECT
             + _FILTER
-            + f" ORDER BY {column} {direction} NULLS LAST, p.uuid LIMIT $5 OFFSET $6",
+            + f" ORDER BY {column} {direction} NULLS LAST, p.uuid LIMIT $7 OFFSET $8",
             *args,
             query.limit,
             query.offset,
@@ -713,9 +749,13 @@ async def delete_number(conn: asyncpg.Connection, tenant: TenantRef, number_uuid
 # inserts only the numbers the anti-join found missing, without ON CONFLICT's
 # speculative insertion (2x slower at 100,000 rows); a concurrent writer makes
 # it fail with a unique violation, and the retry skips such numbers instead.
-# A range's uuids share 74 random bits and count up in the last 48, so the
-# primary key takes them at one place in its index rather than 100,000 random
-# places (another 1.5x); they are still RFC 4122 version 4 uuids.
+# Every uuid is gen_random_uuid()'s, as wazo-confd gives each number its own
+# random uuid: identifiers behind an API must not be guessable from one
+# another (a shared prefix and a counter would be). The random uuids are sorted
+# and handed out in number order, so rows go in in number order (concurrent
+# ranges lock the numbers' index in one order: no deadlock) and in uuid order
+# (the primary key's pages are visited once each, in order, not 100,000 times
+# at random; see bench/README.md for what that costs).
 _RANGE = """
 WITH wanted AS (
     SELECT s, $2::text || CASE WHEN length(v) < $5 THEN lpad(v, $5, '0') ELSE v END AS number
@@ -724,13 +764,15 @@ WITH wanted AS (
 ), existing AS (
     SELECT p.uuid, p.number FROM wanted w
       JOIN phone_numbers p ON p.tenant_id = $1 AND p.number = w.number
-), head AS (
-    SELECT left(gen_random_uuid()::text, 24) AS head
+), fresh AS (
+    SELECT w.number, row_number() OVER (ORDER BY w.s) AS i FROM wanted w
+     WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.number = w.number)
+), ids AS (
+    SELECT u, row_number() OVER (ORDER BY u) AS i
+      FROM (SELECT gen_random_uuid() AS u FROM fresh) AS r
 ), created AS (
     INSERT INTO phone_numbers (uuid, tenant_id, number)
-    SELECT (head || lpad(to_hex(w.s), 12, '0'))::uuid, $1, w.number
-      FROM wanted w, head
-     WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.number = w.number)
+    SELECT ids.u, $1, fresh.number FROM fresh JOIN ids USING (i) ORDER BY i
     {on_conflict}
     RETURNING uuid, number
 )
