@@ -202,7 +202,7 @@ async def read_blocks(
 ) -> AsyncIterator[Block]:
     """Blocks of about ``block_bytes`` of whole lines from a byte stream of any chunking.
 
-    Only the header is parsed here; memory stays below two blocks. A line
+    Only the header is parsed here; the buffer holds at most a block and a chunk. A line
     longer than ``block_bytes`` is refused (field ``body``).
     """
     reader = PhonebookReader()
