@@ -64,6 +64,7 @@ _CHUNK_ROWS = 5000
 # Chunks an executor validates at once: keeps two to four workers busy.
 _IN_FLIGHT = 4
 _FLAGS = {"": False, "false": False, "0": False, "true": True, "1": True}
+_BULK_TIMEOUT = 3600.0  # seconds one statement of an import may take, in the client
 
 # PostgreSQL's binary COPY format ("COPY", File Formats): a signature, flags
 # and header-extension length, then per tuple its field count and each field
@@ -79,8 +80,12 @@ _PREFIX = {True: b"\x00\x00\x00\x01\x01", False: b"\x00\x00\x00\x01\x00"}  # boo
 # polling the socket every second ends it within a second.
 _ABANDON_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
 
+# The COPY lasts as long as the upload or file takes to arrive, and the merge of
+# a million rows tens of seconds: database.statement_timeout, which bounds the
+# API's quick steps, would cancel them. Client-side, _BULK_TIMEOUT bounds each.
 _SETUP = """
 SET LOCAL work_mem = '128MB';
+SET LOCAL statement_timeout = 0;
 CREATE TEMP TABLE cnamd_import (line bigint, key text, is_prefix boolean, name text)
     ON COMMIT DROP;
 """
@@ -378,27 +383,30 @@ async def _merge(
             source=staging.copy_data(),
             columns=["line", "key", "is_prefix", "name"],
             format="binary",
+            timeout=_BULK_TIMEOUT,
         )
         if empty_book:
-            await conn.execute(_CLASSIFY.format(lookup=_NO_JOIN))
+            await conn.execute(_CLASSIFY.format(lookup=_NO_JOIN), timeout=_BULK_TIMEOUT)
         else:
-            await conn.execute("ANALYZE cnamd_import")
-            await conn.execute(_CLASSIFY.format(lookup=_JOIN), *where)
+            await conn.execute("ANALYZE cnamd_import", timeout=_BULK_TIMEOUT)
+            await conn.execute(_CLASSIFY.format(lookup=_JOIN), *where, timeout=_BULK_TIMEOUT)
         counts = dict.fromkeys("iun", 0)
         for row in await conn.fetch(
-            "SELECT outcome, count(*) FROM cnamd_import_latest GROUP BY outcome"
+            "SELECT outcome, count(*) FROM cnamd_import_latest GROUP BY outcome",
+            timeout=_BULK_TIMEOUT,
         ):
             counts[row[0]] = row[1]
         refused = replace and staging.rejected > 0
         deleted = 0
         if replace and not refused and not empty_book:
-            await conn.execute("ANALYZE cnamd_import_latest")
-            deleted = int((await conn.execute(_DELETE_UNLISTED, *where)).split()[-1])
+            await conn.execute("ANALYZE cnamd_import_latest", timeout=_BULK_TIMEOUT)
+            status = await conn.execute(_DELETE_UNLISTED, *where, timeout=_BULK_TIMEOUT)
+            deleted = int(status.split()[-1])
         if counts["i"] or counts["u"]:
-            await conn.execute(_MERGE, *values)
+            await conn.execute(_MERGE, *values, timeout=_BULK_TIMEOUT)
         superseded = staging.staged - sum(counts.values())
         if superseded and on_reject is not None:
-            async for r in conn.cursor(_SUPERSEDED):
+            async for r in conn.cursor(_SUPERSEDED, timeout=_BULK_TIMEOUT):
                 on_reject(
                     Rejected(
                         r["line"], r["key"], r["name"], f"phone: superseded by line {r['winner']}"
