@@ -1,4 +1,8 @@
-"""One line per event, as key=value pairs or JSON (setting ``log.format``)."""
+"""One line per event, as key=value pairs or JSON (setting ``log.format``).
+
+Every value is escaped to printable text, so a request path or header holding
+NUL, CR, LF or ESC can neither split a line nor reach an operator's terminal.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +34,17 @@ def redact(text: str) -> str:
 
 
 def _quote(value: Any) -> str:
+    """``value`` as one key=value token: bare when plain, else a JSON string, which
+    escapes every control character (NUL, CR, LF, ESC, C1, DEL) a request brought."""
     text = str(value)
-    if text and not any(c in text for c in ' "=\n\\'):
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    return json.dumps(text)
+    return _ascii_json(text)
+
+
+def _ascii_json(value: Any) -> str:
+    """JSON with only printable ASCII: json.dumps escapes C0 and non-ASCII, not DEL."""
+    return json.dumps(value, default=str).replace("\x7f", "\\u007f")
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -66,7 +77,7 @@ class JsonFormatter(logging.Formatter):
         doc.update(_fields(record))
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(doc, default=str))
+        return redact(_ascii_json(doc))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
