@@ -21,10 +21,12 @@ from cnamd.http import (
     phones,
     provisioning,
 )
+from cnamd.http.bodies import MAX_JSON_BYTES
 from cnamd.http.errors import error_middleware
 from cnamd.http.keys import (
     AUTH_LIMITER,
     DIRECTORY,
+    ERROR_SHAPES,
     POOL,
     READINESS,
     SETTINGS,
@@ -35,7 +37,8 @@ from cnamd.ratelimit import TokenBucket
 from cnamd.settings import Settings
 from cnamd.store.pool import Pool
 
-MAX_BODY = 1024 * 1024
+#: the largest body read whole (JSON, forms); CSV imports stream theirs
+MAX_BODY = MAX_JSON_BYTES
 
 
 def make_app(
@@ -46,6 +49,7 @@ def make_app(
     ``pool`` serves the management API's reads and writes; lookups never use it.
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app[ERROR_SHAPES] = {}
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[READINESS] = readiness

@@ -20,9 +20,10 @@ from typing import Any
 from aiohttp import web
 
 from cnamd import errors
-from cnamd.http.auth import principal
+from cnamd.http.auth import is_credential_text, principal
+from cnamd.http.bodies import read_json
 from cnamd.http.db import connection
-from cnamd.http.errors import STATUS_OF
+from cnamd.http.errors import add_shaped_routes, status_of
 from cnamd.http.keys import AUTH_LIMITER, PRINCIPAL, SETTINGS
 from cnamd.model import Principal
 from cnamd.store import cnam_orders
@@ -39,8 +40,20 @@ def _error(code: int, message: str) -> web.Response:
     return web.json_response({"code": code, "error": message}, status=code)
 
 
-def _vendor_errors(handler: Handler) -> Handler:
-    """406 for a non-JSON Accept; CnamdError as ``{"code", "error"}``."""
+def _shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+    """CnamdError as the seed's ``{"code", "error"}``: 401 in its two words, 400 as 422."""
+    if isinstance(exc, errors.Unauthorized):
+        expired = exc.status == "session-expired"
+        return _error(401, "Session Expired" if expired else "Unauthorized")
+    code = status_of(exc)
+    response = _error(422 if code == 400 else code, exc.reason)
+    if isinstance(exc, errors.TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _json_only(handler: Handler) -> Handler:
+    """406 for an Accept that takes no JSON, as the seed answers it."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -49,26 +62,17 @@ def _vendor_errors(handler: Handler) -> Handler:
             kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
             if not kinds & _ACCEPTED:
                 return _error(406, "Not Acceptable")
-        try:
-            return await handler(request)
-        except errors.CnamdError as exc:
-            code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-            if isinstance(exc, errors.Unauthorized):
-                expired = exc.status == "session-expired"
-                return _error(401, "Session Expired" if expired else "Unauthorized")
-            response = _error(422 if code == 400 else code, exc.reason)
-            if isinstance(exc, errors.TooManyRequests):
-                response.headers["Retry-After"] = str(exc.retry_after)
-            return response
+        return await handler(request)
 
     return wrapped
 
 
 async def _who(request: web.Request) -> Principal:
-    """A session token from /_rest/v4/authenticate, or any API-key credential."""
+    """A session token from /_rest/v4/authenticate, or any API-key credential
+    (which is also where a token that is not text is refused and counted)."""
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or "." in token:
+    if scheme.lower() != "bearer" or not token or "." in token or not is_credential_text(token):
         return await principal(request)
     async with connection(request) as conn:
         who = await cnam_orders.session_principal(conn, token)
@@ -77,13 +81,10 @@ async def _who(request: web.Request) -> Principal:
 
 
 async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError as exc:
-        raise errors.InvalidRequest("The request body must be JSON.", field="body") from exc
+    return await read_json(request, unreadable="The request body must be JSON.")
 
 
-@_vendor_errors
+@_json_only
 async def authenticate(request: web.Request) -> web.Response:
     """``{"username": KEYID, "password": SECRET}`` -> ``{"token"}`` valid 24 hours."""
     limiter = request.app[AUTH_LIMITER]
@@ -92,7 +93,9 @@ async def authenticate(request: web.Request) -> web.Response:
         raise errors.TooManyRequests(
             "Too many failed logins; try again later.", retry_after=1, field="username"
         )
-    body = await _json(request)
+    body = await read_json(
+        request, unreadable="The request body must be JSON.", check_strings=False
+    )
     for name in ("username", "password"):
         if not isinstance(body, dict) or body.get(name) in (None, ""):
             raise errors.InvalidRequest(f"The '{name}' parameter is required.", field=name)
@@ -100,8 +103,11 @@ async def authenticate(request: web.Request) -> web.Response:
             raise errors.InvalidRequest(
                 f"The '{name}' parameter must be formatted as a(n) string.", field=name
             )
-    async with connection(request) as conn:
-        token = await cnam_orders.create_session(conn, body["username"], body["password"])
+    username, password = body["username"], body["password"]
+    token = None
+    if is_credential_text(username) and is_credential_text(password):
+        async with connection(request) as conn:
+            token = await cnam_orders.create_session(conn, username, password)
     if token is None:
         limiter.allow(request.remote or "", now)
         raise errors.Unauthorized("unknown key or wrong secret", field="username")
@@ -124,19 +130,19 @@ async def _order(request: web.Request, *, adding: bool) -> web.Response:
     return web.json_response({"OrderID": order_id})
 
 
-@_vendor_errors
+@_json_only
 async def add_cnam(request: web.Request) -> web.Response:
     """``POST /_rest/v3/my/did/cnam``: put ``cnam`` on the numbers (an order)."""
     return await _order(request, adding=True)
 
 
-@_vendor_errors
+@_json_only
 async def remove_cnam(request: web.Request) -> web.Response:
     """``DELETE /_rest/v3/my/did/cnam``: remove the CNAM service from the numbers (an order)."""
     return await _order(request, adding=False)
 
 
-@_vendor_errors
+@_json_only
 async def get_order(request: web.Request) -> web.Response:
     who = await _who(request)
     async with connection(request) as conn:
@@ -145,8 +151,13 @@ async def get_order(request: web.Request) -> web.Response:
     return web.json_response(order.to_json())
 
 
+ROUTES = (
+    ("POST", "/_rest/v4/authenticate", authenticate),
+    ("POST", "/_rest/v3/my/did/cnam", add_cnam),
+    ("DELETE", "/_rest/v3/my/did/cnam", remove_cnam),
+    ("GET", "/_rest/v3/my/orders/{order_id}", get_order),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/_rest/v4/authenticate", authenticate)
-    app.router.add_post("/_rest/v3/my/did/cnam", add_cnam)
-    app.router.add_delete("/_rest/v3/my/did/cnam", remove_cnam)
-    app.router.add_get("/_rest/v3/my/orders/{order_id}", get_order)
+    add_shaped_routes(app, ROUTES, _shape)
