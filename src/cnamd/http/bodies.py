@@ -44,11 +44,11 @@ PARAMETER_HEADERS = ("Wazo-Tenant",)
 #: PostgreSQL's bigint, the widest integer column
 BIGINT_MAX = 2**63 - 1
 
-# A JSON string, escapes included; possessive, so an unterminated one costs one pass.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
 _INTEGER = re.compile(r"-?[0-9]{1,30}")
-_INNERMOST = re.compile(rb"\[\]|\{\}")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_OPENING = ord("[")
+_CHUNK = MAX_JSON_DEPTH // 2
 
 
 class BodyTooLarge(InvalidRequest):
@@ -97,16 +97,26 @@ def check_request(request: web.Request) -> None:
 
 def _too_deep(raw: bytes) -> bool:
     """Whether ``raw`` nests arrays and objects deeper than MAX_JSON_DEPTH (or leaves
-    one unclosed past it), found without recursion: strip the strings, keep the
-    brackets, remove the innermost pairs once per level."""
+    that many unclosed), found without recursion: drop the escapes and the strings,
+    then follow the depth bracket by bracket -- a chunk at a time while it cannot
+    pass the limit within the chunk. A body the parser would reject before its
+    deep part may be misjudged here, never one it would recurse into."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
         return False
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    for _ in range(MAX_JSON_DEPTH):
-        if not brackets:
-            return False
-        brackets = _INNERMOST.sub(b"", brackets)
-    return bool(brackets)
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(unescaped.split(b'"')[::2]).translate(_SQUARE, _NOT_BRACKETS)
+    depth = 0
+    for start in range(0, len(brackets), _CHUNK):
+        chunk = brackets[start : start + _CHUNK]
+        opening = chunk.count(b"[")
+        if depth + opening <= MAX_JSON_DEPTH:
+            depth += 2 * opening - len(chunk)
+            continue
+        for bracket in chunk:
+            depth += 1 if bracket == _OPENING else -1
+            if depth > MAX_JSON_DEPTH:
+                return True
+    return False
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
