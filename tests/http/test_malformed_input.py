@@ -312,3 +312,20 @@ async def test_multipart_without_a_boundary_on_v2_cnams_is_422(api: Api, partner
     assert reply.status == 422
     (error,) = json.loads(reply.body)["errors"]
     assert list(error["detail"]) == ["body"]
+
+
+# --- schema violations the fuzzing found ---
+
+
+async def test_an_empty_tenant_on_opencnam_keeps_opencnams_404_body(api: Api) -> None:
+    reply = await api.call("GET", "/v3/phone/+16502530000?tenant=")
+    assert reply.status == 404 and list(reply.body) == ["error"]
+
+
+async def test_a_text_lookup_error_is_an_empty_text_body(api: Api) -> None:
+    reply = await api.call("GET", "/v1/lookup?number=&format=text")
+    assert (reply.status, reply.headers["Content-Type"], reply.body) == (
+        400,
+        "text/plain; charset=utf-8",
+        "",
+    )
