@@ -34,17 +34,12 @@ def redact(text: str) -> str:
 
 
 def _quote(value: Any) -> str:
-    """``value`` as one key=value token: bare when plain, else a JSON string, which
-    escapes every control character (NUL, CR, LF, ESC, C1, DEL) a request brought."""
+    """``value`` as one key=value token: bare when printable, else a JSON string,
+    which escapes every control character (NUL, CR, LF, ESC, DEL, C1)."""
     text = str(value)
     if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    return _ascii_json(text)
-
-
-def _ascii_json(value: Any) -> str:
-    """JSON with only printable ASCII: json.dumps escapes C0 and non-ASCII, not DEL."""
-    return json.dumps(value, default=str).replace("\x7f", "\\u007f")
+    return json.dumps(text)
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -77,7 +72,7 @@ class JsonFormatter(logging.Formatter):
         doc.update(_fields(record))
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return redact(_ascii_json(doc))
+        return redact(json.dumps(doc, default=str))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
