@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
+from cnamd.http.bodies import BodyTooLarge
 from cnamd.http.cnam import FAMILIES, Resolve
 from cnamd.http.db import connection
 from cnamd.http.keys import SETTINGS
@@ -42,7 +43,7 @@ async def _limited(request: web.Request) -> AsyncIterator[bytes]:
     async for line in request.content:
         seen += len(line)
         if seen > MAX_BYTES:
-            raise InvalidRequest(
+            raise BodyTooLarge(
                 f"the upload passes {MAX_BYTES // 2**20} MiB; use cnamd import for larger files",
                 field="body",
             )

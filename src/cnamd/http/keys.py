@@ -8,12 +8,19 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from cnamd.cache.directory import Directory
+from cnamd.errors import CnamdError
 from cnamd.model import Principal
 from cnamd.settings import Settings
 from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ErrorShape(Protocol):
+    """How one API family renders an error (http/errors.py ``add_shaped_routes``)."""
+
+    def __call__(self, request: web.Request, exc: CnamdError, /) -> web.StreamResponse: ...
 
 
 class Readiness(Protocol):
@@ -34,5 +41,7 @@ POOL = web.AppKey("pool", Pool)
 TRUSTED = web.AppKey("trusted", list[IPNetwork])
 # failed logins per source address, shared by the workers (http/auth.py)
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
+# route template -> the error shape of its family (cnamd's own when absent)
+ERROR_SHAPES = web.AppKey("error_shapes", dict[str, ErrorShape])
 # the authenticated principal of one request (a request key, set by http.auth)
 PRINCIPAL = web.RequestKey("principal", Principal)
