@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit interop check-deploy bench clean config
+.PHONY: run test lint typecheck unit interop api-fuzz check-deploy bench clean config
 
 # setup.py compiles the SIP hot path with mypyc; the compiled modules shadow the
 # .py files, so editing one of them rebuilds (CNAMD_PURE_PYTHON=1 skips compiling).
@@ -37,6 +37,11 @@ unit: $(STAMP)
 ## interop: start the demo daemon and drive it with real SIP peers (sipp, sipsak; apt-get when missing)
 interop: $(STAMP)
 	scripts/interop-daemon.sh
+
+## api-fuzz: start the demo daemon and fuzz its HTTP API from /openapi.json with schemathesis
+## (operator, partner and anonymous; fails on any 5xx or answer the document does not describe)
+api-fuzz: $(STAMP)
+	scripts/api-fuzz.sh
 
 ## check-deploy: validate deploy/ (promtool on the rules and a live /metrics, systemd-analyze, Kubernetes and compose schemas)
 check-deploy: $(STAMP)

@@ -91,6 +91,17 @@ def test_double_zero_is_the_international_prefix(region: str | None) -> None:
     assert normalize_number("0049 221 6698712", region) == COLOGNE
 
 
+@pytest.mark.parametrize("raw", ["00", "0..0", "0 0", "tel:00"])
+@pytest.mark.parametrize("region", ["DE", None])
+def test_an_international_prefix_with_nothing_after_it_is_no_number(
+    raw: str, region: str | None
+) -> None:
+    """Found by make api-fuzz: /v1/lookup?number=0..0 raised IndexError (a 500)."""
+    assert parse_number(raw, region) is None
+    with pytest.raises(InvalidNumber):
+        normalize_number(raw, region)
+
+
 def test_region_international_prefix_is_read_with_region() -> None:
     assert normalize_number("011 49 221 6698712", "US") == COLOGNE
 

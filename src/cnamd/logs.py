@@ -1,4 +1,8 @@
-"""One line per event, as key=value pairs or JSON (setting ``log.format``)."""
+"""One line per event, as key=value pairs or JSON (setting ``log.format``).
+
+Every value is escaped to printable text, so a request path or header holding
+NUL, CR, LF or ESC can neither split a line nor reach an operator's terminal.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,10 @@ def redact(text: str) -> str:
 
 
 def _quote(value: Any) -> str:
+    """``value`` as one key=value token: bare when printable, else a JSON string,
+    which escapes every control character (NUL, CR, LF, ESC, DEL, C1)."""
     text = str(value)
-    if text and not any(c in text for c in ' "=\n\\'):
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
     return json.dumps(text)
 

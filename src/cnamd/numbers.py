@@ -298,6 +298,8 @@ def _read(raw: str, region: str | None) -> str | _Problem:
         return _Problem.NOT_A_NUMBER
     if not international and digits[:2] == "00":
         international, digits = True, digits[2:]
+        if not digits:  # "00" alone (or "0..0"): an international prefix and nothing after
+            return _Problem.NOT_A_NUMBER
     return _read_digits(international, digits, region)
 
 

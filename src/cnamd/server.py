@@ -99,7 +99,7 @@ def dip_settings(settings: Settings) -> DipSettings:
         invalid_reply=sip.invalid_reply,
         anonymous_name=sip.anonymous_name,
         deny_reply=sip.deny_reply,
-        server_header=f"cnamd/{__version__}",
+        server_header=settings.server.software,
         retry_after=max(1, sip.retry_after),
     )
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cnamd import __version__
 from cnamd.errors import ConfigError
 
 Check = Callable[[Any], str | None]
@@ -295,6 +296,15 @@ class ServerSettings:
         0, "worker processes sharing the listening sockets; 0 = one per CPU core", _between(0, 256)
     )
     shutdown_timeout: float = _setting(4.0, "seconds to drain on SIGTERM", _between(0, 600))
+    expose_version: bool = _setting(
+        False, "name cnamd's version in the HTTP and SIP Server headers (cnamd/0.1.0)"
+    )
+
+    @property
+    def software(self) -> str:
+        """The Server header of every HTTP and SIP answer: ``cnamd``, with the version
+        only when ``expose_version`` is set (it tells an attacker what to try)."""
+        return f"cnamd/{__version__}" if self.expose_version else "cnamd"
 
 
 @dataclass(frozen=True, slots=True)

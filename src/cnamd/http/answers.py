@@ -21,7 +21,7 @@ from cnamd.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from cnamd.http.errors import CHALLENGE, STATUS_OF
+from cnamd.http.errors import CHALLENGE, status_of
 from cnamd.http.keys import DIRECTORY, SETTINGS
 from cnamd.model import LookupContext, LookupResult, Principal, Scope
 from cnamd.numbers import number_readings
@@ -127,10 +127,8 @@ def bare_error(exc: CnamdError) -> web.Response:
     """An error for the text formats: the error middleware's status and headers
     (http/errors.py) with an *empty* body, which FreePBX and ``CURL()`` would
     otherwise show as the caller's name."""
-    status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-    response = web.Response(status=status, text="", content_type="text/plain")
+    response = web.Response(status=status_of(exc), text="", content_type="text/plain")
     if isinstance(exc, Unauthorized):
-        metrics.AUTH_FAILURES.inc()
         response.headers["WWW-Authenticate"] = CHALLENGE
     elif isinstance(exc, TooManyRequests):
         response.headers["Retry-After"] = str(exc.retry_after)

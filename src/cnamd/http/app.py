@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from cnamd.cache.directory import Directory
 from cnamd.http import (
@@ -21,10 +21,12 @@ from cnamd.http import (
     phones,
     provisioning,
 )
+from cnamd.http.bodies import MAX_JSON_BYTES
 from cnamd.http.errors import error_middleware
 from cnamd.http.keys import (
     AUTH_LIMITER,
     DIRECTORY,
+    ERROR_SHAPES,
     POOL,
     READINESS,
     SETTINGS,
@@ -36,7 +38,23 @@ from cnamd.settings import Settings
 from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool
 
-MAX_BODY = 1024 * 1024
+#: the largest body read whole (JSON, forms); CSV imports stream theirs
+MAX_BODY = MAX_JSON_BYTES
+
+
+def _name_the_server(app: web.Application, software: str) -> None:
+    """``Server: software`` on every answer, instead of aiohttp's ``Python/3.x aiohttp/3.x``.
+
+    The hook covers what the app answers; answers aiohttp's parser gives before
+    any app sees the request (a malformed request line or header) take the
+    module default, which is therefore replaced too.
+    """
+
+    async def server_header(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = software
+
+    app.on_response_prepare.append(server_header)
+    web_response.SERVER_SOFTWARE = software  # type: ignore[attr-defined]  # aiohttp.http's constant
 
 
 def make_app(
@@ -53,6 +71,8 @@ def make_app(
     workers share).
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app[ERROR_SHAPES] = {}
+    _name_the_server(app, settings.server.software)
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[READINESS] = readiness

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from cnamd.errors import Forbidden, InvalidRequest
 from cnamd.http.auth import principal
+from cnamd.http.bodies import query_int, read_json
 from cnamd.http.db import connection
 from cnamd.model import Principal, Role
 from cnamd.store import cnam_records
@@ -49,13 +50,8 @@ async def list_records(request: web.Request) -> web.Response:
     state = request.query.get("approval", "pending")
     if state not in _STATES:
         raise InvalidRequest(f"approval is one of {', '.join(_STATES)}", field="approval")
-    try:
-        limit = int(request.query.get("limit", "100"))
-        offset = int(request.query.get("offset", "0"))
-    except ValueError as exc:
-        raise InvalidRequest("limit and offset are integers", field="limit") from exc
-    if not 1 <= limit <= 1000 or offset < 0:
-        raise InvalidRequest("limit is 1 to 1000 and offset at least 0", field="limit")
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    offset = query_int(request, "offset", default=0, low=0)
     async with connection(request) as conn:
         found, more = await cnam_records.list_records(
             conn, None, approval=(state,), value=None, limit=limit, offset=offset
@@ -73,10 +69,7 @@ async def approve(request: web.Request) -> web.Response:
 async def reject(request: web.Request) -> web.Response:
     """Reject with ``{"reason": "..."}``; Flowroute shows the reason as ``rejection_reason``."""
     _operator(await principal(request))
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise InvalidRequest("the body is a JSON object with a reason", field="reason") from exc
+    body = await read_json(request, unreadable="the body is a JSON object with a reason")
     reason = body.get("reason") if isinstance(body, dict) else None
     if not isinstance(reason, str):
         raise InvalidRequest("a rejection needs a reason (a string)", field="reason")

@@ -20,9 +20,16 @@ from typing import Any
 from aiohttp import web
 
 from cnamd import errors
-from cnamd.http.auth import known_in_memory, login_failed, over_budget, principal
+from cnamd.http.auth import (
+    is_credential_text,
+    known_in_memory,
+    login_failed,
+    over_budget,
+    principal,
+)
+from cnamd.http.bodies import read_json
 from cnamd.http.db import connection
-from cnamd.http.errors import STATUS_OF
+from cnamd.http.errors import add_shaped_routes, status_of
 from cnamd.http.keys import PRINCIPAL, SETTINGS
 from cnamd.model import Principal
 from cnamd.store import cnam_orders
@@ -39,8 +46,20 @@ def _error(code: int, message: str) -> web.Response:
     return web.json_response({"code": code, "error": message}, status=code)
 
 
-def _vendor_errors(handler: Handler) -> Handler:
-    """406 for a non-JSON Accept; CnamdError as ``{"code", "error"}``."""
+def _shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+    """CnamdError as the seed's ``{"code", "error"}``: 401 in its two words, 400 as 422."""
+    if isinstance(exc, errors.Unauthorized):
+        expired = exc.status == "session-expired"
+        return _error(401, "Session Expired" if expired else "Unauthorized")
+    code = status_of(exc)
+    response = _error(422 if code == 400 else code, exc.reason)
+    if isinstance(exc, errors.TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _json_only(handler: Handler) -> Handler:
+    """406 for an Accept that takes no JSON, as the seed answers it."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -49,23 +68,14 @@ def _vendor_errors(handler: Handler) -> Handler:
             kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
             if not kinds & _ACCEPTED:
                 return _error(406, "Not Acceptable")
-        try:
-            return await handler(request)
-        except errors.CnamdError as exc:
-            code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-            if isinstance(exc, errors.Unauthorized):
-                expired = exc.status == "session-expired"
-                return _error(401, "Session Expired" if expired else "Unauthorized")
-            response = _error(422 if code == 400 else code, exc.reason)
-            if isinstance(exc, errors.TooManyRequests):
-                response.headers["Retry-After"] = str(exc.retry_after)
-            return response
+        return await handler(request)
 
     return wrapped
 
 
 async def _who(request: web.Request) -> Principal:
-    """A session token from /_rest/v4/authenticate, or any API-key credential.
+    """A session token from /_rest/v4/authenticate, or any API-key credential
+    (which is also where a token that is not text is refused and counted).
 
     Seed 002 sends the token bare (``Authorization: <token>``); ``Bearer
     <token>`` works too. A bare ``KEYID.SECRET`` is read as its Bearer form.
@@ -83,7 +93,7 @@ async def _who(request: web.Request) -> Principal:
             return who
     else:
         return await principal(request)
-    if not token or "." in token:
+    if not token or "." in token or not is_credential_text(token):
         return await principal(request)
     async with connection(request) as conn:
         who = await cnam_orders.session_principal(conn, token)
@@ -92,17 +102,16 @@ async def _who(request: web.Request) -> Principal:
 
 
 async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError as exc:
-        raise errors.InvalidRequest("The request body must be JSON.", field="body") from exc
+    return await read_json(request, unreadable="The request body must be JSON.")
 
 
-@_vendor_errors
+@_json_only
 async def authenticate(request: web.Request) -> web.Response:
     """``{"username": KEYID, "password": SECRET}`` -> ``{"token"}`` valid 24 hours."""
     over = over_budget(request)
-    body = await _json(request)
+    body = await read_json(
+        request, unreadable="The request body must be JSON.", check_strings=False
+    )
     for name in ("username", "password"):
         if not isinstance(body, dict) or body.get(name) in (None, ""):
             raise errors.InvalidRequest(f"The '{name}' parameter is required.", field=name)
@@ -110,12 +119,16 @@ async def authenticate(request: web.Request) -> web.Response:
             raise errors.InvalidRequest(
                 f"The '{name}' parameter must be formatted as a(n) string.", field=name
             )
+    username, password = body["username"], body["password"]
+    token = None
     # over its failed-login budget, a source's guesses do not reach the database
-    if over and not known_in_memory(request, body["username"], body["password"]):
-        token = None
-    else:
+    if (
+        is_credential_text(username)
+        and is_credential_text(password)
+        and (not over or known_in_memory(request, username, password))
+    ):
         async with connection(request) as conn:
-            token = await cnam_orders.create_session(conn, body["username"], body["password"])
+            token = await cnam_orders.create_session(conn, username, password)
     if token is None:
         failed = errors.Unauthorized("unknown key or wrong secret", field="username")
         raise login_failed(request, over) or failed
@@ -138,19 +151,19 @@ async def _order(request: web.Request, *, adding: bool) -> web.Response:
     return web.json_response({"OrderID": order_id})
 
 
-@_vendor_errors
+@_json_only
 async def add_cnam(request: web.Request) -> web.Response:
     """``POST /_rest/v3/my/did/cnam``: put ``cnam`` on the numbers (an order)."""
     return await _order(request, adding=True)
 
 
-@_vendor_errors
+@_json_only
 async def remove_cnam(request: web.Request) -> web.Response:
     """``DELETE /_rest/v3/my/did/cnam``: remove the CNAM service from the numbers (an order)."""
     return await _order(request, adding=False)
 
 
-@_vendor_errors
+@_json_only
 async def get_order(request: web.Request) -> web.Response:
     who = await _who(request)
     async with connection(request) as conn:
@@ -159,8 +172,13 @@ async def get_order(request: web.Request) -> web.Response:
     return web.json_response(order.to_json())
 
 
+ROUTES = (
+    ("POST", "/_rest/v4/authenticate", authenticate),
+    ("POST", "/_rest/v3/my/did/cnam", add_cnam),
+    ("DELETE", "/_rest/v3/my/did/cnam", remove_cnam),
+    ("GET", "/_rest/v3/my/orders/{order_id}", get_order),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/_rest/v4/authenticate", authenticate)
-    app.router.add_post("/_rest/v3/my/did/cnam", add_cnam)
-    app.router.add_delete("/_rest/v3/my/did/cnam", remove_cnam)
-    app.router.add_get("/_rest/v3/my/orders/{order_id}", get_order)
+    add_shaped_routes(app, ROUTES, _shape)

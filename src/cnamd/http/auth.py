@@ -31,6 +31,7 @@ from cnamd.store import apikeys
 
 __all__ = [
     "credentials",
+    "is_credential_text",
     "known_in_memory",
     "login_failed",
     "lookup_principal",
@@ -59,7 +60,7 @@ def credentials(request: web.Request) -> tuple[str, str] | None:
                 raise Unauthorized(f"bad Basic credentials: {exc}", field=_FIELD) from exc
             if not basic.login or not basic.password:
                 raise Unauthorized("Basic credentials need the key id and the secret", field=_FIELD)
-            return basic.login, basic.password
+            return _text(basic.login), _text(basic.password)
         else:
             raise Unauthorized(
                 f"unsupported Authorization scheme {scheme[:20]!r}; use Bearer or Basic",
@@ -67,10 +68,24 @@ def credentials(request: web.Request) -> tuple[str, str] | None:
             )
     if token is None:
         return None
-    parts = apikeys.split_token(token)
+    parts = apikeys.split_token(_text(token))
     if parts is None:
         raise Unauthorized("an API token has the form KEYID.SECRET", field=_FIELD)
     return parts
+
+
+def is_credential_text(value: str) -> bool:
+    """Whether ``value`` can be a key id, secret or token: printable ASCII, as every
+    one cnamd issues is (a NUL or a stray byte would otherwise reach PostgreSQL)."""
+    return value.isascii() and value.isprintable()
+
+
+def _text(value: str) -> str:
+    if not is_credential_text(value):
+        raise Unauthorized(
+            "credentials must be printable ASCII (an API key id and secret)", field=_FIELD
+        )
+    return value
 
 
 def _over_budget(request: web.Request, now: float) -> bool:

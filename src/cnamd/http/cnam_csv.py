@@ -26,6 +26,7 @@ from aiohttp import web
 from cnamd.bulk_workers import BulkWorkers
 from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
+from cnamd.http.bodies import BodyTooLarge
 from cnamd.http.cnam import FAMILIES, Resolve
 from cnamd.http.db import connection
 from cnamd.http.keys import BULK_WORKERS, SETTINGS
@@ -50,7 +51,7 @@ def _size(limit: int) -> str:
 
 async def _limited(request: web.Request, limit: int) -> AsyncIterator[bytes]:
     """The body in chunks of at most _READ_BYTES, refusing it once it passes ``limit``."""
-    refusal = InvalidRequest(
+    refusal = BodyTooLarge(
         f"the upload passes {_size(limit)}; use cnamd import for larger files", field="body"
     )
     if (request.content_length or 0) > limit:

@@ -1,14 +1,22 @@
-"""The one middleware that turns errors into HTTP answers: JSON naming the field."""
+"""The one middleware that turns errors into HTTP answers: JSON naming the field.
+
+Before any handler it runs the input guard (``bodies.check_request``); every
+CnamdError, the guard's included, is rendered in the error shape of the
+route's family (``add_shaped_routes``): cnamd's ``{"status", "message", "field"}``
+unless a vendor family registered its own.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
 from cnamd import errors, metrics
+from cnamd.http.bodies import BodyTooLarge, check_request
+from cnamd.http.keys import ERROR_SHAPES, ErrorShape
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +30,7 @@ UNAVAILABLE_RETRY_AFTER = "1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATUS_OF: list[tuple[type[errors.CnamdError], int]] = [
+    (BodyTooLarge, 413),
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.Unauthorized, 401),
@@ -39,6 +48,11 @@ def error_body(status: str, message: str, field: str | None = None) -> dict[str,
     return body
 
 
+def status_of(exc: errors.CnamdError) -> int:
+    """The HTTP status of ``exc`` (STATUS_OF: the first kind it is)."""
+    return next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+
+
 def json_error(
     http_status: int, status: str, message: str, field: str | None = None
 ) -> web.Response:
@@ -52,20 +66,42 @@ def _route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def cnamd_error(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+    """cnamd's own error shape, with WWW-Authenticate on a 401 and Retry-After on a 429."""
+    response = json_error(status_of(exc), exc.status, exc.reason, exc.field)
+    if isinstance(exc, errors.Unauthorized):
+        response.headers["WWW-Authenticate"] = CHALLENGE
+    elif isinstance(exc, errors.TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def add_shaped_routes(
+    app: web.Application, routes: Iterable[tuple[str, str, Handler]], shape: ErrorShape
+) -> None:
+    """Add ``(method, path, handler)`` routes (GET with HEAD, as ``add_get``) whose
+    errors, the input guard's included, are rendered with ``shape``."""
+    for method, path, handler in routes:
+        if method == "GET":
+            app.router.add_get(path, handler)
+        else:
+            app.router.add_route(method, path, handler)
+        app[ERROR_SHAPES][path] = shape
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map CnamdError and aiohttp's own errors to JSON; count every request by route."""
+    """Guard the input, map CnamdError (in the route's shape) and aiohttp's own
+    errors to answers; count every request by route."""
     started = time.perf_counter()
     try:
+        check_request(request)
         response = await handler(request)
     except errors.CnamdError as exc:
-        code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-        response = json_error(code, exc.status, exc.reason, exc.field)
+        shape = request.app[ERROR_SHAPES].get(_route_of(request), cnamd_error)
+        response = shape(request, exc)
         if isinstance(exc, errors.Unauthorized):
             metrics.AUTH_FAILURES.inc()
-            response.headers["WWW-Authenticate"] = CHALLENGE
-        elif isinstance(exc, errors.TooManyRequests):
-            response.headers["Retry-After"] = str(exc.retry_after)
     except web.HTTPException as exc:
         if exc.empty_body or exc.status < 400:
             raise

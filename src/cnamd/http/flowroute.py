@@ -6,17 +6,15 @@ Checked against flowroute-sdk-v3-python's ``cnams_controller.py``: it sends
 ``Accept: application/json`` (both are served), creates with a form-encoded
 ``value=``, associates by ``GET /v2/numbers?contains=`` then ``PATCH
 /v2/numbers/{data[0].id}/relationships/cnam/{cnam_id}`` with no body, and
-treats any 2xx as success. Errors keep the vendor's ``errors`` array here, not
-cnamd's own error body.
+treats any 2xx as success. Errors keep the vendor's ``errors`` array here (its
+routes' error shape, http/errors.py), not cnamd's own error body.
 """
 
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,8 +22,9 @@ from yarl import URL
 
 from cnamd import errors
 from cnamd.http.auth import principal
+from cnamd.http.bodies import read_form, read_json
 from cnamd.http.db import connection
-from cnamd.http.errors import STATUS_OF
+from cnamd.http.errors import add_shaped_routes, status_of
 from cnamd.http.keys import SETTINGS
 from cnamd.store import cnam_records
 from cnamd.store.cnam_records import CnamRecord, NumberRow
@@ -38,16 +37,14 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _INVALID = "Invalid value."
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def _answer(body: object, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(body), status=status, content_type=JSONAPI, charset="utf-8")
 
 
-def _error(exc: errors.CnamdError) -> web.Response:
+def _error(_request: web.Request, exc: errors.CnamdError) -> web.Response:
     """The vendor's error array; a 422 details the field as ``{field: [reason]}``."""
-    code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+    code = status_of(exc)
     if code == 400:
         code = 422
     detail: object = exc.reason
@@ -62,19 +59,6 @@ def _error(exc: errors.CnamdError) -> web.Response:
     return response
 
 
-def _vendor_errors(handler: Handler) -> Handler:
-    """CnamdError as the vendor's ``errors`` body instead of cnamd's global one."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except errors.CnamdError as exc:
-            return _error(exc)
-
-    return wrapped
-
-
 # --- query parameters: 422 {"field": ["Invalid value."]} as the seed shows ---
 
 
@@ -82,7 +66,8 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise errors.InvalidRequest(_INVALID, field=name)
     return int(raw)
 
@@ -154,7 +139,6 @@ def _base(request: web.Request) -> URL:
 # --- handlers ---
 
 
-@_vendor_errors
 async def list_cnams(request: web.Request) -> web.Response:
     """``GET /v2/cnams``: the tenant's records, filtered and paged."""
     limit = _int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -177,7 +161,6 @@ async def list_cnams(request: web.Request) -> web.Response:
     )
 
 
-@_vendor_errors
 async def get_cnam(request: web.Request) -> web.Response:
     who = await principal(request)
     async with connection(request) as conn:
@@ -189,15 +172,12 @@ async def get_cnam(request: web.Request) -> web.Response:
 async def _value(request: web.Request) -> str:
     """``value`` from a form (the SDK's way), flat JSON, or a JSON:API document."""
     if request.content_type in ("application/json", JSONAPI):
-        try:
-            body: Any = await request.json()
-        except ValueError as exc:
-            raise errors.InvalidRequest("the body is not JSON", field="body") from exc
+        body: Any = await read_json(request, unreadable="the body is not JSON")
         if isinstance(body, dict) and isinstance(body.get("data"), dict):
             body = body["data"].get("attributes") or {}
         raw = body.get("value") if isinstance(body, dict) else None
     else:
-        raw = (await request.post()).get("value")
+        raw = (await read_form(request)).get("value")
     if raw is None or raw == "":
         raise errors.InvalidRequest("Missing data for required field.", field="value")
     if not isinstance(raw, str):
@@ -205,7 +185,6 @@ async def _value(request: web.Request) -> str:
     return raw
 
 
-@_vendor_errors
 async def create_cnam(request: web.Request) -> web.Response:
     """``POST /v2/cnams``: a new record, pending an operator's approval (201)."""
     who = await principal(request)
@@ -217,7 +196,6 @@ async def create_cnam(request: web.Request) -> web.Response:
     return _answer({"data": _cnam(record, _base(request))}, status=201)
 
 
-@_vendor_errors
 async def delete_cnam(request: web.Request) -> web.Response:
     """``DELETE /v2/cnams/{id}``: the record and every name it published go (204)."""
     who = await principal(request)
@@ -236,7 +214,6 @@ def _digits(request: web.Request, name: str) -> str | None:
     return raw
 
 
-@_vendor_errors
 async def list_numbers(request: web.Request) -> web.Response:
     """``GET /v2/numbers``: the tenant's E.164 numbers, filtered on their digits by
     ``starts_with``, ``ends_with`` and ``contains`` (all must match), and paged."""
@@ -258,7 +235,6 @@ async def list_numbers(request: web.Request) -> web.Response:
     )
 
 
-@_vendor_errors
 async def get_number(request: web.Request) -> web.Response:
     """``GET /v2/numbers/{id}``: one of the tenant's numbers by its digits."""
     who = await principal(request)
@@ -281,7 +257,6 @@ def _relationship(record_id: int | None) -> dict[str, object]:
     }
 
 
-@_vendor_errors
 async def associate(request: web.Request) -> web.Response:
     """``PATCH /v2/numbers/{id}/relationships/cnam/{cnam_id}`` (202)."""
     who = await principal(request)
@@ -294,7 +269,6 @@ async def associate(request: web.Request) -> web.Response:
     return _answer(_relationship(record.id), status=202)
 
 
-@_vendor_errors
 async def dissociate(request: web.Request) -> web.Response:
     """``DELETE /v2/numbers/{id}/relationships/cnam`` (202): the number shows no name;
     the answer names the record it was associated with (``id`` null: none)."""
@@ -306,12 +280,17 @@ async def dissociate(request: web.Request) -> web.Response:
     return _answer(_relationship(record_id), status=202)
 
 
+ROUTES = (
+    ("GET", "/v2/cnams", list_cnams),
+    ("POST", "/v2/cnams", create_cnam),
+    ("GET", "/v2/cnams/{cnam_id}", get_cnam),
+    ("DELETE", "/v2/cnams/{cnam_id}", delete_cnam),
+    ("GET", "/v2/numbers", list_numbers),
+    ("GET", "/v2/numbers/{number_id}", get_number),
+    ("PATCH", "/v2/numbers/{number_id}/relationships/cnam/{cnam_id}", associate),
+    ("DELETE", "/v2/numbers/{number_id}/relationships/cnam", dissociate),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v2/cnams", list_cnams)
-    app.router.add_post("/v2/cnams", create_cnam)
-    app.router.add_get("/v2/cnams/{cnam_id}", get_cnam)
-    app.router.add_delete("/v2/cnams/{cnam_id}", delete_cnam)
-    app.router.add_get("/v2/numbers", list_numbers)
-    app.router.add_get("/v2/numbers/{number_id}", get_number)
-    app.router.add_patch("/v2/numbers/{number_id}/relationships/cnam/{cnam_id}", associate)
-    app.router.add_delete("/v2/numbers/{number_id}/relationships/cnam", dissociate)
+    add_shaped_routes(app, ROUTES, _error)

@@ -9,12 +9,19 @@ from aiohttp import web
 
 from cnamd.bulk_workers import BulkWorkers
 from cnamd.cache.directory import Directory
+from cnamd.errors import CnamdError
 from cnamd.model import Principal
 from cnamd.settings import Settings
 from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ErrorShape(Protocol):
+    """How one API family renders an error (http/errors.py ``add_shaped_routes``)."""
+
+    def __call__(self, request: web.Request, exc: CnamdError, /) -> web.StreamResponse: ...
 
 
 class Readiness(Protocol):
@@ -37,5 +44,7 @@ TRUSTED = web.AppKey("trusted", list[IPNetwork])
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 # the worker processes that parse CSV uploads (http.cnam_csv), started on first use
 BULK_WORKERS = web.AppKey("bulk_workers", BulkWorkers)
+# route template -> the error shape of its family (cnamd's own when absent)
+ERROR_SHAPES = web.AppKey("error_shapes", dict[str, ErrorShape])
 # the authenticated principal of one request (a request key, set by http.auth)
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -18,6 +18,7 @@ from aiohttp import web
 from cnamd.errors import CnamdError, InvalidRequest
 from cnamd.http.answers import Answer, ask, bare_error, text_response
 from cnamd.http.auth import lookup_principal
+from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
 from cnamd.presentation import Unavailable
 
@@ -37,17 +38,21 @@ def _wants_text(request: web.Request) -> bool:
 async def lookup(request: web.Request) -> web.Response:
     started = time.perf_counter()
     text = _wants_text(request)
-    try:
-        who = lookup_principal(request)
-        raw = request.match_info.get("number") or request.query.get("number")
-        if not raw:
-            raise InvalidRequest("the number is missing", field="number")
-        answer = ask(request, raw, who, started)
-    except CnamdError as exc:
-        if not text:
-            raise
-        return bare_error(exc)
+    who = lookup_principal(request)
+    raw = request.match_info.get("number") or request.query.get("number")
+    if not raw:
+        raise InvalidRequest("the number is missing", field="number")
+    answer = ask(request, raw, who, started)
     return text_response(request, answer) if text else _json(request, answer)
+
+
+def _shape(request: web.Request, exc: CnamdError) -> web.Response:
+    """Errors as cnamd's JSON, or with an empty body when plain text was asked for."""
+    try:
+        text = _wants_text(request)
+    except CnamdError:
+        text = False
+    return bare_error(exc) if text else cnamd_error(request, exc)
 
 
 def _json(request: web.Request, answer: Answer) -> web.Response:
@@ -77,5 +82,6 @@ def _json(request: web.Request, answer: Answer) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/lookup/{number}", lookup)
-    app.router.add_get("/v1/lookup", lookup)
+    add_shaped_routes(
+        app, [("GET", "/v1/lookup/{number}", lookup), ("GET", "/v1/lookup", lookup)], _shape
+    )

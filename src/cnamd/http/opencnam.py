@@ -23,9 +23,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from cnamd.errors import CnamdError, InvalidRequest
+from cnamd.errors import CnamdError, InvalidRequest, NotFound
 from cnamd.http.answers import Answer, ask, bare_error, text_response
 from cnamd.http.auth import lookup_principal
+from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
 from cnamd.presentation import Unavailable
 
@@ -53,17 +54,25 @@ def _format(request: web.Request) -> str:
 async def phone(request: web.Request) -> web.Response:
     started = time.perf_counter()
     fmt = _format(request)
-    raw = request.match_info.get("number", "")
-    try:
-        who = lookup_principal(request)
-        answer = ask(request, raw, who, started)
-    except CnamdError as exc:
-        if fmt == "json":
-            raise
-        return bare_error(exc)
+    who = lookup_principal(request)
+    answer = ask(request, request.match_info.get("number", ""), who, started)
     if fmt == "json":
         return _json(request, answer)
     return text_response(request, answer)
+
+
+def _shape(request: web.Request, exc: CnamdError) -> web.Response:
+    """An empty body in the text formats; in JSON a 404 (an unknown ``tenant`` or
+    ``user``) is OpenCNAM's ``{"error"}`` like a miss, the rest cnamd's error body."""
+    try:
+        fmt = _format(request)
+    except CnamdError:
+        fmt = "json"
+    if fmt != "json":
+        return bare_error(exc)
+    if isinstance(exc, NotFound):
+        return web.json_response({"error": exc.reason}, status=404)
+    return cnamd_error(request, exc)
 
 
 def _json(request: web.Request, answer: Answer) -> web.Response:
@@ -78,8 +87,11 @@ def _json(request: web.Request, answer: Answer) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v3/phone/{number}", phone)
-    # FreePBX asks /v3/phone/ when CALLERID(num) is empty: an unknown caller
-    app.router.add_get("/v3/phone/", phone)
-    # the v2 path: KAZOO's default URL and older FreePBX/Issabel OpenCNAM sources
-    app.router.add_get("/v2/phone/{number}", phone)
+    routes = [
+        ("GET", "/v3/phone/{number}", phone),
+        # FreePBX asks /v3/phone/ when CALLERID(num) is empty: an unknown caller
+        ("GET", "/v3/phone/", phone),
+        # the v2 path: KAZOO's default URL and older FreePBX/Issabel OpenCNAM sources
+        ("GET", "/v2/phone/{number}", phone),
+    ]
+    add_shaped_routes(app, routes, _shape)

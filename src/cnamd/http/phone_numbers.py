@@ -23,19 +23,18 @@ field and tenant selection are described in ``store/phone_numbers.py``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from cnamd import errors, metrics
+from cnamd import errors
 from cnamd.errors import InvalidName, InvalidNumber, InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object
 from cnamd.http.db import connection
-from cnamd.http.errors import CHALLENGE, STATUS_OF
+from cnamd.http.errors import CHALLENGE, add_shaped_routes, status_of
 from cnamd.http.keys import SETTINGS
 from cnamd.store import phone_numbers
 from cnamd.store.phone_numbers import TENANT_HEADER, NumberSpec, PublishRules, TenantRef
@@ -69,24 +68,16 @@ def wazo_message(code: int, exc: errors.CnamdError) -> str:
     return f"{kind} - {where}{exc.reason}"
 
 
-def _wazo_errors(handler: Handler) -> Handler:
-    """CnamdError as wazo-confd's body, a list of messages, instead of cnamd's object."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except errors.CnamdError as exc:
-            code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-            response = web.json_response([wazo_message(code, exc)], status=code)
-            if isinstance(exc, errors.Unauthorized):
-                metrics.AUTH_FAILURES.inc()
-                response.headers["WWW-Authenticate"] = CHALLENGE
-            elif isinstance(exc, errors.TooManyRequests):
-                response.headers["Retry-After"] = str(exc.retry_after)
-            return response
-
-    return wrapped
+def _shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+    """CnamdError as wazo-confd's body, a list of messages, instead of cnamd's object
+    (every error of these routes, the input guard's included: http/errors.py)."""
+    code = status_of(exc)
+    response = web.json_response([wazo_message(code, exc)], status=code)
+    if isinstance(exc, errors.Unauthorized):
+        response.headers["WWW-Authenticate"] = CHALLENGE
+    elif isinstance(exc, errors.TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 # --- reading requests ---
@@ -220,7 +211,6 @@ async def _tenant(request: web.Request, conn: asyncpg.Connection, *, manage: boo
 # --- handlers ---
 
 
-@_wazo_errors
 async def list_numbers(request: web.Request) -> web.Response:
     """The tenant's numbers; ``recurse=true`` without ``Wazo-Tenant`` lists every
     tenant the key reaches whole, as wazo-confd lists a tenant and its sub-tenants."""
@@ -240,7 +230,6 @@ async def list_numbers(request: web.Request) -> web.Response:
     return web.json_response({"total": total, "items": items})
 
 
-@_wazo_errors
 async def create_number(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
@@ -252,7 +241,6 @@ async def create_number(request: web.Request) -> web.Response:
     return web.json_response(number.to_json(href), status=201, headers={"Location": href})
 
 
-@_wazo_errors
 async def get_number(request: web.Request) -> web.Response:
     await principal(request)
     max_length = request.app[SETTINGS].names.max_length
@@ -264,7 +252,6 @@ async def get_number(request: web.Request) -> web.Response:
     return web.json_response(number.to_json(_href(request, number.uuid)))
 
 
-@_wazo_errors
 async def update_number(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
@@ -277,7 +264,6 @@ async def update_number(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@_wazo_errors
 async def delete_number(request: web.Request) -> web.Response:
     await principal(request)
     async with connection(request) as conn:
@@ -286,7 +272,6 @@ async def delete_number(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@_wazo_errors
 async def create_range(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
@@ -308,7 +293,6 @@ async def create_range(request: web.Request) -> web.Response:
     )
 
 
-@_wazo_errors
 async def get_main(request: web.Request) -> web.Response:
     await principal(request)
     max_length = request.app[SETTINGS].names.max_length
@@ -318,7 +302,6 @@ async def get_main(request: web.Request) -> web.Response:
     return web.json_response(number.to_json(_href(request, number.uuid)))
 
 
-@_wazo_errors
 async def set_main(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
@@ -334,14 +317,18 @@ async def set_main(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Location": _href(request, wanted)})
 
 
+ROUTES = (
+    ("GET", BASE, list_numbers),
+    ("POST", BASE, create_number),
+    ("POST", f"{BASE}/ranges", create_range),
+    ("GET", f"{BASE}/main", get_main),
+    ("PUT", f"{BASE}/main", set_main),
+    ("GET", f"{BASE}/{{uuid}}", get_number),
+    ("PUT", f"{BASE}/{{uuid}}", update_number),
+    ("DELETE", f"{BASE}/{{uuid}}", delete_number),
+)
+
+
 def add_routes(app: web.Application) -> None:
     """``/ranges`` and ``/main`` come before ``/{uuid}``, which would match them too."""
-    router = app.router
-    router.add_get(BASE, list_numbers)
-    router.add_post(BASE, create_number)
-    router.add_post(f"{BASE}/ranges", create_range)
-    router.add_get(f"{BASE}/main", get_main)
-    router.add_put(f"{BASE}/main", set_main)
-    router.add_get(f"{BASE}/{{uuid}}", get_number)
-    router.add_put(f"{BASE}/{{uuid}}", update_number)
-    router.add_delete(f"{BASE}/{{uuid}}", delete_number)
+    add_shaped_routes(app, ROUTES, _shape)

@@ -307,7 +307,7 @@ async def create_order(
 
 async def get_order(conn: asyncpg.Connection, tenant: TenantRef, text: str) -> Order:
     """Order ``text`` of ``tenant`` with every item's status; NotFound otherwise."""
-    order_id = int(text) if text.isdigit() and len(text) < 19 else None
+    order_id = int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
     found = order_id is not None and await conn.fetchval(
         "SELECT 1 FROM cnam_orders WHERE id = $1 AND tenant_id = $2", order_id, tenant.id
     )

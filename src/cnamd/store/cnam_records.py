@@ -125,7 +125,7 @@ async def create_record(conn: asyncpg.Connection, tenant: TenantRef, value: str)
 
 
 def _record_id(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) < 19 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
 
 
 async def get_record(conn: asyncpg.Connection, tenant: TenantRef | None, text: str) -> CnamRecord:
