@@ -34,9 +34,10 @@ async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     A database that is down, drops the connection or does not answer within
     ``database.statement_timeout`` becomes StoreUnavailable (503, field
     ``database``): each step waits at most that long, and once the database
-    has not answered, the request's next step fails at once. A constraint the
-    store's own checks missed becomes Conflict (409) rather than an internal
-    error.
+    has not answered, the request's next step fails at once. A transaction rolled
+    back for a deadlock or a serialization failure is a 503 too (the client sends
+    it again). A constraint the store's own checks missed becomes Conflict (409)
+    rather than an internal error.
     """
     pool = request.app.get(POOL)
     if pool is None:
@@ -65,6 +66,14 @@ async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     except CONNECTION_LOST as exc:
         raise ConnectionLost(
             f"the database connection was lost: {describe_failure(exc)}", field="database"
+        ) from exc
+    except asyncpg.TransactionRollbackError as exc:
+        # a deadlock or serialization failure rolled the whole transaction back: nothing
+        # was written, and the same request sent again will most likely go through
+        raise StoreUnavailable(
+            f"the write met a concurrent one and was rolled back; send it again"
+            f" ({describe_failure(exc)})",
+            field="database",
         ) from exc
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise Conflict(f"the database refused the write: {exc.detail or exc}") from exc
