@@ -56,21 +56,11 @@ sip_port=$(free_port)
 (cd "$work" && exec "$venv/cnamd" serve --demo --workers 2 \
   --sip-listen "127.0.0.1:$sip_port" --http-listen "127.0.0.1:$http_port" >"$work/cnamd.log" 2>&1) &
 pid=$!
-if ! "$venv/python" - "$http_port" "$sip_port" "$work/metrics.txt" <<'PY'
+if ! "$venv/python" "$here/scripts/wait_ready.py" "$http_port" 90 check-deploy ||
+  ! "$venv/python" - "$http_port" "$sip_port" "$work/metrics.txt" <<'PY'
 import socket, sys, time, urllib.request
 http, sip, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 base = f"http://127.0.0.1:{http}"
-deadline = time.monotonic() + 90
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(base + "/readyz", timeout=1) as resp:
-            if resp.status == 200 and b'"stale": false' in resp.read():
-                break
-    except OSError:
-        pass
-    time.sleep(0.2)
-else:
-    sys.exit("check-deploy: cnamd did not become ready within 90 s")
 # one dip and one lookup, so the histograms and lookup counters have live values
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     s.settimeout(3)

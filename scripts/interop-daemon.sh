@@ -22,20 +22,7 @@ trap cleanup EXIT
   --sip-listen "127.0.0.1:$sip_port" --http-listen "127.0.0.1:$http_port" >"$work/cnamd.log" 2>&1) &
 pid=$!
 
-"$python" - "$http_port" <<'PY'
-import sys, time, urllib.request
-url = f"http://127.0.0.1:{sys.argv[1]}/readyz"
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            if resp.status == 200 and b'"stale": false' in resp.read():
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.2)
-sys.exit("interop: cnamd did not become ready within 60 s")
-PY
+"$python" "$here/scripts/wait_ready.py" "$http_port" 60 interop
 
 status=0
 "$here/scripts/interop.sh" "$sip_port" || status=$?
