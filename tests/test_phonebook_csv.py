@@ -73,16 +73,18 @@ def test_export_lines_quote_only_what_needs_it() -> None:
     assert format_entry(CnamEntry("+4930", 'Say "hi"', prefix=True)) == '+4930,"Say ""hi""",true\n'
 
 
-# Every code point but the surrogates (Cs) is UTF-8. Said by category rather than with
-# codec="utf-8", whose first use has hypothesis try all 1.1M code points under an
-# `except Exception`: one stray error there once marked "u" as not round-tripping in the
-# cached table, and the test failed on the warning that followed.
+# Every code point but the surrogates (Cs) is UTF-8. Said by category, and the keys'
+# regex given its alphabet, rather than with codec="utf-8" (from_regex's default
+# alphabet): its first use has hypothesis try all 1.1M code points under an `except
+# Exception`, and a stray error there twice marked a letter ("u", then "p") as not
+# round-tripping in the cached table; the test then failed on the warning that followed.
 _names = st.text(
     alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\r\n"), min_size=1
 )
+_keys = st.from_regex(r"\+[1-9][0-9]{0,14}", fullmatch=True, alphabet="+0123456789")
 
 
-@given(st.lists(st.tuples(st.from_regex(r"\+[1-9][0-9]{0,14}", fullmatch=True), _names)))
+@given(st.lists(st.tuples(_keys, _names)))
 def test_exported_lines_read_back_to_the_same_entries(pairs: list[tuple[str, str]]) -> None:
     entries = [CnamEntry(phone, name, prefix=i % 2 == 1) for i, (phone, name) in enumerate(pairs)]
     text = HEADER + "".join(format_entry(e) for e in entries)

@@ -246,13 +246,13 @@ class Server:
         for wait in waits:
             wait.cancel()
         self.directory.held = False
+        assert self.dip is not None
+        self.dip.available = True  # with the line above: SIP and HTTP answer from here on
         if self.worker is None or self.worker.index == 0:
             # Atmosphere CNAM orders: one worker per daemon; SKIP LOCKED shares them safely
             self.orders = OrderWorker(self.pool, self.settings)
             self.orders.start()
         self._metrics_tick = asyncio.create_task(self._publish_metrics())
-        assert self.dip is not None
-        self.dip.available = True
         log.info(
             "cnamd ready",
             extra={
@@ -489,6 +489,8 @@ class Server:
         if not self.listeners_up:
             reasons.append("listeners not up")
         failing = [] if feed is None or not feed.failed else ["change feed stopped"]
+        if self.directory.held:
+            failing.append("catching up with the database before answering")
         host = self._host_status()
         if host is not None:
             body["workers"] = [asdict(w) for w in host.workers]
