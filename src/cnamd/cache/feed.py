@@ -52,6 +52,7 @@ from cnamd.store.pool import (
     backoff_delays,
     connect_once,
     describe_failure,
+    discard,
     ping,
 )
 
@@ -264,7 +265,7 @@ class ChangeFeed:
                 self._set_db_up(True)
                 await self._resync(conn)
                 delays = backoff_delays(self.db.retry_max_seconds)
-                await self._listen(conn)
+                await self._listen(conn)  # returns only by raising
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the follower must never die
@@ -282,13 +283,10 @@ class ChangeFeed:
                 else:
                     self._suspect = True
                     log.error("change feed failed, reloading", exc_info=exc, extra=fields)
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-                conn = None
-                await asyncio.sleep(delay)
             finally:
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
+                if conn is not None:
+                    discard(conn)  # not held open through the backoff
+            await asyncio.sleep(delay)
 
     async def _resync(self, conn: Any) -> None:
         """After (re)connecting: bring the cache forward; confirm a stale one by digest."""
