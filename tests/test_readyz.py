@@ -83,3 +83,33 @@ def test_readyz_on_a_snapshot_follows_the_setting(tmp_path: Path, proxy: Databas
         assert value(daemon.scrape(), "cnamd_cache_stale") == 0
     finally:
         daemon.stop()
+
+
+@pytest.mark.timeout(120)
+def test_workers_serve_the_snapshot_while_the_database_is_down(
+    tmp_path: Path, proxy: DatabaseProxy
+) -> None:
+    snapshot = tmp_path / "cache.snapshot"
+    first = Daemon(tmp_path / "a", database_url=proxy.url(), snapshot=snapshot, workers=2)
+    try:
+        first.wait_ready()
+    finally:
+        first.stop()
+
+    # two workers behind a supervisor, the database away: each worker serves the
+    # snapshot once its bounded wait is over, and the supervisor counts it as serving
+    proxy.cut()
+    daemon = Daemon(tmp_path / "b", database_url=proxy.url(), snapshot=snapshot, workers=2)
+    try:
+        ready = daemon.wait_ready(45)  # cache.stale_ready_status = 200
+        assert ready["stale"] is True and ready["database"] == "down"
+        workers = ready["workers"]
+        assert isinstance(workers, list) and len(workers) == 2
+        assert all(w["change_id"] is not None for w in workers)
+        status, _ = http_get(daemon.base + "/v1/lookup/+492216698712?tenant=demo")
+        assert status == 200
+
+        proxy.restore()
+        eventually(lambda: daemon.readyz()[1]["stale"] is False, 30, "confirmed by the database")
+    finally:
+        daemon.stop()

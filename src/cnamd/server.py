@@ -264,9 +264,11 @@ class Server:
         )
 
     def _applied_change_id(self) -> int | None:
-        """For the heartbeat: the change id served, None until the cache caught up."""
+        """For the heartbeat: the change id served, None while nothing is answered yet
+        (not loaded, or holding back to catch up; with the database away the snapshot
+        is served, stale, once the wait is over, and its change id is reported)."""
         feed = self.feed
-        if feed is None or not feed.caught_up.is_set() or not self.directory.ready:
+        if feed is None or not self.directory.serving:
             return None
         return feed.last_change_id
 
