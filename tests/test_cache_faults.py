@@ -23,6 +23,7 @@ import asyncpg
 import psutil
 import pytest
 
+from db_faults import terminate_backends
 from ops_daemon import Daemon, parse_metrics, value
 
 INSERT = (
@@ -122,11 +123,7 @@ async def test_feed_backends_killed_in_a_loop_lose_no_acknowledged_write(
         async def killer() -> int:
             kills = 0
             while not stop.is_set():
-                kills += await admin.fetchval(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    " AND application_name <> 'test-writer'"
-                )
+                kills += await terminate_backends(admin, spare=WRITER["application_name"])
                 await asyncio.sleep(0.15)
             return kills
 

@@ -17,6 +17,7 @@ import aiohttp
 import asyncpg
 
 from cnamd.store.embedded import EmbeddedPostgres
+from db_faults import terminate_backends
 from test_daemon import Daemon, partner_key, wait_ready
 
 ENTERPRISE = "/api/partner/enterprise/demo/cnam"
@@ -30,10 +31,7 @@ async def _terminate_again_and_again(url: str, done: asyncio.Event) -> int:
     terminated = 0
     try:
         for _ in range(SWEEPS):
-            terminated += await admin.fetchval(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            terminated += await terminate_backends(admin)
             await asyncio.sleep(random.uniform(0.05, 0.1))
     finally:
         done.set()

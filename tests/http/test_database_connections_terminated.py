@@ -18,6 +18,7 @@ from api_client import Api, Reply
 
 from cnamd.model import Role
 from cnamd.store.pool import APPLICATION_NAME
+from db_faults import terminate_backends
 
 ENTERPRISE = "/api/partner/enterprise/demo/cnam"
 CLIENTS = 6
@@ -40,11 +41,7 @@ async def _storm(db_url: str, done: asyncio.Event) -> int:
     terminated = 0
     try:
         for _ in range(SWEEPS):
-            terminated += await admin.fetchval(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name = $1",
-                APPLICATION_NAME,
-            )
+            terminated += await terminate_backends(admin, only=APPLICATION_NAME)
             await asyncio.sleep(random.uniform(0.05, 0.1))
     finally:
         done.set()

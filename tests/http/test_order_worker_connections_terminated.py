@@ -17,6 +17,7 @@ from test_atmosphere import JSON, add_numbers, login, numbers, until_provisioned
 from cnamd.order_worker import OrderWorker
 from cnamd.settings import load
 from cnamd.store.pool import APPLICATION_NAME
+from db_faults import terminate_backends
 
 SWEEPS = 80  # terminations, 20-50 ms apart
 
@@ -30,12 +31,7 @@ async def test_the_order_worker_outlives_terminated_connections(api: Api, db_url
         terminated = 0
         try:
             for _ in range(SWEEPS):
-                terminated += await admin.fetchval(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
-                    " FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND application_name = $1",
-                    APPLICATION_NAME,
-                )
+                terminated += await terminate_backends(admin, only=APPLICATION_NAME)
                 await asyncio.sleep(random.uniform(0.02, 0.05))
         finally:
             await admin.close()
