@@ -28,6 +28,7 @@ from cnamd import __version__, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
 from cnamd.callers import DirectoryCallers
+from cnamd.database import DatabaseServer, migrate_database
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.http import access_log
 from cnamd.http.app import make_app
@@ -40,10 +41,7 @@ from cnamd.sharedlimits import LimitRegion, RateLimiter
 from cnamd.sip.dip import Dip, DipSettings
 from cnamd.sip.requestlog import request_log
 from cnamd.sip.transport import StreamLimits, UdpListener, serve_tcp, serve_udp
-from cnamd.store.demo import load_demo
-from cnamd.store.embedded import EmbeddedPostgres
-from cnamd.store.migrations import migrate, pending
-from cnamd.store.pool import Pool, connect_once, open_pool, publish_pool_metrics
+from cnamd.store.pool import Pool, open_pool, publish_pool_metrics
 from cnamd.worker_status import HostStatus, heartbeat, read_status
 
 log = logging.getLogger(__name__)
@@ -61,34 +59,6 @@ class WorkerSpec:
     snapshot_path: str = ""  # the host's snapshot, loaded by the supervisor
     status_path: str = ""  # the supervisor's view of every worker (worker_status.py)
     limits_fd: int = -1  # the per-source limits shared by all workers (sharedlimits.py)
-
-
-async def prepare_database(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
-    """The database URL: the configured one, or the embedded server's once started."""
-    if settings.database.url:
-        return settings.database.url
-    assert embedded is not None
-    return await embedded.start()
-
-
-async def migrate_database(url: str, timeout: float, *, demo: bool) -> None:
-    """Apply pending migrations (and the demo data); StoreUnavailable if unreachable."""
-    conn = await connect_once(url, timeout)
-    try:
-        await migrate(conn)
-        if demo:
-            await load_demo(conn)
-    finally:
-        await conn.close()
-
-
-async def check_migrations(url: str, timeout: float) -> list[int]:
-    """Versions not yet applied (for ``cnamd migrate --check``)."""
-    conn = await connect_once(url, timeout)
-    try:
-        return [m.version for m in await pending(conn)]
-    finally:
-        await conn.close()
 
 
 def dip_settings(settings: Settings) -> DipSettings:
@@ -170,11 +140,8 @@ class Server:
         self.http_app: web.Application | None = None
         self._metrics_tick: asyncio.Task[None] | None = None
         self.directory = Directory()
-        self.embedded = (
-            None
-            if settings.database.url or worker is not None
-            else EmbeddedPostgres(Path(settings.database.embedded_dir))
-        )
+        # a worker uses the supervisor's database; it never starts one
+        self.database = DatabaseServer(settings.database) if worker is None else None
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.feed: ChangeFeed | None = None
         self.pool: Pool | None = None
@@ -197,7 +164,8 @@ class Server:
         access_log.set_enabled(self.settings.http.access_log)
         db = self.settings.database
         if self.worker is None:
-            url = await prepare_database(self.settings, self.embedded)
+            assert self.database is not None
+            url = await self.database.start()
             try:
                 await migrate_database(url, db.connect_timeout, demo=self.demo)
             except StoreUnavailable as exc:
@@ -458,8 +426,8 @@ class Server:
             sock.close()
         if self.directory.cache is not None:
             self.directory.cache.close()
-        if self.embedded is not None:
-            await self.embedded.stop()
+        if self.database is not None:
+            await self.database.stop()
         log.info("stopped")
 
     async def run(self) -> None:

@@ -52,11 +52,11 @@ from cnamd import logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
 from cnamd.cache.loader import snapshot_usable
+from cnamd.database import DatabaseServer, migrate_database
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
 from cnamd.sharedlimits import LimitRegion, warn_if_per_process
-from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.worker_status import HostStatus, LagWatch, WorkerView, write_status
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,7 @@ class Supervisor:
         self.reload_settings = reload_settings
         self.metrics_dir = ""
         self.count = worker_count(settings)
-        self.embedded = (
-            None
-            if settings.database.url
-            else EmbeddedPostgres(Path(settings.database.embedded_dir))
-        )
+        self.database = DatabaseServer(settings.database)
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.workers: dict[int, Worker] = {}
         # per-source limits every worker meters in (sharedlimits.py), kept across restarts
@@ -117,10 +113,8 @@ class Supervisor:
         self.lags = LagWatch()
 
     async def run(self) -> None:
-        from cnamd.server import migrate_database, prepare_database
-
         try:
-            self.url = await prepare_database(self.settings, self.embedded)
+            self.url = await self.database.start()
             self.run_dir = tempfile.mkdtemp(prefix="cnamd-run-")
             self.metrics_dir = os.path.join(self.run_dir, "metrics")
             os.mkdir(self.metrics_dir)
@@ -158,8 +152,7 @@ class Supervisor:
             self.limits.close()
             if self.run_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
-            if self.embedded is not None:
-                await self.embedded.stop()
+            await self.database.stop()
 
     def _snapshot_usable(self) -> bool:
         path = self.settings.cache.snapshot_path
