@@ -9,12 +9,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from cnamd.cache.directory import Directory
+from cnamd.cache.feed import ChangeFeed
+from cnamd.settings import load
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate
 from test_daemon import Daemon
 
 TEMPLATE = "cnamd_template"
+DEMO_TEMPLATE = "cnamd_demo_template"  # TEMPLATE plus the demo data, made once per run
 ADMIN_SECONDS = 20.0  # bounds each CREATE / DROP DATABASE: a stall fails well inside the 60 s
 
 
@@ -25,11 +29,65 @@ async def pg(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embedded
     await server.start()
     conn = await asyncpg.connect(server.url(TEMPLATE))
     try:
+        await _skip_durability(conn)
         await migrate(conn)
     finally:
         await conn.close()
     yield server
     await server.stop()
+
+
+async def _skip_durability(conn: asyncpg.Connection) -> None:
+    """No fsync and no full-page writes on this throwaway server.
+
+    Every test creates and drops a database (a checkpoint each) and commits a
+    great deal; waiting for the disk was a large share of the suite's time.
+    What the tests check (transactions, visibility, the change log) is the same.
+    """
+    for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+        await conn.execute(f"ALTER SYSTEM SET {setting} = off")
+    await conn.execute("SELECT pg_reload_conf()")
+
+
+@pytest.fixture(scope="session")
+async def demo_template(pg: EmbeddedPostgres) -> str:
+    """A template database holding the demo data: cloning it costs less than loading it."""
+    admin = await asyncpg.connect(pg.url("postgres"), timeout=ADMIN_SECONDS)
+    try:
+        await admin.execute(
+            f'CREATE DATABASE "{DEMO_TEMPLATE}" TEMPLATE "{TEMPLATE}" STRATEGY FILE_COPY',
+            timeout=ADMIN_SECONDS,
+        )
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(pg.url(DEMO_TEMPLATE))
+    try:
+        await load_demo(conn)
+    finally:
+        await conn.close()  # a template must have no connections when it is cloned
+    return DEMO_TEMPLATE
+
+
+@pytest.fixture
+async def demo_db_url(pg: EmbeddedPostgres, demo_template: str) -> AsyncIterator[str]:
+    """A database of its own for this test, holding the demo data."""
+    async with _Database(pg, demo_template) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def demo_snapshot(
+    pg: EmbeddedPostgres, demo_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A snapshot of the demo template, made by one full load for the whole run."""
+    path = tmp_path_factory.mktemp("demo-snapshot") / "s"
+    settings = load(environ={}, overrides=[f"cache.snapshot_path={path}"])
+    async with _Database(pg, demo_template) as url:
+        feed = ChangeFeed(url, Directory(), settings.cache, settings.database, settings.sip.allow)
+        await feed.start()
+        await feed.stop()
+    assert path.exists()
+    return path
 
 
 @pytest.fixture

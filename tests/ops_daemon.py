@@ -26,6 +26,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from sip_peer import request
 
+from pristine_pgdata import seed
 from test_daemon import free_port, worker_pids
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
@@ -86,6 +87,7 @@ class Daemon:
             *args,
         ]
         if database_url is None:
+            seed(self.data_dir)
             cmd += ["--embedded-dir", str(self.data_dir)]
         else:
             cmd += ["--database-url", database_url]

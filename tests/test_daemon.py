@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 from sip_peer import display_name, parse_reply, request
 
+from pristine_pgdata import seed
+
 CLI = [sys.executable, "-m", "cnamd.cli"]
 
 
@@ -81,6 +83,7 @@ class Daemon:
     def __init__(self, tmp_path: Path, *extra: str) -> None:
         self.http_port, self.sip_port = free_port(), free_port()
         self.data_dir = tmp_path / "var" / "pgdata"
+        seed(self.data_dir)
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.proc = subprocess.Popen(
             [

@@ -3,16 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
+import pytest
 from multidict import CIMultiDictProxy
 
 from cnamd.cache.directory import Directory
+from cnamd.cache.feed import ChangeFeed
 from cnamd.model import Role
+from cnamd.settings import Settings
 from cnamd.store import apikeys
+
+STEP_SECONDS = 20.0  # each is well under a second unloaded; the test's own timeout is 60 s
+T = TypeVar("T")
+
+
+async def step(what: str, work: Awaitable[T]) -> T:
+    """One setup or teardown step, bounded: a stall fails naming it, not as the test's timeout."""
+    bound = asyncio.timeout(STEP_SECONDS)
+    try:
+        async with bound:
+            return await work
+    except TimeoutError:
+        if not bound.expired():
+            raise
+        pytest.fail(f"test setup: {what} took over {STEP_SECONDS:g} s", pytrace=False)
+
+
+async def demo_feed(
+    db_url: str, directory: Directory, settings: Settings, demo_snapshot: Path
+) -> ChangeFeed:
+    """A feed on ``db_url`` (a clone of the demo template) started from a copy of the
+    run's demo snapshot, caught up and confirmed by digest."""
+    assert settings.cache.snapshot_path, "the feed needs a snapshot path of its own"
+    shutil.copyfile(demo_snapshot, settings.cache.snapshot_path)
+    feed = ChangeFeed(db_url, directory, settings.cache, settings.database, settings.sip.allow)
+    await step("mapping the demo snapshot", feed.start(prefer_snapshot=True))
+    await step("catching up from the snapshot", feed.caught_up.wait())
+    return feed
 
 
 class AlwaysReady:

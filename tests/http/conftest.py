@@ -3,30 +3,28 @@
 ``api`` gives an ``Api`` (api_client.py) whose ``call`` sends a request with a
 token; ``api.key(...)`` mints keys straight in the store, as ``cnamd apikey
 create`` does.
+
+Every test gets its own database cloned from the demo template, and its feed
+starts from a copy of one snapshot of that template built once per run (then
+catches up and confirms it by digest, as a restarted daemon does): a full load
+in a loader child per test was most of these tests' time. Full loads are
+tested in tests/cache/.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from api_client import AlwaysReady, Api
+from api_client import AlwaysReady, Api, demo_feed, step
 
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
 from cnamd.http.app import make_app
 from cnamd.settings import load
-from cnamd.store.demo import load_demo
 from cnamd.store.pool import open_pool
-
-T = TypeVar("T")
-STEP_SECONDS = 20.0  # each is well under a second unloaded; the test's own timeout is 60 s
 
 
 @pytest.fixture
@@ -35,34 +33,20 @@ def api_settings() -> list[str]:
     return []
 
 
-async def step(what: str, work: Awaitable[T]) -> T:
-    """One setup or teardown step, bounded: a stall fails naming it, not as the test's timeout."""
-    bound = asyncio.timeout(STEP_SECONDS)
-    try:
-        async with bound:
-            return await work
-    except TimeoutError:
-        if not bound.expired():
-            raise
-        pytest.fail(f"api fixture: {what} took over {STEP_SECONDS:g} s", pytrace=False)
-
-
-async def _load_demo(db_url: str) -> None:
-    conn = await asyncpg.connect(db_url)
-    try:
-        await load_demo(conn)
-    finally:
-        await conn.close()
+@pytest.fixture
+def db_url(demo_db_url: str) -> str:
+    """Here the test's database holds the demo data from the start (the api serves it)."""
+    return demo_db_url
 
 
 @pytest.fixture
-async def api(db_url: str, tmp_path: Path, api_settings: list[str]) -> AsyncIterator[Api]:
-    await step("loading the demo data", _load_demo(db_url))
+async def api(
+    db_url: str, tmp_path: Path, api_settings: list[str], demo_snapshot: Path
+) -> AsyncIterator[Api]:
     overrides = [f"cache.snapshot_path={tmp_path / 's'}", *api_settings]
     settings = load(environ={}, overrides=overrides)
     directory = Directory()
-    feed = ChangeFeed(db_url, directory, settings.cache, settings.database, settings.sip.allow)
-    await step("the change feed's first load", feed.start())
+    feed = await demo_feed(db_url, directory, settings, demo_snapshot)
     db = settings.database
     pool = await step(
         "opening the pool",

@@ -9,20 +9,20 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from api_client import AlwaysReady
+from api_client import AlwaysReady, demo_feed
 
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
 from cnamd.http.app import make_app
 from cnamd.settings import Settings, load
 
 
 @pytest.fixture
-async def client(demo_url: str, tmp_path: Path) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+async def client(
+    db_url: str, tmp_path: Path, demo_snapshot: Path
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
     settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 's'}"])
     directory = Directory()
-    feed = ChangeFeed(demo_url, directory, settings.cache, settings.database, settings.sip.allow)
-    await feed.start()
+    feed = await demo_feed(db_url, directory, settings, demo_snapshot)
     server = TestServer(make_app(settings, directory, AlwaysReady()), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as session:
