@@ -193,9 +193,9 @@ class Dip:
         self.trace: Tracer | None = None
         self._quoted: dict[str, bytes] = {}
         # Pre-bound metric children (habit 8).
-        # Requests and responses are tallied in plain ints and added to their pre-bound
-        # children by flush_metrics() (the transports call it every second): a
-        # prometheus_client inc() takes a lock and costs ~0.4 us, twice per dip.
+        # Requests and responses are tallied in plain ints (metrics.Tally) and added to
+        # their pre-bound children by metrics.flush_tallies(), which the transports call
+        # every second: a prometheus_client inc() takes a lock and costs ~0.4 us.
         self._requests = {
             t: {m.encode(): metrics.Tally(metrics.SIP_REQUESTS.labels(m, t)) for m in METHOD_LABELS}
             for t in TRANSPORTS
@@ -203,14 +203,11 @@ class Dip:
         self._responses = {
             code: metrics.Tally(metrics.SIP_RESPONSES.labels(str(code))) for code in RESPONSE_CODES
         }
-        self._tallies = [t for by in self._requests.values() for t in by.values()]
-        self._tallies += self._responses.values()
         self.dropped = {
             reason: metrics.Tally(metrics.SIP_DROPPED.labels(reason)) for reason in DROP_REASONS
         }
         self._ratelimited = metrics.Tally(metrics.RATELIMITED.labels("sip"))
         self._anonymous_lookups = metrics.Tally(metrics.LOOKUPS.labels("sip", "anonymous", "none"))
-        self._tallies += [*self.dropped.values(), self._ratelimited, self._anonymous_lookups]
         self.configure(settings, limiter)
 
     def configure(self, settings: DipSettings, limiter: _Limiter | None) -> None:
@@ -243,11 +240,6 @@ class Dip:
             + ANONYMOUS_URI
             + CRLF,
         )
-
-    def flush_metrics(self) -> None:
-        """Add the requests and responses tallied since the last flush to the metrics."""
-        for tally in self._tallies:
-            tally.flush()
 
     def handle(self, data: bytes, source: tuple[str, int], transport: str) -> bytes | None:
         """The response to one message, or None (dropped, absorbed ACK, keep-alive)."""
