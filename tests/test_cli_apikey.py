@@ -11,7 +11,8 @@ import sys
 import asyncpg
 import pytest
 
-from cnamd.model import Grant, Role
+from cnamd.access import Grant
+from cnamd.model import Role
 from cnamd.store.apikeys import authenticate, split_token
 from cnamd.store.demo import load_demo
 

@@ -70,36 +70,6 @@ class Role(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
-    """A partner key's reach: a whole tenant (``usergroup_id`` None) or one usergroup of it."""
-
-    tenant_id: int
-    usergroup_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who an authenticated request acts for: the key, its role and its reach."""
-
-    key_id: str
-    role: Role
-    tenant_id: int | None = None
-    user_id: int | None = None
-    grants: frozenset[Grant] = frozenset()
-
-    def reaches_tenant(self, tenant_id: int) -> bool:
-        """Whether the enterprise scope of ``tenant_id`` (and all its usergroups) is in reach."""
-        return self.role is Role.OPERATOR or Grant(tenant_id) in self.grants
-
-    def reaches_usergroup(self, tenant_id: int, usergroup_id: int) -> bool:
-        return self.reaches_tenant(tenant_id) or Grant(tenant_id, usergroup_id) in self.grants
-
-    def sees_tenant(self, tenant_id: int) -> bool:
-        """Whether anything of ``tenant_id`` is in reach (so it may be named to this key)."""
-        return self.reaches_tenant(tenant_id) or any(g.tenant_id == tenant_id for g in self.grants)
-
-
-@dataclass(frozen=True, slots=True)
 class Owner:
     """The holder of a phone book: one scope of one tenant (or the global directory).
 

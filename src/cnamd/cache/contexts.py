@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cnamd.model import GLOBAL_ONLY, Grant, LookupContext, Principal, Role
+from cnamd.access import Grant, Principal
+from cnamd.model import GLOBAL_ONLY, LookupContext, Role
 from cnamd.store.apikeys import hash_secret
 from cnamd.store.contexts import ContextRows
 

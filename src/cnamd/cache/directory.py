@@ -7,10 +7,19 @@ synchronously, without touching the database.
 
 from __future__ import annotations
 
+from cnamd.access import (
+    Principal,
+    Target,
+    Verb,
+    reaches,
+    reaches_tenant,
+    seen_tenants,
+    sees_tenant,
+)
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.trie import NameCache
 from cnamd.errors import InvalidRequest, NotFound
-from cnamd.model import GLOBAL_ONLY, LookupContext, LookupResult, Principal, Role, Scope
+from cnamd.model import GLOBAL_ONLY, LookupContext, LookupResult, Role, Scope
 from cnamd.numbers import normalize_number, parse_number
 from cnamd.store.entries import Digest
 
@@ -84,14 +93,14 @@ class Directory:
             return self._own_context(contexts, principal, tenant, user)
         if tenant is not None:
             info = contexts.tenant(tenant)
-            if info is None or not _sees(principal, info.id):
+            if info is None or not sees_tenant(principal, info.id):
                 raise NotFound(f"no tenant {tenant!r}", field="tenant")
             if user is None:
-                if principal is not None and not principal.reaches_tenant(info.id):
+                if not reaches(principal, Verb.LOOK_UP, Target(Scope.ENTERPRISE, info.id)):
                     raise NotFound(f"no tenant {tenant!r}", field="tenant")
                 return LookupContext(info.id), info.region
             ctx = contexts.user_context(info, user)
-            if ctx is None or not _reaches_user(principal, ctx):
+            if ctx is None or not reaches(principal, Verb.LOOK_UP, _user_target(ctx)):
                 raise NotFound(f"no user {user!r} in tenant {tenant!r}", field="user")
             return ctx, info.region
         if user is not None:
@@ -102,13 +111,14 @@ class Directory:
             if (
                 owner is not None
                 and owner.tenant_id is not None
-                and _sees(principal, owner.tenant_id)
+                and sees_tenant(principal, owner.tenant_id)
             ):
                 return owner, contexts.region_of(owner)
         if principal is not None and principal.role is Role.PARTNER:
-            granted = {g.tenant_id for g in principal.grants}
-            if len(granted) == 1 and principal.reaches_tenant(next(iter(granted))):
-                ctx = LookupContext(next(iter(granted)))
+            # a partner granted exactly one tenant, whole, asks in it by default
+            seen = seen_tenants(principal)
+            if seen is not None and len(seen) == 1 and reaches_tenant(principal, seen[0]):
+                ctx = LookupContext(seen[0])
                 return ctx, contexts.region_of(ctx)
         return GLOBAL_ONLY, None
 
@@ -170,15 +180,6 @@ class Directory:
         return contexts is not None and contexts.source(source_ip)[0]
 
 
-def _sees(principal: Principal | None, tenant_id: int) -> bool:
-    return principal is None or principal.sees_tenant(tenant_id)
-
-
-def _reaches_user(principal: Principal | None, ctx: LookupContext) -> bool:
-    """A partner reaches a user through the whole tenant or through the user's group."""
-    if principal is None or ctx.tenant_id is None:
-        return principal is None
-    if principal.reaches_tenant(ctx.tenant_id):
-        return True
-    group = ctx.usergroup_id
-    return group is not None and principal.reaches_usergroup(ctx.tenant_id, group)
+def _user_target(ctx: LookupContext) -> Target:
+    """A user's lookup context as the access rules see it."""
+    return Target(Scope.USER, ctx.tenant_id, ctx.usergroup_id, ctx.user_id)

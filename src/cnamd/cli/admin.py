@@ -215,7 +215,8 @@ def _print_table(keys: Sequence[KeyInfo]) -> None:
 
 
 async def _tenant_command(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    from cnamd.model import Principal, Role
+    from cnamd.access import Principal
+    from cnamd.model import Role
     from cnamd.store import tenants
 
     operator = Principal("cli", Role.OPERATOR)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from cnamd import metrics
+from cnamd.access import Principal
 from cnamd.errors import (
     CnamdError,
     InvalidNumber,
@@ -23,7 +24,7 @@ from cnamd.errors import (
 )
 from cnamd.http.errors import CHALLENGE, status_of
 from cnamd.http.keys import DIRECTORY, SETTINGS
-from cnamd.model import LookupContext, LookupResult, Principal, Scope
+from cnamd.model import LookupContext, LookupResult, Scope
 from cnamd.numbers import number_readings
 from cnamd.presentation import Unavailable, unavailable
 

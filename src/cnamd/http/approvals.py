@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from cnamd.errors import Forbidden, InvalidRequest
+from cnamd.access import Duty, Principal, require
+from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.bodies import query_int, read_json
 from cnamd.http.db import connection
-from cnamd.model import Principal, Role
 from cnamd.store import cnam_records
 from cnamd.store.cnam_records import CnamRecord
 
@@ -40,8 +40,7 @@ def record_json(record: CnamRecord) -> dict[str, object]:
 
 
 def _operator(who: Principal) -> None:
-    if who.role is not Role.OPERATOR:
-        raise Forbidden("approving CNAM records needs an operator key", field="authorization")
+    require(who, Duty.APPROVE)
 
 
 async def list_records(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from cnamd import errors
+from cnamd.access import Principal
 from cnamd.http.auth import (
     is_credential_text,
     known_in_memory,
@@ -31,7 +32,6 @@ from cnamd.http.bodies import read_json
 from cnamd.http.db import connection
 from cnamd.http.errors import add_shaped_routes, status_of
 from cnamd.http.keys import PRINCIPAL, SETTINGS
-from cnamd.model import Principal
 from cnamd.store import cnam_orders
 from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
 

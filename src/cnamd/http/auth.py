@@ -23,10 +23,10 @@ import time
 from aiohttp import BasicAuth, web
 
 from cnamd import metrics
+from cnamd.access import Principal
 from cnamd.errors import TooManyRequests, Unauthorized
 from cnamd.http.db import idempotent
 from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED
-from cnamd.model import Principal
 from cnamd.store import apikeys
 
 __all__ = [

@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from cnamd.access import Principal
 from cnamd.errors import InvalidName, InvalidNumber, NotFound
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object, query_int, string_field
 from cnamd.http.db import connection
 from cnamd.http.keys import SETTINGS
-from cnamd.model import CnamEntry, Owner, Principal
+from cnamd.model import CnamEntry, Owner
 from cnamd.names import validate_name
 from cnamd.numbers import normalize_prefix, range_to_prefixes, written_number
 from cnamd.store import cnam, owners

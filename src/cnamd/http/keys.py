@@ -7,10 +7,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from cnamd.access import Principal
 from cnamd.bulk_workers import BulkWorkers
 from cnamd.cache.directory import Directory
 from cnamd.errors import CnamdError
-from cnamd.model import Principal
 from cnamd.settings import Settings
 from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool

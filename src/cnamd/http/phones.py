@@ -30,12 +30,12 @@ from collections.abc import Callable, Iterable, Mapping
 from aiohttp import web
 
 from cnamd import phonebooks
+from cnamd.access import Principal
 from cnamd.errors import InvalidNumber, NotFound
 from cnamd.http.answers import ask, context
 from cnamd.http.auth import lookup_principal
 from cnamd.http.db import connection
 from cnamd.http.keys import DIRECTORY, SETTINGS
-from cnamd.model import Principal
 from cnamd.phonebooks import Entry
 from cnamd.presentation import Unavailable, unavailable
 from cnamd.store import directories

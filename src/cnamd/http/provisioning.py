@@ -16,11 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
-from cnamd.errors import Forbidden, InvalidRequest, NotFound
+from cnamd.access import Duty, Principal, require
+from cnamd.errors import InvalidRequest, NotFound
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object, string_field
 from cnamd.http.db import connection
-from cnamd.model import Principal, Role
+from cnamd.model import Role
 from cnamd.store import apikeys, tenants
 
 __all__ = ["add_routes"]
@@ -40,15 +41,13 @@ KEY_FIELDS = frozenset({"role", "user", "enterprises", "usergroups", "label", "e
 async def _provisioner(request: web.Request) -> Principal:
     """An operator or partner key; user keys have no business under /api/operator."""
     who = await principal(request)
-    if who.role is Role.USER:
-        raise Forbidden("/api/operator needs a partner or operator key")
+    require(who, Duty.PROVISION)
     return who
 
 
 async def _operator(request: web.Request) -> Principal:
     who = await principal(request)
-    if who.role is not Role.OPERATOR:
-        raise Forbidden("API keys are managed with operator keys only")
+    require(who, Duty.MANAGE_KEYS)
     return who
 
 

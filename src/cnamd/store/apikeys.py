@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from cnamd.access import Grant, Principal
 from cnamd.errors import InvalidRequest, NotFound
-from cnamd.model import Grant, Principal, Role
+from cnamd.model import Role
 
 __all__ = [
     "KeyInfo",

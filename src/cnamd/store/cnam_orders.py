@@ -23,8 +23,9 @@ from typing import Any
 
 import asyncpg
 
+from cnamd.access import Grant, Principal
 from cnamd.errors import Conflict, InvalidRequest, NotFound, Unauthorized
-from cnamd.model import Grant, Principal, Role
+from cnamd.model import Role
 from cnamd.names import validate_name
 from cnamd.store import apikeys
 from cnamd.store.phone_numbers import TenantRef, directory_key, publish_names

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from cnamd.errors import Forbidden, InvalidRequest, NotFound
-from cnamd.model import Owner, Principal, Role, Scope
+from cnamd.access import Duty, Principal, Target, Verb, reaches, require
+from cnamd.errors import InvalidRequest, NotFound
+from cnamd.model import Owner, Role, Scope
 
 __all__ = [
     "enterprise_owner",
@@ -25,15 +26,14 @@ GLOBAL = Owner(Scope.GLOBAL, 0, None, None)
 
 def global_owner(principal: Principal | None = None) -> Owner:
     """The global directory; only operators write it directly."""
-    if principal is not None and principal.role is not Role.OPERATOR:
-        raise Forbidden("the global directory is written by operator keys only", field="scope")
+    if principal is not None:
+        require(principal, Duty.KEEP_GLOBAL)
     return GLOBAL
 
 
 async def user_owner(conn: asyncpg.Connection, principal: Principal) -> Owner:
     """The phone book of a user key's own user (``/api/user/cnam``)."""
-    if principal.role is not Role.USER or principal.user_id is None:
-        raise Forbidden("/api/user acts for the user of a user key; this key has none")
+    require(principal, Duty.OWN_PHONE_BOOK)
     row = await conn.fetchrow(
         "SELECT u.id, u.tenant_id, u.usergroup_id, t.region FROM users u"
         " JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1",
@@ -46,16 +46,12 @@ async def user_owner(conn: asyncpg.Connection, principal: Principal) -> Owner:
     )
 
 
-def _require_partner(principal: Principal) -> None:
-    if principal.role is Role.USER:
-        raise Forbidden("/api/partner needs a partner or operator key")
-
-
 async def enterprise_owner(conn: asyncpg.Connection, principal: Principal, slug: str) -> Owner:
     """The phone book of enterprise (tenant) ``slug``, if the key reaches all of it."""
-    _require_partner(principal)
+    require(principal, Duty.PARTNER_API)
     row = await conn.fetchrow("SELECT id, region FROM tenants WHERE slug = $1", slug)
-    if row is None or not principal.reaches_tenant(row["id"]):
+    # reading and writing a phone book take the same reach (Verb.WRITE's)
+    if row is None or not reaches(principal, Verb.WRITE, Target(Scope.ENTERPRISE, row["id"])):
         raise NotFound(f"no enterprise {slug!r}", field="enterprise", status="wrong-enterprise")
     return Owner(Scope.ENTERPRISE, row["id"], row["id"], row["region"])
 
@@ -63,7 +59,7 @@ async def enterprise_owner(conn: asyncpg.Connection, principal: Principal, slug:
 async def usergroup_owner(conn: asyncpg.Connection, principal: Principal, ref: str) -> Owner:
     """The phone book of usergroup ``ref``: ``GROUP``, or ``ENTERPRISE:GROUP`` when
     the key reaches groups of that name in several enterprises."""
-    _require_partner(principal)
+    require(principal, Duty.PARTNER_API)
     tenant_slug, _, slug = ref.rpartition(":")
     rows = await conn.fetch(
         "SELECT g.id, g.tenant_id, t.slug AS tenant_slug, t.region FROM usergroups g"
@@ -72,7 +68,11 @@ async def usergroup_owner(conn: asyncpg.Connection, principal: Principal, ref: s
         slug,
         tenant_slug,
     )
-    reachable = [r for r in rows if principal.reaches_usergroup(r["tenant_id"], r["id"])]
+    reachable = [
+        r
+        for r in rows
+        if reaches(principal, Verb.WRITE, Target(Scope.USERGROUP, r["tenant_id"], r["id"]))
+    ]
     if not reachable:
         raise NotFound(f"no usergroup {ref!r}", field="usergroup", status="wrong-usergroup")
     if len(reachable) > 1:

@@ -40,8 +40,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from cnamd.access import Duty, Principal, Target, Verb, reaches, readable_tenants, require
 from cnamd.errors import Forbidden, InvalidName, InvalidNumber, InvalidRequest, NotFound
-from cnamd.model import Principal, Role
+from cnamd.model import Role, Scope
 from cnamd.names import validate_name
 from cnamd.numbers import normalize_number, parse_number
 
@@ -380,12 +381,7 @@ def _published_name(caller_id_name: str | None, max_length: int) -> str | None:
 
 def require_manager(who: Principal) -> None:
     """Writes need an operator key or a partner key (selection checked its reach)."""
-    if who.role is Role.USER:
-        raise Forbidden(
-            "a user key reads its tenant's phone numbers; managing them needs a partner or"
-            " operator key",
-            field="authorization",
-        )
+    require(who, Duty.MANAGE_PHONE_NUMBERS)
 
 
 def canonical_uuid(text: str) -> str | None:
@@ -424,17 +420,12 @@ def listed_tenants(who: Principal, selected: TenantRef | None) -> list[int] | No
     no sub-tenants), else every tenant the key reaches whole (None: all, an operator)."""
     if selected is not None:
         return [selected.id]
-    if who.role is Role.OPERATOR:
-        return None
-    if who.role is Role.USER and who.tenant_id is not None:
-        return [who.tenant_id]
-    return sorted({g.tenant_id for g in who.grants if g.usergroup_id is None})
+    return readable_tenants(who)
 
 
 def _reaches(who: Principal, tenant_id: int) -> bool:
-    if who.role is Role.USER:
-        return who.tenant_id == tenant_id
-    return who.reaches_tenant(tenant_id)
+    """A tenant's phone numbers are read by its user keys and by keys reaching it whole."""
+    return reaches(who, Verb.READ, Target(Scope.ENTERPRISE, tenant_id))
 
 
 def _own_tenant(who: Principal) -> int:

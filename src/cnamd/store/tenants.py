@@ -23,8 +23,20 @@ from dataclasses import dataclass
 import asyncpg
 import phonenumbers
 
+from cnamd.access import (
+    Duty,
+    Principal,
+    Target,
+    Verb,
+    reaches,
+    reaches_tenant,
+    reaches_usergroup,
+    require,
+    seen_tenants,
+    sees_tenant,
+)
 from cnamd.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from cnamd.model import Principal, Role
+from cnamd.model import Scope
 
 __all__ = [
     "Tenant",
@@ -189,14 +201,13 @@ def tenant_spec(slug: str, name: str, region: str, networks: Sequence[str]) -> T
 
 
 def _require_operator(who: Principal) -> None:
-    if who.role is not Role.OPERATOR:
-        raise Forbidden("only operator keys create, change or delete tenants", field="tenant")
+    require(who, Duty.MANAGE_TENANTS)
 
 
 async def _seen_tenant(conn: asyncpg.Connection, who: Principal, slug: str) -> int:
     """The id of tenant ``slug``; NotFound if it is missing or the key sees none of it."""
     tenant_id: int | None = await conn.fetchval("SELECT id FROM tenants WHERE slug = $1", slug)
-    if tenant_id is None or not who.sees_tenant(tenant_id):
+    if tenant_id is None or not sees_tenant(who, tenant_id):
         raise NotFound(f"no tenant {slug!r}", field="tenant")
     return tenant_id
 
@@ -204,7 +215,7 @@ async def _seen_tenant(conn: asyncpg.Connection, who: Principal, slug: str) -> i
 async def _managed_tenant(conn: asyncpg.Connection, who: Principal, slug: str) -> int:
     """The id of a tenant whose usergroups and users the key may change (it reaches all of it)."""
     tenant_id = await _seen_tenant(conn, who, slug)
-    if not who.reaches_tenant(tenant_id):
+    if not reaches_tenant(who, tenant_id):
         raise Forbidden(
             f"this key reaches only some usergroups of tenant {slug!r}; managing its usergroups"
             " and users needs a key granted the whole tenant",
@@ -247,7 +258,7 @@ async def _read_tenant(conn: asyncpg.Connection, slug: str) -> Tenant:
 
 async def list_tenants(conn: asyncpg.Connection, who: Principal) -> list[Tenant]:
     """The tenants the key sees, by slug."""
-    seen = None if who.role is Role.OPERATOR else sorted({g.tenant_id for g in who.grants})
+    seen = seen_tenants(who)
     return [_tenant(row) for row in await conn.fetch(_TENANTS, seen, None)]
 
 
@@ -333,7 +344,7 @@ async def list_usergroups(conn: asyncpg.Connection, who: Principal, tenant: str)
     return [
         Usergroup(tenant, r["slug"], r["created_at"])
         for r in rows
-        if who.reaches_usergroup(tenant_id, r["id"])
+        if reaches_usergroup(who, tenant_id, r["id"])
     ]
 
 
@@ -342,7 +353,7 @@ async def get_usergroup(
 ) -> Usergroup:
     tenant_id = await _seen_tenant(conn, who, tenant)
     row = await conn.fetchrow(_USERGROUPS, tenant_id, slug)
-    if row is None or not who.reaches_usergroup(tenant_id, row["id"]):
+    if row is None or not reaches_usergroup(who, tenant_id, row["id"]):
         raise NotFound(f"no usergroup {slug!r} in tenant {tenant!r}", field="usergroup")
     return Usergroup(tenant, row["slug"], row["created_at"])
 
@@ -388,10 +399,7 @@ SELECT u.uuid, u.slug, u.usergroup_id, g.slug AS usergroup, u.created_at
 
 def _sees_user(who: Principal, tenant_id: int, row: asyncpg.Record) -> bool:
     """A user is in reach with its whole tenant or with its usergroup."""
-    group = row["usergroup_id"]
-    if group is None:
-        return who.reaches_tenant(tenant_id)
-    return who.reaches_usergroup(tenant_id, group)
+    return reaches(who, Verb.READ, Target(Scope.USER, tenant_id, row["usergroup_id"]))
 
 
 def _user(tenant: str, row: asyncpg.Record) -> User:
