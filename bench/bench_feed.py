@@ -31,8 +31,8 @@ from pathlib import Path
 import asyncpg
 
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
 from cnamd.model import LookupContext
+from cnamd.replica.feed import ChangeFeed
 from cnamd.settings import load
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate

@@ -20,12 +20,11 @@ from typing import Any
 
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
-from cnamd.cache.loader import open_snapshot
 from cnamd.callers import DirectoryCallers
-from cnamd.model import GLOBAL_ONLY
+from cnamd.model import GLOBAL_ONLY, Digest
 from cnamd.ratelimit import TokenBucket
+from cnamd.replica.loader import open_snapshot
 from cnamd.sip import Dip, DipSettings
-from cnamd.store.entries import Digest
 
 CALLED = "+12125550001"
 SOURCE = ("127.0.0.1", 5061)

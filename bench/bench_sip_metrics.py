@@ -26,10 +26,8 @@ from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
 from cnamd.cache.trie import CacheBuilder
 from cnamd.callers import DirectoryCallers
-from cnamd.model import Scope
+from cnamd.model import ContextRows, Digest, Scope
 from cnamd.sip import Dip, DipSettings
-from cnamd.store.contexts import ContextRows
-from cnamd.store.entries import Digest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_sip_parse import INVITE

@@ -226,7 +226,7 @@ def first_cache_event(log: Path, since: float) -> float | None:
     has nothing of them to apply: the figures of this issue alone.
     """
     for line in log.read_text(errors="replace").splitlines():
-        if "logger=cnamd.cache.feed" not in line or not line.startswith("ts="):
+        if "logger=cnamd.replica.feed" not in line or not line.startswith("ts="):
             continue
         stamp = line[3:].split(" ", 1)[0].replace("Z", "+00:00")
         at = datetime.datetime.fromisoformat(stamp).timestamp()

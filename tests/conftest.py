@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
+from cnamd.replica.feed import ChangeFeed
 from cnamd.settings import load
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres

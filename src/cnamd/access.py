@@ -19,6 +19,7 @@ it reaches everything, as the SIP dip's allowed sources do.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 
 from cnamd.errors import Forbidden
@@ -204,3 +205,8 @@ def require(who: Principal, duty: Duty) -> None:
     """Raise Forbidden (403) naming the key that is needed unless ``who`` may."""
     if not may(who, duty):
         raise Forbidden(duty.refusal, field=duty.field or None)
+
+
+def hash_secret(secret: str) -> bytes:
+    """What is stored of an API key's secret, and compared with what a request presents."""
+    return hashlib.sha256(secret.encode()).digest()

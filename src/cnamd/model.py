@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class Scope(enum.IntEnum):
@@ -92,3 +93,60 @@ class CnamEntry:
     phone: str
     name: str
     prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Count and XOR of entry hashes of served entries, as of change ``last_change_id``.
+
+    PostgreSQL computes it in one scan (~0.7 s per million rows); the feed keeps
+    its own in step with each applied change (XOR out the old, XOR in the new),
+    so a missed, doubled or misapplied change shows as a difference.
+    """
+
+    count: int
+    hash_xor: int
+    last_change_id: int
+
+
+KeyRow = tuple[str, str, str, int | None, int | None, float | None, list[tuple[int, int | None]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRows:
+    """Raw rows; ``cache.contexts`` turns them into lookup maps."""
+
+    tenants: list[tuple[int, str, str]]  # id, slug, region
+    usergroups: list[tuple[int, int, str]]  # id, tenant_id, slug
+    users: list[tuple[int, int, int | None, str]]  # id, tenant_id, usergroup_id, slug
+    numbers: list[tuple[str, int, int | None]]  # number, tenant_id, user_id
+    networks: list[tuple[str, int]]  # cidr, tenant_id
+    # live API keys: key_id, secret hash (hex), role, tenant_id, user_id,
+    # expiry (Unix seconds or None), grants [(tenant_id, usergroup_id or None)]
+    keys: list[KeyRow] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for a snapshot's metadata, so a warm start knows who asks."""
+        return {
+            "tenants": self.tenants,
+            "usergroups": self.usergroups,
+            "users": self.users,
+            "numbers": self.numbers,
+            "networks": self.networks,
+            "keys": self.keys,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContextRows:
+        def rows(name: str) -> list[Any]:
+            return [tuple(r) for r in data.get(name, [])]
+
+        keys = [(*r[:6], [tuple(g) for g in r[6]]) for r in data.get("keys", [])]
+        return cls(
+            rows("tenants"),
+            rows("usergroups"),
+            rows("users"),
+            rows("numbers"),
+            rows("networks"),
+            keys,
+        )

@@ -26,7 +26,6 @@ from aiohttp import web
 
 from cnamd import __version__, logs, metrics
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
 from cnamd.callers import DirectoryCallers
 from cnamd.database import DatabaseServer, migrate_database
 from cnamd.errors import ConfigError, StoreUnavailable
@@ -36,6 +35,7 @@ from cnamd.http.keys import AUTH_LIMITER, TRUSTED
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.order_worker import OrderWorker
 from cnamd.reload import ReloadPlan, plan_reload
+from cnamd.replica.feed import ChangeFeed
 from cnamd.settings import Settings, SipSettings, from_layer
 from cnamd.sharedlimits import LimitRegion, RateLimiter
 from cnamd.sip.dip import Dip, DipSettings

@@ -50,11 +50,11 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from cnamd import logs, metrics
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
-from cnamd.cache.loader import snapshot_usable
 from cnamd.database import DatabaseServer, migrate_database
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
+from cnamd.replica.feed import ChangeFeed
+from cnamd.replica.loader import snapshot_usable
 from cnamd.settings import Settings, as_layer
 from cnamd.sharedlimits import LimitRegion, warn_if_per_process
 from cnamd.worker_status import HostStatus, LagWatch, WorkerView, write_status

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from cnamd.cache.contexts import Contexts
-from cnamd.model import GLOBAL_ONLY, LookupContext
-from cnamd.store.contexts import ContextRows
+from cnamd.model import GLOBAL_ONLY, ContextRows, LookupContext
 
 ROWS = ContextRows(
     tenants=[(1, "acme", "DE"), (2, "globex", "US")],

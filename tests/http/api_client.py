@@ -15,8 +15,8 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
 from cnamd.model import Role
+from cnamd.replica.feed import ChangeFeed
 from cnamd.settings import Settings
 from cnamd.store import apikeys
 

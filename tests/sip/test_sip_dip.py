@@ -358,7 +358,7 @@ def test_every_well_formed_ack_is_counted_and_absorbed(extra: tuple[str, ...]) -
     ack = request("ACK", to="<sip:x@y>;tag=cnamd-1", extra=extra)
     assert dip.handle(ack, SRC, "tcp") is None
     assert dip.handle(b"ACK garbage\r\n\r\n", SRC, "tcp") is None
-    dip.flush_metrics()
+    metrics.flush_tallies()
     assert sample("cnamd_sip_requests_total", method="ACK", transport="tcp") == before + 1
     assert sample("cnamd_sip_dropped_total", reason="unparseable") == dropped + 1
     assert names.calls == []
@@ -532,7 +532,7 @@ def test_metrics_count_requests_by_method_and_transport_and_responses_by_code() 
     dip.handle(request("SUBSCRIBE"), SRC, "tcp")
     unflushed = REGISTRY.get_sample_value("cnamd_sip_responses_total", {"code": "405"}) or 0.0
     assert unflushed == resp_before  # tallied, not yet added
-    dip.flush_metrics()
+    metrics.flush_tallies()
     assert sample("cnamd_sip_requests_total", method="other", transport="tcp") == req_before + 1
     assert sample("cnamd_sip_responses_total", code="405") == resp_before + 1
 

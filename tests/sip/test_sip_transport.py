@@ -20,6 +20,7 @@ from memory_names import MemoryNames
 from prometheus_client import REGISTRY
 from sip_peer import display_name, parse_reply, request
 
+from cnamd import metrics
 from cnamd.sip import Dip, DipSettings
 from cnamd.sip import transport as transport_module
 from cnamd.sip.transport import (
@@ -194,7 +195,7 @@ async def test_udp_answer_to_a_named_maddr_is_dropped_and_counted() -> None:
             client.sendto(ping, ("127.0.0.1", port))
             [reply] = await _recv_all(client, 1)  # the OPTIONS answer: the listener goes on
             assert parse_reply(reply).status == 200
-        dip.flush_metrics()
+        metrics.flush_tallies()
         assert _dropped("send") == send + 1
     finally:
         listener.close()
@@ -226,7 +227,7 @@ async def test_udp_listener_survives_a_failing_answer() -> None:
             client.sendto(request(call_id="answered", via=via), ("127.0.0.1", port))
             [reply] = await _recv_all(client, 1)
             assert parse_reply(reply).one("Call-ID") == "answered"
-        dip.flush_metrics()
+        metrics.flush_tallies()
         assert _dropped("internal") == internal + 1
     finally:
         listener.close()

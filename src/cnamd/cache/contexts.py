@@ -10,10 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cnamd.access import Grant, Principal
-from cnamd.model import GLOBAL_ONLY, LookupContext, Role
-from cnamd.store.apikeys import hash_secret
-from cnamd.store.contexts import ContextRows
+from cnamd.access import Grant, Principal, hash_secret
+from cnamd.model import GLOBAL_ONLY, ContextRows, LookupContext, Role
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SOURCE_MEMO_LIMIT = 10000

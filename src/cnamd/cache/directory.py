@@ -19,9 +19,8 @@ from cnamd.access import (
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.trie import NameCache
 from cnamd.errors import InvalidRequest, NotFound
-from cnamd.model import GLOBAL_ONLY, LookupContext, LookupResult, Role, Scope
+from cnamd.model import GLOBAL_ONLY, Digest, LookupContext, LookupResult, Role, Scope
 from cnamd.numbers import normalize_number, parse_number
-from cnamd.store.entries import Digest
 
 
 class Directory:

@@ -20,7 +20,7 @@ Why this shape (figures in bench/README.md):
   keys -- lets a lookup skip a user / usergroup / tenant namespace that cannot
   match with one bit test instead of a trie walk.
 * Live changes go to a small per-process overlay (``cache/overlay.py``) until the
-  host's loader replaces the base with a full load (``cache/feed.py``); the overlay
+  host's loader replaces the base with a full load (``replica/feed.py``); the overlay
   is also what a snapshot's tail holds (``overlay_records``). ``compacted()`` folds
   it into a new base in memory, for tests and tools.
 

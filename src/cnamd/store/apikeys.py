@@ -9,7 +9,6 @@ cost every API request milliseconds of CPU.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from cnamd.access import Grant, Principal
+from cnamd.access import Grant, Principal, hash_secret
 from cnamd.errors import InvalidRequest, NotFound
 from cnamd.model import Role
 
@@ -67,10 +66,6 @@ class KeyInfo:
             "revoked_at": stamp(self.revoked_at),
             "last_used_at": stamp(self.last_used_at),
         }
-
-
-def hash_secret(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
 
 
 def split_token(token: str) -> tuple[str, str] | None:

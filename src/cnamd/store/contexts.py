@@ -2,56 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias
-
 import asyncpg
 
-# An explicit alias: mypyc's build checks this module without asyncpg installed.
-Connection: TypeAlias = asyncpg.Connection
+from cnamd.model import ContextRows
 
-
-@dataclass(frozen=True, slots=True)
-class ContextRows:
-    """Raw rows; ``cache.contexts`` turns them into lookup maps."""
-
-    tenants: list[tuple[int, str, str]]  # id, slug, region
-    usergroups: list[tuple[int, int, str]]  # id, tenant_id, slug
-    users: list[tuple[int, int, int | None, str]]  # id, tenant_id, usergroup_id, slug
-    numbers: list[tuple[str, int, int | None]]  # number, tenant_id, user_id
-    networks: list[tuple[str, int]]  # cidr, tenant_id
-    # live API keys: key_id, secret hash (hex), role, tenant_id, user_id,
-    # expiry (Unix seconds or None), grants [(tenant_id, usergroup_id or None)]
-    keys: list[KeyRow] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data for a snapshot's metadata, so a warm start knows who asks."""
-        return {
-            "tenants": self.tenants,
-            "usergroups": self.usergroups,
-            "users": self.users,
-            "numbers": self.numbers,
-            "networks": self.networks,
-            "keys": self.keys,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ContextRows:
-        def rows(name: str) -> list[Any]:
-            return [tuple(r) for r in data.get(name, [])]
-
-        keys = [(*r[:6], [tuple(g) for g in r[6]]) for r in data.get("keys", [])]
-        return cls(
-            rows("tenants"),
-            rows("usergroups"),
-            rows("users"),
-            rows("numbers"),
-            rows("networks"),
-            keys,
-        )
-
-
-KeyRow = tuple[str, str, str, int | None, int | None, float | None, list[tuple[int, int | None]]]
+Connection = asyncpg.Connection
 
 _KEYS = """
 SELECT k.key_id, encode(k.secret_hash, 'hex') AS secret_hash, k.role, k.tenant_id, k.user_id,

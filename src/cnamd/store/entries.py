@@ -6,16 +6,14 @@ import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TypeAlias
 
 import asyncpg
 
-from cnamd.model import Scope
+from cnamd.model import Digest, Scope
 
 SCOPE_BY_LABEL = {scope.label: scope for scope in Scope}
 
-# An explicit alias: mypyc's build checks this module without asyncpg installed.
-Connection: TypeAlias = asyncpg.Connection
+Connection = asyncpg.Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +41,6 @@ class Transactions:
 
     changes: list[Change]
     oversized: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """Count and XOR of entry hashes of served entries, as of change ``last_change_id``.
-
-    PostgreSQL computes it in one scan (~0.7 s per million rows); the feed keeps
-    its own in step with each applied change (XOR out the old, XOR in the new),
-    so a missed, doubled or misapplied change shows as a difference.
-    """
-
-    count: int
-    hash_xor: int
-    last_change_id: int
 
 
 def entry_hash(scope: Scope, owner: int, key: str, name: str) -> int:

@@ -1,7 +1,7 @@
 """Keeps the Directory equal to PostgreSQL: full loads off to the side, then the change log.
 
 Two roles. The *loader* (the supervisor, or a daemon running alone) builds full
-loads in a child process (``cache/loader.py``) and writes the snapshot; every
+loads in a child process (``replica/loader.py``) and writes the snapshot; every
 few seconds it also writes the snapshot's tail (its overlay since that base), so
 a process that maps the snapshot starts seconds behind, not a full load behind.
 A *follower* (a worker of the supervisor) never loads: it maps the host's
@@ -40,13 +40,14 @@ import asyncpg
 from cnamd import metrics
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
-from cnamd.cache.loader import load_in_child, open_snapshot, save_tail
 from cnamd.cache.trie import NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
+from cnamd.model import Digest
+from cnamd.replica.loader import load_in_child, open_snapshot, save_tail
 from cnamd.settings import CacheSettings, DatabaseSettings, LogSettings
 from cnamd.store import entries
 from cnamd.store.contexts import load_context_rows
-from cnamd.store.entries import Change, Digest, entry_hash
+from cnamd.store.entries import Change, entry_hash
 from cnamd.store.pool import (
     CONNECTION_LOST,
     backoff_delays,
@@ -494,7 +495,7 @@ class ChangeFeed:
         await self._write_tail()
 
     async def _full_load(self, *, cause: str) -> _State:
-        """Build in a child process (cache/loader.py) and map its snapshot (not installed)."""
+        """Build in a child process (replica/loader.py) and map its snapshot (not installed)."""
         started = time.monotonic()
         path = self.snapshot_path
         scratch = path is None

@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 
 from cnamd.cache.directory import Directory
-from cnamd.cache.feed import ChangeFeed
 from cnamd.errors import StoreUnavailable
 from cnamd.model import GLOBAL_ONLY, LookupContext, Scope
+from cnamd.replica.feed import ChangeFeed
 from cnamd.settings import CacheSettings, DatabaseSettings
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
@@ -404,8 +404,8 @@ async def test_the_loader_keeps_a_tail_so_a_restart_starts_current(
 
 
 def tail_change_id(tmp_path: Path) -> int:
-    from cnamd.cache.loader import tail_path
     from cnamd.cache.snapshot import map_sections
+    from cnamd.replica.loader import tail_path
 
     path = tail_path(tmp_path / "cache.snapshot")
     if not path.exists():

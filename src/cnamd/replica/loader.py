@@ -31,7 +31,7 @@ from cnamd.store import entries
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.pool import connect_once
 
-log = logging.getLogger("cnamd.cache.loader")  # also when run as __main__
+log = logging.getLogger("cnamd.replica.loader")  # also when run as __main__
 
 SPEC_ENV = "CNAMD_LOADER"
 META_FORMAT = 2  # 2: contexts carry API keys
@@ -183,7 +183,7 @@ async def load_in_child(
     # the child's own (zero) gauges must not join a worker's merged metrics
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cnamd.cache.loader", env=env, stdin=asyncio.subprocess.DEVNULL
+        sys.executable, "-m", "cnamd.replica.loader", env=env, stdin=asyncio.subprocess.DEVNULL
     )
     try:
         code = await child.wait()
@@ -214,7 +214,7 @@ async def _child(spec: dict[str, Any]) -> int:
 
 
 def main() -> None:
-    """Entry of the loader child (``python -m cnamd.cache.loader``, spec in the environment)."""
+    """Entry of the loader child (``python -m cnamd.replica.loader``, spec in the environment)."""
     spec = json.loads(os.environ[SPEC_ENV])
     logs.configure(LogSettings(**spec["log"]))
     sys.exit(asyncio.run(_child(spec)))
