@@ -75,6 +75,19 @@ def pss(pid: int) -> int:
     return 0
 
 
+def snapshot_pss(pid: int, path: Path) -> int:
+    """Pss of the process's mappings of ``path`` (the shared cache itself)."""
+    total, inside = 0, False
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            fields = line.split()
+            if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                inside = len(fields) >= 6 and fields[5] == str(path)
+            elif inside and fields[0] == "Pss:":
+                total += int(fields[1]) * 1024
+    return total
+
+
 def mapped_inodes(pid: int, path: Path) -> set[int]:
     found = set()
     with open(f"/proc/{pid}/maps") as maps:
@@ -114,19 +127,25 @@ async def until(check: object, timeout: float, what: str) -> None:
     raise SystemExit(f"{what}: not within {timeout} s")
 
 
-def report(label: str, sup: int, workers: list[int], snapshot: Path) -> float:
+def report(label: str, sup: int, workers: list[int], snapshot: Path) -> tuple[float, float]:
     inode = snapshot.stat().st_ino
     sizes = [pss(w) for w in workers]
+    cache = [snapshot_pss(w, snapshot) for w in workers]
     maps = [sorted(mapped_inodes(w, snapshot)) for w in workers]
     print(
         f"  {label}: supervisor {pss(sup) / MiB:.0f} MiB; workers "
         + ", ".join(f"{s / MiB:.0f}" for s in sizes)
-        + f" MiB (sum {sum(sizes) / MiB:.0f}); snapshot inode {inode}, workers map {maps}"
+        + f" MiB (sum {sum(sizes) / MiB:.0f}), of which the mapped snapshot "
+        + ", ".join(f"{c / MiB:.1f}" for c in cache)
+        + f" MiB (sum {sum(cache) / MiB:.1f}; file {snapshot.stat().st_size / MiB:.1f} MiB);"
+        f" snapshot inode {inode}, workers map {maps}"
     )
-    return sum(sizes) / MiB
+    return sum(sizes) / MiB, sum(cache) / MiB
 
 
-async def one(entries: int, workers: int, tmp: Path) -> tuple[float, float]:
+async def one(
+    entries: int, workers: int, tmp: Path
+) -> tuple[tuple[float, float], tuple[float, float]]:
     pg = EmbeddedPostgres(tmp / "pg")
     url = await pg.start()
     try:
@@ -192,11 +211,12 @@ async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cnamd-bench-memory-") as tmp:
             results[n] = await one(args.entries, n, Path(tmp))
     if 1 in results:
-        one_before, one_after = results[1]
-        for n, (before, after) in results.items():
+        (one_before, one_cache_before), (one_after, one_cache_after) = results[1]
+        for n, ((before, cache_before), (after, cache_after)) in results.items():
             print(
-                f"{n} worker(s): {before / one_before:.2f}x one worker's Pss after start,"
-                f" {after / one_after:.2f}x after a reload"
+                f"{n} worker(s): whole processes {before / one_before:.2f}x one worker's Pss"
+                f" after start, {after / one_after:.2f}x after a reload; the cache"
+                f" {cache_before / one_cache_before:.2f}x and {cache_after / one_cache_after:.2f}x"
             )
 
 
