@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
-from cnamd.sip import Dip, DipSettings, NameAnswer, NameKind
+from cnamd.lookup import NameAnswer, NameKind
+from cnamd.sip import Dip, DipSettings
 from cnamd.sip.message import parse_request
 
 INVITE = (

@@ -1,4 +1,4 @@
-"""The SIP dip's question answered from the Directory (implements ``sip.dip.CallerNames``).
+"""The SIP dip's question answered from the Directory (implements ``lookup.CallerNames``).
 
 Composition glue: the SIP front knows nothing of caches and the cache knows
 nothing of SIP; only the server wires this in. Pre-bound metric children and
@@ -12,8 +12,8 @@ from time import perf_counter
 
 from cnamd import metrics
 from cnamd.cache.directory import Directory
+from cnamd.lookup import NameAnswer, NameKind
 from cnamd.model import Scope
-from cnamd.sip.dip import NameAnswer, NameKind
 
 _INVALID = NameAnswer(NameKind.INVALID)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cnamd.sip.dip import NameAnswer, NameKind
+from cnamd.lookup import NameAnswer, NameKind
 
 DEMO = {"+492216698712": "John Doe", "+4930123456": 'Dr. "Quote" \\ Backslash'}
 
