@@ -3,11 +3,18 @@
 SIP, HTTP and any later front ask a ``CallerNames`` and get a ``NameAnswer``;
 none of them imports another front to do so. Compiled with mypyc (setup.py):
 the dip reads ``NameAnswer`` on every INVITE.
+
+The order sources are asked in: the local scopes (user, usergroup, enterprise,
+global: ``cache/``), then the held upstream answers (``cache/upstream.py``),
+all from memory and answered at once; only when all of them miss and an
+upstream source may be asked is the answer PENDING, and the front asks
+``later()`` for it (``upstream/chain.py``), bounded by its own deadline.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -18,6 +25,8 @@ class NameKind(enum.Enum):
     MISS = "miss"
     INVALID = "invalid"
     DENIED = "denied"
+    #: no local name, none held from upstream, and a source may be asked: ``later()``
+    PENDING = "pending"
 
 
 class NameAnswer:
@@ -37,6 +46,24 @@ class NameAnswer:
         return f"NameAnswer({self.kind}, {self.name!r}, {self.number!r})"
 
 
+class UpstreamAsker(Protocol):
+    """The upstream chain as a front sees it (``upstream/chain.py`` implements it)."""
+
+    def wants(self, number: str) -> bool:
+        """Whether some source may be asked for this E.164 number."""
+        ...
+
+    def later(
+        self,
+        number: str,
+        deadline: float,
+        front: str,
+        done: Callable[[str | None, str | None], None],
+    ) -> None:
+        """Call ``done(name, source)`` once: the answer, or (None, None) at ``deadline``."""
+        ...
+
+
 class CallerNames(Protocol):
     """The directory a front asks (implemented by the composition root, ``callers.py``)."""
 
@@ -51,4 +78,9 @@ class CallerNames(Protocol):
         (``+492216698712``, ``02216698712``, ``alice``): the implementation
         normalizes them and picks the lookup context.
         """
+        ...
+
+    def later(self, number: str, done: Callable[[NameAnswer], None]) -> None:
+        """Ask upstream for a PENDING answer's ``number``; ``done`` is called once, with
+        HIT or MISS, within the front's deadline. Never raises."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cnamd.lookup import NameAnswer, NameKind
@@ -35,3 +36,6 @@ class MemoryNames:
         if name is None:
             return NameAnswer(NameKind.MISS, number=number)
         return NameAnswer(NameKind.HIT, name, number)
+
+    def later(self, number: str, done: Callable[[NameAnswer], None]) -> None:
+        done(NameAnswer(NameKind.MISS, number=number))  # never PENDING: no upstream here

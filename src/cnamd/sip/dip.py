@@ -14,7 +14,7 @@ from typing import Final, Protocol
 
 from cnamd import metrics
 from cnamd.errors import ConfigError
-from cnamd.lookup import CallerNames, NameKind
+from cnamd.lookup import CallerNames, NameAnswer, NameKind
 from cnamd.sip.message import (
     CALL_ID,
     CRLF,
@@ -123,6 +123,8 @@ class DipSettings:
 
 Answer = tuple[bytes, tuple[str, int]]
 Tracer = Callable[[bytes, tuple[str, int], str, Answer | None], None]
+#: sends an answer that came later than its request (upstream): data, destination
+Late = Callable[[bytes, tuple[str, int]], None]
 
 
 class Dip:
@@ -205,15 +207,22 @@ class Dip:
         for tally in self._tallies:
             tally.flush()
 
-    def handle(self, data: bytes, source: tuple[str, int], transport: str) -> bytes | None:
+    def handle(
+        self, data: bytes, source: tuple[str, int], transport: str, late: Late | None = None
+    ) -> bytes | None:
         """The response to one message, or None (dropped, absorbed ACK, keep-alive)."""
-        answer = self.answer(data, source, transport)
+        answer = self.answer(data, source, transport, late)
         return None if answer is None else answer[0]
 
-    def answer(self, data: bytes, source: tuple[str, int], transport: str) -> Answer | None:
-        """The response to one message and where to send it, or None."""
+    def answer(
+        self, data: bytes, source: tuple[str, int], transport: str, late: Late | None = None
+    ) -> Answer | None:
+        """The response to one message and where to send it, or None.
+
+        ``late`` sends an INVITE's answer that has to wait for an upstream source
+        (None is returned now); without it such a dip is answered as a miss."""
         try:
-            answer = self._answer(data, source, transport)
+            answer = self._answer(data, source, transport, late)
         except Exception:  # a bug, not a peer's fault: never let it kill the transport
             self.dropped["internal"].inc()
             return None
@@ -223,7 +232,7 @@ class Dip:
         return answer
 
     def answer_udp(self, data: bytes, source: tuple[str, int]) -> Answer | None:
-        """``answer()`` for a datagram: the UDP pump's callback."""
+        """``answer()`` for a datagram, without late answers (``UdpFront`` has them)."""
         return self.answer(data, source, "udp")
 
     def refuse(
@@ -245,7 +254,9 @@ class Dip:
             self.dropped["internal"].inc()
             return None
 
-    def _answer(self, data: bytes, source: tuple[str, int], transport: str) -> Answer | None:
+    def _answer(
+        self, data: bytes, source: tuple[str, int], transport: str, late: Late | None
+    ) -> Answer | None:
         if not data or (data[0] in {10, 13} and not data.strip(b"\r\n")):
             return None  # keep-alive (RFC 5626 §4.4.1 CRLFs)
         by_method = self._requests.get(transport) or self._requests["udp"]
@@ -280,14 +291,16 @@ class Dip:
         if require is not None and method != b"CANCEL":
             return self._reply(req, source, transport, 420, _unsupported(require))
         if method == b"INVITE":
-            return self._dip(req, source, transport)
+            return self._dip(req, source, transport, late)
         if method == b"OPTIONS":
             return self._reply(req, source, transport, 200, ALLOW + ACCEPT)
         if method == b"CANCEL":
             return self._reply(req, source, transport, 200)
         return self._reply(req, source, transport, 405, ALLOW)
 
-    def _dip(self, req: Request, source: tuple[str, int], transport: str) -> Answer | None:
+    def _dip(
+        self, req: Request, source: tuple[str, int], transport: str, late: Late | None
+    ) -> Answer | None:
         """INVITE: find the calling identity, ask the directory, redirect with the name."""
         headers = req.headers
         from_addr = req.from_addr
@@ -333,6 +346,47 @@ class Dip:
         answer = self.names.caller_name(
             user.decode("utf-8", "replace"), called.decode("utf-8", "replace"), source[0]
         )
+        if answer.kind is NameKind.PENDING:
+            if late is not None:
+                self._later(req, source, transport, answer.number, user=user, host=host, late=late)
+                return None
+            answer = NameAnswer(NameKind.MISS, number=answer.number)
+        return self._named(req, source, transport, answer, user=user, host=host)
+
+    def _later(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        number: str,
+        *,
+        user: bytes,
+        host: bytes,
+        late: Late,
+    ) -> None:
+        """Ask upstream; the answer (or the miss at the front's deadline) leaves by ``late``."""
+
+        def deliver(final: NameAnswer) -> None:
+            try:
+                out = self._named(req, source, transport, final, user=user, host=host)
+                if out is not None:
+                    late(out[0], out[1])
+            except Exception:  # a bug, not a peer's fault
+                self.dropped["internal"].inc()
+
+        self.names.later(number, deliver)
+
+    def _named(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        answer: NameAnswer,
+        *,
+        user: bytes,
+        host: bytes,
+    ) -> Answer | None:
+        """The 302 with the name, or the miss, invalid or denied answer."""
         kind = answer.kind
         if kind is NameKind.HIT:
             name = self._quote(answer.name)
@@ -414,6 +468,18 @@ class Dip:
             )
         )
         return self._tag_prefix + b"%08x" % zlib.crc32(key, self._tag_seed)
+
+
+class UdpFront:
+    """The UDP pump's callback for one socket: ``Dip.answer`` over UDP, with late
+    (upstream) answers sent from that same socket by ``send``."""
+
+    def __init__(self, dip: Dip, send: Late) -> None:
+        self.dip = dip
+        self.send = send
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> Answer | None:
+        return self.dip.answer(data, source, "udp", self.send)
 
 
 class _Limiter(Protocol):
