@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from cnamd import __version__, logs
 from cnamd.errors import CnamdError, ConfigError, StoreUnavailable
 from cnamd.settings import Settings, from_layer, load
+from cnamd.upstream import commands as upstream_commands
 
 if TYPE_CHECKING:
     import asyncpg
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bulk_parsers(sub, with_settings)
     _add_admin_parsers(sub, with_settings)
     _add_dip_parser(sub)
+    upstream_commands.add_parser(sub, with_settings)
     _add_approval_parsers(sub, with_settings)
 
     sub.add_parser("version", help="print the version")
@@ -211,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(lambda: _approval(settings, args))
         if args.command in ("apikey", "tenant"):
             return _run(lambda: _admin(settings, args))
+        if args.command == "upstream":
+            max_length = settings.names.max_length
+            return _run(lambda: upstream_commands.run(_store(settings), args, max_length))
         return _run(lambda: _migrate(settings, args.check))
     except (ConfigError, StoreUnavailable) as exc:
         print(f"cnamd: {exc}", file=sys.stderr)

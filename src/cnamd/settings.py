@@ -310,7 +310,7 @@ class ServerSettings:
         return f"cnamd/{__version__}" if self.expose_version else "cnamd"
 
 
-def _source_name(value: str) -> str | None:
+def source_name_problem(value: str) -> str | None:
     if re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", value):
         return None
     return "lowercase letters, digits, '_', '.', '-' (1-63), e.g. opencnam"
@@ -324,7 +324,7 @@ def _http_url(value: str) -> str | None:
 class SourceSettings:
     """One upstream CNAM source (``[[upstream.sources]]``), asked in the order listed."""
 
-    name: str = _setting("", "the source's name in metrics, logs and answers", _source_name)
+    name: str = _setting("", "the source's name in metrics, logs and answers", source_name_problem)
     kind: Literal["opencnam", "http-json", "sip"] = _setting(
         "opencnam",
         "opencnam: GET {url}/v3/phone/{number}?format=json; http-json: url is a template;"

@@ -103,6 +103,7 @@ class FakeProvider:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+        self._loop.close()
 
 
 def _named(name: str) -> web.Response:

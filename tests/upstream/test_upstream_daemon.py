@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
+import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +24,7 @@ from fake_provider import LATE, FakeProvider
 from sip_peer import parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
-from ops_daemon import Daemon, eventually, http_get, invite, sip_exchange, value
+from ops_daemon import CLI, Daemon, eventually, http_get, invite, sip_exchange, value
 from test_daemon import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -135,6 +139,16 @@ def consumer(
 def lookup(daemon: Daemon, number: str) -> tuple[int, dict[str, object]]:
     status, body = http_get(daemon.base + "/v1/lookup/" + number.replace("+", "%2B"))
     return status, json.loads(body) if body else {}
+
+
+def held(daemon: Daemon) -> float:
+    """How many upstream answers the daemon holds (a lookup would ask upstream on a miss,
+    so waiting for a write to arrive must not look it up)."""
+    return value(daemon.scrape(), "cnamd_cache_entries", scope="upstream")
+
+
+def wait_held(daemon: Daemon, count: float) -> None:
+    eventually(lambda: held(daemon) == count, 10, f"{count} upstream answers held")
 
 
 def dip(daemon: Daemon, number: str, branch: str, *, tcp: bool = False) -> tuple[int, str]:
@@ -301,27 +315,22 @@ def test_the_breaker_opens_on_errors_and_closes_when_the_provider_is_back(
 def test_two_daemons_on_one_database_pay_once(
     tmp_path: Path, consumer: Daemon, consumer_db: str, fake: FakeProvider, provider: Daemon
 ) -> None:
-    held = "+15550001500"
-    assert lookup(consumer, held)[1].get("name") == "Fake 1500"
+    stored = "+15550001500"
+    assert lookup(consumer, stored)[1].get("name") == "Fake 1500"
     second = Daemon(
         tmp_path, database_url=consumer_db, demo=False, args=consumer_args(fake, provider)
     )
     try:
         second.wait_ready(60)
         # stored before it started (a restart keeps the cache): loaded from PostgreSQL
-        assert lookup(second, held)[1].get("name") == "Fake 1500"
+        assert lookup(second, stored)[1].get("name") == "Fake 1500"
         # asked by the first while the second runs: the change log brings it over
         fresh = "+15550001501"
-        held_before = value(second.scrape(), "cnamd_cache_entries", scope="upstream")
+        before = held(second)
         assert lookup(consumer, fresh)[1].get("name") == "Fake 1501"
-
-        def arrived() -> bool:
-            entries = value(second.scrape(), "cnamd_cache_entries", scope="upstream")
-            return entries == held_before + 1
-
-        eventually(arrived, 10, "the answer propagated to the second daemon")
+        wait_held(second, before + 1)  # the change log brought it over
         assert lookup(second, fresh)[1].get("name") == "Fake 1501"
-        assert (fake.asked[held], fake.asked[fresh]) == (1, 1)
+        assert (fake.asked[stored], fake.asked[fresh]) == (1, 1)
     finally:
         second.stop()
 
@@ -343,3 +352,105 @@ async def test_answers_are_stored_for_the_deployment(consumer: Daemon, consumer_
     assert stored.get("+15550007000") == (None, "fake")
     assert "+15550002000" not in stored or stored["+15550002000"][1] != "fake"
     await asyncio.sleep(0)
+
+
+def cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
+    return subprocess.run(
+        [*CLI, *args, "--database-url", db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def call(
+    daemon: Daemon, method: str, path: str, token: str, body: bytes | None = None
+) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(
+        daemon.base + path, data=body, method=method, headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else {}
+
+
+@pytest.fixture(scope="module")
+def operator_token(consumer_db: str, consumer: Daemon) -> str:
+    done = cli(consumer_db, "apikey", "create", "--role", "operator")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.rstrip("\n").split("\n")[-1]
+
+
+def test_operators_import_list_pin_and_purge_over_the_api(
+    consumer: Daemon, operator_token: str
+) -> None:
+    base = "/api/operator/upstream/answers"
+    before = held(consumer)
+    csv = b"phone,name\n+13105550100,Imported Co\n+13105550101,\nnot-a-number,X\n"
+    status, body = call(
+        consumer, "POST", base + "/import?source=acme&ttl_days=2", operator_token, csv
+    )
+    assert (status, body["imported"], body["rejected"]) == (200, 2, 1)
+    # imported answers are served from memory like any upstream answer
+    wait_held(consumer, before + 2)
+    assert lookup(consumer, "+13105550100")[1].get("name") == "Imported Co"
+    assert lookup(consumer, "+13105550100")[1]["source"] == "acme"
+    status, body = call(consumer, "GET", base + "?prefix=%2B1310555010", operator_token)
+    listed = body["answers"]
+    assert status == 200 and isinstance(listed, list)
+    assert [(a["number"], a["name"]) for a in listed] == [
+        ("+13105550100", "Imported Co"),
+        ("+13105550101", None),
+    ]
+    status, body = call(
+        consumer, "PUT", base + "/+13105550100/pin", operator_token, b'{"name": "Pinned Co"}'
+    )
+    assert (status, body["pinned"], body["expires_at"]) == (200, True, None)
+    eventually(lambda: lookup(consumer, "+13105550100")[1].get("name") == "Pinned Co", 10, "pinned")
+    assert call(consumer, "DELETE", base + "/+13105550101", operator_token)[0] == 204
+    assert call(consumer, "DELETE", base + "/+13105550101", operator_token)[0] == 404
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("GET", "?limit=0", None, "limit"),
+        ("GET", "?prefix=abc", None, "prefix"),
+        ("DELETE", "", None, "all"),
+        ("PUT", "/+13105550199/pin", b'{"name": "<b>x</b>"}', "name"),
+        ("PUT", "/+13105550199/pin", b'{"nam": "X"}', "nam"),
+        ("PUT", "/+13105550199/pin", None, "number"),
+        ("PUT", "/12/pin", b"{}", "number"),
+        ("POST", "/import", b"no,header\n", "file"),
+        ("POST", "/import?source=Bad%20Name", b"phone,name\n", "source"),
+        ("POST", "/import?ttl_days=x", b"phone,name\n", "ttl_days"),
+    ],
+)
+def test_bad_operator_requests_are_4xx_naming_the_field(
+    consumer: Daemon, operator_token: str, case: tuple[str, str, bytes | None, str]
+) -> None:
+    method, path, body, field = case
+    status, answer = call(
+        consumer, method, "/api/operator/upstream/answers" + path, operator_token, body
+    )
+    assert 400 <= status < 500 and answer.get("field") == field, (status, answer)
+
+
+def test_the_cli_lists_pins_and_purges(consumer: Daemon, consumer_db: str) -> None:
+    before = held(consumer)
+    done = cli(consumer_db, "upstream", "pin", "+13105550300", "--name", "Cli Co")
+    assert done.returncode == 0, done.stderr
+    wait_held(consumer, before + 1)
+    assert lookup(consumer, "+13105550300")[1].get("name") == "Cli Co"
+    listed = cli(consumer_db, "upstream", "list", "--prefix", "+13105550300", "--json")
+    assert json.loads(listed.stdout)["pinned"] is True
+    assert cli(consumer_db, "upstream", "purge", "+13105550300").stdout.strip() == "deleted=1"
+    bad = cli(consumer_db, "upstream", "pin", "+13105550301")
+    assert bad.returncode == 1 and "no upstream answer" in bad.stderr

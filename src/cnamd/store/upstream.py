@@ -109,19 +109,33 @@ async def purge(conn: Connection, number: str | None) -> int:
     return int(status.split()[-1])
 
 
-async def pin(conn: Connection, number: str, name: str | None, source: str) -> Stored:
-    """Hold ``number``'s answer forever (until purged): ``name`` given replaces it."""
-    row = await conn.fetchrow(
-        f"""INSERT INTO upstream_answers (number, name, source, expires_at, pinned)
-            VALUES ($1, $2, $3, NULL, true)
-            ON CONFLICT (number) DO UPDATE
-               SET pinned = true, expires_at = NULL,
-                   name = coalesce($2, upstream_answers.name),
-                   source = CASE WHEN $2 IS NULL THEN upstream_answers.source ELSE $3 END
-            RETURNING {_COLUMNS}""",
-        number,
-        name,
-        source,
-    )
-    assert row is not None
-    return Stored(*row)
+async def pin(conn: Connection, number: str, name: str | None, source: str) -> Stored | None:
+    """Hold ``number``'s answer until purged. With ``name``: that name, from ``source``;
+    without: the answer already stored (None when there is none)."""
+    if name is None:
+        row = await conn.fetchrow(
+            "UPDATE upstream_answers SET pinned = true, expires_at = NULL WHERE number = $1"
+            f" RETURNING {_COLUMNS}",
+            number,
+        )
+    else:
+        row = await conn.fetchrow(
+            f"""INSERT INTO upstream_answers (number, name, source, expires_at, pinned)
+                VALUES ($1, $2, $3, NULL, true)
+                ON CONFLICT (number) DO UPDATE
+                   SET pinned = true, expires_at = NULL, name = $2, source = $3,
+                       fetched_at = now()
+                RETURNING {_COLUMNS}""",
+            number,
+            name,
+            source,
+        )
+    return None if row is None else Stored(*row)
+
+
+async def save_all(conn: Connection, answers: list[Answer], batch: int = 10000) -> int:
+    """Store many answers (an import) in one transaction, ``batch`` per statement."""
+    async with conn.transaction():
+        for at in range(0, len(answers), batch):
+            await save(conn, answers[at : at + batch])
+    return len({a.number for a in answers})
