@@ -319,6 +319,12 @@ UPSTREAM_BUDGET_LEFT = Gauge(
     ["source"],
     multiprocess_mode="livemin",
 )
+UPSTREAM_BUDGET = Gauge(
+    "cnamd_upstream_budget_daily",
+    "The configured daily budget of paid requests per source (-1: none).",
+    ["source"],
+    multiprocess_mode="livemax",
+)
 UPSTREAM_BREAKER = Gauge(
     "cnamd_upstream_breaker_state",
     "Circuit breaker per source: 0 closed, 1 half-open, 2 open (workers: the worst).",

@@ -59,6 +59,7 @@ class _Link:
         self.duration = metrics.UPSTREAM_DURATION.labels(settings.name)
         self.budget = metrics.UPSTREAM_BUDGET_LEFT.labels(settings.name)
         self.breaker = metrics.UPSTREAM_BREAKER.labels(settings.name)
+        metrics.UPSTREAM_BUDGET.labels(settings.name).set(settings.daily_budget or -1)
         self.publish()
 
     def publish(self) -> None:
