@@ -6,6 +6,7 @@ that a number is paid once for the whole deployment, across processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -66,7 +67,7 @@ def fake() -> Iterator[FakeProvider]:
         server.close()
 
 
-def consumer_args(fake: FakeProvider, provider: Daemon) -> tuple[str, ...]:
+def consumer_args(fake: FakeProvider, provider: Daemon, silent: socket.socket) -> tuple[str, ...]:
     base = f"http://127.0.0.1:{fake.port}"
     sources = [
         {
@@ -105,10 +106,23 @@ def consumer_args(fake: FakeProvider, provider: Daemon) -> tuple[str, ...]:
             "timeout": 5.0,
         },
         {
+            "name": "silent",
+            "kind": "sip",
+            "url": f"sip:127.0.0.1:{silent.getsockname()[1]}",
+            "countries": ["+1666"],
+            "timeout": 0.4,
+        },
+        {
             "name": "cnamd-sip",
             "kind": "sip",
             "url": f"sip:127.0.0.1:{provider.sip_port};transport=tcp",
-            "countries": ["+1800"],
+            "countries": ["+18005"],
+        },
+        {
+            "name": "cnamd-sip-udp",
+            "kind": "sip",
+            "url": f"sip:127.0.0.1:{provider.sip_port}",
+            "countries": ["+18006"],
         },
         {"name": "cnamd", "kind": "opencnam", "url": provider.base},
     ]
@@ -119,15 +133,28 @@ def consumer_args(fake: FakeProvider, provider: Daemon) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
+def silent() -> Iterator[socket.socket]:
+    """A SIP dip server that never answers: a UDP socket that only counts what it gets."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", free_port()))
+        yield sock
+
+
+@pytest.fixture(scope="module")
+def upstream_args(fake: FakeProvider, provider: Daemon, silent: socket.socket) -> tuple[str, ...]:
+    return consumer_args(fake, provider, silent)
+
+
+@pytest.fixture(scope="module")
 def consumer(
-    tmp_path_factory: pytest.TempPathFactory, consumer_db: str, fake: FakeProvider, provider: Daemon
+    tmp_path_factory: pytest.TempPathFactory, consumer_db: str, upstream_args: tuple[str, ...]
 ) -> Iterator[Daemon]:
     """A cnamd without names of its own, asking the fake, then the provider."""
     started = Daemon(
         tmp_path_factory.mktemp("consumer"),
         database_url=consumer_db,
         demo=False,
-        args=consumer_args(fake, provider),
+        args=upstream_args,
     )
     try:
         started.wait_ready(60)
@@ -187,10 +214,32 @@ def test_the_sip_dip_asks_upstream_on_the_first_call(consumer: Daemon, fake: Fak
     assert fake.asked["+15550001111"] == 1
 
 
-def test_an_upstream_sip_dip_server_names_the_number(consumer: Daemon) -> None:
-    # +1800 is the provider's "US Toll Free" prefix, asked over its SIP dip (TCP)
-    status, body = lookup(consumer, "+18005550100")
-    assert (status, body.get("name"), body.get("source")) == (200, "US Toll Free", "cnamd-sip")
+@pytest.mark.parametrize(
+    ("number", "source"), [("+18005550100", "cnamd-sip"), ("+18006550100", "cnamd-sip-udp")]
+)
+def test_an_upstream_sip_dip_server_names_the_number(
+    consumer: Daemon, number: str, source: str
+) -> None:
+    # +1800 is the provider's "US Toll Free" prefix, asked over its SIP dip (TCP, UDP)
+    status, body = lookup(consumer, number)
+    assert (status, body.get("name"), body.get("source")) == (200, "US Toll Free", source)
+
+
+def test_a_silent_sip_server_gets_timer_a_retransmissions_and_no_answer_is_kept(
+    consumer: Daemon, silent: socket.socket
+) -> None:
+    status, _ = lookup(consumer, "+16660000001")  # then the provider cnamd: no name
+    assert status == 404
+    silent.settimeout(0.5)
+    invites = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            invites.append(silent.recv(65535))
+    # T1 = timeout / 4 = 0.1 s: sent at 0, 0.1 and 0.3 s, the same INVITE each time
+    assert len(invites) == 3 and len(set(invites)) == 1
+    assert invites[0].startswith(b"INVITE sip:+16660000001@")
+    samples = consumer.scrape()
+    assert value(samples, "cnamd_upstream_requests_total", source="silent", result="timeout") == 1
 
 
 def test_a_hundred_concurrent_dips_for_one_number_make_one_request(
@@ -313,13 +362,15 @@ def test_the_breaker_opens_on_errors_and_closes_when_the_provider_is_back(
 
 
 def test_two_daemons_on_one_database_pay_once(
-    tmp_path: Path, consumer: Daemon, consumer_db: str, fake: FakeProvider, provider: Daemon
+    tmp_path: Path,
+    consumer: Daemon,
+    consumer_db: str,
+    fake: FakeProvider,
+    upstream_args: tuple[str, ...],
 ) -> None:
     stored = "+15550001500"
     assert lookup(consumer, stored)[1].get("name") == "Fake 1500"
-    second = Daemon(
-        tmp_path, database_url=consumer_db, demo=False, args=consumer_args(fake, provider)
-    )
+    second = Daemon(tmp_path, database_url=consumer_db, demo=False, args=upstream_args)
     try:
         second.wait_ready(60)
         # stored before it started (a restart keeps the cache): loaded from PostgreSQL
