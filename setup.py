@@ -24,6 +24,7 @@ HOT = [
     "src/cnamd/cache/resolver.py",
     "src/cnamd/cache/trie.py",
     "src/cnamd/cache/overlay.py",
+    "src/cnamd/cache/upstream.py",
 ]
 
 ext_modules = []
