@@ -1,6 +1,8 @@
 """The SIP dip: one request in, one stateless response out (DESIGN.md "The SIP dip").
 
-Pure apart from the injected ``CallerNames`` and clock: bytes in, bytes out.
+Pure apart from the injected ``CallerNames`` and clock: bytes in, bytes out; a dip
+whose name must come from an upstream source (``NameKind.PENDING``) is answered
+later, through the ``late`` callback the transport passes in.
 No logging and no exceptions on the hot path (STYLE habits 8 and 11).
 """
 

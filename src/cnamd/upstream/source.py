@@ -23,9 +23,6 @@ class Result(enum.Enum):
     RATE_LIMITED = "rate-limited"  # not asked: over its request rate
 
 
-RESULTS = tuple(r.value for r in Result)
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One source's answer: ``name`` set only on HIT."""

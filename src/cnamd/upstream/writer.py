@@ -26,8 +26,6 @@ class Writer:
         self.timeout = timeout
         self.pending: list[store.Answer] = []
         self._full = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._ok = metrics.UPSTREAM_WRITES.labels("ok")
         self._dropped = metrics.UPSTREAM_WRITES.labels("dropped")
@@ -37,13 +35,8 @@ class Writer:
 
     def add(self, answer: store.Answer) -> None:
         self.pending.append(answer)
-        self._idle.clear()
         if len(self.pending) >= self.batch_size:
             self._full.set()
-
-    async def drained(self) -> None:
-        """Wait until every queued answer is written (or dropped)."""
-        await self._idle.wait()
 
     async def _run(self) -> None:
         while True:
@@ -74,7 +67,6 @@ class Writer:
                 return
             del self.pending[: len(batch)]
             self._ok.inc(len(batch))
-        self._idle.set()
 
     async def stop(self) -> None:
         """Write what is left (bounded), then end."""
