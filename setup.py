@@ -15,6 +15,7 @@ from setuptools import Extension, setup
 HOT = [
     "src/cnamd/sip/message.py",
     "src/cnamd/sip/dip.py",
+    "src/cnamd/lookup.py",
     "src/cnamd/ratelimit.py",
     # the dip's lookup: the glue from the SIP question to the name cache, and the cache
     "src/cnamd/callers.py",
@@ -23,6 +24,7 @@ HOT = [
     "src/cnamd/cache/resolver.py",
     "src/cnamd/cache/trie.py",
     "src/cnamd/cache/overlay.py",
+    "src/cnamd/cache/upstream.py",
 ]
 
 ext_modules = []

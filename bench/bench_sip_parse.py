@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
-from cnamd.sip import Dip, DipSettings, NameAnswer, NameKind
+from cnamd.lookup import NameAnswer, NameKind
+from cnamd.sip import Dip, DipSettings
 from cnamd.sip.message import parse_request
 
 INVITE = (
@@ -39,6 +40,9 @@ class FixedNames:
 
     def caller_name(self, calling: str, called: str, source_ip: str) -> NameAnswer:
         return self.answer
+
+    def later(self, number: str, done: object) -> None:
+        raise AssertionError("never PENDING")
 
 
 def per_call_us(fn: object, arg: tuple[object, ...], seconds: float = 2.0) -> float:

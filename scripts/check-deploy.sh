@@ -53,8 +53,11 @@ step "a live /metrics from cnamd serve --demo --workers 2"
 free_port() { "$venv/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http_port=$(free_port)
 sip_port=$(free_port)
+# one upstream source (nothing listens there) so its labelled metrics exist
 (cd "$work" && exec "$venv/cnamd" serve --demo --workers 2 \
-  --sip-listen "127.0.0.1:$sip_port" --http-listen "127.0.0.1:$http_port" >"$work/cnamd.log" 2>&1) &
+  --sip-listen "127.0.0.1:$sip_port" --http-listen "127.0.0.1:$http_port" \
+  --set 'upstream.sources=[{"name": "check", "url": "http://127.0.0.1:9"}]' \
+  >"$work/cnamd.log" 2>&1) &
 pid=$!
 if ! "$venv/python" "$here/scripts/wait_ready.py" "$http_port" 90 check-deploy ||
   ! "$venv/python" - "$http_port" "$sip_port" "$work/metrics.txt" <<'PY'

@@ -32,6 +32,7 @@ PRINCIPALS: dict[str, Principal | None] = {
 
 TARGETS = {
     "global": Target(Scope.GLOBAL),
+    "upstream": Target(Scope.UPSTREAM),
     "enterprise 1": Target(Scope.ENTERPRISE, 1),
     "enterprise 2": Target(Scope.ENTERPRISE, 2),
     "enterprise 3": Target(Scope.ENTERPRISE, 3),
@@ -51,6 +52,9 @@ TABLE = """
 global           look-up   allow     allow      allow      allow
 global           read      allow     forbidden  forbidden  allow
 global           write     allow     forbidden  forbidden  allow
+upstream         look-up   allow     allow      allow      allow
+upstream         read      allow     forbidden  forbidden  allow
+upstream         write     allow     forbidden  forbidden  allow
 enterprise 1     look-up   allow     allow      allow      allow
 enterprise 1     read      allow     allow      allow      allow
 enterprise 1     write     allow     allow      forbidden  allow
@@ -126,6 +130,7 @@ DUTIES = {
     Duty.MANAGE_TENANTS: (True, False, False, False),
     Duty.MANAGE_KEYS: (True, False, False, False),
     Duty.APPROVE: (True, False, False, False),
+    Duty.MANAGE_UPSTREAM: (True, False, False, False),
     Duty.MANAGE_PHONE_NUMBERS: (True, True, False, False),
 }
 KEYS = (

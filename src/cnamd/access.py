@@ -74,6 +74,7 @@ class Target:
 
 
 GLOBAL = Target(Scope.GLOBAL)
+_OPERATORS_KEEP = (Scope.GLOBAL, Scope.UPSTREAM)
 
 
 def reaches_tenant(who: Principal | None, tenant_id: int) -> bool:
@@ -123,8 +124,9 @@ def reach(who: Principal | None, verb: Verb, target: Target) -> Decision:
     """May ``who`` do ``verb`` on ``target``? The one rule behind every scope check."""
     if who is None or who.role is Role.OPERATOR:
         return Decision.ALLOW
-    if target.scope is Scope.GLOBAL:
-        # every key looks names up in the global directory; operators alone keep it
+    if target.scope in _OPERATORS_KEEP:
+        # every key looks names up in the global directory and the upstream answers;
+        # operators alone keep them
         return Decision.ALLOW if verb is Verb.LOOK_UP else Decision.FORBIDDEN
     if who.role is Role.PARTNER:
         return Decision.ALLOW if _partner_reaches(who, target) else Decision.HIDDEN
@@ -179,6 +181,12 @@ class Duty(enum.Enum):
     MANAGE_TENANTS = ("operator",), "only operator keys create, change or delete tenants", "tenant"
     #: API keys
     MANAGE_KEYS = ("operator",), "API keys are managed with operator keys only", ""
+    #: the upstream scope's stored answers (list, purge, pin, import)
+    MANAGE_UPSTREAM = (
+        ("operator",),
+        "the upstream scope is managed with operator keys only",
+        "",
+    )
     #: the verdict on CNAM records
     APPROVE = ("operator",), "approving CNAM records needs an operator key", "authorization"
     #: changing phone numbers (a user key reads its tenant's)

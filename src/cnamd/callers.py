@@ -1,4 +1,4 @@
-"""The SIP dip's question answered from the Directory (implements ``sip.dip.CallerNames``).
+"""The SIP dip's question answered from the Directory (implements ``lookup.CallerNames``).
 
 Composition glue: the SIP front knows nothing of caches and the cache knows
 nothing of SIP; only the server wires this in. Pre-bound metric children and
@@ -8,21 +8,33 @@ no exceptions: this runs once per INVITE, so counts are tallied in plain ints
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter
 
 from cnamd import metrics
 from cnamd.cache.directory import Directory
+from cnamd.cache.upstream import UpstreamAnswers
+from cnamd.lookup import NameAnswer, NameKind, UpstreamAsker
 from cnamd.model import Scope
-from cnamd.sip.dip import NameAnswer, NameKind
 
 _INVALID = NameAnswer(NameKind.INVALID)
 
 
 class DirectoryCallers:
-    """``CallerNames`` over the live Directory, counting each lookup once."""
+    """``CallerNames`` over the live Directory, then the held upstream answers, then
+    (PENDING) the upstream chain within ``deadline``; each lookup counted once."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        upstream: UpstreamAnswers | None = None,
+        chain: UpstreamAsker | None = None,
+        deadline: float = 0.5,
+    ) -> None:
         self.directory = directory
+        self.upstream = upstream
+        self.chain = chain
+        self.deadline = deadline
         tally = metrics.Tally
         self._hit = {s: tally(metrics.LOOKUPS.labels("sip", "hit", s.label)) for s in Scope}
         self._miss = tally(metrics.LOOKUPS.labels("sip", "miss", "none"))
@@ -46,7 +58,36 @@ class DirectoryCallers:
             self._invalid.n += 1
             return _INVALID
         if found is None:
+            upstream = self.upstream
+            if upstream is not None:
+                held = upstream.get(number)
+                if held is not None:
+                    if held.name is None:  # a negative answer: known to have no name
+                        self._miss.n += 1
+                        return NameAnswer(NameKind.MISS, number=number)
+                    self._hit[Scope.UPSTREAM].n += 1
+                    return NameAnswer(NameKind.HIT, held.name, number)
+                chain = self.chain
+                if chain is not None and chain.wants(number):
+                    return NameAnswer(NameKind.PENDING, number=number)
             self._miss.n += 1
             return NameAnswer(NameKind.MISS, number=number)
         self._hit[found.scope].n += 1
         return NameAnswer(NameKind.HIT, found.name, number)
+
+    def later(self, number: str, done: Callable[[NameAnswer], None]) -> None:
+        chain = self.chain
+        if chain is None:
+            self._miss.n += 1
+            done(NameAnswer(NameKind.MISS, number=number))
+            return
+
+        def settled(name: str | None, _source: str | None) -> None:
+            if name is None:
+                self._miss.n += 1
+                done(NameAnswer(NameKind.MISS, number=number))
+            else:
+                self._hit[Scope.UPSTREAM].n += 1
+                done(NameAnswer(NameKind.HIT, name, number))
+
+        chain.later(number, self.deadline, "sip", settled)

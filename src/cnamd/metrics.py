@@ -299,3 +299,45 @@ class HttpTallies:
 
 
 HTTP = HttpTallies()
+
+# Upstream CNAM sources (issue #17); children pre-created per configured source.
+UPSTREAM_REQUESTS = Counter(
+    "cnamd_upstream_requests",
+    "Upstream source requests by source and result (hit, miss, error, timeout, breaker-open,"
+    " over-budget, rate-limited; the last three were not sent).",
+    ["source", "result"],
+)
+UPSTREAM_DURATION = Histogram(
+    "cnamd_upstream_request_duration_seconds",
+    "Time one upstream request took, by source.",
+    ["source"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+UPSTREAM_BUDGET_LEFT = Gauge(
+    "cnamd_upstream_budget_left",
+    "Paid requests left today per source (per process budget; workers: the smallest).",
+    ["source"],
+    multiprocess_mode="livemin",
+)
+UPSTREAM_BUDGET = Gauge(
+    "cnamd_upstream_budget_daily",
+    "The configured daily budget of paid requests per source (-1: none).",
+    ["source"],
+    multiprocess_mode="livemax",
+)
+UPSTREAM_BREAKER = Gauge(
+    "cnamd_upstream_breaker_state",
+    "Circuit breaker per source: 0 closed, 1 half-open, 2 open (workers: the worst).",
+    ["source"],
+    multiprocess_mode="livemax",
+)
+UPSTREAM_LATE = Counter(
+    "cnamd_upstream_late",
+    "Upstream answers that came after the front's deadline (answered as a miss, cached).",
+    ["front"],
+)
+UPSTREAM_WRITES = Counter(
+    "cnamd_upstream_writes",
+    "Upstream answers written to PostgreSQL (ok), or dropped after the database failed.",
+    ["result"],
+)

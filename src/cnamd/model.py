@@ -14,6 +14,9 @@ class Scope(enum.IntEnum):
     USERGROUP = 1
     ENTERPRISE = 2
     GLOBAL = 3
+    #: answers of upstream CNAM sources (issue #17), held apart from the trie
+    #: (``cache/upstream.py``): asked only after every other scope missed
+    UPSTREAM = 4
 
     @property
     def label(self) -> str:

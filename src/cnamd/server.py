@@ -26,12 +26,13 @@ from aiohttp import web
 
 from cnamd import __version__, logs, metrics
 from cnamd.cache.directory import Directory
+from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.callers import DirectoryCallers
 from cnamd.database import DatabaseServer, migrate_database
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.http import access_log
 from cnamd.http.app import make_app
-from cnamd.http.keys import AUTH_LIMITER, TRUSTED
+from cnamd.http.keys import AUTH_LIMITER, TRUSTED, UPSTREAM
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.order_worker import OrderWorker
 from cnamd.reload import ReloadPlan, plan_reload
@@ -42,6 +43,9 @@ from cnamd.sip.dip import Dip, DipSettings
 from cnamd.sip.requestlog import request_log
 from cnamd.sip.transport import StreamLimits, UdpListener, serve_tcp, serve_udp
 from cnamd.store.pool import Pool, open_pool, publish_pool_metrics
+from cnamd.upstream.chain import Chain, Upstream
+from cnamd.upstream.sweeper import sweep_forever
+from cnamd.upstream.writer import Writer
 from cnamd.worker_status import HostStatus, heartbeat, read_status
 
 log = logging.getLogger(__name__)
@@ -142,6 +146,10 @@ class Server:
         self.directory = Directory()
         # a worker uses the supervisor's database; it never starts one
         self.database = DatabaseServer(settings.database) if worker is None else None
+        # the upstream scope (issue #17): held answers, the chain when sources are set
+        self.upstream_answers = UpstreamAnswers()
+        self.upstream: Upstream | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.feed: ChangeFeed | None = None
         self.pool: Pool | None = None
@@ -185,6 +193,7 @@ class Server:
             timeout=db.connect_timeout,
             statement_timeout=db.statement_timeout,
         )
+        await self._start_upstream()
         await self._start_listeners()
         self.feed = ChangeFeed(
             url,
@@ -199,6 +208,7 @@ class Server:
             if self.worker is not None and self.worker.snapshot_path
             else None,
             on_failure=self._feed_failed,
+            upstream_answers=self.upstream_answers,
         )
         self.directory.held = True
         await self.feed.start(prefer_snapshot=True)
@@ -220,6 +230,10 @@ class Server:
             # Atmosphere CNAM orders: one worker per daemon; SKIP LOCKED shares them safely
             self.orders = OrderWorker(self.pool, self.settings)
             self.orders.start()
+            # expired upstream answers: one sweeper per daemon, like the orders
+            self._sweeper = asyncio.create_task(
+                sweep_forever(self.pool, self.settings.upstream.sweep_interval, db.connect_timeout)
+            )
         self._metrics_tick = asyncio.create_task(self._publish_metrics())
         log.info(
             "cnamd ready",
@@ -246,12 +260,32 @@ class Server:
         log.critical("stopping: the cache can no longer be kept fresh")
         self.stopping.set()
 
+    async def _start_upstream(self) -> None:
+        """The upstream chain when sources are configured (its writer on the pool)."""
+        assert self.pool is not None
+        settings = self.settings.upstream
+        chain = None
+        if settings.sources:
+            writer = Writer(
+                self.pool,
+                batch_size=settings.batch_size,
+                flush_interval=settings.flush_interval,
+                timeout=self.settings.database.connect_timeout,
+            )
+            chain = Chain(
+                settings, self.upstream_answers, writer, max_length=self.settings.names.max_length
+            )
+            await chain.start()
+        self.upstream = Upstream(self.upstream_answers, chain, settings)
+
     async def _start_listeners(self) -> None:
         fd = -1 if self.worker is None else self.worker.limits_fd
         region = self.limits = LimitRegion.create() if fd < 0 else LimitRegion.attach(fd)
         http = self.settings.http
         auth = region.bucket("auth", http.auth_failure_rate, http.auth_failure_burst)
         app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
+        assert self.upstream is not None
+        app[UPSTREAM] = self.upstream
         self.http_runner = web.AppRunner(
             app,
             access_log=logging.getLogger(access_log.LOGGER),
@@ -263,7 +297,12 @@ class Server:
         sip = self.settings.sip
         self.dip = Dip(
             dip_settings(self.settings),
-            DirectoryCallers(self.directory),
+            DirectoryCallers(
+                self.directory,
+                self.upstream_answers,
+                self.upstream.chain,
+                self.settings.upstream.sip_deadline,
+            ),
             limiter=sip_limiter(sip, region),
         )
         self.dip.trace = request_log(sip.log_sample)
@@ -415,6 +454,10 @@ class Server:
             self._heartbeat.cancel()
         if self.orders is not None:
             await self.orders.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.upstream is not None and self.upstream.chain is not None:
+            await self.upstream.chain.close()  # writes the answers still queued
         if self.feed is not None:
             await self.feed.stop()
         if self.pool is not None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -72,9 +74,10 @@ def _handset_text(value: str) -> str | None:
     return None if value.isprintable() and len(value) <= 64 else "printable, at most 64 characters"
 
 
-def _setting(default: Any, doc: str, check: Check | None = None) -> Any:
-    """A field with its documentation and an optional check returning what is allowed."""
-    return field(default=default, metadata={"doc": doc, "check": check})
+def _setting(default: Any, doc: str, check: Check | None = None, *, secret: bool = False) -> Any:
+    """A field with its documentation and an optional check returning what is allowed;
+    a ``secret`` one is left out of the settings' repr (so out of logs)."""
+    return field(default=default, metadata={"doc": doc, "check": check}, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +310,98 @@ class ServerSettings:
         return f"cnamd/{__version__}" if self.expose_version else "cnamd"
 
 
+def source_name_problem(value: str) -> str | None:
+    if re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", value):
+        return None
+    return "lowercase letters, digits, '_', '.', '-' (1-63), e.g. opencnam"
+
+
+def _http_url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else "an http:// or https:// URL"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """One upstream CNAM source (``[[upstream.sources]]``), asked in the order listed."""
+
+    name: str = _setting("", "the source's name in metrics, logs and answers", source_name_problem)
+    kind: Literal["opencnam", "http-json", "sip"] = _setting(
+        "opencnam",
+        "opencnam: GET {url}/v3/phone/{number}?format=json; http-json: url is a template;"
+        " sip: url is sip:host:port (udp) or sip:host:port;transport=tcp",
+    )
+    url: str = _setting("", "base URL (opencnam), URL template (http-json) or SIP URI (sip)")
+    account_sid: str = _setting(
+        "", "opencnam: account_sid query parameter (never logged)", secret=True
+    )
+    auth_token: str = _setting(
+        "", "opencnam: auth_token query parameter (never logged)", secret=True
+    )
+    username: str = _setting("", "HTTP Basic user (never logged)", secret=True)
+    password: str = _setting("", "HTTP Basic password (never logged)", secret=True)
+    headers: tuple[str, ...] = _setting(
+        (),
+        "http-json: extra request headers, 'Name: value' each (e.g. a Bearer key)",
+        secret=True,
+    )
+    name_pointer: str = _setting(
+        "/name", "http-json: JSON pointer (RFC 6901) to the name in the answer"
+    )
+    no_name_statuses: tuple[str, ...] = _setting(
+        ("404",), "http-json/opencnam: HTTP statuses that mean 'no name' (cached as negative)"
+    )
+    countries: tuple[str, ...] = _setting(
+        (), "E.164 prefixes this source is asked for (e.g. +1); empty: every number"
+    )
+    timeout: float = _setting(2.0, "seconds one request may take", _between(0.05, 60))
+    positive_ttl: float = _setting(
+        30 * 86400.0, "seconds a name from this source is kept", _between(1, 10 * 365 * 86400)
+    )
+    negative_ttl: float = _setting(
+        86400.0, "seconds a 'no name' answer is kept", _between(1, 365 * 86400)
+    )
+    max_concurrency: int = _setting(8, "requests in flight to this source", _between(1, 10000))
+    rate: float = _setting(0.0, "requests per second at most (0: no limit)", _between(0, 1e6))
+    daily_budget: int = _setting(
+        0, "paid requests per UTC day at most, per process (0: no limit)", _between(0, 10**9)
+    )
+    breaker_errors: int = _setting(
+        5, "consecutive errors or timeouts that open the circuit breaker", _between(1, 1000)
+    )
+    breaker_reset: float = _setting(
+        30.0, "seconds an open breaker waits before one probe (half-open)", _between(0.1, 3600)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """Upstream CNAM sources (issue #17): asked after every local scope missed."""
+
+    sources: tuple[SourceSettings, ...] = _setting(
+        (),
+        "sources asked in order after the local scopes miss ([[upstream.sources]] tables;"
+        " JSON list in env and flags); empty: upstream off",
+    )
+    sip_deadline: float = _setting(
+        0.5,
+        "seconds the SIP dip waits for an upstream answer before answering its miss"
+        " (keep it below the SBC's dip timeout); a late answer is still cached",
+        _between(0.01, 30),
+    )
+    http_deadline: float = _setting(
+        2.0, "seconds an HTTP lookup waits for an upstream answer", _between(0.01, 60)
+    )
+    batch_size: int = _setting(
+        100, "upstream answers written to PostgreSQL in one transaction", _between(1, 10000)
+    )
+    flush_interval: float = _setting(
+        0.1, "seconds between writes of pending upstream answers", _between(0.001, 60)
+    )
+    sweep_interval: float = _setting(
+        60.0, "seconds between deletions of expired upstream answers", _between(1, 86400)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; sections mirror the TOML tables."""
@@ -321,6 +416,7 @@ class Settings:
     orders: OrderSettings = field(default_factory=OrderSettings)
     log: LogSettings = field(default_factory=LogSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
 
 SECTIONS: dict[str, type[Any]] = typing.get_type_hints(Settings)
@@ -329,6 +425,8 @@ SECTIONS: dict[str, type[Any]] = typing.get_type_hints(Settings)
 def _convert(name: str, hint: Any, raw: Any) -> Any:
     """Turn a TOML value or a string from env/flags into the field's type."""
     origin = typing.get_origin(hint)
+    if origin is tuple and typing.get_args(hint)[0] is SourceSettings:
+        return _sources(name, raw)
     if origin is Literal:
         choices = typing.get_args(hint)
         for choice in choices:
@@ -369,6 +467,58 @@ def _convert(name: str, hint: Any, raw: Any) -> Any:
             raise _bad(name, raw, "a string")
         return raw
     raise AssertionError(f"unsupported setting type {hint!r} for {name}")  # pragma: no cover
+
+
+def _sources(name: str, raw: Any) -> tuple[SourceSettings, ...]:
+    """``[[upstream.sources]]`` tables (a JSON list of objects in env and flags)."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise _bad(name, raw, "a JSON list of source objects") from None
+    if not isinstance(raw, list | tuple):
+        raise _bad(name, raw, "a list of [[upstream.sources]] tables")
+    hints = typing.get_type_hints(SourceSettings)
+    sources = []
+    for i, item in enumerate(raw):
+        where = f"{name}[{i}]"
+        table = _plain(item) if isinstance(item, SourceSettings) else item
+        if not isinstance(table, dict):
+            raise _bad(where, table, "a table")
+        values = {}
+        for key, given in table.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"unknown source setting; known: {', '.join(hints)}", field=f"{where}.{key}"
+                )
+            value = given
+            if key == "no_name_statuses" and isinstance(given, list):
+                value = [str(v) for v in given]
+            values[key] = _convert(f"{where}.{key}", hints[key], value)
+        source = SourceSettings(**values)
+        for f in dataclasses.fields(source):
+            check = f.metadata.get("check")
+            allowed = check(getattr(source, f.name)) if check else None
+            if allowed:
+                raise _bad(f"{where}.{f.name}", getattr(source, f.name), allowed)
+        if not source.url:
+            raise ConfigError("a source needs a url", field=f"{where}.url")
+        if source.kind != "sip" and _http_url(source.url):
+            raise _bad(f"{where}.url", source.url, "an http:// or https:// URL")
+        if source.kind == "sip" and not source.url.startswith("sip:"):
+            raise _bad(f"{where}.url", source.url, "sip:host:port[;transport=tcp]")
+        if not all(s.isdigit() and 100 <= int(s) <= 599 for s in source.no_name_statuses):
+            raise _bad(f"{where}.no_name_statuses", source.no_name_statuses, "HTTP statuses")
+        if not all(c[:1] == "+" and c[1:].isdigit() for c in source.countries):
+            raise _bad(f"{where}.countries", source.countries, "E.164 prefixes like +1")
+        if not all(": " in h or ":" in h for h in source.headers):
+            raise _bad(f"{where}.headers", source.headers, "'Name: value' strings")
+        if source.name_pointer and not source.name_pointer.startswith("/"):
+            raise _bad(f"{where}.name_pointer", source.name_pointer, "a JSON pointer like /name")
+        sources.append(source)
+    if len({s.name for s in sources}) != len(sources):
+        raise ConfigError("source names must be distinct", field=name)
+    return tuple(sources)
 
 
 def _bad(name: str, raw: Any, allowed: str) -> ConfigError:
@@ -493,7 +643,9 @@ def as_layer(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if isinstance(value, SourceSettings):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
 def from_layer(layer: Mapping[str, Mapping[str, Any]]) -> Settings:

@@ -57,7 +57,8 @@ try:
 except ImportError:  # built without a C compiler (CNAMD_PURE_PYTHON): the trie answers alone
     _index = None  # type: ignore[assignment]
 
-_SCOPES: Final = tuple(sorted(Scope))
+# the scopes the trie holds (upstream answers are held apart: cache/upstream.py)
+_SCOPES: Final = (Scope.USER, Scope.USERGROUP, Scope.ENTERPRISE, Scope.GLOBAL)
 # Namespace letter by Scope value; "d" for the global directory.
 _TAGS: Final = "uged"
 _PRIVATE: Final = (Scope.USER, Scope.USERGROUP, Scope.ENTERPRISE)

@@ -5,6 +5,7 @@
 - ``apikey``, ``tenant``: cli/admin.py
 - ``approve``, ``reject``: cli/approval.py
 - ``dip``: cli/dip.py
+- ``upstream``: cli/upstream.py
 - ``version``: here
 
 Exit codes: 0 done, 2 a setting or the database is wrong (one line on stderr
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cnamd import __version__
-from cnamd.cli import admin, approval, bulk, dip, serve
+from cnamd.cli import admin, approval, bulk, dip, serve, upstream
 from cnamd.cli.command import EXIT_USAGE
 from cnamd.errors import CnamdError, ConfigError, StoreUnavailable
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_parsers(sub)
     dip.add_parsers(sub)
     approval.add_parsers(sub)
+    upstream.add_parsers(sub)
     sub.add_parser("version", help="print the version").set_defaults(handler=_version)
     return parser
 

@@ -23,12 +23,12 @@ from cnamd.errors import (
     Unauthorized,
 )
 from cnamd.http.errors import CHALLENGE, status_of
-from cnamd.http.keys import DIRECTORY, SETTINGS
+from cnamd.http.keys import DIRECTORY, SETTINGS, UPSTREAM
 from cnamd.model import LookupContext, LookupResult, Scope
 from cnamd.numbers import number_readings
 from cnamd.presentation import Unavailable, unavailable
 
-__all__ = ["Answer", "ask", "bare_error", "context", "text_response"]
+__all__ = ["Answer", "ask", "ask_all", "bare_error", "context", "text_response"]
 
 # Pre-bound children (STYLE habit 8), tallied and flushed once a second.
 _HIT = {scope: metrics.Tally(metrics.LOOKUPS.labels("http", "hit", scope.label)) for scope in Scope}
@@ -49,6 +49,7 @@ class Answer:
     number: str
     found: LookupResult | None
     unavailable: Unavailable | None = None
+    source: str | None = None  # the upstream source that named it (scope upstream)
 
 
 def ask(
@@ -59,8 +60,45 @@ def ask(
 ) -> Answer:
     """Look ``raw`` up for ``principal`` (from ``lookup_principal``), scoped by the
     ``tenant``/``user``/``called`` parameters; InvalidNumber (counted) if it is no
-    number at all. ``started`` (perf_counter) is when the request came in."""
+    number at all. ``started`` (perf_counter) is when the request came in.
+    Local scopes only: ``ask_all`` goes on to the upstream scope."""
     started = time.perf_counter() if started is None else started
+    answer = _local(request, raw, principal)
+    if answer.unavailable is None:
+        _count(answer, started)
+    return answer
+
+
+async def ask_all(
+    request: web.Request,
+    raw: str,
+    principal: Principal | None,
+    started: float | None = None,
+) -> Answer:
+    """``ask``, then on a miss the upstream scope: a held answer, else the upstream
+    sources within ``upstream.http_deadline`` (issue #17)."""
+    started = time.perf_counter() if started is None else started
+    answer = _local(request, raw, principal)
+    if answer.found is None and answer.unavailable is None and UPSTREAM in request.app:
+        found = await request.app[UPSTREAM].answer(answer.number, "http")
+        if found.name is not None:
+            result = LookupResult(found.name, answer.number, Scope.UPSTREAM)
+            answer = Answer(answer.number, result, None, found.source)
+    if answer.unavailable is None:
+        _count(answer, started)
+    return answer
+
+
+def _count(answer: Answer, started: float) -> None:
+    _DURATION.observe(time.perf_counter() - started)
+    if answer.found is None:
+        _MISS.inc()
+    else:
+        _HIT[answer.found.scope].inc()
+
+
+def _local(request: web.Request, raw: str, principal: Principal | None) -> Answer:
+    """The local scopes' answer; a withheld caller and an invalid number counted here."""
     if not request.app[DIRECTORY].serving:
         raise StoreUnavailable(
             "names are loading or catching up with the database; retry shortly", field="cache"
@@ -71,16 +109,10 @@ def ask(
         (_ANONYMOUS if why is Unavailable.PRIVATE else _MISS).inc()
         return Answer(raw.strip(), None, why)
     try:
-        answer = _resolve(request, raw, ctx, region)
+        return _resolve(request, raw, ctx, region)
     except InvalidNumber:
         _INVALID.inc()
         raise
-    _DURATION.observe(time.perf_counter() - started)
-    if answer.found is None:
-        _MISS.inc()
-    else:
-        _HIT[answer.found.scope].inc()
-    return answer
 
 
 def context(request: web.Request, principal: Principal | None) -> tuple[LookupContext, str | None]:

@@ -20,6 +20,7 @@ from cnamd.http import (
     phone_numbers,
     phones,
     provisioning,
+    upstream,
 )
 from cnamd.http.bodies import MAX_JSON_BYTES
 from cnamd.http.errors import error_middleware
@@ -95,4 +96,5 @@ def make_app(
     flowroute.add_routes(app)
     approvals.add_routes(app)
     atmosphere.add_routes(app)
+    upstream.add_routes(app)
     return app

@@ -14,6 +14,7 @@ from cnamd.errors import CnamdError
 from cnamd.settings import Settings
 from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool
+from cnamd.upstream.chain import Upstream
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -38,6 +39,8 @@ SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", Directory)
 READINESS = web.AppKey("readiness", Readiness)
 POOL = web.AppKey("pool", Pool)
+# held upstream answers and the upstream chain, asked after a local miss (issue #17)
+UPSTREAM = web.AppKey("upstream", Upstream)
 # http.trusted_networks, parsed once; a list, replaced in place on SIGHUP
 TRUSTED = web.AppKey("trusted", list[IPNetwork])
 # failed logins per source address, shared by the workers (http/auth.py)

@@ -16,7 +16,7 @@ import time
 from aiohttp import web
 
 from cnamd.errors import CnamdError, InvalidRequest
-from cnamd.http.answers import Answer, ask, bare_error, text_response
+from cnamd.http.answers import Answer, ask_all, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
@@ -42,7 +42,7 @@ async def lookup(request: web.Request) -> web.Response:
     raw = request.match_info.get("number") or request.query.get("number")
     if not raw:
         raise InvalidRequest("the number is missing", field="number")
-    answer = ask(request, raw, who, started)
+    answer = await ask_all(request, raw, who, started)
     return text_response(request, answer) if text else _json(request, answer)
 
 
@@ -77,6 +77,7 @@ def _json(request: web.Request, answer: Answer) -> web.Response:
             "name": found.name,
             "scope": found.scope.label,
             "matched": found.matched,
+            **({"source": answer.source} if answer.source else {}),
         }
     )
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from cnamd.errors import CnamdError, InvalidRequest, NotFound
-from cnamd.http.answers import Answer, ask, bare_error, text_response
+from cnamd.http.answers import Answer, ask_all, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
@@ -55,7 +55,7 @@ async def phone(request: web.Request) -> web.Response:
     started = time.perf_counter()
     fmt = _format(request)
     who = lookup_principal(request)
-    answer = ask(request, request.match_info.get("number", ""), who, started)
+    answer = await ask_all(request, request.match_info.get("number", ""), who, started)
     if fmt == "json":
         return _json(request, answer)
     return text_response(request, answer)

@@ -41,11 +41,12 @@ from cnamd import metrics
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
 from cnamd.cache.trie import NameCache
+from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.errors import SnapshotError, StoreUnavailable
 from cnamd.model import Digest
 from cnamd.replica.loader import load_in_child, open_snapshot, save_tail
 from cnamd.settings import CacheSettings, DatabaseSettings, LogSettings
-from cnamd.store import entries
+from cnamd.store import entries, upstream
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.entries import Change, entry_hash
 from cnamd.store.pool import (
@@ -111,6 +112,7 @@ class ChangeFeed:
         loader: bool = True,
         snapshot_path: Path | None = None,
         on_failure: Callable[[], None] | None = None,
+        upstream_answers: UpstreamAnswers | None = None,
     ) -> None:
         self.url = url
         self.directory = directory
@@ -123,6 +125,8 @@ class ChangeFeed:
         self.snapshot_path = snapshot_path or (Path(configured) if configured else None)
         self.log_settings = log_settings or LogSettings()
         self.on_failure = on_failure
+        # the upstream scope: loaded whole on each (re)connect, then kept by the log
+        self.upstream = upstream_answers if upstream_answers is not None else UpstreamAnswers()
         self.db_up = False
         self.failed = False
         self.caught_up = asyncio.Event()  # set once the cache matched the database
@@ -169,6 +173,7 @@ class ChangeFeed:
         started = time.monotonic()
         try:
             state = await self._full_load(cause="startup")
+            await self._load_upstream(conn)
             await self._catch_up(conn, state)
         finally:
             await conn.close()
@@ -292,6 +297,7 @@ class ChangeFeed:
     async def _resync(self, conn: Any) -> None:
         """After (re)connecting: bring the cache forward; confirm a stale one by digest."""
         try:
+            await self._load_upstream(conn)
             if self._state is None:
                 raise _Reload("startup")
             if self._suspect:
@@ -398,7 +404,7 @@ class ChangeFeed:
                 )
                 raise _Reload("gap")
             contexts = None
-            if any(change.kind != "entry" for change in changes):
+            if any(change.kind == "contexts" for change in changes):
                 async with asyncio.timeout(self._query_bound):
                     rows = await load_context_rows(conn)
                 contexts = Contexts(rows, self.allowed)
@@ -428,8 +434,23 @@ class ChangeFeed:
                     state.hash_xor ^= entry_hash(
                         change.scope, change.owner, change.key, change.name
                     )
+            elif change.kind == "upstream":
+                expires = change.expires_at
+                self.upstream.put(
+                    change.key,
+                    change.name,
+                    change.source,
+                    None if expires is None else expires.timestamp(),
+                )
             metrics.CACHE_PROPAGATION.observe(max(0.0, now - change.at.timestamp()))
         state.last_id = batch[-1].id
+
+    async def _load_upstream(self, conn: Any) -> None:
+        """Hold every live upstream answer, read now: the catch-up that follows replays
+        changes from the cache's change id on, which ends at the same state."""
+        async with asyncio.timeout(_DIGEST_BOUNDS * self._query_bound):
+            rows = await upstream.load_live(conn)
+        self.upstream.replace(rows)
 
     async def _reconcile(self, conn: Any, *, cause: str) -> bool:
         """Compare digests at one change id; _Reload on a difference. True if they agreed."""
@@ -462,6 +483,7 @@ class ChangeFeed:
         Lookups go on from the old cache meanwhile and never see it go back in time.
         """
         started = time.monotonic()
+        await self._load_upstream(conn)  # a gap lost upstream changes too
         while True:
             state = await self._full_load(cause=cause) if self.loader else self._open_snapshot()
             if state is not None:
@@ -537,6 +559,7 @@ class ChangeFeed:
         self.directory.digest = state.digest()
         for scope, n in state.cache.counts().items():
             metrics.CACHE_ENTRIES.labels(scope.label).set(n)
+        metrics.CACHE_ENTRIES.labels("upstream").set(len(self.upstream))
         metrics.CACHE_LAST_CHANGE_ID.set(state.last_id)
 
     async def _write_tail(self) -> None:

@@ -2,10 +2,10 @@
 
 ``message`` parses and serializes (sans-I/O), ``dip`` decides (metering
 sources with ``cnamd.ratelimit``), ``transport`` moves bytes over UDP, TCP
-and TLS.
+and TLS. The question it asks is ``cnamd.lookup``'s.
 """
 
 from cnamd.ratelimit import TokenBucket
-from cnamd.sip.dip import CallerNames, Dip, DipSettings, NameAnswer, NameKind
+from cnamd.sip.dip import Dip, DipSettings
 
-__all__ = ["CallerNames", "Dip", "DipSettings", "NameAnswer", "NameKind", "TokenBucket"]
+__all__ = ["Dip", "DipSettings", "TokenBucket"]

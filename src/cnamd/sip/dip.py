@@ -1,12 +1,13 @@
 """The SIP dip: one request in, one stateless response out (DESIGN.md "The SIP dip").
 
-Pure apart from the injected ``CallerNames`` and clock: bytes in, bytes out.
+Pure apart from the injected ``CallerNames`` and clock: bytes in, bytes out; a dip
+whose name must come from an upstream source (``NameKind.PENDING``) is answered
+later, through the ``late`` callback the transport passes in.
 No logging and no exceptions on the hot path (STYLE habits 8 and 11).
 """
 
 from __future__ import annotations
 
-import enum
 import time
 import zlib
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Final, Protocol
 
 from cnamd import metrics
 from cnamd.errors import ConfigError
+from cnamd.lookup import CallerNames, NameAnswer, NameKind
 from cnamd.sip.message import (
     CALL_ID,
     CRLF,
@@ -37,50 +39,6 @@ from cnamd.sip.message import (
     split_uri,
     unquote,
 )
-
-
-class NameKind(enum.Enum):
-    """What the directory said about a calling number."""
-
-    HIT = "hit"
-    MISS = "miss"
-    INVALID = "invalid"
-    DENIED = "denied"
-
-
-class NameAnswer:
-    """A directory answer; ``number`` is the caller's normalized E.164 on HIT and MISS.
-
-    A plain class, not a frozen dataclass: compiled, its constructor is a C call,
-    where the dataclass's generated ``__init__`` cost ~0.8 us of every dip.
-    Treat it as immutable.
-    """
-
-    def __init__(self, kind: NameKind, name: str = "", number: str = "") -> None:
-        self.kind = kind
-        self.name = name
-        self.number = number
-
-    def __repr__(self) -> str:
-        return f"NameAnswer({self.kind}, {self.name!r}, {self.number!r})"
-
-
-class CallerNames(Protocol):
-    """The directory the dip asks (implemented by the composition root)."""
-
-    def admit(self, source_ip: str) -> bool:
-        """May this source ask at all (the ``sip.allow`` ACL)?"""
-        ...
-
-    def caller_name(self, calling: str, called: str, source_ip: str) -> NameAnswer:
-        """Name for ``calling`` asked on behalf of ``called`` from ``source_ip``. Never raises.
-
-        Both are URI user parts, percent-decoded, without user parameters
-        (``+492216698712``, ``02216698712``, ``alice``): the implementation
-        normalizes them and picks the lookup context.
-        """
-        ...
-
 
 NUMBER_SOURCES = ("identity", "request-uri")
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -167,6 +125,8 @@ class DipSettings:
 
 Answer = tuple[bytes, tuple[str, int]]
 Tracer = Callable[[bytes, tuple[str, int], str, Answer | None], None]
+#: sends an answer that came later than its request (upstream): data, destination
+Late = Callable[[bytes, tuple[str, int]], None]
 
 
 class Dip:
@@ -241,15 +201,22 @@ class Dip:
             + CRLF,
         )
 
-    def handle(self, data: bytes, source: tuple[str, int], transport: str) -> bytes | None:
+    def handle(
+        self, data: bytes, source: tuple[str, int], transport: str, late: Late | None = None
+    ) -> bytes | None:
         """The response to one message, or None (dropped, absorbed ACK, keep-alive)."""
-        answer = self.answer(data, source, transport)
+        answer = self.answer(data, source, transport, late)
         return None if answer is None else answer[0]
 
-    def answer(self, data: bytes, source: tuple[str, int], transport: str) -> Answer | None:
-        """The response to one message and where to send it, or None."""
+    def answer(
+        self, data: bytes, source: tuple[str, int], transport: str, late: Late | None = None
+    ) -> Answer | None:
+        """The response to one message and where to send it, or None.
+
+        ``late`` sends an INVITE's answer that has to wait for an upstream source
+        (None is returned now); without it such a dip is answered as a miss."""
         try:
-            answer = self._answer(data, source, transport)
+            answer = self._answer(data, source, transport, late)
         except Exception:  # a bug, not a peer's fault: never let it kill the transport
             self.dropped["internal"].inc()
             return None
@@ -259,7 +226,7 @@ class Dip:
         return answer
 
     def answer_udp(self, data: bytes, source: tuple[str, int]) -> Answer | None:
-        """``answer()`` for a datagram: the UDP pump's callback."""
+        """``answer()`` for a datagram, without late answers (``UdpFront`` has them)."""
         return self.answer(data, source, "udp")
 
     def refuse(
@@ -281,7 +248,9 @@ class Dip:
             self.dropped["internal"].inc()
             return None
 
-    def _answer(self, data: bytes, source: tuple[str, int], transport: str) -> Answer | None:
+    def _answer(
+        self, data: bytes, source: tuple[str, int], transport: str, late: Late | None
+    ) -> Answer | None:
         if not data or (data[0] in {10, 13} and not data.strip(b"\r\n")):
             return None  # keep-alive (RFC 5626 §4.4.1 CRLFs)
         by_method = self._requests.get(transport) or self._requests["udp"]
@@ -316,14 +285,16 @@ class Dip:
         if require is not None and method != b"CANCEL":
             return self._reply(req, source, transport, 420, _unsupported(require))
         if method == b"INVITE":
-            return self._dip(req, source, transport)
+            return self._dip(req, source, transport, late)
         if method == b"OPTIONS":
             return self._reply(req, source, transport, 200, ALLOW + ACCEPT)
         if method == b"CANCEL":
             return self._reply(req, source, transport, 200)
         return self._reply(req, source, transport, 405, ALLOW)
 
-    def _dip(self, req: Request, source: tuple[str, int], transport: str) -> Answer | None:
+    def _dip(
+        self, req: Request, source: tuple[str, int], transport: str, late: Late | None
+    ) -> Answer | None:
         """INVITE: find the calling identity, ask the directory, redirect with the name."""
         headers = req.headers
         from_addr = req.from_addr
@@ -369,6 +340,47 @@ class Dip:
         answer = self.names.caller_name(
             user.decode("utf-8", "replace"), called.decode("utf-8", "replace"), source[0]
         )
+        if answer.kind is NameKind.PENDING:
+            if late is not None:
+                self._later(req, source, transport, answer.number, user=user, host=host, late=late)
+                return None
+            answer = NameAnswer(NameKind.MISS, number=answer.number)
+        return self._named(req, source, transport, answer, user=user, host=host)
+
+    def _later(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        number: str,
+        *,
+        user: bytes,
+        host: bytes,
+        late: Late,
+    ) -> None:
+        """Ask upstream; the answer (or the miss at the front's deadline) leaves by ``late``."""
+
+        def deliver(final: NameAnswer) -> None:
+            try:
+                out = self._named(req, source, transport, final, user=user, host=host)
+                if out is not None:
+                    late(out[0], out[1])
+            except Exception:  # a bug, not a peer's fault
+                self.dropped["internal"].inc()
+
+        self.names.later(number, deliver)
+
+    def _named(
+        self,
+        req: Request,
+        source: tuple[str, int],
+        transport: str,
+        answer: NameAnswer,
+        *,
+        user: bytes,
+        host: bytes,
+    ) -> Answer | None:
+        """The 302 with the name, or the miss, invalid or denied answer."""
         kind = answer.kind
         if kind is NameKind.HIT:
             name = self._quote(answer.name)
@@ -450,6 +462,18 @@ class Dip:
             )
         )
         return self._tag_prefix + b"%08x" % zlib.crc32(key, self._tag_seed)
+
+
+class UdpFront:
+    """The UDP pump's callback for one socket: ``Dip.answer`` over UDP, with late
+    (upstream) answers sent from that same socket by ``send``."""
+
+    def __init__(self, dip: Dip, send: Late) -> None:
+        self.dip = dip
+        self.send = send
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> Answer | None:
+        return self.dip.answer(data, source, "udp", self.send)
 
 
 class _Limiter(Protocol):

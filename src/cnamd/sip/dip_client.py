@@ -65,24 +65,37 @@ def read_answer(data: bytes) -> DipAnswer | None:
     code, _, reason = rest.partition(b" ")
     if version != b"SIP/2.0" or not code.isdigit() or int(code) < 200:
         return None
-    name = None
+    # the name: P-Asserted-Identity's display name, else the (first) Contact's
+    found: dict[bytes, str | None] = {}
     for line in lines[1:]:
         field, _, value = line.partition(b":")
-        if field.strip().lower() in (b"contact", b"m"):
+        key = field.strip().lower()
+        key = b"contact" if key == b"m" else key
+        if key in (b"contact", b"p-asserted-identity") and key not in found:
             addr = parse_name_addr(value.strip())
-            if addr is not None and addr.display:
-                name = unquote(addr.display).decode("utf-8", "replace")
-            break
+            found[key] = (
+                unquote(addr.display).decode("utf-8", "replace")
+                if addr is not None and addr.display
+                else None
+            )
+    name = found.get(b"p-asserted-identity") or found.get(b"contact")
     return DipAnswer(int(code), reason.decode("utf-8", "replace"), name, data)
 
 
 async def dip(
-    server: str, calling: str, called: str, *, tcp: bool = False, timeout: float = 2.0
+    server: str,
+    calling: str,
+    called: str,
+    *,
+    tcp: bool = False,
+    timeout: float = 2.0,
+    t1: float = 0.5,
 ) -> DipAnswer:
     """Send one dip to ``server`` (``host[:port]``) and return its final answer.
 
-    UDP retransmits after 500 ms, doubling (RFC 3261 §17.1.1.2's timer A),
-    until ``timeout``; TimeoutError when nothing final arrives.
+    UDP retransmits after ``t1`` (RFC 3261's T1, 500 ms unless the network is known
+    faster), doubling (§17.1.1.2's timer A), until ``timeout``; TimeoutError when
+    nothing final arrives.
     """
     try:
         host, port = split_hostport(server)
@@ -91,7 +104,7 @@ async def dip(
     async with asyncio.timeout(timeout):
         if tcp:
             return await _over_tcp(host, port, calling, called)
-        return await _over_udp(host, port, calling, called)
+        return await _over_udp(host, port, calling, called, t1)
 
 
 async def _over_tcp(host: str, port: int, calling: str, called: str) -> DipAnswer:
@@ -115,7 +128,7 @@ async def _over_tcp(host: str, port: int, calling: str, called: str) -> DipAnswe
         writer.close()
 
 
-async def _over_udp(host: str, port: int, calling: str, called: str) -> DipAnswer:
+async def _over_udp(host: str, port: int, calling: str, called: str, t1: float) -> DipAnswer:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     loop = asyncio.get_running_loop()
     answers: asyncio.Queue[bytes] = asyncio.Queue()
@@ -130,7 +143,7 @@ async def _over_udp(host: str, port: int, calling: str, called: str) -> DipAnswe
     try:
         local = transport.get_extra_info("sockname")[:2]
         invite = build_invite(calling, called, (host, port), local, "udp")
-        interval = 0.5
+        interval = t1
         while True:
             transport.sendto(invite)
             try:

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from cnamd import metrics
 from cnamd.errors import ConfigError
-from cnamd.sip.dip import Dip
+from cnamd.sip.dip import Dip, UdpFront
 from cnamd.sip.message import PING, StreamFramer
 
 DEFAULT_RCVBUF = 8 * 1024 * 1024
@@ -297,7 +297,8 @@ class UdpListener:
         self._sock = sock
         self._fd = sock.fileno()
         self._dip = dip
-        self._answer = dip.answer_udp
+        # late (upstream) answers leave from this socket, as the caller expects
+        self._answer = UdpFront(dip, self._send_elsewhere).answer
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -409,6 +410,13 @@ class SipStreamProtocol(asyncio.Protocol):
         self._begun = 0.0  # when the message now buffered began; 0 when none is
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._late = self._send_late
+
+    def _send_late(self, data: bytes, _destination: tuple[str, int]) -> None:
+        """An answer that waited for an upstream source: on this connection, if still open."""
+        transport = self._transport
+        if transport is not None and not self._closing and not transport.is_closing():
+            transport.write(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -444,7 +452,7 @@ class SipStreamProtocol(asyncio.Protocol):
             if frame == PING:
                 out.append(PONG)
                 continue
-            response = dip.handle(frame, self._peer, name)
+            response = dip.handle(frame, self._peer, name, self._late)
             if response is not None:
                 out.append(response)
         if out:

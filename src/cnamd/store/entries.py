@@ -29,6 +29,9 @@ class Change:
     name: str | None
     old_name: str | None
     xact: int | None = None  # the writing transaction (None: logged before migration 5)
+    # kind 'upstream' (migration 6): who answered (None: removed) and until when
+    source: str | None = None
+    expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,10 @@ async def stream_served(
         yield [(SCOPE_BY_LABEL[r[0]], r[1], r[2], r[3]) for r in rows]
 
 
-_CHANGE_COLUMNS = "id, at, kind, scope, owner_id, key, name, old_name, xact::text::bigint AS xact"
+_CHANGE_COLUMNS = (
+    "id, at, kind, scope, owner_id, key, name, old_name, xact::text::bigint AS xact,"
+    " source, expires_at"
+)
 
 
 def _changes(rows: list[asyncpg.Record]) -> list[Change]:
@@ -99,6 +105,8 @@ def _changes(rows: list[asyncpg.Record]) -> list[Change]:
             r["name"],
             r["old_name"],
             r["xact"],
+            r["source"],
+            r["expires_at"],
         )
         for r in rows
     ]

@@ -1,0 +1,278 @@
+"""Upstream sources (issue #17), by hand; two parts.
+
+``dip``: in process, one INVITE through ``Dip.answer_udp`` and the real lookup, for
+callers named by the local global directory and for callers named by held upstream
+answers (``cache/upstream.py``): what a dip answered from the upstream scope costs
+beside a local one, and the memory per held upstream answer.
+
+``burst``: a real daemon (``cnamd serve --workers 1``, its own database) whose one
+upstream source is a local HTTP provider answering every number after 200 ms. N
+distinct unknown numbers are asked over HTTP at once, while local hits are dipped over
+UDP at a steady rate: the local dips' failures and latency, the provider's peak
+concurrency (the source's ``max_concurrency``), how long until every answer is held,
+the rows stored and the transactions PostgreSQL committed meanwhile.
+
+Reproduce:
+    .venv/bin/python bench/bench_upstream.py dip [N]
+    .venv/bin/python bench/bench_upstream.py burst [N] [CONCURRENCY]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import urllib.request
+from pathlib import Path
+
+from cnamd.cache.contexts import Contexts
+from cnamd.cache.directory import Directory
+from cnamd.cache.trie import CacheBuilder
+from cnamd.cache.upstream import UpstreamAnswers
+from cnamd.callers import DirectoryCallers
+from cnamd.model import ContextRows, Digest, Scope
+from cnamd.ratelimit import TokenBucket
+from cnamd.sip import Dip, DipSettings
+
+INVITE = (
+    "INVITE sip:+12125550001@127.0.0.1:5060 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-{i}-0;rport\r\n"
+    "From: <sip:{n}@127.0.0.1>;tag=1SIPpTag00{i}\r\n"
+    "To: <sip:+12125550001@127.0.0.1:5060>\r\n"
+    "Call-ID: {i}-1@127.0.0.1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Max-Forwards: 70\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+def per_item_us(fn: object, items: list[bytes], passes: int = 7) -> list[float]:
+    call = fn  # type: ignore[assignment]
+    times = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        for item in items:
+            call(item, ("127.0.0.1", 5061))  # type: ignore[operator]
+        times.append((time.perf_counter() - started) / len(items) * 1e6)
+    return sorted(times)
+
+
+def bench_dip(count: int) -> None:
+    local = [f"+1212{i:07d}" for i in range(count)]
+    remote = [f"+1313{i:07d}" for i in range(count)]
+    builder = CacheBuilder()
+    for number in local:
+        builder.add(Scope.GLOBAL, 0, number, "Local Name")
+    directory = Directory()
+    directory.install(
+        builder.build(),
+        Contexts(ContextRows([], [], [], [], []), ["0.0.0.0/0"]),
+        Digest(0, 0, 0),
+        stale=False,
+    )
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    held = UpstreamAnswers()
+    far = time.time() + 86400
+    held.replace((n, f"Upstream {n[-4:]}", "bench", far) for n in remote)
+    per_entry = (tracemalloc.get_traced_memory()[0] - before) / count
+    tracemalloc.stop()
+    dip = Dip(DipSettings(), DirectoryCallers(directory, held), limiter=TokenBucket(1e6, 1e6))
+    local_invites = [INVITE.format(i=i, n=n).encode() for i, n in enumerate(local)]
+    remote_invites = [INVITE.format(i=i, n=n).encode() for i, n in enumerate(remote)]
+    assert b"Local Name" in (dip.answer_udp(local_invites[0], ("127.0.0.1", 5061)) or (b"",))[0]
+    assert b"Upstream" in (dip.answer_udp(remote_invites[0], ("127.0.0.1", 5061)) or (b"",))[0]
+    rounds = []
+    for _ in range(3):  # alternate, so drift on a shared machine hits both alike
+        rounds.append(("local", per_item_us(dip.answer_udp, local_invites)))
+        rounds.append(("upstream", per_item_us(dip.answer_udp, remote_invites)))
+    for kind in ("local", "upstream"):
+        best = [r[0] for k, r in rounds if k == kind]
+        medians = [r[3] for k, r in rounds if k == kind]
+        print(f"{kind:9} INVITE: best {min(best):.2f} us, medians {[round(m, 2) for m in medians]}")
+    print(f"held upstream answer: {per_entry:.0f} B each at {count} (tracemalloc)")
+
+
+# --- burst ---------------------------------------------------------------------------
+
+
+class SlowProvider:
+    """Answers every /cnam/{number} after ``delay`` s; tracks the peak in flight."""
+
+    def __init__(self, delay: float) -> None:
+        from aiohttp import web
+
+        self.delay = delay
+        self.inflight = self.peak = self.asked = 0
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def cnam(request: web.Request) -> web.Response:
+            self.asked += 1
+            self.inflight += 1
+            self.peak = max(self.peak, self.inflight)
+            await asyncio.sleep(self.delay)
+            self.inflight -= 1
+            return web.json_response({"name": "Burst " + request.match_info["number"][-4:]})
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_get("/cnam/{number}", cnam)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            ready.set()
+            await asyncio.Event().wait()
+
+        threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True).start()
+        ready.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_burst(count: int, concurrency: int) -> None:
+    provider = SlowProvider(0.2)
+    http, sip = free_port(), free_port()
+    work = Path(tempfile.mkdtemp(prefix="cnamd-bench-upstream-"))
+    source = {
+        "name": "slow",
+        "kind": "http-json",
+        "url": f"http://127.0.0.1:{provider.port}/cnam/{{e164}}",
+        "max_concurrency": concurrency,
+        "timeout": 30,
+    }
+    cmd = [
+        sys.executable, "-m", "cnamd.cli", "serve", "--demo", "--workers", "1",
+        "--http-listen", f"127.0.0.1:{http}", "--sip-listen", f"127.0.0.1:{sip}",
+        "--embedded-dir", str(work / "pgdata"), "--snapshot", str(work / "snap"),
+        "--set", "upstream.sources=" + json.dumps([source]),
+        "--set", "upstream.http_deadline=60",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
+    daemon = subprocess.Popen(
+        cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{http}"
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        asyncio.run(_burst(base, sip, count, provider, work))
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+
+
+async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: Path) -> None:
+    import aiohttp
+    import asyncpg
+
+    db = await asyncpg.connect(f"postgresql://postgres@/postgres?host={work / 'pgdata'}")  # stats
+    commits0 = await db.fetchval("SELECT sum(xact_commit) FROM pg_stat_database")
+    stop = asyncio.Event()
+    latencies: list[float] = []
+    failures = 0
+
+    async def local_dips() -> None:  # 500 dips/s of a demo (local) name over UDP
+        nonlocal failures
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect(("127.0.0.1", sip))
+        i = 0
+        while not stop.is_set():
+            data = INVITE.format(i=i, n="+492216698712").encode()
+            started = time.perf_counter()
+            await loop.sock_sendall(sock, data)
+            try:
+                async with asyncio.timeout(1):
+                    answer = await loop.sock_recv(sock, 65535)
+                latencies.append(time.perf_counter() - started)
+                failures += not answer.startswith(b"SIP/2.0 302")
+            except TimeoutError:
+                failures += 1
+            i += 1
+            await asyncio.sleep(0.002)
+        sock.close()
+
+    dipper = asyncio.create_task(local_dips())
+    await asyncio.sleep(1)
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+
+        async def ask(i: int) -> bool:
+            async with session.get(f"{base}/v1/lookup/%2B1414{i:07d}") as response:
+                return response.status == 200
+
+        named = sum(await asyncio.gather(*(ask(i) for i in range(count))))
+    answered = time.perf_counter() - started
+    stored = writes = 0
+    while stored < count and time.perf_counter() - started < answered + 30:
+        stored, writes = await _stored(work)
+        await asyncio.sleep(0.1)
+    all_stored = time.perf_counter() - started
+    stop.set()
+    await dipper
+    commits = await db.fetchval("SELECT sum(xact_commit) FROM pg_stat_database") - commits0
+    await db.close()
+    lat = sorted(latencies)
+    print(f"{count} distinct unknown numbers, provider 200 ms, max_concurrency {provider.peak}:")
+    print(
+        f"  named over HTTP: {named}; all answered in {answered:.1f} s;"
+        f" all stored {all_stored:.1f} s"
+    )
+    print(f"  provider asked {provider.asked} times, peak in flight {provider.peak}")
+    print(
+        f"  rows stored {stored} in {writes} write transactions;"
+        f" PostgreSQL commits meanwhile {commits} (all databases, pings and polls included)"
+    )
+    print(
+        f"  local dips during the burst: {len(lat)} answered, {failures} failed;"
+        f" p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms,"
+        f" max {lat[-1] * 1e3:.2f} ms"
+    )
+
+
+async def _stored(work: Path) -> tuple[int, int]:
+    """Rows stored, and the transactions that wrote them (their change-log rows' xacts)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(f"postgresql://postgres@/cnamd?host={work / 'pgdata'}")
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM upstream_answers")
+        writes = await conn.fetchval(
+            "SELECT count(DISTINCT xact) FROM change_log WHERE kind = 'upstream'"
+        )
+        return int(rows), int(writes)
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "dip"
+    if what == "dip":
+        bench_dip(int(sys.argv[2]) if len(sys.argv) > 2 else 100000)
+    else:
+        bench_burst(
+            int(sys.argv[2]) if len(sys.argv) > 2 else 2000,
+            int(sys.argv[3]) if len(sys.argv) > 3 else 50,
+        )

@@ -1,0 +1,125 @@
+"""``/api/operator/upstream``: the upstream scope's stored answers (issue #17), for
+operators only: list them, purge one or all, pin one (kept until purged, with a
+name given or the one stored), and import a provider's CSV into the scope.
+Every change reaches every cache through the change log."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cnamd.access import Duty, require
+from cnamd.errors import InvalidRequest, NotFound
+from cnamd.http.auth import principal
+from cnamd.http.bodies import MAX_JSON_BYTES, BodyTooLarge, json_object
+from cnamd.http.db import connection
+from cnamd.http.keys import SETTINGS
+from cnamd.numbers import normalize_number
+from cnamd.store import upstream as store
+from cnamd.upstream.imports import check_source, read_csv
+from cnamd.upstream.source import clean_name
+
+__all__ = ["add_routes"]
+
+BASE = "/api/operator/upstream/answers"
+_PIN_FIELDS = frozenset({"name"})
+_DAY = 86400.0
+
+
+async def _operator(request: web.Request) -> None:
+    require(await principal(request), Duty.MANAGE_UPSTREAM)
+
+
+def _number(request: web.Request) -> str:
+    return normalize_number(request.match_info["number"], field="number")
+
+
+async def list_answers(request: web.Request) -> web.Response:
+    await _operator(request)
+    prefix = request.query.get("prefix", "")
+    if prefix and not (prefix[:1] == "+" and prefix[1:].isdigit() and len(prefix) <= 16):
+        raise InvalidRequest("prefix must be '+' and up to 15 digits", field="prefix")
+    limit_text = request.query.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10000:
+        raise InvalidRequest("limit must be an integer from 1 to 10000", field="limit")
+    async with connection(request) as conn:
+        found = await store.listing(conn, prefix, int(limit_text))
+    return web.json_response({"answers": [a.as_json() for a in found]})
+
+
+async def purge_one(request: web.Request) -> web.Response:
+    await _operator(request)
+    number = _number(request)
+    async with connection(request) as conn:
+        if not await store.purge(conn, number):
+            raise NotFound(f"no upstream answer for {number}", field="number")
+    return web.Response(status=204)
+
+
+async def purge_all(request: web.Request) -> web.Response:
+    await _operator(request)
+    if request.query.get("all") != "true":
+        raise InvalidRequest("purging every upstream answer needs all=true", field="all")
+    async with connection(request) as conn:
+        deleted = await store.purge(conn, None)
+    return web.json_response({"deleted": deleted})
+
+
+async def pin(request: web.Request) -> web.Response:
+    await _operator(request)
+    number = _number(request)
+    body = await json_object(request) if request.can_read_body else {}
+    for key in body:
+        if key not in _PIN_FIELDS:
+            raise InvalidRequest(f"unknown field; allowed: {', '.join(_PIN_FIELDS)}", field=key)
+    name = None
+    if body.get("name") is not None:
+        raw = body["name"]
+        name = clean_name(raw, request.app[SETTINGS].names.max_length)
+        if name is None:
+            raise InvalidRequest("name does not follow the name rule", field="name")
+    async with connection(request) as conn:
+        pinned = await store.pin(conn, number, name, "operator")
+    if pinned is None:
+        raise NotFound(f"no upstream answer for {number}; pin it with a name", field="number")
+    return web.json_response(pinned.as_json())
+
+
+async def import_csv(request: web.Request) -> web.Response:
+    await _operator(request)
+    source = check_source(request.query.get("source", "import"))
+    days_text = request.query.get("ttl_days", "30")
+    try:
+        days = float(days_text)
+    except ValueError:
+        days = -1.0
+    if not 0 < days <= 3650:
+        raise InvalidRequest("ttl_days must be a number of days from 0 to 3650", field="ttl_days")
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        raise BodyTooLarge(f"the CSV passes {MAX_JSON_BYTES} bytes; use cnamd upstream import")
+    try:
+        text = (await request.read()).decode("utf-8")
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BodyTooLarge(f"the CSV passes {MAX_JSON_BYTES} bytes", field="body") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("the CSV is not UTF-8", field="body") from exc
+    read = read_csv(
+        text.splitlines(),
+        source=source,
+        ttl=days * _DAY,
+        max_length=request.app[SETTINGS].names.max_length,
+    )
+    async with connection(request) as conn:
+        imported = await store.save_all(conn, read.answers)
+    rejected = [{"line": line, "reason": reason} for line, reason in read.rejected[:100]]
+    return web.json_response(
+        {"imported": imported, "rejected": len(read.rejected), "rejections": rejected}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get(BASE, list_answers)
+    router.add_delete(BASE, purge_all)
+    router.add_post(f"{BASE}/import", import_csv)
+    router.add_delete(f"{BASE}/{{number}}", purge_one)
+    router.add_put(f"{BASE}/{{number}}/pin", pin)

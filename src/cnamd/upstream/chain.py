@@ -1,0 +1,241 @@
+"""The upstream chain: after the local scopes miss, ask the configured sources in order;
+the first that names the number wins (issue #17).
+
+Concurrent misses for one number share one request (also the retransmissions
+of one INVITE). A front waits at most its deadline; the request goes on past
+it and its answer is still held and stored, so the next call is a hit. Every
+answer is put in memory at once (``UpstreamAnswers``) and queued for
+PostgreSQL (``Writer``), whose change log brings it to every other process.
+A timeout or an error is never cached; a source that knows no name is
+(negative TTL), so the number is not paid for again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from cnamd import metrics
+from cnamd.cache.upstream import UpstreamAnswers
+from cnamd.settings import SourceSettings, UpstreamSettings
+from cnamd.store.upstream import Answer
+from cnamd.upstream.guard import Guard
+from cnamd.upstream.http_json import HttpJsonSource
+from cnamd.upstream.opencnam import opencnam_source
+from cnamd.upstream.sip_dip import SipDipSource
+from cnamd.upstream.source import Outcome, Result, Source, covers
+from cnamd.upstream.writer import Writer
+
+log = logging.getLogger(__name__)
+
+FRONTS = ("sip", "http")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The chain's answer: a name and its source; a name None with a source is a
+    negative answer; both None: no source could answer (errors, limits)."""
+
+    name: str | None
+    source: str | None
+
+
+NOTHING = Found(None, None)
+
+
+class _Link:
+    """One source in the chain with its guard and pre-bound metric children."""
+
+    def __init__(self, source: Source, settings: SourceSettings) -> None:
+        self.source = source
+        self.settings = settings
+        self.guard = Guard(settings)
+        self.results = {r: metrics.UPSTREAM_REQUESTS.labels(settings.name, r.value) for r in Result}
+        self.duration = metrics.UPSTREAM_DURATION.labels(settings.name)
+        self.budget = metrics.UPSTREAM_BUDGET_LEFT.labels(settings.name)
+        self.breaker = metrics.UPSTREAM_BREAKER.labels(settings.name)
+        metrics.UPSTREAM_BUDGET.labels(settings.name).set(settings.daily_budget or -1)
+        self.publish()
+
+    def publish(self) -> None:
+        left = self.guard.budget_left
+        self.budget.set(-1 if left == float("inf") else left)
+        self.breaker.set(int(self.guard.state))
+
+
+def make_source(
+    settings: SourceSettings, session: aiohttp.ClientSession, max_length: int
+) -> Source:
+    """The client for one configured source."""
+    if settings.kind == "opencnam":
+        return opencnam_source(settings, session, max_length)
+    if settings.kind == "http-json":
+        return HttpJsonSource(settings, session, max_length)
+    return SipDipSource(settings, max_length)
+
+
+class Chain:
+    """Asks upstream sources for the numbers the local scopes do not name."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        held: UpstreamAnswers,
+        writer: Writer | None,
+        *,
+        max_length: int,
+    ) -> None:
+        self.settings = settings
+        self.held = held
+        self.writer = writer
+        self.max_length = max_length
+        self.links: list[_Link] = []
+        self.session: aiohttp.ClientSession | None = None
+        self._inflight: dict[str, asyncio.Task[Found]] = {}
+        self._late = {front: metrics.UPSTREAM_LATE.labels(front) for front in FRONTS}
+
+    async def start(self) -> None:
+        """One ClientSession per process (pooled connections), one client per source."""
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            raise_for_status=False,
+        )
+        for source in self.settings.sources:
+            client = make_source(source, self.session, self.max_length)
+            self.links.append(_Link(client, source))
+        if self.writer is not None:
+            self.writer.start()
+
+    async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        for link in self.links:
+            await link.source.close()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.session is not None:
+            await self.session.close()
+
+    def wants(self, number: str) -> bool:
+        """Whether any source may be asked for ``number`` (its countries)."""
+        return any(covers(link.settings, number) for link in self.links)
+
+    def ask(self, number: str) -> asyncio.Task[Found]:
+        """The one request for ``number``: joined when already under way."""
+        task = self._inflight.get(number)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._run(number))
+            self._inflight[number] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(number, None))
+        return task
+
+    async def within(self, number: str, deadline: float, front: str) -> Found:
+        """The chain's answer for ``number`` if it comes within ``deadline``, else NOTHING
+        (the request goes on and its answer is cached)."""
+        task = self.ask(number)
+        try:
+            async with asyncio.timeout(deadline):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            self._late[front].inc()
+            return NOTHING
+
+    def later(
+        self,
+        number: str,
+        deadline: float,
+        front: str,
+        done: Callable[[str | None, str | None], None],
+    ) -> None:
+        """Call ``done(name, source)`` once: the answer, or (None, None) when ``deadline``
+        passes first. Callbacks, not a task per call: the SIP dip's path."""
+        task = self.ask(number)
+        loop = asyncio.get_running_loop()
+        fired = False
+
+        def finish(found: Found) -> None:
+            nonlocal fired
+            if not fired:
+                fired = True
+                done(found.name, found.source)
+
+        def expired() -> None:
+            if not fired:
+                self._late[front].inc()
+            finish(NOTHING)
+
+        timer = loop.call_later(deadline, expired)
+
+        def settled(task: asyncio.Task[Found]) -> None:
+            timer.cancel()
+            finish(NOTHING if task.cancelled() or task.exception() else task.result())
+
+        task.add_done_callback(settled)
+
+    async def _run(self, number: str) -> Found:
+        negative: _Link | None = None
+        for link in self.links:
+            if not covers(link.settings, number):
+                continue
+            outcome = await self._fetch(link, number)
+            if outcome.result is Result.HIT and outcome.name is not None:
+                self._keep(number, outcome.name, link.settings.name, link.settings.positive_ttl)
+                return Found(outcome.name, link.settings.name)
+            if outcome.result is Result.MISS and negative is None:
+                negative = link
+        if negative is None:
+            return NOTHING  # errors, timeouts, limits: nothing learnt, nothing cached
+        self._keep(number, None, negative.settings.name, negative.settings.negative_ttl)
+        return Found(None, negative.settings.name)
+
+    async def _fetch(self, link: _Link, number: str) -> Outcome:
+        guard = link.guard
+        refused = guard.admit()
+        if refused is not None:
+            link.results[refused].inc()
+            link.publish()
+            return Outcome(refused)
+        async with guard.slots:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(link.settings.timeout):
+                    outcome = await link.source.fetch(number)
+            except TimeoutError:
+                outcome = Outcome(Result.TIMEOUT)
+            except Exception:  # a bug in a client must not lose the number
+                log.exception("upstream source failed", extra={"source": link.settings.name})
+                outcome = Outcome(Result.ERROR)
+            link.duration.observe(time.perf_counter() - started)
+        guard.done(outcome.result)
+        link.results[outcome.result].inc()
+        link.publish()
+        return outcome
+
+    def _keep(self, number: str, name: str | None, source: str, ttl: float) -> None:
+        self.held.put(number, name, source, time.time() + ttl)
+        if self.writer is not None:
+            self.writer.add(Answer(number, name, source, ttl))
+
+
+class Upstream:
+    """What a front asks once its local scopes missed: the held upstream answer, else
+    the chain (when configured) within the front's deadline."""
+
+    def __init__(self, held: UpstreamAnswers, chain: Chain | None, settings: UpstreamSettings):
+        self.held = held
+        self.chain = chain
+        self.deadlines = {"sip": settings.sip_deadline, "http": settings.http_deadline}
+
+    async def answer(self, number: str, front: str) -> Found:
+        held = self.held.get(number)
+        if held is not None:
+            return Found(held.name, held.source)
+        chain = self.chain
+        if chain is None or not chain.wants(number):
+            return NOTHING
+        return await chain.within(number, self.deadlines[front], front)

@@ -1,0 +1,110 @@
+"""A real HTTP CNAM provider that misbehaves on purpose, on loopback, in its own thread.
+
+The number asked decides the behaviour (so one server serves a whole test
+module): see ``BEHAVIOUR``. Every request is recorded (path and headers), so
+tests count what was paid for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+#: number -> what the provider does when asked for it
+BEHAVIOUR: dict[str, str] = {
+    "+15550002000": "500",
+    "+15550003000": "html",
+    "+15550004000": "truncated",
+    "+15550005000": "reset",
+    "+15550006000": "late",  # answers after LATE seconds
+    "+15550007000": "404",
+    "+15550008000": "long",
+    "+15550008001": "foreign",
+}
+LATE = 1.5
+SLOW = 0.2  # every name takes this long: concurrent misses overlap
+
+
+class FakeProvider:
+    """``GET /cnam/{number}`` (http-json shape ``{"data": {"caller_name": ...}}``)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.asked: Counter[str] = Counter()
+        self.headers: list[dict[str, str]] = []
+        self.failing = False  # /flaky answers 500 while set
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._started.wait(10), "fake provider did not start"
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/cnam/{number}", self._cnam)
+        app.router.add_get("/flaky/{number}", self._flaky)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self._stop = asyncio.Event()
+        self._started.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    @web.middleware
+    async def _record(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.asked[request.match_info.get("number", request.path)] += 1
+        self.headers.append(dict(request.headers))
+        return await handler(request)
+
+    async def _cnam(self, request: web.Request) -> web.StreamResponse:
+        number = request.match_info["number"]
+        what = BEHAVIOUR.get(number, "name")
+        if what == "500":
+            return web.Response(status=500, text="internal error")
+        if what == "html":
+            return web.Response(text="<html><body>Login</body></html>", content_type="text/html")
+        if what == "truncated":
+            return web.Response(
+                text='{"data": {"caller_name": {"caller_na', content_type="application/json"
+            )
+        if what == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if what == "404":
+            return web.json_response({"errors": [{"detail": "not found"}]}, status=404)
+        if what == "late":
+            await asyncio.sleep(LATE)
+            return _named("Late Name")
+        if what == "long":
+            return _named("  SMITH   JOHN ANTHONY LONGNAME  ")
+        if what == "foreign":
+            return _named("Jos\u00e9 M\u00fcller")
+        await asyncio.sleep(SLOW)
+        return _named("Fake " + number[-4:])
+
+    async def _flaky(self, request: web.Request) -> web.Response:
+        if self.failing:
+            return web.Response(status=503, text="down")
+        return _named("Flaky " + request.match_info["number"][-4:])
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def _named(name: str) -> web.Response:
+    return web.json_response({"data": {"caller_name": {"caller_name": name}}})
