@@ -103,6 +103,24 @@ class DatabaseSettings:
         "seconds a ping may take before the database counts as hung and is reconnected",
         _between(0.05, 60),
     )
+    primary_url: str = _setting(
+        "",
+        "PostgreSQL URL that takes writes (management API, imports, order and bulk workers)"
+        " when url is a hot standby; several hosts with target_session_attrs=read-write find"
+        " the primary after a failover; empty: url (a standby-only daemon answers writes 503)",
+    )
+    poll_interval: float = _setting(
+        0.05,
+        "seconds between the change feed's reads of the change log on a hot standby (a"
+        " standby refuses LISTEN, so the feed polls)",
+        _between(0.01, 10),
+    )
+    max_replay_lag: float = _setting(
+        30.0,
+        "seconds a hot standby may be behind its primary before the daemon counts as stale,"
+        " as it does without a database",
+        _between(0.1, 86400),
+    )
 
 
 @dataclass(frozen=True, slots=True)
