@@ -175,7 +175,8 @@ async def _migrate(settings: Settings, check: bool) -> int:
         None if settings.database.url else EmbeddedPostgres(Path(settings.database.embedded_dir))
     )
     try:
-        url = await prepare_database(settings, embedded)
+        # migrations are writes: to the primary when database.url is a standby
+        url = settings.database.primary_url or await prepare_database(settings, embedded)
         if check:
             missing = await check_migrations(url, settings.database.connect_timeout)
             print("pending: " + (", ".join(map(str, missing)) or "none"))
@@ -292,7 +293,8 @@ async def _store(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         None if settings.database.url else EmbeddedPostgres(Path(settings.database.embedded_dir))
     )
     try:
-        url = await prepare_database(settings, embedded)
+        # store commands write (imports, keys, tenants): to the primary if one is named
+        url = settings.database.primary_url or await prepare_database(settings, embedded)
         conn = await connect_once(url, settings.database.connect_timeout)
         try:
             missing = await pending(conn)

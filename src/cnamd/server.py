@@ -71,10 +71,26 @@ async def prepare_database(settings: Settings, embedded: EmbeddedPostgres | None
     return await embedded.start()
 
 
+def writes_url(settings: Settings, url: str) -> str:
+    """Where writes go: ``database.primary_url``, else the database the daemon follows."""
+    return settings.database.primary_url or url
+
+
 async def migrate_database(url: str, timeout: float, *, demo: bool) -> None:
-    """Apply pending migrations (and the demo data); StoreUnavailable if unreachable."""
+    """Apply pending migrations (and the demo data); StoreUnavailable if unreachable.
+
+    A hot standby takes no writes: its schema is the primary's, checked, not migrated.
+    """
     conn = await connect_once(url, timeout)
     try:
+        if await conn.fetchval("SELECT pg_is_in_recovery()"):
+            missing = [m.version for m in await pending(conn)]
+            if missing:
+                raise StoreUnavailable(
+                    f"the standby's schema lacks migrations {missing}: migrate the primary",
+                    field="database.primary_url",
+                )
+            return
         await migrate(conn)
         if demo:
             await load_demo(conn)
@@ -199,7 +215,9 @@ class Server:
         if self.worker is None:
             url = await prepare_database(self.settings, self.embedded)
             try:
-                await migrate_database(url, db.connect_timeout, demo=self.demo)
+                await migrate_database(
+                    writes_url(self.settings, url), db.connect_timeout, demo=self.demo
+                )
             except StoreUnavailable as exc:
                 # The feed decides: serve a snapshot, wait, or give up (database.on_unreachable).
                 log.warning("database unreachable at start-up", extra={"reason": exc.reason})
@@ -210,8 +228,9 @@ class Server:
             self._heartbeat = asyncio.create_task(
                 heartbeat(self.worker.heartbeat_fd, self._applied_change_id)
             )
+        # the API, imports and order workers write: to the primary when url is a standby
         self.pool = await open_pool(
-            url,
+            writes_url(self.settings, url),
             min_size=db.pool_min,
             max_size=db.pool_max,
             timeout=db.connect_timeout,
@@ -476,12 +495,16 @@ class Server:
         """/readyz: 200 only when loaded, listening and confirmed by the database."""
         feed = self.feed
         db_up = feed.db_up if feed is not None else False
+        # a standby too far behind its primary is as stale as a database away
+        lagging = feed is not None and feed.lagging
         body: dict[str, Any] = {
             "loaded": self.directory.ready,
             "database": "up" if db_up else "down",
+            "database_mode": feed.mode if feed is not None else None,
+            "replay_lag": round(feed.replay_lag, 3) if feed is not None else 0.0,
             "listeners": self.listeners_up,
             # a cache the database does not confirm now: a snapshot, or the database away
-            "stale": self.directory.stale or not db_up,
+            "stale": self.directory.stale or not db_up or lagging,
             "change_id": self.directory.digest.last_change_id,
             "entries": sum(self.directory.counts().values()),
         }
@@ -509,6 +532,12 @@ class Server:
             status = self.settings.cache.stale_ready_status
         elif not db_up and self.directory.ready:
             reasons.append("database unreachable; serving the cache as last loaded")
+            status = self.settings.cache.stale_ready_status
+        elif lagging and feed is not None and self.directory.ready:
+            reasons.append(
+                f"the standby is {feed.replay_lag:.1f} s behind its primary"
+                f" (database.max_replay_lag {self.settings.database.max_replay_lag:g} s)"
+            )
             status = self.settings.cache.stale_ready_status
         if not self.directory.ready or not self.listeners_up or failing:
             status = 503

@@ -121,12 +121,13 @@ class Supervisor:
 
         try:
             self.url = await prepare_database(self.settings, self.embedded)
+            writes = self.settings.database.primary_url or self.url
             self.run_dir = tempfile.mkdtemp(prefix="cnamd-run-")
             self.metrics_dir = os.path.join(self.run_dir, "metrics")
             os.mkdir(self.metrics_dir)
             db = self.settings.database
             try:
-                await migrate_database(self.url, db.connect_timeout, demo=self.demo)
+                await migrate_database(writes, db.connect_timeout, demo=self.demo)
             except StoreUnavailable as exc:
                 if db.on_unreachable == "exit" and not self._snapshot_usable():
                     raise

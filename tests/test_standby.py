@@ -1,0 +1,265 @@
+"""Daemons that follow a PostgreSQL hot standby: served from it, writes to the primary,
+and the failover drill. One primary and one streaming standby (pg_basebackup -R, the
+embedded binaries) for the whole module; the drill, which promotes the standby, runs last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from sip_peer import display_name, parse_reply
+
+from cnamd.store.demo import load_demo
+from cnamd.store.migrations import migrate
+from cnamd.store.replicated_pair import ReplicatedPair
+from ops_daemon import Daemon, eventually, http_get, value
+from test_daemon import free_port, run_cli, sip_dip
+
+DB = "cnamd"
+INSERT = (
+    "INSERT INTO cnam_entries (scope, tenant_id, key, is_prefix, name, approval, approved_at)"
+    " SELECT 'enterprise', id, $1, false, $2, 'approved', now() FROM tenants WHERE slug = 'demo'"
+)
+ENTERPRISE = "/api/partner/enterprise/demo/cnam"
+
+
+def sql(url: str, query: str, *args: object) -> Any:
+    """One statement on ``url``, its first value."""
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return await conn.fetchval(query, *args, timeout=10)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedPair]:
+    """A primary with the demo data and its streaming standby, for the module."""
+    root = tmp_path_factory.mktemp("replicated")
+    started = ReplicatedPair.create(root, free_port(), free_port())
+    try:
+
+        async def prepare() -> None:
+            admin = await asyncpg.connect(started.primary.url(), timeout=10)
+            try:
+                await admin.execute(f"CREATE DATABASE {DB}")
+            finally:
+                await admin.close()
+            conn = await asyncpg.connect(started.primary.url(DB), timeout=10)
+            try:
+                await migrate(conn)
+                await load_demo(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(prepare())
+        # the standby has replayed the schema and the demo data
+        eventually(
+            lambda: _ask(started.standby.url(DB), "SELECT count(*) FROM tenants") == 1,
+            20,
+            "the standby replays the primary",
+        )
+        yield started
+    finally:
+        started.stop()
+
+
+def _ask(url: str, query: str) -> Any:
+    try:
+        return sql(url, query)
+    except (OSError, asyncpg.PostgresError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def token(pair: ReplicatedPair) -> str:
+    """A partner key of tenant demo, made on the primary (replicated to the standby)."""
+    made = run_cli(
+        "apikey", "create", "--role", "partner", "--enterprise", "demo",
+        "--database-url", pair.primary.url(DB),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def standby_only(
+    pair: ReplicatedPair, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Daemon]:
+    """A daemon that knows only the standby."""
+    daemon = Daemon(
+        tmp_path_factory.mktemp("standby-only"),
+        database_url=pair.standby.url(DB),
+        demo=False,
+    )
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def lookup(daemon: Daemon, number: str) -> str | None:
+    status, body = http_get(f"{daemon.base}/v1/lookup/{number}?tenant=demo")
+    return json.loads(body).get("name") if status == 200 else None
+
+
+def dip(daemon: Daemon, number: str) -> str | None:
+    """The name a SIP dip of ``number`` (to the demo tenant's number) answers, or None."""
+    reply = parse_reply(sip_dip(daemon.sip_port, number))
+    return display_name(reply.one("Contact")) if reply.status == 302 else None
+
+
+def test_a_change_on_the_primary_is_served_by_a_daemon_following_the_standby(
+    pair: ReplicatedPair, standby_only: Daemon
+) -> None:
+    ready = standby_only.wait_ready()
+    assert ready["database_mode"] == "standby"
+    eventually(lambda: standby_only.readyz()[1]["replay_lag"] == 0, 10, "caught up: lag 0")
+    sql(pair.primary.url(DB), INSERT, "+492216690001", "Standby Heard")
+    eventually(lambda: lookup(standby_only, "+492216690001") == "Standby Heard", 5, "served")
+    samples = standby_only.scrape()
+    assert value(samples, "cnamd_database_mode", mode="standby") == 1
+    assert value(samples, "cnamd_database_mode", mode="primary") == 0
+    assert value(samples, "cnamd_database_replay_lag_seconds") == 0
+    # the feed polls: no LISTEN on the standby, no error in the log
+    assert "Traceback" not in standby_only.output
+
+
+def test_a_write_to_a_standby_only_daemon_is_a_clear_503_while_lookups_go_on(
+    standby_only: Daemon, token: str
+) -> None:
+    async def load() -> list[tuple[str, int, Any]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(
+            standby_only.base, headers=headers, timeout=timeout
+        ) as http:
+
+            async def one(i: int) -> tuple[str, int, Any]:
+                method, path, body = (
+                    ("POST", f"{ENTERPRISE}/+4922166{i:05d}", {"name": f"Refused {i}"})
+                    if i % 2
+                    else ("GET", "/v1/lookup/+492216698712?tenant=demo", None)
+                )
+                async with http.request(method, path, json=body) as resp:
+                    return method, resp.status, await resp.json(content_type=None)
+
+            return await asyncio.gather(*(one(i) for i in range(40)))
+
+    answers = asyncio.run(load())
+    writes = [(status, body) for method, status, body in answers if method == "POST"]
+    reads = [(status, body) for method, status, body in answers if method == "GET"]
+    assert writes and all(status == 503 for status, _ in writes), writes[:3]
+    for _status, body in writes:
+        assert body["status"] == "read-only-standby"
+        assert body["field"] == "database.primary_url"
+        assert "writes go to the primary" in body["message"]
+    assert all(status == 200 and body["name"] == "John Doe" for status, body in reads)
+    assert "Traceback" not in standby_only.output
+
+
+@pytest.mark.timeout(120)
+def test_failover_drill_dips_go_on_lag_grows_then_writes_resume_after_promotion(
+    pair: ReplicatedPair, token: str, tmp_path: Path
+) -> None:
+    """Stop the primary: the standby's daemons answer every dip and report the lag
+    growing (stale past database.max_replay_lag). Promote the standby: writes through
+    the same daemons go through again, to the new primary, without a restart."""
+    daemons = [
+        Daemon(
+            tmp_path / f"d{i}",
+            database_url=pair.standby.url(DB),
+            demo=False,
+            args=(
+                "--set",
+                f"database.primary_url={pair.url(DB)}",
+                "--set",
+                "database.max_replay_lag=1",
+                "--set",
+                "database.statement_timeout=2",
+            ),
+        )
+        for i in range(2)
+    ]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def put(daemon: Daemon, number: str, name: str) -> int:
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps({"name": name}).encode()
+        req = urllib.request.Request(
+            f"{daemon.base}{ENTERPRISE}/{number}", data=data, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+        except OSError:
+            return 0
+
+    try:
+        for daemon in daemons:
+            daemon.wait_ready()
+        # before: a write through a standby daemon goes to the primary and comes back
+        assert put(daemons[0], "+492216690100", "Before Failover") == 200
+        for daemon in daemons:
+            eventually(lambda d=daemon: dip(d, "+492216690100") == "Before Failover", 5, "dip")
+
+        pair.primary.stop()
+        lags: list[float] = []
+
+        def lag_grows() -> bool:
+            for daemon in daemons:
+                assert dip(daemon, "+492216698712") == "John Doe"  # every dip answered
+            lag = standby_lag(daemons[0])
+            lags.append(lag)
+            return lag > 1.5
+
+        eventually(lag_grows, 20, "the replay lag grows past 1.5 s")
+        assert lags == sorted(lags), lags
+        status, ready = daemons[0].readyz()
+        assert status == 200 and ready["stale"] is True  # cache.stale_ready_status = 200
+        assert any("behind its primary" in str(r) for r in ready["reasons"])  # type: ignore[attr-defined]
+        eventually(
+            lambda: value(daemons[1].scrape(), "cnamd_database_replay_lag_seconds") > 1,
+            5,
+            "the other daemon's lag gauge grows too",
+        )
+
+        pair.standby.promote()
+        for daemon in daemons:
+            eventually(
+                lambda d=daemon: put(d, f"+49221669{d.http_port:05d}", "After Failover") == 200,
+                30,
+                "writes resume against the promoted standby",
+            )
+            eventually(lambda d=daemon: d.readyz()[1]["database_mode"] == "primary", 10, "mode")
+        for daemon in daemons:
+            for other in daemons:
+                number = f"+49221669{other.http_port:05d}"
+                eventually(lambda d=daemon, n=number: dip(d, n) == "After Failover", 5, "heard")
+            status, ready = daemon.readyz()
+            assert status == 200 and ready["stale"] is False and ready["replay_lag"] == 0
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+
+
+def standby_lag(daemon: Daemon) -> float:
+    lag = daemon.readyz()[1]["replay_lag"]
+    assert isinstance(lag, int | float)
+    return float(lag)
