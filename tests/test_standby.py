@@ -171,6 +171,76 @@ def test_a_write_to_a_standby_only_daemon_is_a_clear_503_while_lookups_go_on(
 
 
 @pytest.mark.timeout(120)
+def test_a_follower_stopped_past_the_pruned_point_reloads_and_serves_the_same_digest(
+    pair: ReplicatedPair, tmp_path: Path
+) -> None:
+    """Retention on the primary's daemon prunes changes a stopped standby follower never
+    read: restarted from its snapshot, it finds the gap, reloads whole, and serves
+    exactly what the primary's daemon serves."""
+    snapshot = tmp_path / "follower.snapshot"
+    follower = Daemon(
+        tmp_path / "f1", database_url=pair.standby.url(DB), demo=False, snapshot=snapshot
+    )
+    try:
+        stopped_at = follower.wait_ready()["change_id"]
+    finally:
+        follower.stop()
+    assert isinstance(stopped_at, int)
+
+    async def write() -> None:
+        conn = await asyncpg.connect(pair.primary.url(DB), timeout=10)
+        try:
+            for i in range(50):
+                await conn.execute(INSERT, f"+4922166902{i:02d}", f"Pruned {i}")
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+    primary_daemon = Daemon(
+        tmp_path / "p",
+        database_url=pair.primary.url(DB),
+        demo=False,
+        args=(
+            "--set",
+            "database.change_log_max_age=0",
+            "--set",
+            "database.change_log_keep_rows=5",
+            "--set",
+            "database.change_log_prune_interval=0.2",
+        ),
+    )
+    try:
+        primary_daemon.wait_ready()
+        first = "SELECT coalesce(min(id), 0) FROM change_log"
+        eventually(
+            lambda: (_ask(pair.standby.url(DB), first) or 0) > stopped_at + 1,
+            15,
+            "the pruning reaches the standby, past the stopped follower",
+        )
+        rows = _ask(pair.standby.url(DB), "SELECT count(*) FROM change_log")
+        assert rows is not None and rows <= 5 + 50  # bounded (writes may land between)
+        assert value(primary_daemon.scrape(), "cnamd_change_log_pruned_total") >= 45
+
+        follower = Daemon(
+            tmp_path / "f2", database_url=pair.standby.url(DB), demo=False, snapshot=snapshot
+        )
+        follower.wait_ready()
+        follower.wait_lines("gap in the change log")
+        assert value(follower.scrape(), "cnamd_cache_reloads_total", cause="gap") >= 1
+
+        def same_digest() -> bool:
+            mine, theirs = follower.readyz()[1], primary_daemon.readyz()[1]
+            return mine["change_id"] == theirs["change_id"] and mine["digest"] == theirs["digest"]
+
+        eventually(same_digest, 10, "the reloaded follower serves what the primary's daemon does")
+        assert lookup(follower, "+492216690249") == "Pruned 49"
+        assert "Traceback" not in follower.output + primary_daemon.output
+    finally:
+        follower.stop()
+        primary_daemon.stop()
+
+
+@pytest.mark.timeout(120)
 def test_failover_drill_dips_go_on_lag_grows_then_writes_resume_after_promotion(
     pair: ReplicatedPair, token: str, tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ from cnamd import __version__, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
 from cnamd.callers import DirectoryCallers
+from cnamd.change_log_pruner import ChangeLogPruner
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.http import access_log
 from cnamd.http.app import make_app
@@ -195,6 +196,7 @@ class Server:
         self.feed: ChangeFeed | None = None
         self.pool: Pool | None = None
         self.orders: OrderWorker | None = None
+        self.pruner: ChangeLogPruner | None = None
         self.http_runner: web.AppRunner | None = None
         self.sip_udp: list[UdpListener] = []
         self.sip_streams: list[asyncio.Server] = []
@@ -271,6 +273,10 @@ class Server:
             # Atmosphere CNAM orders: one worker per daemon; SKIP LOCKED shares them safely
             self.orders = OrderWorker(self.pool, self.settings)
             self.orders.start()
+        if self.worker is None:
+            # the host's loader keeps the change log bounded (on a primary only)
+            self.pruner = ChangeLogPruner(url, db)
+            self.pruner.start()
         self._metrics_tick = asyncio.create_task(self._publish_metrics())
         log.info(
             "cnamd ready",
@@ -466,6 +472,8 @@ class Server:
             self._heartbeat.cancel()
         if self.orders is not None:
             await self.orders.stop()
+        if self.pruner is not None:
+            await self.pruner.stop()
         if self.feed is not None:
             await self.feed.stop()
         if self.pool is not None:
@@ -506,6 +514,8 @@ class Server:
             # a cache the database does not confirm now: a snapshot, or the database away
             "stale": self.directory.stale or not db_up or lagging,
             "change_id": self.directory.digest.last_change_id,
+            # count and XOR of entry hashes: equal on two daemons serving the same names
+            "digest": self.directory.digest.text(),
             "entries": sum(self.directory.counts().values()),
         }
         reasons = []

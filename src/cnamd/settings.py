@@ -121,6 +121,23 @@ class DatabaseSettings:
         " as it does without a database",
         _between(0.1, 86400),
     )
+    change_log_max_age: float = _setting(
+        604800.0,
+        "seconds a change stays in the change log; older ones are pruned unless among the"
+        " newest change_log_keep_rows (a follower behind the pruned point reloads whole)",
+        _between(0, 10 * 365 * 86400),
+    )
+    change_log_keep_rows: int = _setting(
+        1_000_000,
+        "newest changes always kept in the change log, whatever their age",
+        _between(1, 1_000_000_000),
+    )
+    change_log_prune_interval: float = _setting(
+        60.0,
+        "seconds between prunings of the change log (by the loader of a daemon on the"
+        " primary, in batches of a few thousand rows so it never holds long locks)",
+        _between(0.1, 86400),
+    )
 
 
 @dataclass(frozen=True, slots=True)

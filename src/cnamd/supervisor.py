@@ -52,6 +52,7 @@ from cnamd import logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.feed import ChangeFeed
 from cnamd.cache.loader import snapshot_usable
+from cnamd.change_log_pruner import ChangeLogPruner
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.settings import Settings, as_layer
@@ -114,6 +115,7 @@ class Supervisor:
         self.url = ""
         self.run_dir = ""  # this run's metrics, status file and (snapshots off) scratch snapshot
         self.cache: ChangeFeed | None = None
+        self.pruner: ChangeLogPruner | None = None
         self.lags = LagWatch()
 
     async def run(self) -> None:
@@ -136,6 +138,9 @@ class Supervisor:
                     extra={"reason": exc.reason},
                 )
             await self._start_cache()
+            # the host's loader keeps the change log bounded (on a primary only)
+            self.pruner = ChangeLogPruner(self.url, db)
+            self.pruner.start()
             self.sockets = bind_all(self.settings, self.count)
             for index in range(self.count):
                 self._spawn(index)
@@ -150,6 +155,8 @@ class Supervisor:
             await self._watch()
         finally:
             await self._stop_workers()
+            if self.pruner is not None:
+                await self.pruner.stop()
             if self.cache is not None:
                 await self.cache.stop()
                 if self.cache.directory.cache is not None:

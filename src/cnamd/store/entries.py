@@ -58,6 +58,10 @@ class Digest:
     hash_xor: int
     last_change_id: int
 
+    def text(self) -> str:
+        """``count:xor`` (hex), for comparing what two daemons serve at a glance."""
+        return f"{self.count}:{self.hash_xor & 0xFFFFFFFFFFFFFFFF:016x}"
+
 
 def entry_hash(scope: Scope, owner: int, key: str, name: str) -> int:
     """Twin of SQL ``cnamd_entry_hash``: the first 64 bits of md5, as a signed bigint."""
