@@ -97,9 +97,11 @@ def token(pair: ReplicatedPair) -> str:
 def standby_only(
     pair: ReplicatedPair, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Daemon]:
-    """A daemon that knows only the standby."""
+    """A daemon that knows only the standby: a supervisor whose loader and two workers
+    each poll it."""
     daemon = Daemon(
         tmp_path_factory.mktemp("standby-only"),
+        workers=2,
         database_url=pair.standby.url(DB),
         demo=False,
     )
