@@ -14,10 +14,11 @@ refuses LISTEN: there the feed reads the log every ``database.poll_interval``
 (the log is gapless and in commit order, so polling misses nothing), and once a
 ``database.ping_interval`` asks how far the standby's replay is behind its
 primary (``replay_lag``; past ``database.max_replay_lag`` the daemon is stale).
-A standby promoted under the feed is followed again as a primary, with LISTEN. Changes come
-whole transactions at a time and are applied without yielding, so a lookup
-sees the state before a transaction or after it, never a mix; a transaction
-too large to apply at once becomes a reload. Ids are gapless, so a jump means
+A standby promoted under the feed is followed again as a primary, with LISTEN.
+
+Changes come whole transactions at a time and are applied without yielding, so
+a lookup sees the state before a transaction or after it, never a mix; a
+transaction too large to apply at once becomes a reload. Ids are gapless, so a jump means
 the log was pruned under us: reload. A periodic reconciliation compares a
 digest (count and XOR of entry hashes) with the one kept in step with each
 applied change, and reloads on a difference.

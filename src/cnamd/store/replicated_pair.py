@@ -92,8 +92,13 @@ class ReplicatedPair:
     standby: Node
 
     @classmethod
-    def create(cls, root: Path, primary_port: int, standby_port: int) -> ReplicatedPair:
-        """initdb and start the primary, then clone it (pg_basebackup -R) and start the standby."""
+    def create(
+        cls, root: Path, primary_port: int, standby_port: int, *, wal_level: str = "replica"
+    ) -> ReplicatedPair:
+        """initdb and start the primary, then clone it (pg_basebackup -R) and start the standby.
+
+        ``wal_level = logical`` lets the standby decode logically (bench only).
+        """
         primary = Node(root / "primary", primary_port)
         standby = Node(root / "standby", standby_port)
         _own(root)
@@ -110,7 +115,7 @@ class ReplicatedPair:
             )
             with (primary.data_dir / "postgresql.conf").open("a") as conf:
                 # a standby's feedback keeps the primary from vacuuming rows its queries read
-                conf.write("\nwal_level = replica\nhot_standby_feedback = on\n")
+                conf.write(f"\nwal_level = {wal_level}\nhot_standby_feedback = on\n")
         primary.start()
         if not (standby.data_dir / "PG_VERSION").exists():
             _own(standby.data_dir)
