@@ -172,6 +172,23 @@ def test_a_write_to_a_standby_only_daemon_is_a_clear_503_while_lookups_go_on(
     assert "Traceback" not in standby_only.output
 
 
+def test_store_commands_write_to_the_primary_and_say_so_on_a_standby(pair: ReplicatedPair) -> None:
+    standby = ("--database-url", pair.standby.url(DB))
+    refused = run_cli(
+        "tenant", "create", "refused", "--name", "Refused", "--region", "DE", *standby
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "read-only hot standby" in refused.stderr and "database.primary_url" in refused.stderr
+    made = run_cli(
+        "tenant", "create", "regional", "--name", "Regional", "--region", "DE",
+        *standby, "--set", f"database.primary_url={pair.url(DB)}",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    query = "SELECT count(*) FROM tenants WHERE slug = 'regional'"
+    eventually(lambda: _ask(pair.standby.url(DB), query) == 1, 5, "replicated")
+
+
 @pytest.mark.timeout(120)
 def test_a_follower_stopped_past_the_pruned_point_reloads_and_serves_the_same_digest(
     pair: ReplicatedPair, tmp_path: Path

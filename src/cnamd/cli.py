@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cnamd import __version__, logs
-from cnamd.errors import CnamdError, ConfigError, StoreUnavailable
+from cnamd.errors import CnamdError, ConfigError, ReadOnlyStore, StoreUnavailable
 from cnamd.settings import Settings, from_layer, load
 
 if TYPE_CHECKING:
@@ -284,6 +284,8 @@ def _add_bulk_parsers(
 async def _store(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """One connection to a current schema; the embedded server is attached to
     (or started) as ``cnamd migrate`` does, so this works beside a running daemon."""
+    import asyncpg
+
     from cnamd.server import prepare_database
     from cnamd.store.embedded import EmbeddedPostgres
     from cnamd.store.migrations import pending
@@ -304,7 +306,14 @@ async def _store(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
                     " run cnamd migrate",
                     field="database",
                 )
-            yield conn
+            try:
+                yield conn
+            except asyncpg.ReadOnlySQLTransactionError as exc:
+                raise ReadOnlyStore(
+                    "the database is a read-only hot standby; store commands that write go to"
+                    " the primary (database.primary_url)",
+                    field="database.primary_url",
+                ) from exc
         finally:
             await conn.close()
     finally:
