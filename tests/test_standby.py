@@ -169,6 +169,9 @@ def test_a_write_to_a_standby_only_daemon_is_a_clear_503_while_lookups_go_on(
         assert body["field"] == "database.primary_url"
         assert "writes go to the primary" in body["message"]
     assert all(status == 200 and body["name"] == "John Doe" for status, body in reads)
+    # the order worker waits for a primary, saying so once, not a warning per poll
+    standby_only.wait_lines("order worker: the database is a read-only standby")
+    assert "order worker: database error" not in standby_only.output
     assert "Traceback" not in standby_only.output
 
 
