@@ -19,6 +19,7 @@ from sip_peer import display_name, parse_reply
 from cnamd.store.demo import load_demo
 from cnamd.store.migrations import migrate
 from cnamd.store.replicated_pair import ReplicatedPair
+from cnamd.store.replication import Replication, replication
 from ops_daemon import Daemon, eventually, http_get, value
 from test_daemon import free_port, run_cli, sip_dip
 
@@ -173,6 +174,32 @@ def test_a_write_to_a_standby_only_daemon_is_a_clear_503_while_lookups_go_on(
     standby_only.wait_lines("order worker: the database is a read-only standby")
     assert "order worker: database error" not in standby_only.output
     assert "Traceback" not in standby_only.output
+
+
+def test_a_role_without_pg_read_all_stats_sees_a_caught_up_standby_as_0_s_behind(
+    pair: ReplicatedPair,
+) -> None:
+    """Such a role sees the WAL receiver's pid but not its status: read as streaming,
+    or an idle primary would make every unprivileged daemon report hours of lag."""
+    sql(pair.primary.url(DB), "CREATE ROLE cnamd_plain LOGIN")
+
+    async def look() -> Replication:
+        url = pair.standby.url(DB).replace("postgres@", "cnamd_plain@")
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return await replication(conn, 5)
+        finally:
+            await conn.close()
+
+    eventually(
+        lambda: (
+            _ask(pair.standby.url(DB), "SELECT 1 FROM pg_roles WHERE rolname = 'cnamd_plain'") == 1
+        ),
+        5,
+        "role replicated",
+    )
+    status = asyncio.run(look())
+    assert status.standby and status.caught_up
 
 
 def test_store_commands_write_to_the_primary_and_say_so_on_a_standby(pair: ReplicatedPair) -> None:
