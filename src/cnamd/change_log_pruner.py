@@ -2,8 +2,9 @@
 cache loader deletes changes past the retention (``database.change_log_max_age`` and
 ``database.change_log_keep_rows``) in small batches (store/change_log.py).
 
-Only on a primary (a standby takes no writes; it replays the primary's deletions),
-and only one daemon at a time per database (an advisory lock): the others skip.
+On the primary (``database.primary_url``, else ``database.url``; a standby takes no
+writes, it replays the primary's deletions), so daemons that all follow standbys
+still prune; one daemon at a time per database (an advisory lock): the others skip.
 """
 
 from __future__ import annotations

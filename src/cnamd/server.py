@@ -274,8 +274,8 @@ class Server:
             self.orders = OrderWorker(self.pool, self.settings)
             self.orders.start()
         if self.worker is None:
-            # the host's loader keeps the change log bounded (on a primary only)
-            self.pruner = ChangeLogPruner(url, db)
+            # the host's loader keeps the change log bounded, on the primary
+            self.pruner = ChangeLogPruner(writes_url(self.settings, url), db)
             self.pruner.start()
         self._metrics_tick = asyncio.create_task(self._publish_metrics())
         log.info(

@@ -134,8 +134,9 @@ class DatabaseSettings:
     )
     change_log_prune_interval: float = _setting(
         60.0,
-        "seconds between prunings of the change log (by the loader of a daemon on the"
-        " primary, in batches of a few thousand rows so it never holds long locks)",
+        "seconds between prunings of the change log (by each daemon's loader, on the"
+        " primary, one at a time, in batches of a few thousand rows so it never holds"
+        " long locks)",
         _between(0.1, 86400),
     )
 

@@ -138,8 +138,8 @@ class Supervisor:
                     extra={"reason": exc.reason},
                 )
             await self._start_cache()
-            # the host's loader keeps the change log bounded (on a primary only)
-            self.pruner = ChangeLogPruner(self.url, db)
+            # the host's loader keeps the change log bounded, on the primary
+            self.pruner = ChangeLogPruner(writes, db)
             self.pruner.start()
             self.sockets = bind_all(self.settings, self.count)
             for index in range(self.count):
