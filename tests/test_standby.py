@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -295,7 +296,9 @@ def test_failover_drill_dips_go_on_lag_grows_then_writes_resume_after_promotion(
 ) -> None:
     """Stop the primary: the standby's daemons answer every dip and report the lag
     growing (stale past database.max_replay_lag). Promote the standby: writes through
-    the same daemons go through again, to the new primary, without a restart."""
+    the same daemons go through again, to the new primary, without a restart. A writer
+    sends names through the whole drill: each is answered 200 or 503, never a 500, and
+    every one answered 200 is served by both daemons at the end."""
     daemons = [
         Daemon(
             tmp_path / f"d{i}",
@@ -338,6 +341,23 @@ def test_failover_drill_dips_go_on_lag_grows_then_writes_resume_after_promotion(
         for daemon in daemons:
             eventually(lambda d=daemon: dip(d, "+492216690100") == "Before Failover", 5, "dip")
 
+        written: dict[str, str] = {}
+        statuses: list[int] = []
+        done = threading.Event()
+
+        def writer() -> None:
+            for i in range(3000):  # a bound; the drill stops it long before
+                if done.is_set():
+                    return
+                number, name = f"+492216681{i:04d}", f"Drill {i}"
+                statuses.append(put(daemons[0], number, name))
+                if statuses[-1] == 200:
+                    written[number] = name
+                done.wait(0.02)
+
+        writing = threading.Thread(target=writer, daemon=True)
+        writing.start()
+        eventually(lambda: len(written) >= 5, 10, "writes go through before the failover")
         pair.primary.stop()
         lags: list[float] = []
 
@@ -367,6 +387,17 @@ def test_failover_drill_dips_go_on_lag_grows_then_writes_resume_after_promotion(
                 "writes resume against the promoted standby",
             )
             eventually(lambda d=daemon: d.readyz()[1]["database_mode"] == "primary", 10, "mode")
+        resumed = len(statuses)
+        eventually(lambda: statuses[resumed:].count(200) >= 5, 10, "the writer's names go through")
+        done.set()
+        writing.join(timeout=10)
+        assert set(statuses) <= {200, 503}, sorted(set(statuses))
+        assert 503 in statuses  # while there was no primary
+        last = max(written)
+        for daemon in daemons:
+            eventually(lambda d=daemon: lookup(d, last) == written[last], 5, "the last write")
+            served = {number: lookup(daemon, number) for number in written}
+            assert served == written, [n for n in written if served[n] != written[n]][:5]
         for daemon in daemons:
             for other in daemons:
                 number = f"+49221669{other.http_port:05d}"
