@@ -203,6 +203,28 @@ def test_a_role_without_pg_read_all_stats_sees_a_caught_up_standby_as_0_s_behind
     assert status.standby and status.caught_up
 
 
+def test_a_region_cut_off_from_its_primary_starts_and_serves_from_its_standby(
+    pair: ReplicatedPair, tmp_path: Path
+) -> None:
+    """The primary named in database.primary_url does not answer at start-up: a
+    supervisor with workers checks the schema on the standby and serves, no snapshot."""
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/{DB}"
+    daemon = Daemon(
+        tmp_path,
+        workers=2,
+        database_url=pair.standby.url(DB),
+        demo=False,
+        args=("--set", f"database.primary_url={nowhere}", "--set", "database.connect_timeout=1"),
+    )
+    try:
+        ready = daemon.wait_ready()
+        assert ready["database_mode"] == "standby"
+        assert lookup(daemon, "+492216698712") == "John Doe"
+        daemon.wait_lines("the primary is unreachable at start-up")
+    finally:
+        daemon.stop()
+
+
 def test_store_commands_write_to_the_primary_and_say_so_on_a_standby(pair: ReplicatedPair) -> None:
     standby = ("--database-url", pair.standby.url(DB))
     refused = run_cli(

@@ -99,6 +99,24 @@ async def migrate_database(url: str, timeout: float, *, demo: bool) -> None:
         await conn.close()
 
 
+async def prepare_schema(settings: Settings, url: str, *, demo: bool) -> None:
+    """Migrate through the primary; when only a standby ``url`` answers (a region cut off
+    from its primary), check the schema there instead: the daemon can serve from it.
+    StoreUnavailable when neither answers."""
+    timeout = settings.database.connect_timeout
+    writes = writes_url(settings, url)
+    try:
+        await migrate_database(writes, timeout, demo=demo)
+    except StoreUnavailable as exc:
+        if writes == url:
+            raise
+        log.warning(
+            "the primary is unreachable at start-up; checking the schema on the standby",
+            extra={"reason": exc.reason},
+        )
+        await migrate_database(url, timeout, demo=False)
+
+
 async def check_migrations(url: str, timeout: float) -> list[int]:
     """Versions not yet applied (for ``cnamd migrate --check``)."""
     conn = await connect_once(url, timeout)
@@ -217,9 +235,7 @@ class Server:
         if self.worker is None:
             url = await prepare_database(self.settings, self.embedded)
             try:
-                await migrate_database(
-                    writes_url(self.settings, url), db.connect_timeout, demo=self.demo
-                )
+                await prepare_schema(self.settings, url, demo=self.demo)
             except StoreUnavailable as exc:
                 # The feed decides: serve a snapshot, wait, or give up (database.on_unreachable).
                 log.warning("database unreachable at start-up", extra={"reason": exc.reason})

@@ -119,17 +119,17 @@ class Supervisor:
         self.lags = LagWatch()
 
     async def run(self) -> None:
-        from cnamd.server import migrate_database, prepare_database
+        from cnamd.server import prepare_database, prepare_schema, writes_url
 
         try:
             self.url = await prepare_database(self.settings, self.embedded)
-            writes = self.settings.database.primary_url or self.url
+            writes = writes_url(self.settings, self.url)
             self.run_dir = tempfile.mkdtemp(prefix="cnamd-run-")
             self.metrics_dir = os.path.join(self.run_dir, "metrics")
             os.mkdir(self.metrics_dir)
             db = self.settings.database
             try:
-                await migrate_database(writes, db.connect_timeout, demo=self.demo)
+                await prepare_schema(self.settings, self.url, demo=self.demo)
             except StoreUnavailable as exc:
                 if db.on_unreachable == "exit" and not self._snapshot_usable():
                     raise
