@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit interop api-fuzz check-deploy bench clean config
+.PHONY: run test lint typecheck unit interop api-fuzz check-deploy bench clean config cluster
 
 # setup.py compiles the SIP hot path with mypyc; the compiled modules shadow the
 # .py files, so editing one of them rebuilds (CNAMD_PURE_PYTHON=1 skips compiling).
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml setup.py $(COMPILED)
 ## run: start the daemon with demo data on the embedded PostgreSQL
 run: $(STAMP)
 	$(BIN)/cnamd serve --demo $(ARGS)
+
+## cluster: a PostgreSQL primary and a streaming standby (embedded binaries, var/cluster),
+## one daemon on the primary and two on the standby; prints how to reach each; Ctrl-C stops all
+cluster: $(STAMP)
+	$(BIN)/python scripts/cluster.py $(ARGS)
 
 ## test: lint, type-check and the whole test suite
 test: lint typecheck unit

@@ -92,6 +92,12 @@ class StoreUnavailable(CnamdError):
     status = "store-unavailable"
 
 
+class ReadOnlyStore(StoreUnavailable):
+    """The database is a read-only hot standby: writes go to the primary (503, not 500)."""
+
+    status = "read-only-standby"
+
+
 class SnapshotError(CnamdError):
     """A cache snapshot file is corrupt, truncated or from another format."""
 

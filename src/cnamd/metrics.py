@@ -143,6 +143,33 @@ DB_UP = Gauge(
     "1 when the database answered the last check (workers: 0 if any lost it).",
     multiprocess_mode="livemin",
 )
+DB_MODE = Gauge(
+    "cnamd_database_mode",
+    "1 for what the change feed's database is: primary, or a hot standby it polls"
+    " (workers: 1 if any sees it so).",
+    ["mode"],
+    multiprocess_mode="livemax",
+)
+DB_MODES = ("primary", "standby")
+for _mode in DB_MODES:  # exported at 0 from the start, for alerts and dashboards
+    DB_MODE.labels(_mode)
+DB_REPLAY_LAG = Gauge(
+    "cnamd_database_replay_lag_seconds",
+    "How far the hot standby the feed follows is behind its primary; 0 on a primary"
+    " (workers: the largest).",
+    multiprocess_mode="livemax",
+)
+CHANGE_LOG_PRUNED = Counter(
+    "cnamd_change_log_pruned", "Change-log rows deleted by retention (database.change_log_*)."
+)
+
+
+def publish_database_mode(mode: str) -> None:
+    """cnamd_database_mode: 1 for ``mode``, 0 for the other."""
+    for each in DB_MODES:
+        DB_MODE.labels(each).set(1 if each == mode else 0)
+
+
 DB_POOL_CONNECTIONS = Gauge(
     "cnamd_db_pool_connections",
     "Database pool connections by state (workers: summed).",

@@ -111,6 +111,10 @@ class Digest:
     hash_xor: int
     last_change_id: int
 
+    def text(self) -> str:
+        """``count:xor`` (hex), for comparing what two daemons serve at a glance."""
+        return f"{self.count}:{self.hash_xor & 0xFFFFFFFFFFFFFFFF:016x}"
+
 
 KeyRow = tuple[str, str, str, int | None, int | None, float | None, list[tuple[int, int | None]]]
 

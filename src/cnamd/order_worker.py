@@ -53,15 +53,25 @@ class OrderWorker:
     async def _run(self) -> None:
         orders = self.settings.orders
         limit = self.settings.database.statement_timeout
+        read_only = False
         while True:
             try:
                 async with checked_out(self.pool, timeout=limit) as conn:
                     worked = await cnam_orders.process_next(
                         conn, require_approval=self.settings.directory.require_approval
                     )
+            except asyncpg.ReadOnlySQLTransactionError:
+                # a hot standby (no database.primary_url): orders wait for a primary,
+                # found again after a promotion without a restart
+                if not read_only:
+                    log.info("order worker: the database is a read-only standby; waiting")
+                read_only = True
+                worked = False
             except _TRANSIENT as exc:
                 log.warning("order worker: database error", extra={"reason": str(exc)[:200]})
                 worked = False
+            else:
+                read_only = False
             if worked:
                 await asyncio.sleep(orders.batch_pause)
             else:

@@ -28,7 +28,8 @@ from cnamd import __version__, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.callers import DirectoryCallers
-from cnamd.database import DatabaseServer, migrate_database
+from cnamd.change_log_pruner import ChangeLogPruner
+from cnamd.database import DatabaseServer, prepare_schema, writes_url
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.http import access_log
 from cnamd.http.app import make_app
@@ -154,6 +155,7 @@ class Server:
         self.feed: ChangeFeed | None = None
         self.pool: Pool | None = None
         self.orders: OrderWorker | None = None
+        self.pruner: ChangeLogPruner | None = None
         self.http_runner: web.AppRunner | None = None
         self.sip_udp: list[UdpListener] = []
         self.sip_streams: list[asyncio.Server] = []
@@ -175,7 +177,7 @@ class Server:
             assert self.database is not None
             url = await self.database.start()
             try:
-                await migrate_database(url, db.connect_timeout, demo=self.demo)
+                await prepare_schema(self.settings, url, demo=self.demo)
             except StoreUnavailable as exc:
                 # The feed decides: serve a snapshot, wait, or give up (database.on_unreachable).
                 log.warning("database unreachable at start-up", extra={"reason": exc.reason})
@@ -186,8 +188,9 @@ class Server:
             self._heartbeat = asyncio.create_task(
                 heartbeat(self.worker.heartbeat_fd, self._applied_change_id)
             )
+        # the API, imports and order workers write: to the primary when url is a standby
         self.pool = await open_pool(
-            url,
+            writes_url(self.settings, url),
             min_size=db.pool_min,
             max_size=db.pool_max,
             timeout=db.connect_timeout,
@@ -234,6 +237,10 @@ class Server:
             self._sweeper = asyncio.create_task(
                 sweep_forever(self.pool, self.settings.upstream.sweep_interval, db.connect_timeout)
             )
+        if self.worker is None:
+            # the host's loader keeps the change log bounded, on the primary
+            self.pruner = ChangeLogPruner(writes_url(self.settings, url), db)
+            self.pruner.start()
         self._metrics_tick = asyncio.create_task(self._publish_metrics())
         log.info(
             "cnamd ready",
@@ -458,6 +465,8 @@ class Server:
             self._sweeper.cancel()
         if self.upstream is not None and self.upstream.chain is not None:
             await self.upstream.chain.close()  # writes the answers still queued
+        if self.pruner is not None:
+            await self.pruner.stop()
         if self.feed is not None:
             await self.feed.stop()
         if self.pool is not None:
@@ -487,13 +496,19 @@ class Server:
         """/readyz: 200 only when loaded, listening and confirmed by the database."""
         feed = self.feed
         db_up = feed.db_up if feed is not None else False
+        # a standby too far behind its primary is as stale as a database away
+        lagging = feed is not None and feed.lagging
         body: dict[str, Any] = {
             "loaded": self.directory.ready,
             "database": "up" if db_up else "down",
+            "database_mode": feed.mode if feed is not None else None,
+            "replay_lag": round(feed.replay_lag, 3) if feed is not None else 0.0,
             "listeners": self.listeners_up,
             # a cache the database does not confirm now: a snapshot, or the database away
-            "stale": self.directory.stale or not db_up,
+            "stale": self.directory.stale or not db_up or lagging,
             "change_id": self.directory.digest.last_change_id,
+            # count and XOR of entry hashes: equal on two daemons serving the same names
+            "digest": self.directory.digest.text(),
             "entries": sum(self.directory.counts().values()),
         }
         reasons = []
@@ -520,6 +535,12 @@ class Server:
             status = self.settings.cache.stale_ready_status
         elif not db_up and self.directory.ready:
             reasons.append("database unreachable; serving the cache as last loaded")
+            status = self.settings.cache.stale_ready_status
+        elif lagging and feed is not None and self.directory.ready:
+            reasons.append(
+                f"the standby is {feed.replay_lag:.1f} s behind its primary"
+                f" (database.max_replay_lag {self.settings.database.max_replay_lag:g} s)"
+            )
             status = self.settings.cache.stale_ready_status
         if not self.directory.ready or not self.listeners_up or failing:
             status = 503

@@ -106,6 +106,42 @@ class DatabaseSettings:
         "seconds a ping may take before the database counts as hung and is reconnected",
         _between(0.05, 60),
     )
+    primary_url: str = _setting(
+        "",
+        "PostgreSQL URL that takes writes (management API, imports, order and bulk workers)"
+        " when url is a hot standby; several hosts with target_session_attrs=read-write find"
+        " the primary after a failover; empty: url (a standby-only daemon answers writes 503)",
+    )
+    poll_interval: float = _setting(
+        0.05,
+        "seconds between the change feed's reads of the change log on a hot standby (a"
+        " standby refuses LISTEN, so the feed polls)",
+        _between(0.01, 10),
+    )
+    max_replay_lag: float = _setting(
+        30.0,
+        "seconds a hot standby may be behind its primary before the daemon counts as stale,"
+        " as it does without a database",
+        _between(0.1, 86400),
+    )
+    change_log_max_age: float = _setting(
+        604800.0,
+        "seconds a change stays in the change log; older ones are pruned unless among the"
+        " newest change_log_keep_rows (a follower behind the pruned point reloads whole)",
+        _between(0, 10 * 365 * 86400),
+    )
+    change_log_keep_rows: int = _setting(
+        1_000_000,
+        "newest changes always kept in the change log, whatever their age",
+        _between(1, 1_000_000_000),
+    )
+    change_log_prune_interval: float = _setting(
+        60.0,
+        "seconds between prunings of the change log (by each daemon's loader, on the"
+        " primary, one at a time, in batches of a few thousand rows so it never holds"
+        " long locks)",
+        _between(0.1, 86400),
+    )
 
 
 @dataclass(frozen=True, slots=True)

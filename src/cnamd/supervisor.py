@@ -50,7 +50,8 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from cnamd import logs, metrics
 from cnamd.cache.directory import Directory
-from cnamd.database import DatabaseServer, migrate_database
+from cnamd.change_log_pruner import ChangeLogPruner
+from cnamd.database import DatabaseServer, prepare_schema, writes_url
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.listeners import ListenSpec, bind_all
 from cnamd.replica.feed import ChangeFeed
@@ -110,17 +111,19 @@ class Supervisor:
         self.url = ""
         self.run_dir = ""  # this run's metrics, status file and (snapshots off) scratch snapshot
         self.cache: ChangeFeed | None = None
+        self.pruner: ChangeLogPruner | None = None
         self.lags = LagWatch()
 
     async def run(self) -> None:
         try:
             self.url = await self.database.start()
+            writes = writes_url(self.settings, self.url)
             self.run_dir = tempfile.mkdtemp(prefix="cnamd-run-")
             self.metrics_dir = os.path.join(self.run_dir, "metrics")
             os.mkdir(self.metrics_dir)
             db = self.settings.database
             try:
-                await migrate_database(self.url, db.connect_timeout, demo=self.demo)
+                await prepare_schema(self.settings, self.url, demo=self.demo)
             except StoreUnavailable as exc:
                 if db.on_unreachable == "exit" and not self._snapshot_usable():
                     raise
@@ -129,6 +132,9 @@ class Supervisor:
                     extra={"reason": exc.reason},
                 )
             await self._start_cache()
+            # the host's loader keeps the change log bounded, on the primary
+            self.pruner = ChangeLogPruner(writes, db)
+            self.pruner.start()
             self.sockets = bind_all(self.settings, self.count)
             for index in range(self.count):
                 self._spawn(index)
@@ -143,6 +149,8 @@ class Supervisor:
             await self._watch()
         finally:
             await self._stop_workers()
+            if self.pruner is not None:
+                await self.pruner.stop()
             if self.cache is not None:
                 await self.cache.stop()
                 if self.cache.directory.cache is not None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnamd.errors import StoreUnavailable
+from cnamd.errors import ReadOnlyStore, StoreUnavailable
 from cnamd.settings import Settings, load
 
 if TYPE_CHECKING:
@@ -84,12 +84,15 @@ def run(coro_fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
 async def store(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """One connection to a current schema; the embedded server is attached to
     (or started) as ``cnamd migrate`` does, so this works beside a running daemon."""
-    from cnamd.database import DatabaseServer
+    import asyncpg
+
+    from cnamd.database import DatabaseServer, writes_url
     from cnamd.store.migrations import pending
     from cnamd.store.pool import connect_once
 
     async with DatabaseServer(settings.database) as url:
-        conn = await connect_once(url, settings.database.connect_timeout)
+        # store commands write (imports, keys, tenants): to the primary if one is named
+        conn = await connect_once(writes_url(settings, url), settings.database.connect_timeout)
         try:
             missing = await pending(conn)
             if missing:
@@ -98,7 +101,14 @@ async def store(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
                     " run cnamd migrate",
                     field="database",
                 )
-            yield conn
+            try:
+                yield conn
+            except asyncpg.ReadOnlySQLTransactionError as exc:
+                raise ReadOnlyStore(
+                    "the database is a read-only hot standby; store commands that write go to"
+                    " the primary (database.primary_url)",
+                    field="database.primary_url",
+                ) from exc
         finally:
             await conn.close()
 

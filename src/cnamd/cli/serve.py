@@ -96,9 +96,11 @@ def _migrate_command(args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings, check: bool) -> int:
-    from cnamd.database import DatabaseServer, check_migrations, migrate_database
+    from cnamd.database import DatabaseServer, check_migrations, migrate_database, writes_url
 
-    async with DatabaseServer(settings.database) as url:
+    async with DatabaseServer(settings.database) as followed:
+        # migrations are writes: to the primary when database.url is a standby
+        url = writes_url(settings, followed)
         if check:
             missing = await check_migrations(url, settings.database.connect_timeout)
             print("pending: " + (", ".join(map(str, missing)) or "none"))

@@ -10,7 +10,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import asyncpg
 from aiohttp import web
 
-from cnamd.errors import Conflict, StoreUnavailable
+from cnamd.errors import Conflict, ReadOnlyStore, StoreUnavailable
 from cnamd.http.keys import POOL, SETTINGS
 from cnamd.store.pool import CONNECTION_LOST, checked_out, describe_failure
 
@@ -36,8 +36,9 @@ async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     ``database``): each step waits at most that long, and once the database
     has not answered, the request's next step fails at once. A transaction rolled
     back for a deadlock or a serialization failure is a 503 too (the client sends
-    it again). A constraint the store's own checks missed becomes Conflict (409)
-    rather than an internal error.
+    it again). A write refused by a hot standby (SQLSTATE 25006) is ReadOnlyStore
+    (503 saying writes go to the primary). A constraint the store's own checks
+    missed becomes Conflict (409) rather than an internal error.
     """
     pool = request.app.get(POOL)
     if pool is None:
@@ -74,6 +75,12 @@ async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
             f"the write met a concurrent one and was rolled back; send it again"
             f" ({describe_failure(exc)})",
             field="database",
+        ) from exc
+    except asyncpg.ReadOnlySQLTransactionError as exc:
+        raise ReadOnlyStore(
+            "this daemon's database is a read-only hot standby; writes go to the primary"
+            " (database.primary_url)",
+            field="database.primary_url",
         ) from exc
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise Conflict(f"the database refused the write: {exc.detail or exc}") from exc

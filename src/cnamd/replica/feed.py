@@ -9,10 +9,16 @@ snapshot (base and tail), and maps it again whenever the loader replaced the bas
 
 Both then follow the change log: LISTEN, and on every notification or poll
 tick (which also pings the connection, bounded, so a hung server is noticed
-within seconds) apply the changes after the last applied one. Changes come
-whole transactions at a time and are applied without yielding, so a lookup
-sees the state before a transaction or after it, never a mix; a transaction
-too large to apply at once becomes a reload. Ids are gapless, so a jump means
+within seconds) apply the changes after the last applied one. A hot standby
+refuses LISTEN: there the feed reads the log every ``database.poll_interval``
+(the log is gapless and in commit order, so polling misses nothing), and once a
+``database.ping_interval`` asks how far the standby's replay is behind its
+primary (``replay_lag``; past ``database.max_replay_lag`` the daemon is stale).
+A standby promoted under the feed is followed again as a primary, with LISTEN.
+
+Changes come whole transactions at a time and are applied without yielding, so
+a lookup sees the state before a transaction or after it, never a mix; a
+transaction too large to apply at once becomes a reload. Ids are gapless, so a jump means
 the log was pruned under us: reload. A periodic reconciliation compares a
 digest (count and XOR of entry hashes) with the one kept in step with each
 applied change, and reloads on a difference.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import tempfile
 import time
@@ -57,6 +64,7 @@ from cnamd.store.pool import (
     discard,
     ping,
 )
+from cnamd.store.replication import Replication, replication
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,10 @@ _DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 _REMAP_RETRY = 0.5  # seconds between a follower's looks for a snapshot past its gap
 _DIGEST_BOUNDS = 12  # a digest scan may take this many query bounds (60 s by default)
+
+
+class _Promoted(Exception):  # a signal inside the feed: reconnect at once, as a primary
+    """The hot standby the feed polls was promoted: follow it with LISTEN from now on."""
 
 
 class _Reload(Exception):  # a signal inside the feed, never seen outside
@@ -129,6 +141,10 @@ class ChangeFeed:
         self.upstream = upstream_answers if upstream_answers is not None else UpstreamAnswers()
         self.db_up = False
         self.failed = False
+        self.mode: str | None = None  # "primary" or "standby" once connected
+        self.replay_lag = 0.0  # seconds the standby's replay is behind (0 on a primary)
+        self._in_step_at: float | None = None  # monotonic time a standby was last caught up
+        self._next_status = 0.0
         self.caught_up = asyncio.Event()  # set once the cache matched the database
         self._state: _State | None = None
         self._wake = asyncio.Event()
@@ -265,8 +281,10 @@ class ChangeFeed:
             conn: Any = None
             try:
                 conn = await connect_once(self.url, self.db.connect_timeout)
-                async with asyncio.timeout(self._query_bound):  # LISTEN takes no timeout
-                    await conn.add_listener(CHANNEL, self._notified)
+                self._observe(await replication(conn, self._query_bound))
+                if self.mode == "primary":
+                    async with asyncio.timeout(self._query_bound):  # LISTEN takes no timeout
+                        await conn.add_listener(CHANNEL, self._notified)
                 conn.add_termination_listener(lambda _c: self._wake.set())
                 self._set_db_up(True)
                 await self._resync(conn)
@@ -274,6 +292,9 @@ class ChangeFeed:
                 await self._listen(conn)  # returns only by raising
             except asyncio.CancelledError:
                 raise
+            except _Promoted:
+                log.info("the standby was promoted: following it as the primary, with LISTEN")
+                delay = 0.0
             except Exception as exc:  # the follower must never die
                 self._set_db_up(False)
                 known = isinstance(exc, _DB_ERRORS)
@@ -316,16 +337,25 @@ class ChangeFeed:
 
     async def _listen(self, conn: Any) -> None:
         self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
+        standby = self.mode == "standby"
+        interval = self.db.poll_interval if standby else self.poll_interval
         while True:
             # not wait_for: on 3.11 it drops a cancel that meets a finished wait (stop() hung)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(interval):
                     await self._wake.wait()
             self._wake.clear()
             if conn.is_closed():
                 raise StoreUnavailable("listener connection closed")
             # bounded: a hung server (SIGSTOP, a dead link) must not look healthy
-            await ping(conn, self.db.ping_timeout)
+            if not standby:
+                await ping(conn, self.db.ping_timeout)
+            elif time.monotonic() >= self._next_status:
+                # once a ping interval, not every poll: the change-log read is bounded too
+                self._next_status = time.monotonic() + self.db.ping_interval
+                self._observe(await replication(conn, self.db.ping_timeout))
+                if self.mode == "primary":
+                    raise _Promoted()
             try:
                 await self._catch_up(conn, self._installed())
                 if self._needs_compaction():
@@ -368,6 +398,35 @@ class ChangeFeed:
 
     def _notified(self, *_args: object) -> None:
         self._wake.set()
+
+    def _observe(self, status: Replication) -> None:
+        """Take the server's replication state: the mode, and the replay lag.
+
+        A standby caught up with a streaming primary is 0 s behind, however old its
+        last replayed commit (an idle primary writes none). Otherwise the lag is the
+        shorter of the time since the feed last saw it caught up and the age of the
+        last replayed commit: after the primary stops it grows from 0, second by second.
+        """
+        now = time.monotonic()
+        self.mode = "standby" if status.standby else "primary"
+        if not status.standby or status.caught_up:
+            self._in_step_at = now
+            lag = 0.0
+        else:
+            since = now - self._in_step_at if self._in_step_at is not None else math.inf
+            age = status.replay_age if status.replay_age is not None else math.inf
+            lag = min(since, age)
+            if math.isinf(lag):  # never caught up, nothing replayed: from the first look
+                self._in_step_at = now
+                lag = 0.0
+        self.replay_lag = lag
+        metrics.publish_database_mode(self.mode)
+        metrics.DB_REPLAY_LAG.set(lag)
+
+    @property
+    def lagging(self) -> bool:
+        """The standby is further behind its primary than ``database.max_replay_lag``."""
+        return self.mode == "standby" and self.replay_lag > self.db.max_replay_lag
 
     def _set_db_up(self, up: bool) -> None:
         self.db_up = up

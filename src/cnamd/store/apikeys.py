@@ -8,6 +8,7 @@ cost every API request milliseconds of CPU.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hmac
 import secrets
@@ -208,7 +209,9 @@ async def authenticate(conn: asyncpg.Connection, key_id: str, secret: str) -> Pr
     )
     now = datetime.datetime.now(datetime.UTC)
     if row["last_used_at"] is None or now - row["last_used_at"] > _TOUCH_EVERY:
-        await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_id = $1", key_id)
+        # a hot standby takes no writes: the key still works, its touch waits for the primary
+        with contextlib.suppress(asyncpg.ReadOnlySQLTransactionError):
+            await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_id = $1", key_id)
     return Principal(
         key_id,
         Role(row["role"]),
