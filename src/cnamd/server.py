@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -363,9 +362,7 @@ class Server:
         if plan.touches("http"):
             access_log.set_enabled(now.http.access_log)
             if self.http_app is not None:
-                self.http_app[TRUSTED][:] = [
-                    ipaddress.ip_network(n, strict=False) for n in now.http.trusted_networks
-                ]
+                self.http_app[TRUSTED].replace(now.http.trusted_networks)
                 self.http_app[AUTH_LIMITER].retune(
                     now.http.auth_failure_rate, now.http.auth_failure_burst
                 )

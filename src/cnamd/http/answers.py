@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from cnamd import metrics
+from cnamd.cache.directory import Directory
 from cnamd.errors import (
     CnamdError,
     InvalidNumber,
@@ -26,8 +27,25 @@ from cnamd.http.keys import DIRECTORY, SETTINGS
 from cnamd.model import LookupContext, LookupResult, Principal, Scope
 from cnamd.numbers import number_readings
 from cnamd.presentation import Unavailable, unavailable
+from cnamd.settings import NameSettings
 
-__all__ = ["Answer", "ask", "bare_error", "context", "text_response"]
+__all__ = [
+    "JSON_TYPE",
+    "Answer",
+    "ask",
+    "bare_error",
+    "context",
+    "counted",
+    "readings",
+    "resolve",
+    "text_answer",
+    "text_response",
+]
+
+#: the Content-Type of every JSON answer, as ``web.json_response`` writes it
+JSON_TYPE = {"Content-Type": "application/json; charset=utf-8"}
+#: numbers whose readings are remembered at most (per process); past it, it starts over
+READINGS_MEMO = 65536
 
 # Pre-bound children (STYLE habit 8), tallied and flushed once a second.
 _HIT = {scope: metrics.Tally(metrics.LOOKUPS.labels("http", "hit", scope.label)) for scope in Scope}
@@ -69,8 +87,16 @@ def ask(
     if why is not None:
         (_ANONYMOUS if why is Unavailable.PRIVATE else _MISS).inc()
         return Answer(raw.strip(), None, why)
+    return counted(request.app[DIRECTORY], raw, ctx, region, started)
+
+
+def counted(
+    directory: Directory, raw: str, ctx: LookupContext, region: str | None, started: float
+) -> Answer:
+    """``resolve``, counted as a hit, a miss or an invalid number, with its duration
+    since ``started``."""
     try:
-        answer = _resolve(request, raw, ctx, region)
+        answer = resolve(directory, raw, ctx, region)
     except InvalidNumber:
         _INVALID.inc()
         raise
@@ -94,28 +120,62 @@ def context(request: web.Request, principal: Principal | None) -> tuple[LookupCo
     )
 
 
-def _resolve(request: web.Request, raw: str, ctx: LookupContext, region: str | None) -> Answer:
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """What InvalidNumber said about a raw number that is no number."""
+
+    reason: str
+    status: str
+
+
+# (raw, region) -> its readings, or why it has none
+_READINGS: dict[tuple[str, str | None], tuple[str, ...] | _Refused] = {}
+
+
+def readings(raw: str, region: str | None) -> tuple[str, ...]:
+    """``number_readings`` memoized, refusals included: a PBX farm asks the same
+    callers again and again, and parsing a number (worse, failing to) costs more
+    than looking it up. Bounded: past READINGS_MEMO numbers the memo starts over."""
+    key = (raw, region)
+    known = _READINGS.get(key)
+    if known is None:
+        try:
+            known = number_readings(raw, region, field="number")
+        except InvalidNumber as exc:
+            known = _Refused(exc.reason, exc.status)
+        if len(_READINGS) >= READINGS_MEMO:
+            _READINGS.clear()
+        _READINGS[key] = known
+    if isinstance(known, _Refused):
+        raise InvalidNumber(known.reason, field="number", status=known.status)
+    return known
+
+
+def resolve(directory: Directory, raw: str, ctx: LookupContext, region: str | None) -> Answer:
     """Ask each reading of ``raw`` (numbers.py's rule for digits without ``+``); the one
     holding a name answers, and two holding different names are ambiguous."""
-    directory = request.app[DIRECTORY]
-    readings = number_readings(raw, region, field="number")
-    if len(readings) == 1:
-        return Answer(readings[0], directory.resolve(readings[0], ctx))
-    hits = [(n, found) for n in readings if (found := directory.resolve(n, ctx)) is not None]
+    numbers = readings(raw, region)
+    if len(numbers) == 1:
+        return Answer(numbers[0], directory.resolve(numbers[0], ctx))
+    hits = [(n, found) for n in numbers if (found := directory.resolve(n, ctx)) is not None]
     if len({found.name for _, found in hits}) > 1:
         raise InvalidNumber(
             f"{raw.strip()[:40]!r} is ambiguous: {hits[0][0]} and {hits[1][0]} both have a"
             " name; ask with '+' and the country code",
             field="number",
         )
-    return Answer(*hits[0]) if hits else Answer(readings[0], None)
+    return Answer(*hits[0]) if hits else Answer(numbers[0], None)
 
 
 def text_response(request: web.Request, answer: Answer) -> web.Response:
     """The plain-text answer (Asterisk ``CURL()``, FreePBX): the bare name,
     ``names.private_name`` for a withheld caller, or a 404 whose body is
     ``names.unknown_name`` -- empty by default, as FreePBX shows any body."""
-    names = request.app[SETTINGS].names
+    return text_answer(answer, request.app[SETTINGS].names)
+
+
+def text_answer(answer: Answer, names: NameSettings) -> web.Response:
+    """``text_response`` from the answer and the names settings alone (the fast path's)."""
     if answer.unavailable is Unavailable.PRIVATE:
         return web.Response(text=names.private_name, content_type="text/plain")
     if answer.found is None:
