@@ -30,6 +30,7 @@ from cnamd.callers import DirectoryCallers
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.http import access_log
 from cnamd.http.app import make_app
+from cnamd.http.fastpath import LookupRunner
 from cnamd.http.keys import AUTH_LIMITER, TRUSTED
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.order_worker import OrderWorker
@@ -283,7 +284,7 @@ class Server:
         http = self.settings.http
         auth = region.bucket("auth", http.auth_failure_rate, http.auth_failure_burst)
         app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
-        self.http_runner = web.AppRunner(
+        self.http_runner = LookupRunner(
             app,
             access_log=logging.getLogger(access_log.LOGGER),
             access_log_class=access_log.AccessLog,
