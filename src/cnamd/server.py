@@ -441,6 +441,7 @@ class Server:
             stream.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+            access_log.flush()  # the last batch of the access log
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self.orders is not None:
