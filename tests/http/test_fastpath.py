@@ -110,21 +110,24 @@ async def pair(api: Api, tmp_path: Path) -> AsyncIterator[Pair]:
 @dataclass(frozen=True)
 class Answer:
     status: int
+    status_line: bytes
     headers: tuple[tuple[str, str], ...]
     body: bytes
 
 
 def read_answer(stream: BinaryIO, head_only: bool = False) -> Answer:
-    """One HTTP/1.1 answer from ``stream``: the status, headers but Date, the body."""
-    status = int(stream.readline().split(b" ")[1])
+    """One HTTP/1.1 answer from ``stream``: the status, the headers in order (a Date
+    header's value left out), the body."""
+    status_line = stream.readline()
+    status = int(status_line.split(b" ")[1])
     headers = []
     while (line := stream.readline()) not in (b"\r\n", b""):
         name, _, value = line.decode("latin-1").rstrip("\r\n").partition(": ")
         headers.append((name, value))
     length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
     body = b"" if head_only else stream.read(length)
-    kept = tuple(sorted((k, v) for k, v in headers if k.lower() != "date"))
-    return Answer(status, kept, body)
+    kept = tuple((k, "(a date)" if k.lower() == "date" else v) for k, v in headers)
+    return Answer(status, status_line, kept, body)
 
 
 def ask(port: int, source: str, raw: bytes, head_only: bool = False) -> Answer:
@@ -225,8 +228,12 @@ def requests(draw: st.DrawFn, pair: Pair) -> tuple[str, bytes, bool]:
         headers.append(f"X-Auth-Token: {token}")
     if not plain and draw(st.booleans()):
         headers.append("Expect: 100-continue")
+    connection = draw(st.sampled_from([None, "close", "keep-alive"]))
+    if connection is not None:
+        headers.append(f"Connection: {connection}")
+    version = draw(st.sampled_from(["1.1", "1.1", "1.0"]))
     source = draw(st.sampled_from([TRUSTED_SOURCE, UNTRUSTED_SOURCE]))
-    lines = [f"{method} {target} HTTP/1.1", "Host: cnamd", *headers, "Connection: close", "", ""]
+    lines = [f"{method} {target} HTTP/{version}", "Host: cnamd", *headers, "", ""]
     return source, "\r\n".join(lines).encode(), method == "HEAD"
 
 

@@ -26,15 +26,18 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import HttpVersion11
 from aiohttp.web_server import Server
 
 from cnamd import metrics
 from cnamd.errors import CnamdError, InvalidNumber
 from cnamd.http import lookup, opencnam
-from cnamd.http.answers import counted, text_answer
+from cnamd.http.answers import Rendered, counted, text_answer
 from cnamd.http.auth import credentials, live_key
 from cnamd.http.keys import DIRECTORY, ERROR_SHAPES, SETTINGS, TRUSTED
 from cnamd.presentation import unavailable
@@ -52,6 +55,8 @@ _ROUTES = {
 _NUMBER = re.compile(r"\+?[0-9]{1,20}").fullmatch
 _VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,256}").fullmatch
 _PARAMS = frozenset({"format", "account_sid", "auth_token"})
+#: status -> "200 OK", as aiohttp writes the status line
+_REASONS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 def plain_params(query: str) -> dict[str, str] | None:
@@ -128,13 +133,56 @@ class FastLookups:
         else:
             names = app[SETTINGS].names
             if kind != "json":
-                response = text_answer(answer, names)
+                rendered = text_answer(answer, names)
             elif vendor:
-                response = opencnam.json_answer(answer, names.private_name)
+                rendered = opencnam.json_answer(answer, names.private_name)
             else:
-                response = lookup.json_answer(answer, names.private_name)
+                rendered = lookup.json_answer(answer, names.private_name)
+            if request.version == HttpVersion11 and request.keep_alive:
+                response = RawAnswer(rendered)
+            else:
+                response = rendered.response()
         metrics.HTTP.record(template, "GET", response.status, time.perf_counter() - started)
         return response
+
+
+class RawAnswer(web.StreamResponse):
+    """A lookup's answer written in one transport write, head and body together.
+
+    For an HTTP/1.1 keep-alive request only, where aiohttp's own answer would be
+    exactly this: the status line, Content-Type, Content-Length, Date and Server,
+    the body. It skips building a response's header multidict, serializing it
+    and the writer's bookkeeping (bench/README.md, "HTTP lookups"). aiohttp's
+    request handler asks only what is set here: ``prepare``, ``write_eof``, the
+    status, the body's length (access log) and ``keep_alive``.
+    """
+
+    def __init__(self, rendered: Rendered) -> None:  # no super(): nothing else is read
+        self._status = rendered.status
+        self._keep_alive = True
+        self._body_length = len(rendered.body)
+        self._eof_sent = False
+        self._payload_writer = None
+        self._rendered = rendered
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        rendered = self._rendered
+        body = rendered.body
+        head = (
+            f"HTTP/1.1 {_REASONS[rendered.status]}\r\n"
+            f"Content-Type: {rendered.content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"Date: {rfc822_formatted_time()}\r\n"
+            f"Server: {web_response.SERVER_SOFTWARE}\r\n\r\n"  # type: ignore[attr-defined]
+        )
+        transport.write(head.encode() + body)
+        self._eof_sent = True
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
 
 
 class LookupRunner(web.AppRunner):

@@ -17,7 +17,7 @@ from json.encoder import encode_basestring_ascii as _quoted
 from aiohttp import web
 
 from cnamd.errors import CnamdError, InvalidRequest
-from cnamd.http.answers import JSON_TYPE, Answer, ask, bare_error, text_response
+from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
@@ -50,7 +50,7 @@ async def lookup(request: web.Request) -> web.Response:
     answer = ask(request, raw, who, started)
     if text:
         return text_response(request, answer)
-    return json_answer(answer, request.app[SETTINGS].names.private_name)
+    return json_answer(answer, request.app[SETTINGS].names.private_name).response()
 
 
 def _shape(request: web.Request, exc: CnamdError) -> web.Response:
@@ -62,26 +62,26 @@ def _shape(request: web.Request, exc: CnamdError) -> web.Response:
     return bare_error(exc) if text else cnamd_error(request, exc)
 
 
-def json_answer(answer: Answer, private_name: str) -> web.Response:
+def json_answer(answer: Answer, private_name: str) -> Rendered:
     """The JSON answer, written from a template: the bytes ``web.json_response``
     would give for the same dict, without building one and walking it."""
     number = _quoted(answer.number)
     found = answer.found
     if answer.unavailable is Unavailable.PRIVATE:
         body = f'{{"number": {number}, "name": {_quoted(private_name)}, "unavailable": "p"}}'
-        return web.Response(body=body.encode(), headers=JSON_TYPE)
+        return Rendered(200, JSON_TYPE, body.encode())
     if found is None:
         message = _quoted(f"no name for {answer.number}")
         body = (
             f'{{"status": "not-found", "field": "number", "number": {number},'
             f' "message": {message}, "unavailable": "u"}}'
         )
-        return web.Response(body=body.encode(), status=404, headers=JSON_TYPE)
+        return Rendered(404, JSON_TYPE, body.encode())
     body = (
         f'{{"number": {number}, "name": {_quoted(found.name)},'
         f' "scope": {_quoted(found.scope.label)}, "matched": {_quoted(found.matched)}}}'
     )
-    return web.Response(body=body.encode(), headers=JSON_TYPE)
+    return Rendered(200, JSON_TYPE, body.encode())
 
 
 def add_routes(app: web.Application) -> None:

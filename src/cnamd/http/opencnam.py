@@ -25,7 +25,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from cnamd.errors import CnamdError, InvalidRequest, NotFound
-from cnamd.http.answers import JSON_TYPE, Answer, ask, bare_error, text_response
+from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
@@ -63,7 +63,7 @@ async def phone(request: web.Request) -> web.Response:
     who = lookup_principal(request)
     answer = ask(request, request.match_info.get("number", ""), who, started)
     if fmt == "json":
-        return json_answer(answer, request.app[SETTINGS].names.private_name)
+        return json_answer(answer, request.app[SETTINGS].names.private_name).response()
     return text_response(request, answer)
 
 
@@ -81,21 +81,21 @@ def _shape(request: web.Request, exc: CnamdError) -> web.Response:
     return cnamd_error(request, exc)
 
 
-def json_answer(answer: Answer, private_name: str) -> web.Response:
+def json_answer(answer: Answer, private_name: str) -> Rendered:
     """OpenCNAM's JSON, from a template: the bytes ``web.json_response`` would give."""
     if answer.unavailable is Unavailable.PRIVATE:
         name = private_name
     elif answer.found is not None:
         name = answer.found.name
     else:
-        return web.Response(body=_MISS_BODY, status=404, headers=JSON_TYPE)
+        return Rendered(404, JSON_TYPE, _MISS_BODY)
     number = answer.number
     uri = "/v3/phone/" + quote(number, safe="")
     body = (
         f'{{"name": {_quoted(name)}, "number": {_quoted(number)}, "price": 0,'
         f' "uri": {_quoted(uri)}}}'
     )
-    return web.Response(body=body.encode(), headers=JSON_TYPE)
+    return Rendered(200, JSON_TYPE, body.encode())
 
 
 def add_routes(app: web.Application) -> None:
