@@ -15,6 +15,9 @@
 # One line per run: requests/s, p50, p99, and the server processes' CPU in microseconds per request, plus
 # other_pct: the CPU of everything else on the machine (wrk excluded is not possible; it is in there), in %
 # of one core. The machine is shared: a busy sitting shows in other_pct and in the two bare runs.
+# To run another commit's cnamd in the same sitting (compiled modules are the same unless the Makefile's
+# COMPILED changed): git archive COMMIT src | tar -x -C /tmp/base; copy src/**/*.so beside it; then
+#   PYTHONPATH=/tmp/base/src bench/http_anchor.sh DATA_DIR
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
 ANCHOR=${ANCHOR:-$repo/../shared/bench/http-anchor}
@@ -100,7 +103,7 @@ start_cnamd() {   # start_cnamd WORKERS
 }
 CNAMD_ARGS=${CNAMD_ARGS:-}
 
-say "# $(date -u +%FT%TZ) $(nproc) cores, $(git -C "$repo" rev-parse --short HEAD), ${SECS}s c$CONNS per run"
+say "# $(date -u +%FT%TZ) $(nproc) cores, $(git -C "$repo" rev-parse --short HEAD)${PYTHONPATH:+ (cnamd from PYTHONPATH=$PYTHONPATH)}, ${SECS}s c$CONNS per run"
 start_bare; bench bare-v1 $BPORT '/v1/lookup/{n}'; stop
 start_cnamd 1; bench cnamd-w1-v1 $HPORT '/v1/lookup/{n}'; bench cnamd-w1-pbx $HPORT "$PBX"
 bench cnamd-w1-pbx-e164 $HPORT "$PBX_E164"; stop
