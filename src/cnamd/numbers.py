@@ -205,7 +205,10 @@ def _bare_readings(digits: str, region: str | None) -> tuple[str | None, str | N
     """(the national reading in ``region``, the E.164 reading), each None unless valid."""
     national = _read_digits(False, digits, region) if region else None
     international = _read_digits(True, digits, None)
-    return _valid(national), _valid(international)
+    valid = _valid(national)
+    if international == national:  # NANP's 1NXXNXXXXXX in US: one number, validated once
+        return valid, valid
+    return valid, _valid(international)
 
 
 def _valid(reading: str | _Problem | None) -> str | None:
