@@ -8,7 +8,8 @@ the change feed installs a new one on any key change (a revocation, a new
 grant), and the first request after that finds the table empty, so a revoked
 key is refused from the very next request the feed has applied. A key's
 expiry is checked on every hit. Failures are never remembered: a guess always
-costs the full check.
+costs the full check. The table keeps the secrets as presented, in this
+process's memory only (never logged, never in the snapshot), up to SIZE keys.
 """
 
 from __future__ import annotations
