@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -319,3 +320,23 @@ async def test_a_key_revoked_through_the_api_is_refused_from_the_next_request(
     assert statuses[-1] == (True, 401)
     if 401 in before:  # the feed applied it between a check and that request's answer
         assert 200 not in before[before.index(401) :]
+
+
+async def test_a_remembered_key_is_refused_once_it_expires(pair: Pair) -> None:
+    """The verified-key table checks a key's expiry on every hit: no feed change is
+    needed for an expired key to be refused."""
+    api = pair.api
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
+    token = await api.key(Role.PARTNER, enterprises=["demo"], expires_at=expires)
+    key_id, secret = token.split(".")
+    await _until_key(api, key_id, True)
+    target = f"/v3/phone/12125550001?format=pbx&account_sid={key_id}&auth_token={secret}"
+    raw = f"GET {target} HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode()
+    first = await asyncio.to_thread(ask, pair.fast, TRUSTED_SOURCE, raw)
+    assert (first.status, first.body) == (200, b"NYC Pizza")
+    for _ in range(1000):  # bounded: the key expires 5 s after it was made
+        answer = await asyncio.to_thread(ask, pair.fast, TRUSTED_SOURCE, raw)
+        if answer.status != 200:
+            break
+        await asyncio.sleep(0.025)
+    assert answer.status == 401 and datetime.datetime.now(datetime.UTC) >= expires
