@@ -125,10 +125,15 @@ def normalize_number(raw: str, region: str | None = None, *, field: str = "phone
     result = _read(raw, region)
     if isinstance(result, str):
         return result
-    reason = f"{_shown(raw)} {result.value}"
-    if result is _Problem.UNKNOWN_REGION:
+    raise _invalid(raw, region, result, field)
+
+
+def _invalid(raw: str, region: str | None, problem: _Problem, field: str) -> InvalidNumber:
+    """normalize_number()'s error for ``raw`` read as ``problem``."""
+    reason = f"{_shown(raw)} {problem.value}"
+    if problem is _Problem.UNKNOWN_REGION:
         reason += f" ({region!r})"
-    raise InvalidNumber(reason, field=field)
+    return InvalidNumber(reason, field=field)
 
 
 def parse_number(raw: str, region: str | None = None) -> str | None:
@@ -158,10 +163,10 @@ def number_readings(raw: str, region: str | None, *, field: str = "number") -> t
     digits = _bare_digits(raw)
     if digits is None:
         return (normalize_number(raw, region, field=field),)
-    national, international = _bare_readings(digits, region)
+    read, national, international = _bare_readings(digits, region)
     found = tuple(dict.fromkeys(n for n in (national, international) if n is not None))
     if not found:
-        raise _neither(raw, region, field)
+        raise _neither(raw, region, field, read)
     return found
 
 
@@ -171,7 +176,7 @@ def written_number(raw: str, region: str | None, *, field: str = "phone") -> str
     digits = _bare_digits(raw)
     if digits is None:
         return normalize_number(raw, region, field=field)
-    national, international = _bare_readings(digits, region)
+    read, national, international = _bare_readings(digits, region)
     if national is not None and international in (None, national):
         return national
     if national is not None and international is not None:
@@ -187,7 +192,7 @@ def written_number(raw: str, region: str | None, *, field: str = "phone") -> str
             f" if {international} is meant, write it with its '+' (E.164)",
             field=field,
         )
-    raise _neither(raw, region, field)
+    raise _neither(raw, region, field, read)
 
 
 def _bare_digits(raw: str) -> str | None:
@@ -201,11 +206,18 @@ def _bare_digits(raw: str) -> str | None:
     return digits
 
 
-def _bare_readings(digits: str, region: str | None) -> tuple[str | None, str | None]:
-    """(the national reading in ``region``, the E.164 reading), each None unless valid."""
-    national = _read_digits(False, digits, region) if region else None
+def _bare_readings(
+    digits: str, region: str | None
+) -> tuple[str | _Problem, str | None, str | None]:
+    """(what reading the digits as national in ``region`` gives -- what normalize_number()
+    reads bare digits as --, that national reading, the E.164 reading), each of the
+    last two None unless valid."""
+    read = _read_digits(False, digits, region)
     international = _read_digits(True, digits, None)
-    return _valid(national), _valid(international)
+    valid = _valid(read)
+    if international == read:  # NANP's 1NXXNXXXXXX in US: one number, validated once
+        return read, valid, valid
+    return read, valid, _valid(international)
 
 
 def _valid(reading: str | _Problem | None) -> str | None:
@@ -214,13 +226,12 @@ def _valid(reading: str | _Problem | None) -> str | None:
     return reading if phonenumbers.is_valid_number(phonenumbers.parse(reading)) else None
 
 
-def _neither(raw: str, region: str | None, field: str) -> InvalidNumber:
+def _neither(raw: str, region: str | None, field: str, read: str | _Problem) -> InvalidNumber:
     """Why no reading of ``raw`` counts: the national reading's own problem when it has
-    one (``is too short for its country``), else that neither reading is valid."""
-    try:
-        normalize_number(raw, region, field=field)
-    except InvalidNumber as exc:
-        return exc
+    one (``is too short for its country``; ``read`` is what normalize_number() would
+    have read, already known), else that neither reading is valid."""
+    if isinstance(read, _Problem):
+        return _invalid(raw, region, read, field)
     return InvalidNumber(
         f"{_shown(raw)} is neither a valid national number in {region} nor a valid E.164"
         " number with its '+' left out",

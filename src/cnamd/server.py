@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from cnamd.database import DatabaseServer, prepare_schema, writes_url
 from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.http import access_log
 from cnamd.http.app import make_app
+from cnamd.http.fastpath import LookupRunner
 from cnamd.http.keys import AUTH_LIMITER, TRUSTED, UPSTREAM
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.order_worker import OrderWorker
@@ -293,7 +293,7 @@ class Server:
         app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
         assert self.upstream is not None
         app[UPSTREAM] = self.upstream
-        self.http_runner = web.AppRunner(
+        self.http_runner = LookupRunner(
             app,
             access_log=logging.getLogger(access_log.LOGGER),
             access_log_class=access_log.AccessLog,
@@ -377,9 +377,7 @@ class Server:
         if plan.touches("http"):
             access_log.set_enabled(now.http.access_log)
             if self.http_app is not None:
-                self.http_app[TRUSTED][:] = [
-                    ipaddress.ip_network(n, strict=False) for n in now.http.trusted_networks
-                ]
+                self.http_app[TRUSTED].replace(now.http.trusted_networks)
                 self.http_app[AUTH_LIMITER].retune(
                     now.http.auth_failure_rate, now.http.auth_failure_burst
                 )
@@ -457,6 +455,7 @@ class Server:
             stream.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+            access_log.flush()  # the last batch of the access log
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self.orders is not None:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from cnamd import metrics
 from cnamd.access import Principal
+from cnamd.cache.directory import Directory
 from cnamd.errors import (
     CnamdError,
     InvalidNumber,
@@ -27,8 +28,30 @@ from cnamd.http.keys import DIRECTORY, SETTINGS, UPSTREAM
 from cnamd.model import LookupContext, LookupResult, Scope
 from cnamd.numbers import number_readings
 from cnamd.presentation import Unavailable, unavailable
+from cnamd.settings import NameSettings
 
-__all__ = ["Answer", "ask", "ask_all", "bare_error", "context", "text_response"]
+__all__ = [
+    "JSON_TYPE",
+    "TEXT_TYPE",
+    "Answer",
+    "Rendered",
+    "ask",
+    "ask_all",
+    "bare_error",
+    "context",
+    "count",
+    "readings",
+    "resolve",
+    "resolved",
+    "text_answer",
+    "text_response",
+]
+
+#: the Content-Type of the JSON and plain-text answers, as aiohttp writes them
+JSON_TYPE = "application/json; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"
+#: numbers whose readings are remembered at most (per process); past it, it starts over
+READINGS_MEMO = 16384
 
 # Pre-bound children (STYLE habit 8), tallied and flushed once a second.
 _HIT = {scope: metrics.Tally(metrics.LOOKUPS.labels("http", "hit", scope.label)) for scope in Scope}
@@ -36,6 +59,21 @@ _MISS = metrics.Tally(metrics.LOOKUPS.labels("http", "miss", "none"))
 _INVALID = metrics.Tally(metrics.LOOKUPS.labels("http", "invalid", "none"))
 _ANONYMOUS = metrics.Tally(metrics.LOOKUPS.labels("http", "anonymous", "none"))
 _DURATION = metrics.TallyHistogram(metrics.LOOKUP_DURATION.labels("http"), metrics.LOOKUP_BUCKETS)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An answer's status, Content-Type and body, before any response object: the
+    handlers make a ``web.Response`` of it, the fast path writes it as it is."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    def response(self) -> web.Response:
+        return web.Response(
+            body=self.body, status=self.status, headers={"Content-Type": self.content_type}
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +103,7 @@ def ask(
     started = time.perf_counter() if started is None else started
     answer = _local(request, raw, principal)
     if answer.unavailable is None:
-        _count(answer, started)
+        count(answer, started)
     return answer
 
 
@@ -85,16 +123,8 @@ async def ask_all(
             result = LookupResult(found.name, answer.number, Scope.UPSTREAM)
             answer = Answer(answer.number, result, None, found.source)
     if answer.unavailable is None:
-        _count(answer, started)
+        count(answer, started)
     return answer
-
-
-def _count(answer: Answer, started: float) -> None:
-    _DURATION.observe(time.perf_counter() - started)
-    if answer.found is None:
-        _MISS.inc()
-    else:
-        _HIT[answer.found.scope].inc()
 
 
 def _local(request: web.Request, raw: str, principal: Principal | None) -> Answer:
@@ -108,11 +138,25 @@ def _local(request: web.Request, raw: str, principal: Principal | None) -> Answe
     if why is not None:
         (_ANONYMOUS if why is Unavailable.PRIVATE else _MISS).inc()
         return Answer(raw.strip(), None, why)
+    return resolved(request.app[DIRECTORY], raw, ctx, region)
+
+
+def resolved(directory: Directory, raw: str, ctx: LookupContext, region: str | None) -> Answer:
+    """``resolve``, an invalid number counted (a hit or a miss is counted by ``count``)."""
     try:
-        return _resolve(request, raw, ctx, region)
+        return resolve(directory, raw, ctx, region)
     except InvalidNumber:
         _INVALID.inc()
         raise
+
+
+def count(answer: Answer, started: float) -> None:
+    """Count a lookup as a hit (by scope) or a miss, with its duration since ``started``."""
+    _DURATION.observe(time.perf_counter() - started)
+    if answer.found is None:
+        _MISS.inc()
+    else:
+        _HIT[answer.found.scope].inc()
 
 
 def context(request: web.Request, principal: Principal | None) -> tuple[LookupContext, str | None]:
@@ -127,33 +171,67 @@ def context(request: web.Request, principal: Principal | None) -> tuple[LookupCo
     )
 
 
-def _resolve(request: web.Request, raw: str, ctx: LookupContext, region: str | None) -> Answer:
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """What InvalidNumber said about a raw number that is no number."""
+
+    reason: str
+    status: str
+
+
+# (raw, region) -> its readings, or why it has none
+_READINGS: dict[tuple[str, str | None], tuple[str, ...] | _Refused] = {}
+
+
+def readings(raw: str, region: str | None) -> tuple[str, ...]:
+    """``number_readings`` memoized, refusals included: a PBX farm asks the same
+    callers again and again, and parsing a number (worse, failing to) costs more
+    than looking it up. Bounded: past READINGS_MEMO numbers the memo starts over."""
+    key = (raw, region)
+    known = _READINGS.get(key)
+    if known is None:
+        try:
+            known = number_readings(raw, region, field="number")
+        except InvalidNumber as exc:
+            known = _Refused(exc.reason, exc.status)
+        if len(_READINGS) >= READINGS_MEMO:
+            _READINGS.clear()
+        _READINGS[key] = known
+    if isinstance(known, _Refused):
+        raise InvalidNumber(known.reason, field="number", status=known.status)
+    return known
+
+
+def resolve(directory: Directory, raw: str, ctx: LookupContext, region: str | None) -> Answer:
     """Ask each reading of ``raw`` (numbers.py's rule for digits without ``+``); the one
     holding a name answers, and two holding different names are ambiguous."""
-    directory = request.app[DIRECTORY]
-    readings = number_readings(raw, region, field="number")
-    if len(readings) == 1:
-        return Answer(readings[0], directory.resolve(readings[0], ctx))
-    hits = [(n, found) for n in readings if (found := directory.resolve(n, ctx)) is not None]
+    numbers = readings(raw, region)
+    if len(numbers) == 1:
+        return Answer(numbers[0], directory.resolve(numbers[0], ctx))
+    hits = [(n, found) for n in numbers if (found := directory.resolve(n, ctx)) is not None]
     if len({found.name for _, found in hits}) > 1:
         raise InvalidNumber(
             f"{raw.strip()[:40]!r} is ambiguous: {hits[0][0]} and {hits[1][0]} both have a"
             " name; ask with '+' and the country code",
             field="number",
         )
-    return Answer(*hits[0]) if hits else Answer(readings[0], None)
+    return Answer(*hits[0]) if hits else Answer(numbers[0], None)
 
 
 def text_response(request: web.Request, answer: Answer) -> web.Response:
     """The plain-text answer (Asterisk ``CURL()``, FreePBX): the bare name,
     ``names.private_name`` for a withheld caller, or a 404 whose body is
     ``names.unknown_name`` -- empty by default, as FreePBX shows any body."""
-    names = request.app[SETTINGS].names
+    return text_answer(answer, request.app[SETTINGS].names).response()
+
+
+def text_answer(answer: Answer, names: NameSettings) -> Rendered:
+    """``text_response`` from the answer and the names settings alone (the fast path's)."""
     if answer.unavailable is Unavailable.PRIVATE:
-        return web.Response(text=names.private_name, content_type="text/plain")
+        return Rendered(200, TEXT_TYPE, names.private_name.encode())
     if answer.found is None:
-        return web.Response(status=404, text=names.unknown_name, content_type="text/plain")
-    return web.Response(text=answer.found.name, content_type="text/plain")
+        return Rendered(404, TEXT_TYPE, names.unknown_name.encode())
+    return Rendered(200, TEXT_TYPE, answer.found.name.encode())
 
 
 def bare_error(exc: CnamdError) -> web.Response:

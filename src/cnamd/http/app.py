@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web, web_response
 
 from cnamd.cache.directory import Directory
@@ -32,8 +30,11 @@ from cnamd.http.keys import (
     READINESS,
     SETTINGS,
     TRUSTED,
+    VERIFIED,
     Readiness,
 )
+from cnamd.http.trusted import TrustedNetworks
+from cnamd.http.verified import VerifiedKeys
 from cnamd.ratelimit import TokenBucket
 from cnamd.settings import Settings
 from cnamd.sharedlimits import RateLimiter
@@ -77,7 +78,8 @@ def make_app(
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[READINESS] = readiness
-    app[TRUSTED] = [ipaddress.ip_network(n, strict=False) for n in settings.http.trusted_networks]
+    app[TRUSTED] = TrustedNetworks(settings.http.trusted_networks)
+    app[VERIFIED] = VerifiedKeys()
     if auth_limiter is None:  # tests and benches: this process's own
         http = settings.http
         auth_limiter = TokenBucket(http.auth_failure_rate, http.auth_failure_burst)

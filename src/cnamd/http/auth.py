@@ -16,7 +16,6 @@ address (NAT, a shared PBX host) cannot lock out the legitimate clients.
 from __future__ import annotations
 
 import binascii
-import ipaddress
 import math
 import time
 
@@ -26,13 +25,14 @@ from cnamd import metrics
 from cnamd.access import Principal
 from cnamd.errors import TooManyRequests, Unauthorized
 from cnamd.http.db import idempotent
-from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED
+from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED, VERIFIED
 from cnamd.store import apikeys
 
 __all__ = [
     "credentials",
     "is_credential_text",
     "known_in_memory",
+    "live_key",
     "login_failed",
     "lookup_principal",
     "over_budget",
@@ -126,13 +126,12 @@ def lookup_principal(request: web.Request) -> Principal | None:
         if found is None and sid and token:
             found = (sid, token)
         if found is None:
-            if _trusted(request):
+            if request.remote in request.app[TRUSTED]:
                 return None
             raise Unauthorized(
                 "lookups need an API key, or a source in http.trusted_networks", field=_FIELD
             )
-        contexts = request.app[DIRECTORY].contexts
-        who = None if contexts is None else contexts.authenticate(*found, time.time())
+        who = live_key(request.app, *found)
         if who is None:
             raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
     except Unauthorized as exc:
@@ -140,12 +139,13 @@ def lookup_principal(request: web.Request) -> Principal | None:
     return who
 
 
-def _trusted(request: web.Request) -> bool:
-    try:
-        addr = ipaddress.ip_address(request.remote or "")
-    except ValueError:
-        return False
-    return any(addr in net for net in request.app[TRUSTED])
+def live_key(app: web.Application, key_id: str, secret: str) -> Principal | None:
+    """The principal of a live key with this secret, from the in-memory key table
+    (its checks remembered until the table changes: http/verified.py)."""
+    contexts = app[DIRECTORY].contexts
+    if contexts is None:
+        return None
+    return app[VERIFIED].principal(contexts, key_id, secret, time.time())
 
 
 async def principal(request: web.Request) -> Principal:
@@ -174,8 +174,7 @@ async def principal(request: web.Request) -> Principal:
 def known_in_memory(request: web.Request, key_id: str, secret: str) -> bool:
     """Does the in-memory key table (loaded with the cache) hold this live key? What a
     source over its failed-login budget must pass before the database is asked."""
-    contexts = request.app[DIRECTORY].contexts
-    return contexts is not None and contexts.authenticate(key_id, secret, time.time()) is not None
+    return live_key(request.app, key_id, secret) is not None
 
 
 def over_budget(request: web.Request) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -11,12 +10,12 @@ from cnamd.access import Principal
 from cnamd.bulk_workers import BulkWorkers
 from cnamd.cache.directory import Directory
 from cnamd.errors import CnamdError
+from cnamd.http.trusted import TrustedNetworks
+from cnamd.http.verified import VerifiedKeys
 from cnamd.settings import Settings
 from cnamd.sharedlimits import RateLimiter
 from cnamd.store.pool import Pool
 from cnamd.upstream.chain import Upstream
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ErrorShape(Protocol):
@@ -41,8 +40,10 @@ READINESS = web.AppKey("readiness", Readiness)
 POOL = web.AppKey("pool", Pool)
 # held upstream answers and the upstream chain, asked after a local miss (issue #17)
 UPSTREAM = web.AppKey("upstream", Upstream)
-# http.trusted_networks, parsed once; a list, replaced in place on SIGHUP
-TRUSTED = web.AppKey("trusted", list[IPNetwork])
+# http.trusted_networks, parsed once, replaced in place on SIGHUP
+TRUSTED = web.AppKey("trusted", TrustedNetworks)
+# credentials already checked against the key table in memory (http/verified.py)
+VERIFIED = web.AppKey("verified", VerifiedKeys)
 # failed logins per source address, shared by the workers (http/auth.py)
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 # the worker processes that parse CSV uploads (http.cnam_csv), started on first use

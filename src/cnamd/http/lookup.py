@@ -12,11 +12,12 @@ code (``p`` or ``u``).
 from __future__ import annotations
 
 import time
+from json.encoder import encode_basestring_ascii as _quoted
 
 from aiohttp import web
 
 from cnamd.errors import CnamdError, InvalidRequest
-from cnamd.http.answers import Answer, ask_all, bare_error, text_response
+from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask_all, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
@@ -26,12 +27,16 @@ _FORMATS = ("json", "text")
 
 
 def _wants_text(request: web.Request) -> bool:
-    fmt = request.query.get("format")
+    return wants_text(request.query.get("format"), request.headers.get("Accept", ""))
+
+
+def wants_text(fmt: str | None, accept: str) -> bool:
+    """Plain text or JSON, from ``?format`` and the Accept header; InvalidRequest
+    for a format that is neither."""
     if fmt is not None:
         if fmt not in _FORMATS:
             raise InvalidRequest(f"format must be one of {', '.join(_FORMATS)}", field="format")
         return fmt == "text"
-    accept = request.headers.get("Accept", "")
     return "text/plain" in accept and "application/json" not in accept
 
 
@@ -43,7 +48,9 @@ async def lookup(request: web.Request) -> web.Response:
     if not raw:
         raise InvalidRequest("the number is missing", field="number")
     answer = await ask_all(request, raw, who, started)
-    return text_response(request, answer) if text else _json(request, answer)
+    if text:
+        return text_response(request, answer)
+    return json_answer(answer, request.app[SETTINGS].names.private_name).response()
 
 
 def _shape(request: web.Request, exc: CnamdError) -> web.Response:
@@ -55,31 +62,27 @@ def _shape(request: web.Request, exc: CnamdError) -> web.Response:
     return bare_error(exc) if text else cnamd_error(request, exc)
 
 
-def _json(request: web.Request, answer: Answer) -> web.Response:
+def json_answer(answer: Answer, private_name: str) -> Rendered:
+    """The JSON answer, written from a template: the bytes ``web.json_response``
+    would give for the same dict, without building one and walking it."""
+    number = _quoted(answer.number)
     found = answer.found
     if answer.unavailable is Unavailable.PRIVATE:
-        name = request.app[SETTINGS].names.private_name
-        return web.json_response({"number": answer.number, "name": name, "unavailable": "p"})
+        body = f'{{"number": {number}, "name": {_quoted(private_name)}, "unavailable": "p"}}'
+        return Rendered(200, JSON_TYPE, body.encode())
     if found is None:
-        return web.json_response(
-            {
-                "status": "not-found",
-                "field": "number",
-                "number": answer.number,
-                "message": f"no name for {answer.number}",
-                "unavailable": "u",
-            },
-            status=404,
+        message = _quoted(f"no name for {answer.number}")
+        body = (
+            f'{{"status": "not-found", "field": "number", "number": {number},'
+            f' "message": {message}, "unavailable": "u"}}'
         )
-    return web.json_response(
-        {
-            "number": answer.number,
-            "name": found.name,
-            "scope": found.scope.label,
-            "matched": found.matched,
-            **({"source": answer.source} if answer.source else {}),
-        }
+        return Rendered(404, JSON_TYPE, body.encode())
+    source = f', "source": {_quoted(answer.source)}' if answer.source else ""
+    body = (
+        f'{{"number": {number}, "name": {_quoted(found.name)},'
+        f' "scope": {_quoted(found.scope.label)}, "matched": {_quoted(found.matched)}{source}}}'
     )
+    return Rendered(200, JSON_TYPE, body.encode())
 
 
 def add_routes(app: web.Application) -> None:

@@ -19,31 +19,37 @@ they get into the caller's name and never look at the status.
 from __future__ import annotations
 
 import time
+from json.encoder import encode_basestring_ascii as _quoted
 from urllib.parse import quote
 
 from aiohttp import web
 
 from cnamd.errors import CnamdError, InvalidRequest, NotFound
-from cnamd.http.answers import Answer, ask_all, bare_error, text_response
+from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask_all, bare_error, text_response
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import add_shaped_routes, cnamd_error
 from cnamd.http.keys import SETTINGS
 from cnamd.presentation import Unavailable
 
-__all__ = ["MISS", "add_routes"]
+__all__ = ["MISS", "add_routes", "answer_format", "json_answer"]
 
 #: OpenCNAM's body for a number it has no name for
 MISS = {"error": "No CNAM information available for phone number"}
 _FORMATS = ("json", "text", "pbx")
+_MISS_BODY = b'{"error": "No CNAM information available for phone number"}'
 
 
 def _format(request: web.Request) -> str:
-    fmt = request.query.get("format")
+    return answer_format(request.query.get("format"), request.headers.get("Accept", ""))
+
+
+def answer_format(fmt: str | None, accept: str) -> str:
+    """json, text or pbx, from ``?format`` and the Accept header; InvalidRequest
+    for any other format."""
     if fmt is not None:
         if fmt not in _FORMATS:
             raise InvalidRequest(f"format must be one of {', '.join(_FORMATS)}", field="format")
         return fmt
-    accept = request.headers.get("Accept", "")
     if "text/pbx" in accept:
         return "pbx"
     if "text/plain" in accept and "application/json" not in accept:
@@ -57,7 +63,7 @@ async def phone(request: web.Request) -> web.Response:
     who = lookup_principal(request)
     answer = await ask_all(request, request.match_info.get("number", ""), who, started)
     if fmt == "json":
-        return _json(request, answer)
+        return json_answer(answer, request.app[SETTINGS].names.private_name).response()
     return text_response(request, answer)
 
 
@@ -75,15 +81,21 @@ def _shape(request: web.Request, exc: CnamdError) -> web.Response:
     return cnamd_error(request, exc)
 
 
-def _json(request: web.Request, answer: Answer) -> web.Response:
+def json_answer(answer: Answer, private_name: str) -> Rendered:
+    """OpenCNAM's JSON, from a template: the bytes ``web.json_response`` would give."""
     if answer.unavailable is Unavailable.PRIVATE:
-        name = request.app[SETTINGS].names.private_name
+        name = private_name
     elif answer.found is not None:
         name = answer.found.name
     else:
-        return web.json_response(MISS, status=404)
-    uri = "/v3/phone/" + quote(answer.number, safe="")
-    return web.json_response({"name": name, "number": answer.number, "price": 0, "uri": uri})
+        return Rendered(404, JSON_TYPE, _MISS_BODY)
+    number = answer.number
+    uri = "/v3/phone/" + quote(number, safe="")
+    body = (
+        f'{{"name": {_quoted(name)}, "number": {_quoted(number)}, "price": 0,'
+        f' "uri": {_quoted(uri)}}}'
+    )
+    return Rendered(200, JSON_TYPE, body.encode())
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,210 @@
+"""The lookup GETs a PBX sends, answered before aiohttp's router and middleware.
+
+A PBX farm asks ``/v1/lookup/{number}`` and ``/v3/phone/{number}`` (or
+``/v2/phone/``) once per inbound call; resolving a route among a hundred,
+wrapping middleware and the response hook cost more than the lookup itself
+(bench/README.md, "HTTP lookups"). ``FastLookups`` sits where aiohttp calls
+the application (``LookupRunner``): a GET of one of those paths whose every
+part is plain -- a number of digits with or without ``+``, no percent
+escapes, only ``format``/``account_sid``/``auth_token`` parameters of plain
+characters, each once -- is answered here, by the same functions as the
+routes' handlers (http/answers.py, lookup.py, opencnam.py) and counted in
+the same metrics. Anything else, and anything that is going to be refused
+(no or bad credentials, a tenant parameter, a cache still loading), goes
+to the application untouched, whose answer is the reference:
+tests/http/test_fastpath.py holds this path to it.
+
+What the skipped middleware does is done here as cheaply: the input guard
+(``bodies.check_request``) has nothing to refuse in what passes the plain
+checks, and the request is counted by route template in
+``cnamd_http_requests_total``. The Server header is aiohttp's module
+default, which app.py sets to ``server.software``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web, web_response
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import HttpVersion11
+from aiohttp.web_server import Server
+
+from cnamd import metrics
+from cnamd.errors import CnamdError, InvalidNumber
+from cnamd.http import lookup, opencnam
+from cnamd.http.answers import Rendered, count, resolved, text_answer
+from cnamd.http.auth import credentials, live_key
+from cnamd.http.keys import DIRECTORY, ERROR_SHAPES, SETTINGS, TRUSTED, UPSTREAM
+from cnamd.presentation import unavailable
+
+__all__ = ["FastLookups", "LookupRunner"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: path before the number -> (route template, OpenCNAM's formats)
+_ROUTES = {
+    "/v1/lookup": ("/v1/lookup/{number}", False),
+    "/v3/phone": ("/v3/phone/{number}", True),
+    "/v2/phone": ("/v2/phone/{number}", True),
+}
+_NUMBER = re.compile(r"\+?[0-9]{1,20}").fullmatch
+_VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,256}").fullmatch
+_PARAMS = frozenset({"format", "account_sid", "auth_token"})
+#: status -> "200 OK", as aiohttp writes the status line
+_REASONS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+
+
+def plain_params(query: str) -> dict[str, str] | None:
+    """The query's parameters when each is a known one, sent once, with a value of
+    plain characters (nothing to decode); None for anything else."""
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name not in _PARAMS or name in params or not _VALUE(value):
+            return None
+        params[name] = value
+    return params
+
+
+def _upstream_may_know(app: web.Application, number: str) -> bool:
+    """A local miss the upstream scope may name: a held answer, or a source to ask."""
+    upstream = app.get(UPSTREAM)
+    if upstream is None:
+        return False
+    if upstream.held.get(number) is not None:
+        return True
+    return upstream.chain is not None and upstream.chain.wants(number)
+
+
+class FastLookups:
+    """aiohttp's request handler: the plain lookup GETs here, the rest to ``fallback``."""
+
+    __slots__ = ("_app", "_fallback")
+
+    def __init__(self, app: web.Application, fallback: Handler) -> None:
+        self._app = app
+        self._fallback = fallback
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and "Expect" not in request.headers:
+            response = self.answer(request)
+            if response is not None:
+                return response
+        return await self._fallback(request)
+
+    def answer(self, request: web.Request) -> web.StreamResponse | None:
+        """The answer to a plain lookup GET, or None: the application answers it."""
+        started = time.perf_counter()
+        path, _, query = request.raw_path.partition("?")
+        head, _, raw = path.rpartition("/")
+        route = _ROUTES.get(head)
+        if route is None or not _NUMBER(raw):
+            return None
+        params = plain_params(query)
+        if params is None:
+            return None
+        app = self._app
+        directory = app[DIRECTORY]
+        if not directory.serving or unavailable(raw) is not None:
+            return None
+        template, vendor = route
+        headers = request.headers
+        fmt, accept = params.get("format"), headers.get("Accept", "")
+        try:
+            if vendor:
+                kind = opencnam.answer_format(fmt, accept)
+            else:
+                kind = "text" if lookup.wants_text(fmt, accept) else "json"
+            found = credentials(request)
+            if found is None and "account_sid" in params and "auth_token" in params:
+                found = (params["account_sid"], params["auth_token"])
+            if found is None:
+                if request.remote not in app[TRUSTED]:
+                    return None
+                who = None
+            else:
+                who = live_key(app, *found)
+                if who is None:
+                    return None
+            ctx, region = directory.request_context(principal=who)
+        except CnamdError:
+            return None
+        try:
+            answer = resolved(directory, raw, ctx, region)
+        except InvalidNumber as exc:
+            response = app[ERROR_SHAPES][template](request, exc)
+        else:
+            if answer.found is None and _upstream_may_know(app, answer.number):
+                return None  # the application asks the upstream scope (answers.ask_all)
+            count(answer, started)
+            names = app[SETTINGS].names
+            if kind != "json":
+                rendered = text_answer(answer, names)
+            elif vendor:
+                rendered = opencnam.json_answer(answer, names.private_name)
+            else:
+                rendered = lookup.json_answer(answer, names.private_name)
+            if request.version == HttpVersion11 and request.keep_alive:
+                response = RawAnswer(rendered)
+            else:
+                response = rendered.response()
+        metrics.HTTP.record(template, "GET", response.status, time.perf_counter() - started)
+        return response
+
+
+class RawAnswer(web.StreamResponse):
+    """A lookup's answer written in one transport write, head and body together.
+
+    For an HTTP/1.1 keep-alive request only, where aiohttp's own answer would be
+    exactly this: the status line, Content-Type, Content-Length, Date and Server,
+    the body. It skips building a response's header multidict, serializing it
+    and the writer's bookkeeping (bench/README.md, "HTTP lookups"). aiohttp's
+    request handler asks only what is set here: ``prepare``, ``write_eof``, the
+    status, the body's length (access log) and ``keep_alive``.
+    """
+
+    def __init__(self, rendered: Rendered) -> None:  # no super(): nothing else is read
+        self._status = rendered.status
+        self._keep_alive = True
+        self._body_length = len(rendered.body)
+        self._eof_sent = False
+        self._payload_writer = None
+        self._rendered = rendered
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        rendered = self._rendered
+        body = rendered.body
+        head = (
+            f"HTTP/1.1 {_REASONS[rendered.status]}\r\n"
+            f"Content-Type: {rendered.content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"Date: {rfc822_formatted_time()}\r\n"
+            f"Server: {web_response.SERVER_SOFTWARE}\r\n\r\n"  # type: ignore[attr-defined]
+        )
+        transport.write(head.encode() + body)
+        self._eof_sent = True
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+class LookupRunner(web.AppRunner):
+    """``web.AppRunner`` whose server hands every request to ``FastLookups`` first."""
+
+    handler_class = FastLookups
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        fallback: Any = server.request_handler
+        server.request_handler = self.handler_class(self.app, fallback)  # type: ignore[assignment]
+        return server
