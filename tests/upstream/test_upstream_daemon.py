@@ -510,7 +510,12 @@ def test_the_cli_lists_pins_and_purges(consumer: Daemon, consumer_db: str) -> No
 def test_a_tenant_can_turn_upstream_off(
     consumer: Daemon, consumer_db: str, fake: FakeProvider, operator_token: str
 ) -> None:
-    done = cli(consumer_db, "tenant", "create", "quiet", "--name", "Quiet", "--region", "US")
+    # its SIP network is the tests' own address: dips from here are the tenant's (last test)
+    done = cli(
+        consumer_db,
+        *("tenant", "create", "quiet", "--name", "Quiet", "--region", "US"),
+        *("--network", "127.0.0.1/32"),
+    )
     assert done.returncode == 0, done.stderr
     held_number = "+15550001111"  # named by the fake in an earlier test, held since
     eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 200, 10, "tenant")
@@ -519,7 +524,9 @@ def test_a_tenant_can_turn_upstream_off(
     assert (status, body) == (200, {"tenant": "quiet", "upstream": "off"})
     # held answers are not the tenant's any more (a held number: waiting costs nothing)
     eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 404, 10, "off")
+    assert dip(consumer, held_number, "z9hG4bKquiet1")[0] == 404
     fresh = "+15550009999"
+    assert dip(consumer, fresh, "z9hG4bKquiet2")[0] == 404
     assert lookup(consumer, fresh + "?tenant=quiet")[0] == 404
     assert fake.asked[fresh] == 0  # never asked for that tenant
     assert lookup(consumer, fresh)[1].get("name") == "Fake 9999"  # everyone else: as before
@@ -527,6 +534,7 @@ def test_a_tenant_can_turn_upstream_off(
     assert listed == (200, {"tenants": [{"tenant": "quiet", "upstream": "off"}]})
     assert call(consumer, "PUT", policy, operator_token, b'{"upstream": "on"}')[0] == 200
     eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 200, 10, "on")
+    assert dip(consumer, held_number, "z9hG4bKquiet3")[0] == 302
     bad = call(consumer, "PUT", policy, operator_token, b'{"upstream": "maybe"}')
     assert (bad[0], bad[1].get("field")) == (400, "upstream")
     missing = call(consumer, "PUT", policy + "x", operator_token, b'{"upstream": "off"}')
