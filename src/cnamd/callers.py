@@ -59,7 +59,10 @@ class DirectoryCallers:
             return _INVALID
         if found is None:
             upstream = self.upstream
-            if upstream is not None:
+            if upstream is not None and (
+                not upstream.off_tenants
+                or self._tenant(called, source_ip) not in upstream.off_tenants
+            ):
                 held = upstream.get(number)
                 if held is not None:
                     if held.name is None:  # a negative answer: known to have no name
@@ -74,6 +77,17 @@ class DirectoryCallers:
             return NameAnswer(NameKind.MISS, number=number)
         self._hit[found.scope].n += 1
         return NameAnswer(NameKind.HIT, found.name, number)
+
+    def _tenant(self, called: str, source_ip: str) -> int | None:
+        """The asking tenant, chosen as ``Directory.caller_lookup`` chooses the context."""
+        contexts = self.directory.contexts
+        if contexts is None:
+            return None
+        owner = contexts.called_context(called)
+        if owner is None and called and called[0] != "+":
+            owner = contexts.called_context("+" + called)
+        ctx = owner if owner is not None else contexts.source_context(source_ip)
+        return ctx.tenant_id
 
     def later(self, number: str, done: Callable[[NameAnswer], None]) -> None:
         chain = self.chain

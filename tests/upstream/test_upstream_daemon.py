@@ -505,3 +505,37 @@ def test_the_cli_lists_pins_and_purges(consumer: Daemon, consumer_db: str) -> No
     assert cli(consumer_db, "upstream", "purge", "+13105550300").stdout.strip() == "deleted=1"
     bad = cli(consumer_db, "upstream", "pin", "+13105550301")
     assert bad.returncode == 1 and "no upstream answer" in bad.stderr
+
+
+def test_a_tenant_can_turn_upstream_off(
+    consumer: Daemon, consumer_db: str, fake: FakeProvider, operator_token: str
+) -> None:
+    # its SIP network is the tests' own address: dips from here are the tenant's (last test)
+    done = cli(
+        consumer_db,
+        *("tenant", "create", "quiet", "--name", "Quiet", "--region", "US"),
+        *("--network", "127.0.0.1/32"),
+    )
+    assert done.returncode == 0, done.stderr
+    held_number = "+15550001111"  # named by the fake in an earlier test, held since
+    eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 200, 10, "tenant")
+    policy = "/api/operator/upstream/tenants/quiet"
+    status, body = call(consumer, "PUT", policy, operator_token, b'{"upstream": "off"}')
+    assert (status, body) == (200, {"tenant": "quiet", "upstream": "off"})
+    # held answers are not the tenant's any more (a held number: waiting costs nothing)
+    eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 404, 10, "off")
+    assert dip(consumer, held_number, "z9hG4bKquiet1")[0] == 404
+    fresh = "+15550009999"
+    assert dip(consumer, fresh, "z9hG4bKquiet2")[0] == 404
+    assert lookup(consumer, fresh + "?tenant=quiet")[0] == 404
+    assert fake.asked[fresh] == 0  # never asked for that tenant
+    assert lookup(consumer, fresh)[1].get("name") == "Fake 9999"  # everyone else: as before
+    listed = call(consumer, "GET", "/api/operator/upstream/tenants", operator_token)
+    assert listed == (200, {"tenants": [{"tenant": "quiet", "upstream": "off"}]})
+    assert call(consumer, "PUT", policy, operator_token, b'{"upstream": "on"}')[0] == 200
+    eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 200, 10, "on")
+    assert dip(consumer, held_number, "z9hG4bKquiet3")[0] == 302
+    bad = call(consumer, "PUT", policy, operator_token, b'{"upstream": "maybe"}')
+    assert (bad[0], bad[1].get("field")) == (400, "upstream")
+    missing = call(consumer, "PUT", policy + "x", operator_token, b'{"upstream": "off"}')
+    assert (missing[0], missing[1].get("field")) == (404, "tenant")

@@ -35,6 +35,8 @@ class UpstreamAnswers:
 
     def __init__(self) -> None:
         self._by_number: dict[str, Held] = {}
+        #: tenants whose policy is 'off': their lookups never reach the upstream scope
+        self.off_tenants: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self._by_number)

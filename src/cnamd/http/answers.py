@@ -117,8 +117,17 @@ async def ask_all(
     sources within ``upstream.http_deadline`` (issue #17)."""
     started = time.perf_counter() if started is None else started
     answer = _local(request, raw, principal)
-    if answer.found is None and answer.unavailable is None and UPSTREAM in request.app:
-        found = await request.app[UPSTREAM].answer(answer.number, "http")
+    upstream = request.app.get(UPSTREAM)
+    if (
+        answer.found is None
+        and answer.unavailable is None
+        and upstream is not None
+        and (
+            not upstream.held.off_tenants
+            or context(request, principal)[0].tenant_id not in upstream.held.off_tenants
+        )
+    ):
+        found = await upstream.answer(answer.number, "http")
         if found.name is not None:
             result = LookupResult(found.name, answer.number, Scope.UPSTREAM)
             answer = Answer(answer.number, result, None, found.source)

@@ -116,8 +116,35 @@ async def import_csv(request: web.Request) -> web.Response:
     )
 
 
+async def tenant_policies(request: web.Request) -> web.Response:
+    await _operator(request)
+    async with connection(request) as conn:
+        found = await store.policies(conn)
+    return web.json_response({"tenants": [{"tenant": t, "upstream": p} for t, p in found]})
+
+
+async def set_tenant_policy(request: web.Request) -> web.Response:
+    """``{"upstream": "off"}``: the tenant's lookups never reach the upstream scope;
+    ``"on"``: the configured sources, as for everyone."""
+    await _operator(request)
+    body = await json_object(request)
+    for key in body:
+        if key != "upstream":
+            raise InvalidRequest("unknown field; allowed: upstream", field=key)
+    policy = body.get("upstream")
+    if policy not in ("on", "off"):
+        raise InvalidRequest("upstream must be 'on' or 'off'", field="upstream")
+    slug = request.match_info["tenant"]
+    async with connection(request) as conn:
+        if not await store.set_policy(conn, slug, policy):
+            raise NotFound(f"no tenant {slug[:64]!r}", field="tenant")
+    return web.json_response({"tenant": slug, "upstream": policy})
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
+    router.add_get("/api/operator/upstream/tenants", tenant_policies)
+    router.add_put("/api/operator/upstream/tenants/{tenant}", set_tenant_policy)
     router.add_get(BASE, list_answers)
     router.add_delete(BASE, purge_all)
     router.add_post(f"{BASE}/import", import_csv)

@@ -76,6 +76,38 @@ async def load_live(conn: Connection) -> list[tuple[str, str | None, str, float 
     return [(r["number"], r["name"], r["source"], r["expires"]) for r in rows]
 
 
+async def tenants_off(conn: Connection) -> frozenset[int]:
+    """The tenants whose upstream policy is 'off'."""
+    rows = await conn.fetch("SELECT tenant_id FROM upstream_tenant_policy WHERE policy = 'off'")
+    return frozenset(r["tenant_id"] for r in rows)
+
+
+async def set_policy(conn: Connection, slug: str, policy: str) -> bool:
+    """'off' or 'on' (the default: the configured sources) for one tenant; False when
+    there is no such tenant."""
+    tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE slug = $1", slug)
+    if tenant_id is None:
+        return False
+    if policy == "off":
+        await conn.execute(
+            "INSERT INTO upstream_tenant_policy (tenant_id, policy) VALUES ($1, 'off')"
+            " ON CONFLICT (tenant_id) DO NOTHING",
+            tenant_id,
+        )
+    else:
+        await conn.execute("DELETE FROM upstream_tenant_policy WHERE tenant_id = $1", tenant_id)
+    return True
+
+
+async def policies(conn: Connection) -> list[tuple[str, str]]:
+    """(tenant slug, policy) of every tenant with a policy of its own."""
+    rows = await conn.fetch(
+        "SELECT t.slug, p.policy FROM upstream_tenant_policy p JOIN tenants t ON t.id = p.tenant_id"
+        " ORDER BY t.slug"
+    )
+    return [(r["slug"], r["policy"]) for r in rows]
+
+
 async def sweep(conn: Connection, limit: int = 10000) -> int:
     """Delete up to ``limit`` expired answers (not pinned); how many went."""
     status = await conn.execute(

@@ -50,3 +50,13 @@ CREATE TRIGGER upstream_answers_log_update AFTER UPDATE ON upstream_answers
 CREATE TRIGGER upstream_answers_log_delete AFTER DELETE ON upstream_answers
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION cnamd_log_upstream();
+
+-- A tenant's upstream policy: 'off' keeps its lookups away from upstream sources
+-- (neither asked nor answered from the upstream scope). A change reloads the
+-- caches' context maps, like any change to who asks.
+CREATE TABLE upstream_tenant_policy (
+    tenant_id  bigint PRIMARY KEY REFERENCES tenants ON DELETE CASCADE,
+    policy     text NOT NULL CHECK (policy IN ('off'))
+);
+CREATE TRIGGER upstream_tenant_policy_log AFTER INSERT OR UPDATE OR DELETE ON upstream_tenant_policy
+    FOR EACH STATEMENT EXECUTE FUNCTION cnamd_log_contexts();
