@@ -150,6 +150,7 @@ class ChangeFeed:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_reconcile = 0.0
+        self._reconcile_asked = False  # reconcile_soon(): at the next wake-up
         self._next_tail = 0.0
         self._tail_id = -1
         self._suspect = False  # an unexpected failure may have left a batch half applied
@@ -360,7 +361,8 @@ class ChangeFeed:
                 await self._catch_up(conn, self._installed())
                 if self._needs_compaction():
                     raise _Reload("compact")
-                if time.monotonic() >= self._next_reconcile:
+                if self._reconcile_asked or time.monotonic() >= self._next_reconcile:
+                    self._reconcile_asked = False
                     self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
                     await self._reconcile(conn, cause="reconcile")
             except _Reload as signal:
@@ -392,8 +394,11 @@ class ChangeFeed:
             self.directory.contexts = state.contexts
 
     def reconcile_soon(self) -> None:
-        """Compare digests at the next wake-up instead of waiting for the interval."""
-        self._next_reconcile = 0.0
+        """Compare digests at the next wake-up instead of waiting for the interval.
+
+        A flag, not a due time: the follow loop sets its due time when it (re)starts,
+        which must not drop a request made while it was connecting."""
+        self._reconcile_asked = True
         self._wake.set()
 
     def _notified(self, *_args: object) -> None:
