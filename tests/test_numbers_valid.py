@@ -1,0 +1,108 @@
+"""Bare digits' readings without the re-parse and double judging, held to the old path.
+
+The old path validated each reading as ``is_valid_number(parse(e164))``; it is kept
+here as the oracle: number_readings() must give the same readings in the same order,
+or the same InvalidNumber (reason, status, field), for every input.
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from cnamd import numbers
+from cnamd.errors import InvalidNumber
+from cnamd.numbers import number_readings
+
+REGIONS = [None, "DE", "US", "GB", "FR", "IN", "BR"]
+
+
+def old_valid(reading: object) -> str | None:
+    """The old numbers._valid: parse the E.164 reading again, then phonenumbers' validity."""
+    if not isinstance(reading, str):
+        return None
+    return reading if phonenumbers.is_valid_number(phonenumbers.parse(reading)) else None
+
+
+def old_readings(raw: str, region: str | None) -> tuple[str, ...]:
+    """The old number_readings, built from the module's unchanged reading steps."""
+    digits = numbers._bare_digits(raw)
+    if digits is None:
+        return (numbers.normalize_number(raw, region, field="number"),)
+    read = numbers._read_digits(False, digits, region)
+    international = numbers._read_digits(True, digits, None)
+    valid = old_valid(read)
+    other = valid if international == read else old_valid(international)
+    found = tuple(dict.fromkeys(n for n in (valid, other) if n is not None))
+    if not found:
+        raise numbers._neither(raw, region, "number", read)
+    return found
+
+
+def outcome(call: object, *args: object) -> object:
+    """What ``call(*args)`` gives: its value, or the InvalidNumber's reason, status and field."""
+    try:
+        return call(*args)  # type: ignore[operator]
+    except InvalidNumber as exc:
+        return ("InvalidNumber", str(exc), exc.status, exc.field)
+
+
+digit_strings = st.text(alphabet="0123456789", min_size=1, max_size=20)
+
+
+@settings(max_examples=600, deadline=None)
+@given(digits=digit_strings, plus=st.booleans(), region=st.sampled_from(REGIONS))
+@example(digits="19576339411", plus=False, region="US")  # the benchmark's kind: invalid NANP
+@example(digits="12125550123", plus=False, region="US")
+@example(digits="4922166987120", plus=False, region="DE")
+@example(digits="39061234567", plus=False, region=None)  # Italy: a leading zero after the code
+@example(digits="78123456789", plus=False, region=None)  # Russia: national prefix 8
+def test_readings_equal_the_old_path(digits: str, plus: bool, region: str | None) -> None:
+    raw = ("+" if plus else "") + digits
+    assert outcome(number_readings, raw, region) == outcome(old_readings, raw, region)
+
+
+@settings(max_examples=300, deadline=None)
+@given(digits=digit_strings, region=st.sampled_from(REGIONS))
+def test_every_e164_reading_is_judged_as_phonenumbers_judges_it(
+    digits: str, region: str | None
+) -> None:
+    for reading in (
+        numbers._read_digits(True, digits, None),
+        numbers._read_digits(False, digits, region),
+    ):
+        assert numbers._valid(reading) == old_valid(reading)
+
+
+@pytest.mark.parametrize("code", sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE))
+def test_each_country_code_judged_as_phonenumbers_judges_it(code: int) -> None:
+    """Every country code's example numbers and their near misses, valid or not."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]
+    samples: set[str] = set()
+    for region in regions:
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example_number = (
+                phonenumbers.example_number_for_type(region, kind)
+                if region != "001"
+                else phonenumbers.example_number_for_non_geo_entity(code)
+            )
+            if example_number is None:
+                continue
+            e164 = phonenumbers.format_number(example_number, phonenumbers.PhoneNumberFormat.E164)
+            samples.update({e164, e164[:-1], e164 + "0", e164[:-1] + "9"})
+    for reading in samples:
+        assert numbers._valid(reading) == old_valid(reading), reading
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    national=st.integers(min_value=2_000_000_000, max_value=9_999_999_999),
+    form=st.sampled_from(["1{}", "+1{}", "{}"]),
+    region=st.sampled_from(["US", "CA", "JM", None]),
+)
+def test_nanp_numbers_equal_the_old_path(national: int, form: str, region: str | None) -> None:
+    """The benchmark's kind (NANP, about half valid): shared country code 1, 25 regions."""
+    raw = form.format(national)
+    assert outcome(number_readings, raw, region) == outcome(old_readings, raw, region)
