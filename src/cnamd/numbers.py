@@ -246,7 +246,7 @@ def _is_valid_number(number: PhoneNumber) -> bool:
     shared = len(_COUNTRY_CODES.get(number.country_code or 0, ())) > 1
     if shared and _picked_by_type(region):
         return True
-    return phonenumbers.is_valid_number_for_region(number, region)
+    return bool(phonenumbers.is_valid_number_for_region(number, region))
 
 
 @functools.cache
