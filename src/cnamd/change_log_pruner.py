@@ -10,16 +10,13 @@ still prune; one daemon at a time per database (an advisory lock): the others sk
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-import asyncpg
-
 from cnamd import metrics
-from cnamd.errors import StoreUnavailable
+from cnamd.background import BackgroundLoop
 from cnamd.settings import DatabaseSettings
 from cnamd.store.change_log import PRUNE_LOCK, prune_batch
-from cnamd.store.pool import CONNECTION_LOST, connect_once, describe_failure, discard
+from cnamd.store.pool import TRANSIENT, connect_once, describe_failure, discard
 
 __all__ = ["ChangeLogPruner"]
 
@@ -27,37 +24,24 @@ log = logging.getLogger(__name__)
 
 BATCH = 5000  # rows per transaction: a few tens of milliseconds of row locks
 _PAUSE = 0.01  # seconds between batches: writers, followers and replication go first
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    *CONNECTION_LOST,
-    StoreUnavailable,
-    asyncpg.PostgresError,
-)
 
 
-class ChangeLogPruner:
+class ChangeLogPruner(BackgroundLoop):
     """Prunes the change log of ``url``'s database now and then, until stopped."""
 
+    task_name = "cnamd-change-log-pruner"
+
     def __init__(self, url: str, settings: DatabaseSettings) -> None:
+        super().__init__()
         self.url = url
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="cnamd-change-log-pruner")
-
-    async def stop(self) -> None:
-        """Cancel; a batch cut short rolls back whole."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.settings.change_log_prune_interval)
             try:
                 await self.prune()
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 log.warning(
                     "change log not pruned; next time", extra={"reason": describe_failure(exc)}
                 )

@@ -10,45 +10,29 @@ looks every ``orders.poll_interval`` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
-from cnamd.errors import StoreUnavailable
+from cnamd.background import BackgroundLoop
 from cnamd.settings import Settings
 from cnamd.store import cnam_orders
-from cnamd.store.pool import CONNECTION_LOST, Pool, checked_out
+from cnamd.store.pool import TRANSIENT, Pool, checked_out
 
 __all__ = ["OrderWorker"]
 
 log = logging.getLogger(__name__)
 
-# a lost or hung database, or a statement it refused: the next poll tries again
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    *CONNECTION_LOST,
-    StoreUnavailable,
-    asyncpg.PostgresError,
-)
 
-
-class OrderWorker:
+class OrderWorker(BackgroundLoop):
     """Works off open orders a batch at a time until stopped."""
 
+    task_name = "cnamd-order-worker"
+
     def __init__(self, pool: Pool, settings: Settings) -> None:
+        super().__init__()
         self.pool = pool
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="cnamd-order-worker")
-
-    async def stop(self) -> None:
-        """Cancel between or inside a batch: an interrupted batch's transaction rolls back."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         orders = self.settings.orders
@@ -67,7 +51,7 @@ class OrderWorker:
                     log.info("order worker: the database is a read-only standby; waiting")
                 read_only = True
                 worked = False
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 log.warning("order worker: database error", extra={"reason": str(exc)[:200]})
                 worked = False
             else:

@@ -48,6 +48,14 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     pgerr.TooManyConnectionsError,  # 53300: no connection to be had now
 )
 
+#: What a background loop (order worker, change-log pruner) waits out and tries
+#: again at its next round: a lost or hung database, or a statement it refused.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    *CONNECTION_LOST,
+    StoreUnavailable,
+    asyncpg.PostgresError,
+)
+
 _CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _ACQUIRE_ERRORS: tuple[type[BaseException], ...] = (*_CONNECT_ERRORS, *CONNECTION_LOST)
 
