@@ -9,8 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from cnamd import logs
-from cnamd.cli.command import EXIT_USAGE, run, settings_from, store, with_settings
+from cnamd.cli.command import EXIT_USAGE, configured, store, with_settings
 from cnamd.errors import CnamdError
 from cnamd.settings import Settings
 
@@ -92,13 +91,7 @@ def add_parsers(sub: Subparsers) -> None:
     tenant_list = tenant_actions.add_parser("list", help="list tenants")
     with_settings(tenant_list)
     for parser in (apikey, tenant):
-        parser.set_defaults(handler=_admin_command)
-
-
-def _admin_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    logs.configure(settings.log)
-    return run(lambda: _admin(settings, args))
+        parser.set_defaults(handler=configured(_admin))
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from cnamd import logs
-from cnamd.cli.command import EXIT_USAGE, run, settings_from, store, with_settings
+from cnamd.cli.command import EXIT_USAGE, configured, store, with_settings
 from cnamd.errors import CnamdError
 from cnamd.settings import Settings
 
@@ -33,13 +32,7 @@ def add_parsers(sub: Subparsers) -> None:
     reject.add_argument("ids", nargs="+", metavar="ID", help="record ids")
     reject.add_argument("--reason", required=True, metavar="TEXT", help="shown to the tenant")
     for parser in (approve, reject):
-        parser.set_defaults(handler=_approval_command)
-
-
-def _approval_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    logs.configure(settings.log)
-    return run(lambda: _approval(settings, args))
+        parser.set_defaults(handler=configured(_approval))
 
 
 async def _approval(settings: Settings, args: argparse.Namespace) -> int:

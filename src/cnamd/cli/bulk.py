@@ -13,15 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from cnamd import logs
-from cnamd.cli.command import (
-    EXIT_USAGE,
-    one_line,
-    run,
-    settings_from,
-    store,
-    with_settings,
-)
+from cnamd.cli.command import EXIT_USAGE, configured, one_line, store, with_settings
 from cnamd.errors import CnamdError
 from cnamd.settings import Settings
 
@@ -64,7 +56,7 @@ def add_parsers(sub: Subparsers) -> None:
         help="CSV of rows not imported (line,phone,name,reason), written only if there are"
         " any; default: next to FILE, named FILE's stem + .rejected.csv",
     )
-    imp.set_defaults(handler=lambda args: _with_settings(_import, args))
+    imp.set_defaults(handler=configured(_import))
 
     exp = sub.add_parser(
         "export",
@@ -75,13 +67,7 @@ def add_parsers(sub: Subparsers) -> None:
     with_settings(exp)
     exp.add_argument("file", nargs="?", type=Path, metavar="FILE", help="output (default stdout)")
     exp.add_argument("--scope", required=True, metavar="SPEC", help=_SCOPE_HELP)
-    exp.set_defaults(handler=lambda args: _with_settings(_export, args))
-
-
-def _with_settings(command: Any, args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    logs.configure(settings.log)
-    return run(lambda: command(settings, args))
+    exp.set_defaults(handler=configured(_export))
 
 
 class _Rejections:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnamd import logs
 from cnamd.errors import ReadOnlyStore, StoreUnavailable
 from cnamd.settings import Settings, load
 
@@ -68,6 +69,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if value is not None:
             overrides.append(f"{name}={value}")
     return load(args.config, overrides=overrides)
+
+
+#: what a command does once its settings are read: the exit code
+Work = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def configured(work: Work) -> Callable[[argparse.Namespace], int]:
+    """A command's handler: its settings read (file < environment < flags), logging
+    set up from them, then ``work`` run on the event loop."""
+
+    def handler(args: argparse.Namespace) -> int:
+        settings = settings_from(args)
+        logs.configure(settings.log)
+        return run(lambda: work(settings, args))
+
+    return handler
 
 
 def run(coro_fn: Callable[[], Coroutine[Any, Any, int]]) -> int:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cnamd import logs
-from cnamd.cli.command import run, settings_from, with_settings
+from cnamd.cli.command import configured, run, settings_from, with_settings
 from cnamd.settings import Settings, from_layer
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ def add_parsers(sub: Subparsers) -> None:
     serve.add_argument(
         "--demo", action="store_true", help="load the demo tenant and names (idempotent)"
     )
-    serve.set_defaults(handler=_serve_command)
+    serve.set_defaults(handler=configured(_serve))
 
     mig = sub.add_parser(
         "migrate",
@@ -41,29 +40,24 @@ def add_parsers(sub: Subparsers) -> None:
     mig.add_argument(
         "--check", action="store_true", help="only report pending migrations; exit 1 if any"
     )
-    mig.set_defaults(handler=_migrate_command)
+    mig.set_defaults(handler=configured(_migrate))
 
     # started by the supervisor with its sockets and settings; not for people
     sub.add_parser("worker").set_defaults(handler=lambda _args: run(_work))
 
 
-def _serve_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    logs.configure(settings.log)
-    # SIGHUP re-reads the same sources: the file, the environment, the flags
-    return run(lambda: _serve(settings, args.demo, lambda: settings_from(args)))
-
-
-async def _serve(
-    settings: Settings, demo: bool, reload_settings: Callable[[], Settings] | None = None
-) -> int:
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from cnamd.server import Server
     from cnamd.supervisor import Supervisor, worker_count
 
+    # SIGHUP re-reads the same sources: the file, the environment, the flags
+    def reread() -> Settings:
+        return settings_from(args)
+
     if worker_count(settings) == 1:
-        await Server(settings, demo=demo, reload_settings=reload_settings).run()
+        await Server(settings, demo=args.demo, reload_settings=reread).run()
     else:
-        await Supervisor(settings, demo=demo, reload_settings=reload_settings).run()
+        await Supervisor(settings, demo=args.demo, reload_settings=reread).run()
     return 0
 
 
@@ -89,19 +83,13 @@ async def _work() -> int:
     return 0
 
 
-def _migrate_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    logs.configure(settings.log)
-    return run(lambda: _migrate(settings, args.check))
-
-
-async def _migrate(settings: Settings, check: bool) -> int:
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from cnamd.database import DatabaseServer, check_migrations, migrate_database, writes_url
 
     async with DatabaseServer(settings.database) as followed:
         # migrations are writes: to the primary when database.url is a standby
         url = writes_url(settings, followed)
-        if check:
+        if args.check:
             missing = await check_migrations(url, settings.database.connect_timeout)
             print("pending: " + (", ".join(map(str, missing)) or "none"))
             return 1 if missing else 0

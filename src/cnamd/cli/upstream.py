@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnamd import logs
-from cnamd.cli.command import EXIT_USAGE, run, settings_from, store, with_settings
+from cnamd.cli.command import EXIT_USAGE, configured, store, with_settings
 from cnamd.errors import CnamdError
 from cnamd.numbers import normalize_number
 from cnamd.settings import Settings
@@ -51,13 +50,7 @@ def add_parsers(sub: Subparsers) -> None:
     imp.add_argument("--ttl-days", type=float, default=30.0)
     for parser in (listing, purge, pin, imp):
         with_settings(parser)
-    group.set_defaults(handler=_upstream_command)
-
-
-def _upstream_command(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    logs.configure(settings.log)
-    return run(lambda: _upstream(settings, args))
+    group.set_defaults(handler=configured(_upstream))
 
 
 async def _upstream(settings: Settings, args: argparse.Namespace) -> int:
