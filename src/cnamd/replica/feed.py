@@ -374,6 +374,14 @@ class ChangeFeed:
         """Longest wait for one of the feed's queries before the database counts as hung."""
         return self.db.statement_timeout
 
+    def _snapshot_inode(self) -> int | None:
+        """The inode of the host's snapshot base now (None: there is none)."""
+        path = self.snapshot_path
+        try:
+            return None if path is None else path.stat().st_ino
+        except FileNotFoundError:
+            return None
+
     def _needs_compaction(self) -> bool:
         """Loader: the overlay outgrew its bound. Follower: the loader replaced the base."""
         state = self._installed()
@@ -554,7 +562,15 @@ class ChangeFeed:
         """
         started = time.monotonic()
         await self._load_upstream(conn)  # a gap lost upstream changes too
+        failed_base: int | None = None  # a follower's base that could not be caught up
         while True:
+            if failed_base is not None and self._snapshot_inode() == failed_base:
+                # Only the loader's next base gets past what stopped this one (its tail
+                # cannot: the loader reloads for the same cause). Mapping it again and
+                # reading the change log every retry cost each worker CPU it needed for
+                # lookups while a big import was being loaded.
+                await asyncio.sleep(_REMAP_RETRY)
+                continue
             state = await self._full_load(cause=cause) if self.loader else self._open_snapshot()
             if state is not None:
                 try:
@@ -567,6 +583,7 @@ class ChangeFeed:
                         raise StoreUnavailable(
                             f"a fresh full load cannot follow the change log ({again.cause})"
                         ) from again
+                    failed_base = state.base_inode
             await asyncio.sleep(_REMAP_RETRY)
         await self._swap_in(state, cause, started)
 
