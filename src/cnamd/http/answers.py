@@ -101,7 +101,7 @@ def ask(
     number at all. ``started`` (perf_counter) is when the request came in.
     Local scopes only: ``ask_all`` goes on to the upstream scope."""
     started = time.perf_counter() if started is None else started
-    answer = _local(request, raw, principal)
+    answer, _ctx = _local(request, raw, principal)
     if answer.unavailable is None:
         count(answer, started)
     return answer
@@ -116,16 +116,13 @@ async def ask_all(
     """``ask``, then on a miss the upstream scope: a held answer, else the upstream
     sources within ``upstream.http_deadline`` (issue #17)."""
     started = time.perf_counter() if started is None else started
-    answer = _local(request, raw, principal)
+    answer, ctx = _local(request, raw, principal)
     upstream = request.app.get(UPSTREAM)
     if (
         answer.found is None
         and answer.unavailable is None
         and upstream is not None
-        and (
-            not upstream.held.off_tenants
-            or context(request, principal)[0].tenant_id not in upstream.held.off_tenants
-        )
+        and (not upstream.held.off_tenants or ctx.tenant_id not in upstream.held.off_tenants)
     ):
         found = await upstream.answer(answer.number, "http")
         if found.name is not None:
@@ -136,8 +133,11 @@ async def ask_all(
     return answer
 
 
-def _local(request: web.Request, raw: str, principal: Principal | None) -> Answer:
-    """The local scopes' answer; a withheld caller and an invalid number counted here."""
+def _local(
+    request: web.Request, raw: str, principal: Principal | None
+) -> tuple[Answer, LookupContext]:
+    """The local scopes' answer and the context it was asked in; a withheld caller and
+    an invalid number counted here."""
     if not request.app[DIRECTORY].serving:
         raise StoreUnavailable(
             "names are loading or catching up with the database; retry shortly", field="cache"
@@ -146,8 +146,8 @@ def _local(request: web.Request, raw: str, principal: Principal | None) -> Answe
     why = unavailable(raw)
     if why is not None:
         (_ANONYMOUS if why is Unavailable.PRIVATE else _MISS).inc()
-        return Answer(raw.strip(), None, why)
-    return resolved(request.app[DIRECTORY], raw, ctx, region)
+        return Answer(raw.strip(), None, why), ctx
+    return resolved(request.app[DIRECTORY], raw, ctx, region), ctx
 
 
 def resolved(directory: Directory, raw: str, ctx: LookupContext, region: str | None) -> Answer:
