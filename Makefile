@@ -39,8 +39,14 @@ typecheck: $(STAMP)
 	@# the dependencies (phonenumbers, asyncpg ... are Any there)
 	$(BIN)/mypy --no-site-packages --ignore-missing-imports $(filter %.py,$(COMPILED))
 
+# One scratch directory per checkout, emptied by pytest when the next run starts. pytest's
+# default keeps three numbered sessions (about 1 GB of PostgreSQL data dirs each) and sweeps
+# older ones at exit, a sweep that a stray file can turn into a failed run under
+# filterwarnings=error; a fixed --basetemp has no sweep.
+TEST_TMP ?= $(or $(TMPDIR),/tmp)/cnamd-test-$(shell printf %s '$(CURDIR)' | cksum | cut -d' ' -f1)
+
 unit: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
 ## interop: start the demo daemon and drive it with real SIP peers (sipp, sipsak; apt-get when missing)
 interop: $(STAMP)
