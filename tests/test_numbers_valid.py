@@ -1,11 +1,15 @@
 """Bare digits' readings without the re-parse and double judging, held to the old path.
 
-The old path validated each reading as ``is_valid_number(parse(e164))``; it is kept
-here as the oracle: number_readings() must give the same readings in the same order,
-or the same InvalidNumber (reason, status, field), for every input.
+The old path read national digits with phonenumbers.parse() and validated each
+reading as ``is_valid_number(parse(e164))``; it is kept here as the oracle:
+number_readings() must give the same readings in the same order, or the same
+InvalidNumber (reason, status, field), for every input.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import phonenumbers
 import pytest
@@ -26,12 +30,24 @@ def old_valid(reading: object) -> str | None:
     return reading if phonenumbers.is_valid_number(phonenumbers.parse(reading)) else None
 
 
+@contextlib.contextmanager
+def parse_only() -> Iterator[None]:
+    """numbers._read_digits as it was: national digits read by phonenumbers.parse()."""
+    fast = numbers._read_national_fast
+    numbers._read_national_fast = lambda digits, region: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        numbers._read_national_fast = fast  # type: ignore[assignment]
+
+
 def old_readings(raw: str, region: str | None) -> tuple[str, ...]:
     """The old number_readings, built from the module's unchanged reading steps."""
     digits = numbers._bare_digits(raw)
     if digits is None:
         return (numbers.normalize_number(raw, region, field="number"),)
-    read = numbers._read_digits(False, digits, region)
+    with parse_only():
+        read = numbers._read_digits(False, digits, region)
     international = numbers._read_digits(True, digits, None)
     valid = old_valid(read)
     other = valid if international == read else old_valid(international)
@@ -106,3 +122,51 @@ def test_nanp_numbers_equal_the_old_path(national: int, form: str, region: str |
     """The benchmark's kind (NANP, about half valid): shared country code 1, 25 regions."""
     raw = form.format(national)
     assert outcome(number_readings, raw, region) == outcome(old_readings, raw, region)
+
+
+ALL_REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+def country_code_of(region: str) -> str:
+    return str(phonenumbers.country_code_for_region(region))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    region=st.sampled_from(ALL_REGIONS),
+    national=st.text(alphabet="0123456789", min_size=1, max_size=16),
+    with_code=st.booleans(),
+)
+def test_national_digits_read_as_parse_reads_them(
+    region: str, national: str, with_code: bool
+) -> None:
+    """The fast national reading gives parse()'s reading wherever it answers, in every
+    region: digits alone and after the country code (the two shapes it takes)."""
+    digits = (country_code_of(region) if with_code else "") + national
+    fast = numbers._read_national_fast(digits, region)
+    if fast is not None:
+        assert fast == numbers._read_with_phonenumbers(digits, region)
+
+
+@pytest.mark.parametrize("region", ALL_REGIONS)
+def test_each_regions_example_numbers_read_as_parse_reads_them(region: str) -> None:
+    """Every type's example number of the region, with and without its country code,
+    national prefix and a digit more or less; where the fast reading answers, it is parse()'s."""
+    code, samples = country_code_of(region), set()
+    for kind in phonenumbers.PhoneNumberType.values():
+        example_number = phonenumbers.example_number_for_type(region, kind)
+        if example_number is None:
+            continue
+        nsn = phonenumbers.national_significant_number(example_number)
+        samples |= {nsn, code + nsn, nsn[:-1], nsn + "5", code + nsn[:-1], "1" + nsn}
+    for digits in sorted(s for s in samples if s and s[0] != "0"):
+        fast = numbers._read_national_fast(digits, region)
+        if fast is not None:
+            assert fast == numbers._read_with_phonenumbers(digits, region), digits
+
+
+def test_the_pbx_shapes_take_the_fast_way() -> None:
+    """The shapes PBXs send are read without parse() (else the saving is gone)."""
+    assert numbers._read_national_fast("2125550123", "US") == "+12125550123"
+    assert numbers._read_national_fast("12125550123", "US") == "+12125550123"
+    assert numbers._read_national_fast("12125550123", "CA") == "+12125550123"

@@ -253,3 +253,8 @@ def bare_error(exc: CnamdError) -> web.Response:
     elif isinstance(exc, TooManyRequests):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
+
+
+def bare_invalid(exc: InvalidNumber) -> Rendered:
+    """bare_error() of a number refused, as the fast path writes it (no extra header)."""
+    return Rendered(status_of(exc), TEXT_TYPE, b"")

@@ -37,7 +37,7 @@ from aiohttp.web_server import Server
 from cnamd import metrics
 from cnamd.errors import CnamdError, InvalidNumber
 from cnamd.http import lookup, opencnam
-from cnamd.http.answers import Rendered, count, resolved, text_answer
+from cnamd.http.answers import Rendered, bare_invalid, count, resolved, text_answer
 from cnamd.http.auth import credentials, live_key
 from cnamd.http.keys import DIRECTORY, ERROR_SHAPES, SETTINGS, TRUSTED, UPSTREAM
 from cnamd.presentation import unavailable
@@ -139,7 +139,10 @@ class FastLookups:
         try:
             answer = resolved(directory, raw, ctx, region)
         except InvalidNumber as exc:
-            response = app[ERROR_SHAPES][template](request, exc)
+            if kind == "json":
+                response = app[ERROR_SHAPES][template](request, exc)
+            else:  # a PBX's refusal: every text format's error has an empty body
+                response = _written(request, bare_invalid(exc))
         else:
             if answer.found is None and _upstream_may_know(app, answer.number):
                 return None  # the application asks the upstream scope (answers.ask_all)
@@ -151,12 +154,16 @@ class FastLookups:
                 rendered = opencnam.json_answer(answer, names.private_name)
             else:
                 rendered = lookup.json_answer(answer, names.private_name)
-            if request.version == HttpVersion11 and request.keep_alive:
-                response = RawAnswer(rendered)
-            else:
-                response = rendered.response()
+            response = _written(request, rendered)
         metrics.HTTP.record(template, "GET", response.status, time.perf_counter() - started)
         return response
+
+
+def _written(request: web.Request, rendered: Rendered) -> web.StreamResponse:
+    """RawAnswer where aiohttp's own answer would be exactly it (HTTP/1.1 keep-alive)."""
+    if request.version == HttpVersion11 and request.keep_alive:
+        return RawAnswer(rendered)
+    return rendered.response()
 
 
 class RawAnswer(web.StreamResponse):
