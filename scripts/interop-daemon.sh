@@ -2,8 +2,10 @@
 # usage: scripts/interop-daemon.sh
 # `make interop`: start `cnamd serve --demo` (two workers, embedded PostgreSQL,
 # loopback ports) in a scratch directory, drive it with real SIP peers
-# (scripts/interop.sh: sipp scenarios over UDP and TCP, a sipsak ping), then stop
-# it with SIGTERM and require a clean exit. Everything it starts, it stops.
+# (scripts/interop.sh: sipp scenarios over UDP and TCP, a sipsak ping; the README's
+# Kamailio recipe in front of it), then stop it with SIGTERM and require a clean
+# exit; then scripts/interop-upstream.sh (Kamailio as an upstream SIP dip server of
+# a second daemon). Everything it starts, it stops.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cnamd="$here/.venv/bin/cnamd"
@@ -28,6 +30,8 @@ status=0
 "$here/scripts/interop.sh" "$sip_port" || status=$?
 # the README's Kamailio recipe (deploy/integrations/kamailio-cnam.cfg) in front of it
 "$here/scripts/interop-kamailio.sh" "$sip_port" || status=$?
+# a second daemon (its own ports and database) asking Kamailio as an upstream SIP dip server
+"$here/scripts/interop-upstream.sh" || status=$?
 
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
