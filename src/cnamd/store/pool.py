@@ -213,6 +213,12 @@ async def _first_answering(pool: Pool, timeout: float) -> PoolConnectionProxy:
                 raise  # hung, not lost: another connection would not answer either
             lost = exc
             continue
+        except BaseException:
+            # cancelled mid-ping (a client gone, a shutdown): the proxy was never handed
+            # out, so nobody would release it and its slot would be lost to the pool for
+            # good; terminated, as its ping's answer may still be on the way
+            discard(proxy)
+            raise
         return proxy
     assert lost is not None
     raise lost
