@@ -183,17 +183,42 @@ TEXT = st.text(
 )
 
 
-PLAIN_NUMBERS = st.sampled_from(
-    [
-        "+492216698713",
-        "+12125550001",
-        "+18005550100",
-        "12125550001",
-        "2125550001",
-        "19576339411",
-        "+19995550000",
-    ]
-)
+PLAIN_NUMBER_LIST = [
+    "+492216698713",
+    "+12125550001",
+    "+18005550100",
+    "12125550001",
+    "2125550001",
+    "19576339411",
+    "+19995550000",
+]
+PLAIN_NUMBERS = st.sampled_from(PLAIN_NUMBER_LIST)
+
+
+DIRECTORIES = ["yealink", "cisco", "gigaset"]
+
+
+def directory_target(draw: st.DrawFn, plain: bool, keys: list[tuple[str, str]]) -> str:
+    """``/v1/directory/{vendor}?...``: a number search of plain digits (what the fast path
+    answers) or its neighbours: names, ``+``, other vendors and parameters, no term."""
+    vendor = draw(st.sampled_from(DIRECTORIES if plain else [*DIRECTORIES, "snom", "x", ""]))
+    field = "hm" if vendor == "gigaset" else "term"
+    terms = [n.lstrip("+") for n in PLAIN_NUMBER_LIST]
+    if plain:
+        params = [(field, draw(st.sampled_from(terms)))]
+        if vendor == "gigaset" and draw(st.booleans()):
+            params.append(("reqid", draw(st.sampled_from(["abc-1", "x" * 40, "a.b"]))))
+    else:
+        names = st.sampled_from(["term", "hm", "ln", "fn", "reqid", "tenant", "user", "format"])
+        values = st.one_of(
+            st.sampled_from([*terms, "%2B492216698713", "+492216698713", "", "anonymous"]),
+            st.sampled_from(["John", "pizza", "0", "0221", "abc-1"]),
+            TEXT,
+        )
+        params = draw(st.lists(st.tuples(names, values), max_size=3))
+    params += [(k, v) for k, v in keys if k in ("account_sid", "auth_token")]
+    params = draw(st.permutations(params))
+    return f"/v1/directory/{vendor}?" + "&".join(f"{k}={v}" for k, v in params)
 
 
 @st.composite
@@ -219,9 +244,12 @@ def requests(draw: st.DrawFn, pair: Pair) -> tuple[str, bytes, bool]:
         params += [("account_sid", key_id), ("auth_token", secret)]
         params = draw(st.permutations(params))
     query = "&".join(f"{k}={v}" for k, v in params)
-    route = draw(st.sampled_from(PLAIN_ROUTES) if plain else ROUTES)
-    number = draw(PLAIN_NUMBERS if plain else NUMBERS)
-    target = route + number + (("?" + query) if query or draw(st.booleans()) else "")
+    if draw(st.integers(0, 3)) == 0:  # a desk phone's directory search
+        target = directory_target(draw, plain, params)
+    else:
+        route = draw(st.sampled_from(PLAIN_ROUTES) if plain else ROUTES)
+        number = draw(PLAIN_NUMBERS if plain else NUMBERS)
+        target = route + number + (("?" + query) if query or draw(st.booleans()) else "")
     method = "GET" if plain else draw(st.sampled_from(["GET", "GET", "HEAD", "POST"]))
     headers = []
     accept = draw(st.sampled_from(ACCEPTS))

@@ -1,16 +1,17 @@
-"""The lookup GETs a PBX sends, answered before aiohttp's router and middleware.
+"""The lookup GETs a PBX or a desk phone sends, answered before aiohttp's router and middleware.
 
 A PBX farm asks ``/v1/lookup/{number}`` and ``/v3/phone/{number}`` (or
-``/v2/phone/``) once per inbound call; resolving a route among a hundred,
-wrapping middleware and the response hook cost more than the lookup itself
-(bench/README.md, "HTTP lookups"). ``FastLookups`` sits where aiohttp calls
-the application (``LookupRunner``): a GET of one of those paths whose every
-part is plain -- a number of digits with or without ``+``, no percent
-escapes, only ``format``/``account_sid``/``auth_token`` parameters of plain
-characters, each once -- is answered here, by the same functions as the
-routes' handlers (http/answers.py, lookup.py, opencnam.py) and counted in
-the same metrics. Anything else, and anything that is going to be refused
-(no or bad credentials, a tenant parameter, a cache still loading), goes
+``/v2/phone/``) once per inbound call, a desk phone its directory's number
+search (``/v1/directory/{yealink,cisco,gigaset}?term=`` or ``hm=``); resolving
+a route among a hundred, wrapping middleware and the response hook cost more
+than the lookup itself (bench/README.md, "HTTP lookups"). ``FastLookups`` sits
+where aiohttp calls the application (``LookupRunner``): a GET of one of those
+paths whose every part is plain -- a number of digits (with or without ``+``
+on the lookup routes), no percent escapes, only the route's own parameters of
+plain characters, each once -- is answered here, by the same functions as the
+routes' handlers (http/answers.py, lookup.py, opencnam.py, phonebooks.py) and
+counted in the same metrics. Anything else, and anything that is going to be
+refused (no or bad credentials, a tenant parameter, a cache still loading), goes
 to the application untouched, whose answer is the reference:
 tests/http/test_fastpath.py holds this path to it.
 
@@ -34,12 +35,14 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion11
 from aiohttp.web_server import Server
 
-from cnamd import metrics
+from cnamd import metrics, phonebooks
+from cnamd.access import Principal
 from cnamd.errors import CnamdError, InvalidNumber
 from cnamd.http import lookup, opencnam
 from cnamd.http.answers import Rendered, bare_invalid, count, resolved, text_answer
 from cnamd.http.auth import credentials, live_key
 from cnamd.http.keys import DIRECTORY, ERROR_SHAPES, SETTINGS, TRUSTED, UPSTREAM
+from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
 
 __all__ = ["FastLookups", "LookupRunner"]
@@ -55,19 +58,37 @@ _ROUTES = {
 _NUMBER = re.compile(r"\+?[0-9]{1,20}").fullmatch
 _VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,256}").fullmatch
 _PARAMS = frozenset({"format", "account_sid", "auth_token"})
+_KEY_PARAMS = frozenset({"account_sid", "auth_token"})
+#: desk phones' number searches (http/phones.py): vendor -> the parameters they send
+_DIRECTORY_PARAMS = {
+    "yealink": _KEY_PARAMS | {"term"},
+    "cisco": _KEY_PARAMS | {"term"},
+    "gigaset": _KEY_PARAMS | {"hm", "reqid"},
+}
+_SEARCHES = frozenset(_DIRECTORY_PARAMS)
+_DIRECTORY_ROUTE = "/v1/directory/{vendor}"
+_DIGITS = re.compile(r"[0-9]{1,20}").fullmatch
+_REQID = re.compile(r"[A-Za-z0-9_-]{1,32}").fullmatch  # http/phones.py's: echoed into XML
+XML_TYPE = "text/xml; charset=utf-8"
+
+
+class _Refer(Exception):
+    """A request the application answers (FastLookups._principal)."""
+
+
 #: status -> "200 OK", as aiohttp writes the status line
 _REASONS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
-def plain_params(query: str) -> dict[str, str] | None:
-    """The query's parameters when each is a known one, sent once, with a value of
+def plain_params(query: str, known: frozenset[str] = _PARAMS) -> dict[str, str] | None:
+    """The query's parameters when each is a ``known`` one, sent once, with a value of
     plain characters (nothing to decode); None for anything else."""
     params: dict[str, str] = {}
     if not query:
         return params
     for part in query.split("&"):
         name, _, value = part.partition("=")
-        if name not in _PARAMS or name in params or not _VALUE(value):
+        if name not in known or name in params or not _VALUE(value):
             return None
         params[name] = value
     return params
@@ -105,7 +126,11 @@ class FastLookups:
         path, _, query = request.raw_path.partition("?")
         head, _, raw = path.rpartition("/")
         route = _ROUTES.get(head)
-        if route is None or not _NUMBER(raw):
+        if route is None:
+            if head == "/v1/directory" and raw in _SEARCHES:
+                return self._directory(request, raw, query, started)
+            return None
+        if not _NUMBER(raw):
             return None
         params = plain_params(query)
         if params is None:
@@ -122,19 +147,9 @@ class FastLookups:
                 kind = opencnam.answer_format(fmt, accept)
             else:
                 kind = "text" if lookup.wants_text(fmt, accept) else "json"
-            found = credentials(request)
-            if found is None and "account_sid" in params and "auth_token" in params:
-                found = (params["account_sid"], params["auth_token"])
-            if found is None:
-                if request.remote not in app[TRUSTED]:
-                    return None
-                who = None
-            else:
-                who = live_key(app, *found)
-                if who is None:
-                    return None
+            who = self._principal(request, params)
             ctx, region = directory.request_context(principal=who)
-        except CnamdError:
+        except (CnamdError, _Refer):
             return None
         try:
             answer = resolved(directory, raw, ctx, region)
@@ -157,6 +172,63 @@ class FastLookups:
             response = _written(request, rendered)
         metrics.HTTP.record(template, "GET", response.status, time.perf_counter() - started)
         return response
+
+    def _directory(
+        self, request: web.Request, vendor: str, query: str, started: float
+    ) -> web.StreamResponse | None:
+        """A desk phone's number search (``term``, Gigaset's ``hm``) of plain digits, as
+        http/phones.py answers it: the scoped local lookup, one entry or none. Name
+        searches and exports read the database: the application answers them."""
+        params = plain_params(query, _DIRECTORY_PARAMS[vendor])
+        if params is None:
+            return None
+        term = params.get("hm" if vendor == "gigaset" else "term", "")
+        app = self._app
+        directory = app[DIRECTORY]
+        if not _DIGITS(term) or not directory.serving:
+            return None
+        try:
+            who = self._principal(request, params)
+            ctx, region = directory.request_context(principal=who)
+        except (CnamdError, _Refer):
+            return None
+        try:
+            answer = resolved(directory, term, ctx, region)
+        except InvalidNumber:
+            entries = []  # a phone can show "not found", not an error
+        else:
+            count(answer, started)
+            entries = [] if answer.found is None else [Entry(answer.found.name, term)]
+        if vendor == "yealink":
+            body = phonebooks.yealink(entries)
+        elif vendor == "cisco":
+            prompt = f"{len(entries)} found" if entries else "No name found"
+            body = phonebooks.cisco(entries, "Directory", prompt)
+        else:
+            reqid = params.get("reqid", "")
+            body = phonebooks.gigaset(
+                entries, searched="hm", reqid=reqid if _REQID(reqid) else None
+            )
+        response = _written(request, Rendered(200, XML_TYPE, body))
+        metrics.HTTP.record(_DIRECTORY_ROUTE, "GET", 200, time.perf_counter() - started)
+        return response
+
+    def _principal(self, request: web.Request, params: dict[str, str]) -> Principal | None:
+        """Whose lookup this is, as ``auth.lookup_principal`` decides it for a request
+        it lets through: None for a trusted source without credentials. _Refer for
+        anything it would refuse or that needs the application (no credentials from
+        an untrusted source, a key that is not a live one)."""
+        found = credentials(request)
+        if found is None and "account_sid" in params and "auth_token" in params:
+            found = (params["account_sid"], params["auth_token"])
+        if found is None:
+            if request.remote in self._app[TRUSTED]:
+                return None
+            raise _Refer
+        who = live_key(self._app, *found)
+        if who is None:
+            raise _Refer
+        return who
 
 
 def _written(request: web.Request, rendered: Rendered) -> web.StreamResponse:
