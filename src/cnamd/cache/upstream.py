@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from cnamd.upstream.account import Account
+
 _INF: Final = math.inf
 
 
@@ -37,6 +39,8 @@ class UpstreamAnswers:
         self._by_number: dict[str, Held] = {}
         #: tenants whose policy is 'off': their lookups never reach the upstream scope
         self.off_tenants: frozenset[int] = frozenset()
+        #: tenant id -> source name -> the tenant's own account with that source
+        self.accounts: dict[int, dict[str, Account]] = {}
 
     def __len__(self) -> int:
         return len(self._by_number)
