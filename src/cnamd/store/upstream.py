@@ -198,3 +198,50 @@ async def save_all(conn: Connection, answers: list[Answer], batch: int = 10000) 
         for at in range(0, len(answers), batch):
             await save(conn, answers[at : at + batch])
     return len({a.number for a in answers})
+
+
+async def reserve(
+    conn: Connection, source: str, day: dt.date, want: int, budget: int
+) -> tuple[int, int]:
+    """Reserve up to ``want`` of ``source``'s paid requests of ``day`` (a UTC date) without
+    passing ``budget``, in one transaction (the row locked, so concurrent reservations
+    queue): (how many were granted, how many the deployment has reserved that day)."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO upstream_budget (source, day, spent) VALUES ($1, $2, 0)"
+            " ON CONFLICT (source, day) DO NOTHING",
+            source,
+            day,
+        )
+        spent: int = await conn.fetchval(
+            "SELECT spent FROM upstream_budget WHERE source = $1 AND day = $2 FOR UPDATE",
+            source,
+            day,
+        )
+        granted = max(0, min(want, budget - spent))
+        if granted:
+            await conn.execute(
+                "UPDATE upstream_budget SET spent = spent + $3 WHERE source = $1 AND day = $2",
+                source,
+                day,
+                granted,
+            )
+    return granted, spent + granted
+
+
+async def give_back(conn: Connection, source: str, day: dt.date, unused: int) -> None:
+    """Return requests reserved and not spent (a process stopping) to ``day``'s budget."""
+    await conn.execute(
+        "UPDATE upstream_budget SET spent = greatest(0, spent - $3) WHERE source = $1 AND day = $2",
+        source,
+        day,
+        unused,
+    )
+
+
+async def sweep_budgets(conn: Connection, keep_days: int = 31) -> int:
+    """Delete the budget rows of days more than ``keep_days`` ago; how many went."""
+    status = await conn.execute(
+        "DELETE FROM upstream_budget WHERE day < current_date - $1::int", keep_days
+    )
+    return int(status.split()[-1])

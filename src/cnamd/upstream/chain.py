@@ -26,6 +26,7 @@ from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.settings import SourceSettings, UpstreamSettings
 from cnamd.store.upstream import Answer
 from cnamd.upstream.account import Account
+from cnamd.upstream.budget import Ledger
 from cnamd.upstream.guard import Guard
 from cnamd.upstream.http_json import HttpJsonSource
 from cnamd.upstream.opencnam import opencnam_source
@@ -59,11 +60,21 @@ class _Link:
     a tenant's wrong credentials never close the source to everyone; it counts
     in the source's request metrics but not in its budget and breaker gauges."""
 
-    def __init__(self, source: Source, settings: SourceSettings, *, own: bool = False) -> None:
+    def __init__(
+        self,
+        source: Source,
+        settings: SourceSettings,
+        *,
+        own: bool = False,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.source = source
         self.settings = settings
         self.own = own
-        self.guard = Guard(dataclasses.replace(settings, daily_budget=0) if own else settings)
+        if own:
+            self.guard = Guard(dataclasses.replace(settings, daily_budget=0))
+        else:
+            self.guard = Guard(settings, ledger)
         self.results = {r: metrics.UPSTREAM_REQUESTS.labels(settings.name, r.value) for r in Result}
         self.duration = metrics.UPSTREAM_DURATION.labels(settings.name)
         self.budget = metrics.UPSTREAM_BUDGET_LEFT.labels(settings.name)
@@ -121,13 +132,23 @@ class Chain:
         )
         for source in self.settings.sources:
             client = make_source(source, self.session, self.max_length)
-            self.links.append(_Link(client, source))
+            self.links.append(_Link(client, source, ledger=self._ledger(source)))
         if self.writer is not None:
             self.writer.start()
+
+    def _ledger(self, source: SourceSettings) -> Ledger | None:
+        """The deployment's budget of ``source`` (with a database and a budget)."""
+        writer = self.writer
+        if writer is None or not source.daily_budget:
+            return None
+        return Ledger(writer.pool, source.name, source.daily_budget, timeout=writer.timeout)
 
     async def close(self) -> None:
         for task in list(self._inflight.values()):
             task.cancel()
+        for link in self.links:  # budget reserved and not spent: the others may spend it
+            if link.guard.ledger is not None:
+                await link.guard.ledger.give_back()
         for link in [*self.links, *self._own.values()]:
             await link.source.close()
         if self.writer is not None:
@@ -234,7 +255,7 @@ class Chain:
 
     async def _fetch(self, link: _Link, number: str) -> Outcome:
         guard = link.guard
-        refused = guard.admit()
+        refused = await guard.admit_paid()
         if refused is not None:
             link.results[refused].inc()
             link.publish()

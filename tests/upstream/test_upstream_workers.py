@@ -1,0 +1,107 @@
+"""Upstream sources across the workers of a host (issue #17): one ``--workers 2`` daemon
+asking a local HTTP provider shows that a source's daily budget is the deployment's,
+not each process's."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+import pytest
+from fake_provider import FakeProvider
+
+from cnamd.store.embedded import EmbeddedPostgres
+from cnamd.upstream.budget import block_for
+from ops_daemon import Daemon, http_get, value
+from test_daemon import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+BUDGET = 300
+
+
+@pytest.fixture(scope="module")
+async def db(pg: EmbeddedPostgres) -> AsyncIterator[str]:
+    name = "t_upw_" + uuid.uuid4().hex[:10]
+    admin = await asyncpg.connect(pg.url("postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE cnamd_template')
+    finally:
+        await admin.close()
+    yield pg.url(name)
+    admin = await asyncpg.connect(pg.url("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    server = FakeProvider(free_port())
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def sources(fake: FakeProvider) -> list[dict[str, object]]:
+    base = f"http://127.0.0.1:{fake.port}"
+    return [
+        {
+            "name": "budget",
+            "kind": "http-json",
+            "url": base + "/cnam/{e164}",
+            "name_pointer": "/data/caller_name/caller_name",
+            "countries": ["+1333"],
+            "daily_budget": BUDGET,
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, db: str, fake: FakeProvider
+) -> Iterator[Daemon]:
+    started = Daemon(
+        tmp_path_factory.mktemp("workers"),
+        workers=2,
+        database_url=db,
+        demo=False,
+        args=("--set", "upstream.sources=" + json.dumps(sources(fake))),
+    )
+    try:
+        started.wait_ready(60)
+        yield started
+    finally:
+        started.stop()
+
+
+def lookup(daemon: Daemon, number: str) -> int:
+    return http_get(daemon.base + "/v1/lookup/" + number.replace("+", "%2B"))[0]
+
+
+async def test_the_daily_budget_holds_across_the_workers(
+    daemon: Daemon, db: str, fake: FakeProvider
+) -> None:
+    numbers = [f"+1333555{n:04d}" for n in range(BUDGET + 100)]
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda number: lookup(daemon, number), numbers))
+    paid = sum(fake.asked[number] for number in numbers)
+    # never more than the budget; fewer by at most the blocks the workers hold unspent
+    assert BUDGET - 2 * (block_for(BUDGET) - 1) <= paid <= BUDGET
+    assert statuses.count(200) == paid and statuses.count(404) == len(numbers) - paid
+    samples = daemon.scrape()
+    refused = value(samples, "cnamd_upstream_requests_total", source="budget", result="over-budget")
+    assert refused == len(numbers) - paid
+    conn = await asyncpg.connect(db)
+    try:
+        reserved = await conn.fetchval(
+            "SELECT sum(spent) FROM upstream_budget WHERE source = 'budget'"
+        )
+    finally:
+        await conn.close()
+    assert paid <= reserved <= BUDGET
