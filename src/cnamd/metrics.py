@@ -364,6 +364,12 @@ UPSTREAM_LATE = Counter(
     "Upstream answers that came after the front's deadline (answered as a miss, cached).",
     ["front"],
 )
+UPSTREAM_SHARED = Counter(
+    "cnamd_upstream_shared_waits",
+    "Upstream misses another worker of the host was already asking for: waited for its"
+    " answer through the change feed (answered) or until the claim lapsed (expired).",
+    ["result"],
+)
 UPSTREAM_WRITES = Counter(
     "cnamd_upstream_writes",
     "Upstream answers written to PostgreSQL (ok), or dropped after the database failed.",

@@ -290,6 +290,10 @@ class Server:
         region = self.limits = LimitRegion.create() if fd < 0 else LimitRegion.attach(fd)
         http = self.settings.http
         auth = region.bucket("auth", http.auth_failure_rate, http.auth_failure_burst)
+        chain = self.upstream.chain if self.upstream is not None else None
+        if chain is not None and (self.settings.server.workers or os.cpu_count() or 1) > 1:
+            # one worker of the host asks for a number (upstream/claims.py)
+            chain.claims.table = region.bucket("upstream", 1.0 / chain.claims.window, 1.0)
         app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
         assert self.upstream is not None
         app[UPSTREAM] = self.upstream

@@ -1,6 +1,6 @@
 """Upstream sources across the workers of a host (issue #17): one ``--workers 2`` daemon
 asking a local HTTP provider shows that a source's daily budget is the deployment's,
-not each process's."""
+not each process's, and that the workers missing one number ask for it once."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ def sources(fake: FakeProvider) -> list[dict[str, object]]:
             "countries": ["+1333"],
             "daily_budget": BUDGET,
         },
+        {
+            "name": "slow",
+            "kind": "http-json",
+            "url": base + "/cnam/{e164}",
+            "name_pointer": "/data/caller_name/caller_name",
+            "countries": ["+1334"],
+        },
     ]
 
 
@@ -105,3 +112,23 @@ async def test_the_daily_budget_holds_across_the_workers(
     finally:
         await conn.close()
     assert paid <= reserved <= BUDGET
+
+
+def test_concurrent_misses_in_both_workers_make_one_request(
+    daemon: Daemon, fake: FakeProvider
+) -> None:
+    number = "+13345550001"  # the fake takes SLOW seconds: every lookup overlaps the first
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(
+            pool.map(
+                lambda _: http_get(daemon.base + "/v1/lookup/" + number.replace("+", "%2B")),
+                range(100),
+            )
+        )
+    assert {status for status, _ in answers} == {200}
+    assert {json.loads(body)["name"] for _, body in answers} == {"Fake 0001"}
+    assert fake.asked[number] == 1
+    # the other worker had misses too, and waited for the answer through the change feed
+    samples = daemon.scrape()
+    assert value(samples, "cnamd_upstream_shared_waits_total", result="answered") >= 1
+    assert value(samples, "cnamd_upstream_shared_waits_total", result="expired") == 0

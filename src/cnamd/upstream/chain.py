@@ -27,6 +27,7 @@ from cnamd.settings import SourceSettings, UpstreamSettings
 from cnamd.store.upstream import Answer
 from cnamd.upstream.account import Account
 from cnamd.upstream.budget import Ledger
+from cnamd.upstream.claims import Claims
 from cnamd.upstream.guard import Guard
 from cnamd.upstream.http_json import HttpJsonSource
 from cnamd.upstream.opencnam import opencnam_source
@@ -91,6 +92,14 @@ class _Link:
         self.breaker.set(int(self.guard.state))
 
 
+def claim_window(settings: UpstreamSettings) -> float:
+    """Seconds a worker's claim on a number holds: one source's request to its timeout
+    and the answer's write. Longer would delay asking again after an error (or an
+    expiry) for as long; shorter would let another worker ask while it is fetched."""
+    slowest = max((source.timeout for source in settings.sources), default=2.0)
+    return slowest + settings.flush_interval + 0.5
+
+
 def make_source(
     settings: SourceSettings, session: aiohttp.ClientSession, max_length: int
 ) -> Source:
@@ -122,6 +131,8 @@ class Chain:
         self._inflight: dict[str, asyncio.Task[Found]] = {}
         #: (source, account) -> the link asking that source with a tenant's own account
         self._own: dict[tuple[str, Account], _Link] = {}
+        # a number another worker of the host asks is awaited from it, not asked again
+        self.claims = Claims(held, claim_window(settings))
         self._late = {front: metrics.UPSTREAM_LATE.labels(front) for front in FRONTS}
 
     async def start(self) -> None:
@@ -144,6 +155,7 @@ class Chain:
         return Ledger(writer.pool, source.name, source.daily_budget, timeout=writer.timeout)
 
     async def close(self) -> None:
+        self.claims.close()
         for task in list(self._inflight.values()):
             task.cancel()
         for link in self.links:  # budget reserved and not spent: the others may spend it
@@ -166,7 +178,11 @@ class Chain:
         tenant's own accounts, by source name, used in place of the deployment's."""
         task = self._inflight.get(number)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._run(number, accounts))
+            loop = asyncio.get_running_loop()
+            if self.claims.mine(number):
+                task = loop.create_task(self._run(number, accounts))
+            else:
+                task = loop.create_task(self._theirs(number))
             self._inflight[number] = task
             task.add_done_callback(lambda _t: self._inflight.pop(number, None))
         return task
@@ -220,6 +236,11 @@ class Chain:
             finish(NOTHING if task.cancelled() or task.exception() else task.result())
 
         task.add_done_callback(settled)
+
+    async def _theirs(self, number: str) -> Found:
+        """The answer of the worker asking for ``number``, as the change feed brings it."""
+        held = await self.claims.answer(number)
+        return NOTHING if held is None else Found(held.name, held.source)
 
     def _link(self, link: _Link, accounts: dict[str, Account] | None) -> _Link:
         """``link``, or the one asking its source with the tenant's own account."""
