@@ -1,6 +1,7 @@
 """Upstream sources across the workers of a host (issue #17): one ``--workers 2`` daemon
 asking a local HTTP provider shows that a source's daily budget is the deployment's,
-not each process's, and that the workers missing one number ask for it once."""
+not each process's, that the workers missing one number ask for it once, and that a
+SIGHUP changes the sources of every worker without a restart."""
 
 from __future__ import annotations
 
@@ -69,16 +70,26 @@ def sources(fake: FakeProvider) -> list[dict[str, object]]:
     ]
 
 
+def toml(sources: list[dict[str, object]]) -> str:
+    """``[[upstream.sources]]`` tables (strings, numbers and lists of strings: JSON's forms)."""
+    tables = []
+    for source in sources:
+        keys = "".join(f"{key} = {json.dumps(value)}\n" for key, value in source.items())
+        tables.append("[[upstream.sources]]\n" + keys)
+    return "\n".join(tables)
+
+
 @pytest.fixture(scope="module")
 def daemon(
     tmp_path_factory: pytest.TempPathFactory, db: str, fake: FakeProvider
 ) -> Iterator[Daemon]:
+    """Its sources in a configuration file, so that a SIGHUP may change them."""
     started = Daemon(
         tmp_path_factory.mktemp("workers"),
         workers=2,
         database_url=db,
         demo=False,
-        args=("--set", "upstream.sources=" + json.dumps(sources(fake))),
+        config=toml(sources(fake)),
     )
     try:
         started.wait_ready(60)
@@ -132,3 +143,29 @@ def test_concurrent_misses_in_both_workers_make_one_request(
     samples = daemon.scrape()
     assert value(samples, "cnamd_upstream_shared_waits_total", result="answered") >= 1
     assert value(samples, "cnamd_upstream_shared_waits_total", result="expired") == 0
+
+
+def test_a_sighup_changes_the_sources_of_every_worker(daemon: Daemon, fake: FakeProvider) -> None:
+    workers = daemon.workers()
+    fresh = (f"+1334666{n:04d}" for n in range(1000))
+
+    def source_of(number: str) -> object:
+        status, body = http_get(daemon.base + "/v1/lookup/" + number.replace("+", "%2B"))
+        return json.loads(body).get("source") if status == 200 else status
+
+    assert source_of(next(fresh)) == "slow"
+    changed = sources(fake)
+    changed[1] = {  # "slow" replaced by another source, at another address, for its numbers
+        "name": "swapped",
+        "kind": "http-json",
+        "url": f"http://127.0.0.1:{fake.port}/flaky/{{e164}}",
+        "name_pointer": "/data/caller_name/caller_name",
+        "countries": ["+1334"],
+    }
+    daemon.config.write_text(toml(changed))
+    daemon.sighup()
+    daemon.wait_lines("settings applied", count=2)  # one line per worker
+    for _ in range(20):  # any worker: each answers from the new sources
+        assert source_of(next(fresh)) == "swapped"
+    assert daemon.workers() == workers  # no restart
+    assert "need a restart" not in daemon.output

@@ -72,6 +72,7 @@ class _Link:
         self.source = source
         self.settings = settings
         self.own = own
+        self.silent = own  # publishes no gauges: a tenant's account, or a retired source
         if own:
             self.guard = Guard(dataclasses.replace(settings, daily_budget=0))
         else:
@@ -84,8 +85,16 @@ class _Link:
             metrics.UPSTREAM_BUDGET.labels(settings.name).set(settings.daily_budget or -1)
         self.publish()
 
+    def retire(self) -> None:
+        """The source is gone (SIGHUP): its gauges say no budget and a closed breaker, so
+        no alert fires on a source no longer asked."""
+        self.silent = True
+        self.budget.set(-1)
+        self.breaker.set(0)
+        metrics.UPSTREAM_BUDGET.labels(self.settings.name).set(-1)
+
     def publish(self) -> None:
-        if self.own:
+        if self.silent:
             return
         left = self.guard.budget_left
         self.budget.set(-1 if left == float("inf") else left)
@@ -131,12 +140,17 @@ class Chain:
         self._inflight: dict[str, asyncio.Task[Found]] = {}
         #: (source, account) -> the link asking that source with a tenant's own account
         self._own: dict[tuple[str, Account], _Link] = {}
+        self._returns: set[asyncio.Task[None]] = set()  # budgets given back (SIGHUP)
         # a number another worker of the host asks is awaited from it, not asked again
         self.claims = Claims(held, claim_window(settings))
         self._late = {front: metrics.UPSTREAM_LATE.labels(front) for front in FRONTS}
 
     async def start(self) -> None:
-        """One ClientSession per process (pooled connections), one client per source."""
+        self.begin()
+
+    def begin(self) -> None:
+        """One ClientSession per process (pooled connections), one client per source; no
+        await, so a SIGHUP that adds the first sources can start it between requests."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             raise_for_status=False,
@@ -146,6 +160,36 @@ class Chain:
             self.links.append(_Link(client, source, ledger=self._ledger(source)))
         if self.writer is not None:
             self.writer.start()
+
+    def reconfigure(self, settings: UpstreamSettings) -> None:
+        """SIGHUP: ask the sources of ``settings`` from the next miss on (no await: a
+        lookup sees the old chain or the new one). A source whose settings did not
+        change keeps its guard (breaker, rate, budget block); a changed or removed
+        one's requests under way finish, and the budget it held is given back."""
+        assert self.session is not None
+        kept = {link.settings: link for link in self.links}
+        links = []
+        for source in settings.sources:
+            link = kept.pop(source, None)
+            if link is None:
+                client = make_source(source, self.session, self.max_length)
+                link = _Link(client, source, ledger=self._ledger(source))
+            links.append(link)
+        names = {source.name for source in settings.sources}
+        for gone in kept.values():
+            if gone.guard.ledger is not None:
+                returned = asyncio.get_running_loop().create_task(gone.guard.ledger.give_back())
+                self._returns.add(returned)
+                returned.add_done_callback(self._returns.discard)
+            if gone.settings.name not in names:
+                gone.retire()
+        self.links = links
+        self._own.clear()  # rebuilt from the new sources' settings when next asked
+        self.settings = settings
+        self.claims.retune(claim_window(settings))
+        if self.writer is not None:
+            self.writer.batch_size = settings.batch_size
+            self.writer.flush_interval = settings.flush_interval
 
     def _ledger(self, source: SourceSettings) -> Ledger | None:
         """The deployment's budget of ``source`` (with a database and a budget)."""
@@ -310,6 +354,10 @@ class Upstream:
     def __init__(self, held: UpstreamAnswers, chain: Chain | None, settings: UpstreamSettings):
         self.held = held
         self.chain = chain
+        self.deadlines = {"sip": settings.sip_deadline, "http": settings.http_deadline}
+
+    def reconfigure(self, settings: UpstreamSettings) -> None:
+        """SIGHUP: the new deadlines (the chain is reconfigured by its owner)."""
         self.deadlines = {"sip": settings.sip_deadline, "http": settings.http_deadline}
 
     async def answer(self, number: str, front: str, tenant: int | None = None) -> Found:

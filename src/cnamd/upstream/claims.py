@@ -33,6 +33,12 @@ class Claims:
         self._expired = metrics.UPSTREAM_SHARED.labels("expired")
         held.arrived = self._arrived
 
+    def retune(self, window: float) -> None:
+        """A new window (SIGHUP changed the sources); claims taken keep theirs."""
+        self.window = window
+        if self.table is not None:
+            self.table.retune(1.0 / window, 1.0)
+
     def mine(self, number: str) -> bool:
         """Whether this process asks for ``number`` (no other worker does right now)."""
         table = self.table
