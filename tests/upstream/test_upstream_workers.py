@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 import pytest
 from fake_provider import FakeProvider
+from sip_peer import parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.upstream.budget import block_for
-from ops_daemon import Daemon, http_get, value
+from ops_daemon import Daemon, http_get, invite, sip_exchange, value
 from test_daemon import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -76,7 +77,8 @@ def toml(sources: list[dict[str, object]]) -> str:
     for source in sources:
         keys = "".join(f"{key} = {json.dumps(value)}\n" for key, value in source.items())
         tables.append("[[upstream.sources]]\n" + keys)
-    return "\n".join(tables)
+    # a dip waits for the other worker's answer through the change feed: room on a busy host
+    return "[upstream]\nsip_deadline = 1.5\n\n" + "\n".join(tables)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +145,21 @@ def test_concurrent_misses_in_both_workers_make_one_request(
     samples = daemon.scrape()
     assert value(samples, "cnamd_upstream_shared_waits_total", result="answered") >= 1
     assert value(samples, "cnamd_upstream_shared_waits_total", result="expired") == 0
+
+
+def test_concurrent_dips_over_both_workers_make_one_request(
+    daemon: Daemon, fake: FakeProvider
+) -> None:
+    number = "+13345550002"  # UDP datagrams are steered to a worker at random
+
+    def dip(n: int) -> int:
+        data = invite(daemon.sip_port, number, branch=f"z9hG4bKshared{n}")
+        return parse_reply(sip_exchange(daemon.sip_port, data)).status
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(dip, range(40)))
+    assert statuses == [302] * 40
+    assert fake.asked[number] == 1
 
 
 def test_a_sighup_changes_the_sources_of_every_worker(daemon: Daemon, fake: FakeProvider) -> None:
