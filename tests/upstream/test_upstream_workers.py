@@ -6,6 +6,10 @@ SIGHUP changes the sources of every worker without a restart."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +21,7 @@ from sip_peer import parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.upstream.budget import block_for
-from ops_daemon import Daemon, http_get, invite, sip_exchange, value
+from ops_daemon import CLI, Daemon, eventually, http_get, invite, sip_exchange, value
 from test_daemon import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -100,6 +104,32 @@ def daemon(
         started.stop()
 
 
+def cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
+    return subprocess.run(
+        [*CLI, *args, "--database-url", db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def call(daemon: Daemon, method: str, path: str, token: str, body: object) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        daemon.base + path,
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def lookup(daemon: Daemon, number: str) -> int:
     return http_get(daemon.base + "/v1/lookup/" + number.replace("+", "%2B"))[0]
 
@@ -160,6 +190,31 @@ def test_concurrent_dips_over_both_workers_make_one_request(
         statuses = list(pool.map(dip, range(40)))
     assert statuses == [302] * 40
     assert fake.asked[number] == 1
+
+
+def test_every_worker_asks_with_a_tenants_own_account(
+    daemon: Daemon, db: str, fake: FakeProvider
+) -> None:
+    made = cli(db, "tenant", "create", "acme", "--name", "Acme", "--region", "US")
+    assert made.returncode == 0, made.stderr
+    key = cli(db, "apikey", "create", "--role", "operator")
+    assert key.returncode == 0, key.stderr
+    token = key.stdout.rstrip("\n").split("\n")[-1]
+    body = {"accounts": {"slow": {"headers": ["Authorization: Bearer acme-key"]}}}
+    status, _ = call(daemon, "PUT", "/api/operator/upstream/tenants/acme", token, body)
+    assert status == 200
+    fresh = (f"+1334777{n:04d}" for n in range(1000))
+
+    def asked_with(number: str) -> str:
+        lookup(daemon, number + "?tenant=acme")
+        return fake.auth.get(number, "")
+
+    eventually(lambda: asked_with(next(fresh)) == "Bearer acme-key", 10, "the account in use")
+    for _ in range(10):  # spread over both workers: each has it from its change feed
+        assert asked_with(next(fresh)) == "Bearer acme-key"
+    number = next(fresh)
+    lookup(daemon, number)
+    assert fake.auth[number] == ""  # the deployment's source has no credentials
 
 
 def test_a_sighup_changes_the_sources_of_every_worker(daemon: Daemon, fake: FakeProvider) -> None:
