@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -241,3 +242,22 @@ def test_a_sighup_changes_the_sources_of_every_worker(daemon: Daemon, fake: Fake
         assert source_of(next(fresh)) == "swapped"
     assert daemon.workers() == workers  # no restart
     assert "need a restart" not in daemon.output
+
+
+def test_a_sighup_adds_the_first_sources(tmp_path: Path, db: str, fake: FakeProvider) -> None:
+    started = Daemon(tmp_path, workers=2, database_url=db, demo=False, config="")
+    try:
+        started.wait_ready(60)
+        number = "+13335559999"
+        assert lookup(started, number) == 404 and fake.asked[number] == 0
+        workers = started.workers()
+        started.config.write_text(toml(sources(fake)[1:]))  # "slow": +1334 only
+        started.sighup()
+        started.wait_lines("settings applied", count=2)
+        for n in range(10):
+            fresh = f"+1334888{n:04d}"
+            status, body = http_get(started.base + "/v1/lookup/" + fresh.replace("+", "%2B"))
+            assert (status, json.loads(body).get("source")) == (200, "slow")
+        assert started.workers() == workers
+    finally:
+        started.stop()
