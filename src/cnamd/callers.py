@@ -35,6 +35,8 @@ class DirectoryCallers:
         self.upstream = upstream
         self.chain = chain
         self.deadline = deadline
+        #: (number, asking tenant) of the PENDING answer just given, for later()
+        self._pending: tuple[str, int | None] | None = None
         tally = metrics.Tally
         self._hit = {s: tally(metrics.LOOKUPS.labels("sip", "hit", s.label)) for s in Scope}
         self._miss = tally(metrics.LOOKUPS.labels("sip", "miss", "none"))
@@ -59,9 +61,11 @@ class DirectoryCallers:
             return _INVALID
         if found is None:
             upstream = self.upstream
+            tenant = None
+            if upstream is not None and (upstream.off_tenants or upstream.accounts):
+                tenant = self._tenant(called, source_ip)
             if upstream is not None and (
-                not upstream.off_tenants
-                or self._tenant(called, source_ip) not in upstream.off_tenants
+                not upstream.off_tenants or tenant not in upstream.off_tenants
             ):
                 held = upstream.get(number)
                 if held is not None:
@@ -72,6 +76,8 @@ class DirectoryCallers:
                     return NameAnswer(NameKind.HIT, held.name, number)
                 chain = self.chain
                 if chain is not None and chain.wants(number):
+                    # the dip calls later() for this answer at once, in the same call
+                    self._pending = (number, tenant)
                     return NameAnswer(NameKind.PENDING, number=number)
             self._miss.n += 1
             return NameAnswer(NameKind.MISS, number=number)
@@ -104,4 +110,9 @@ class DirectoryCallers:
                 self._hit[Scope.UPSTREAM].n += 1
                 done(NameAnswer(NameKind.HIT, name, number))
 
-        chain.later(number, self.deadline, "sip", settled)
+        accounts = None
+        pending, self._pending = self._pending, None
+        upstream = self.upstream
+        if pending is not None and pending[0] == number and pending[1] is not None and upstream:
+            accounts = upstream.accounts.get(pending[1])
+        chain.later(number, self.deadline, "sip", settled, accounts)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class NameKind(enum.Enum):
@@ -59,8 +59,10 @@ class UpstreamAsker(Protocol):
         deadline: float,
         front: str,
         done: Callable[[str | None, str | None], None],
+        accounts: dict[str, Any] | None = None,
     ) -> None:
-        """Call ``done(name, source)`` once: the answer, or (None, None) at ``deadline``."""
+        """Call ``done(name, source)`` once: the answer, or (None, None) at ``deadline``.
+        ``accounts``: the asking tenant's own accounts with sources, by source name."""
         ...
 
 

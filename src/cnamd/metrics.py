@@ -331,7 +331,7 @@ HTTP = HttpTallies()
 UPSTREAM_REQUESTS = Counter(
     "cnamd_upstream_requests",
     "Upstream source requests by source and result (hit, miss, error, timeout, breaker-open,"
-    " over-budget, rate-limited; the last three were not sent).",
+    " over-budget, rate-limited, budget-unavailable; the last four were not sent).",
     ["source", "result"],
 )
 UPSTREAM_DURATION = Histogram(
@@ -342,7 +342,8 @@ UPSTREAM_DURATION = Histogram(
 )
 UPSTREAM_BUDGET_LEFT = Gauge(
     "cnamd_upstream_budget_left",
-    "Paid requests left today per source (per process budget; workers: the smallest).",
+    "Paid requests left today per source, the deployment's budget as each process last"
+    " reserved from it (workers: the smallest).",
     ["source"],
     multiprocess_mode="livemin",
 )
@@ -362,6 +363,12 @@ UPSTREAM_LATE = Counter(
     "cnamd_upstream_late",
     "Upstream answers that came after the front's deadline (answered as a miss, cached).",
     ["front"],
+)
+UPSTREAM_SHARED = Counter(
+    "cnamd_upstream_shared_waits",
+    "Upstream misses another worker of the host was already asking for: waited for its"
+    " answer through the change feed (answered) or until the claim lapsed (expired).",
+    ["result"],
 )
 UPSTREAM_WRITES = Counter(
     "cnamd_upstream_writes",

@@ -35,6 +35,11 @@ LIVE = frozenset(
         "http.auth_failure_burst",
         "http.access_log",
         "cache.stale_ready_status",
+        "upstream.sources",
+        "upstream.sip_deadline",
+        "upstream.http_deadline",
+        "upstream.batch_size",
+        "upstream.flush_interval",
     }
 )
 

@@ -38,7 +38,7 @@ from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.order_worker import OrderWorker
 from cnamd.reload import ReloadPlan, plan_reload
 from cnamd.replica.feed import ChangeFeed
-from cnamd.settings import Settings, SipSettings, from_layer
+from cnamd.settings import Settings, SipSettings, UpstreamSettings, from_layer
 from cnamd.sharedlimits import LimitRegion, RateLimiter
 from cnamd.sip.dip import Dip, DipSettings
 from cnamd.sip.requestlog import request_log
@@ -150,6 +150,7 @@ class Server:
         # the upstream scope (issue #17): held answers, the chain when sources are set
         self.upstream_answers = UpstreamAnswers()
         self.upstream: Upstream | None = None
+        self.callers: DirectoryCallers | None = None  # the dip's, told of new sources
         self._sweeper: asyncio.Task[None] | None = None
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.feed: ChangeFeed | None = None
@@ -269,27 +270,56 @@ class Server:
 
     async def _start_upstream(self) -> None:
         """The upstream chain when sources are configured (its writer on the pool)."""
-        assert self.pool is not None
         settings = self.settings.upstream
-        chain = None
-        if settings.sources:
-            writer = Writer(
-                self.pool,
-                batch_size=settings.batch_size,
-                flush_interval=settings.flush_interval,
-                timeout=self.settings.database.connect_timeout,
-            )
-            chain = Chain(
-                settings, self.upstream_answers, writer, max_length=self.settings.names.max_length
-            )
-            await chain.start()
+        chain = self._new_chain(settings) if settings.sources else None
         self.upstream = Upstream(self.upstream_answers, chain, settings)
+
+    def _new_chain(self, settings: UpstreamSettings) -> Chain:
+        """A started chain (no await: a SIGHUP adding the first sources starts one)."""
+        assert self.pool is not None
+        writer = Writer(
+            self.pool,
+            batch_size=settings.batch_size,
+            flush_interval=settings.flush_interval,
+            timeout=self.settings.database.connect_timeout,
+        )
+        chain = Chain(
+            settings, self.upstream_answers, writer, max_length=self.settings.names.max_length
+        )
+        chain.begin()
+        if self.limits is not None:
+            self._share_claims(chain)
+        return chain
+
+    def _share_claims(self, chain: Chain) -> None:
+        """With several workers, one of them asks for a number (upstream/claims.py)."""
+        assert self.limits is not None
+        if (self.settings.server.workers or os.cpu_count() or 1) > 1:
+            window = chain.claims.window
+            chain.claims.table = self.limits.bucket("upstream", 1.0 / window, 1.0)
+
+    def _reconfigure_upstream(self, settings: UpstreamSettings) -> None:
+        """SIGHUP changed ``upstream``: new sources and deadlines from the next lookup on."""
+        upstream = self.upstream
+        if upstream is None:
+            return
+        upstream.reconfigure(settings)
+        if self.callers is not None:
+            self.callers.deadline = settings.sip_deadline
+        if upstream.chain is not None:
+            upstream.chain.reconfigure(settings)
+        elif settings.sources:
+            upstream.chain = self._new_chain(settings)
+            if self.callers is not None:
+                self.callers.chain = upstream.chain
 
     async def _start_listeners(self) -> None:
         fd = -1 if self.worker is None else self.worker.limits_fd
         region = self.limits = LimitRegion.create() if fd < 0 else LimitRegion.attach(fd)
         http = self.settings.http
         auth = region.bucket("auth", http.auth_failure_rate, http.auth_failure_burst)
+        if self.upstream is not None and self.upstream.chain is not None:
+            self._share_claims(self.upstream.chain)
         app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
         assert self.upstream is not None
         app[UPSTREAM] = self.upstream
@@ -302,14 +332,15 @@ class Server:
         )
         await self.http_runner.setup()
         sip = self.settings.sip
+        self.callers = DirectoryCallers(
+            self.directory,
+            self.upstream_answers,
+            self.upstream.chain,
+            self.settings.upstream.sip_deadline,
+        )
         self.dip = Dip(
             dip_settings(self.settings),
-            DirectoryCallers(
-                self.directory,
-                self.upstream_answers,
-                self.upstream.chain,
-                self.settings.upstream.sip_deadline,
-            ),
+            self.callers,
             limiter=sip_limiter(sip, region),
         )
         self.dip.trace = request_log(sip.log_sample)
@@ -374,6 +405,8 @@ class Server:
         now = plan.settings
         if plan.touches("log"):
             logs.configure(now.log)
+        if plan.touches("upstream"):
+            self._reconfigure_upstream(now.upstream)
         if plan.touches("http"):
             access_log.set_enabled(now.http.access_log)
             if self.http_app is not None:

@@ -399,7 +399,9 @@ class SourceSettings:
     max_concurrency: int = _setting(8, "requests in flight to this source", _between(1, 10000))
     rate: float = _setting(0.0, "requests per second at most (0: no limit)", _between(0, 1e6))
     daily_budget: int = _setting(
-        0, "paid requests per UTC day at most, per process (0: no limit)", _between(0, 10**9)
+        0,
+        "paid requests per UTC day at most, for the whole deployment (0: no limit)",
+        _between(0, 10**9),
     )
     breaker_errors: int = _setting(
         5, "consecutive errors or timeouts that open the circuit breaker", _between(1, 1000)

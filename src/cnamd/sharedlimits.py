@@ -29,8 +29,9 @@ except ImportError:  # no C compiler: per-process buckets
 
 log = logging.getLogger(__name__)
 
-#: the limits with a table in the region, in order
-TABLES = ("sip", "auth")
+#: the limits with a table in the region, in order; "upstream": which worker asks an
+#: upstream source for a number (a bucket of one token per number, upstream/chain.py)
+TABLES = ("sip", "auth", "upstream")
 SLOTS = 65536  # sources remembered per table (16 bytes each)
 _HEADER = struct.Struct("=8sIIQQ")  # magic, tables, slots, seed0, seed1
 _MAGIC = b"CNMDLIM1"

@@ -27,15 +27,20 @@ BEHAVIOUR: dict[str, str] = {
 }
 LATE = 1.5
 SLOW = 0.2  # every name takes this long: concurrent misses overlap
+FAST = "+1333"  # ... but these, answered at once (many paid requests in a short test)
 
 
 class FakeProvider:
-    """``GET /cnam/{number}`` (http-json shape ``{"data": {"caller_name": ...}}``)."""
+    """``GET /cnam/{number}`` (http-json shape ``{"data": {"caller_name": ...}}``) and
+    ``GET /v3/phone/{number}`` (OpenCNAM's shape)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.asked: Counter[str] = Counter()
         self.headers: list[dict[str, str]] = []
+        #: number -> the Authorization header and the query of the last request for it
+        self.auth: dict[str, str] = {}
+        self.query: dict[str, dict[str, str]] = {}
         self.failing = False  # /flaky answers 500 while set
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -51,6 +56,7 @@ class FakeProvider:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/cnam/{number}", self._cnam)
         app.router.add_get("/flaky/{number}", self._flaky)
+        app.router.add_get("/v3/phone/{number}", self._opencnam)
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
@@ -63,8 +69,11 @@ class FakeProvider:
     async def _record(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        self.asked[request.match_info.get("number", request.path)] += 1
+        number = request.match_info.get("number", request.path)
+        self.asked[number] += 1
         self.headers.append(dict(request.headers))
+        self.auth[number] = request.headers.get("Authorization", "")
+        self.query[number] = dict(request.query)
         return await handler(request)
 
     async def _cnam(self, request: web.Request) -> web.StreamResponse:
@@ -91,8 +100,13 @@ class FakeProvider:
             return _named("  SMITH   JOHN ANTHONY LONGNAME  ")
         if what == "foreign":
             return _named("Jos\u00e9 M\u00fcller")
-        await asyncio.sleep(SLOW)
+        if not number.startswith(FAST):
+            await asyncio.sleep(SLOW)
         return _named("Fake " + number[-4:])
+
+    async def _opencnam(self, request: web.Request) -> web.Response:
+        """OpenCNAM's shape: ``{"name": ...}``."""
+        return web.json_response({"name": "Open " + request.match_info["number"][-4:]})
 
     async def _flaky(self, request: web.Request) -> web.Response:
         if self.failing:

@@ -124,6 +124,7 @@ def consumer_args(fake: FakeProvider, provider: Daemon, silent: socket.socket) -
             "url": f"sip:127.0.0.1:{provider.sip_port}",
             "countries": ["+18006"],
         },
+        {"name": "fake-oc", "kind": "opencnam", "url": base, "countries": ["+1444"]},
         {"name": "cnamd", "kind": "opencnam", "url": provider.base},
     ]
     return (
@@ -521,7 +522,7 @@ def test_a_tenant_can_turn_upstream_off(
     eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 200, 10, "tenant")
     policy = "/api/operator/upstream/tenants/quiet"
     status, body = call(consumer, "PUT", policy, operator_token, b'{"upstream": "off"}')
-    assert (status, body) == (200, {"tenant": "quiet", "upstream": "off"})
+    assert (status, body) == (200, {"tenant": "quiet", "upstream": "off", "accounts": {}})
     # held answers are not the tenant's any more (a held number: waiting costs nothing)
     eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 404, 10, "off")
     assert dip(consumer, held_number, "z9hG4bKquiet1")[0] == 404
@@ -531,7 +532,7 @@ def test_a_tenant_can_turn_upstream_off(
     assert fake.asked[fresh] == 0  # never asked for that tenant
     assert lookup(consumer, fresh)[1].get("name") == "Fake 9999"  # everyone else: as before
     listed = call(consumer, "GET", "/api/operator/upstream/tenants", operator_token)
-    assert listed == (200, {"tenants": [{"tenant": "quiet", "upstream": "off"}]})
+    assert listed == (200, {"tenants": [{"tenant": "quiet", "upstream": "off", "accounts": {}}]})
     assert call(consumer, "PUT", policy, operator_token, b'{"upstream": "on"}')[0] == 200
     eventually(lambda: lookup(consumer, held_number + "?tenant=quiet")[0] == 200, 10, "on")
     assert dip(consumer, held_number, "z9hG4bKquiet3")[0] == 302
@@ -539,3 +540,86 @@ def test_a_tenant_can_turn_upstream_off(
     assert (bad[0], bad[1].get("field")) == (400, "upstream")
     missing = call(consumer, "PUT", policy + "x", operator_token, b'{"upstream": "off"}')
     assert (missing[0], missing[1].get("field")) == (404, "tenant")
+
+
+def test_a_tenant_asks_with_its_own_account(
+    consumer: Daemon, fake: FakeProvider, operator_token: str
+) -> None:
+    # after the test above: 'quiet' is on again and its network is the tests' address
+    policy = "/api/operator/upstream/tenants/quiet"
+    accounts = {
+        "fake": {"headers": ["Authorization: Bearer quiet-key"]},
+        "fake-oc": {"account_sid": "ACquiet", "auth_token": "quiet-token"},
+    }
+    status, body = call(
+        consumer, "PUT", policy, operator_token, json.dumps({"accounts": accounts}).encode()
+    )
+    shown = {"fake": {"set": ["headers"]}, "fake-oc": {"set": ["account_sid", "auth_token"]}}
+    assert (status, body) == (200, {"tenant": "quiet", "upstream": "on", "accounts": shown})
+    fresh = (f"+1555000{n}" for n in itertools.count(3000))
+
+    def asks_with_its_key() -> bool:  # the change log brings the account to every worker
+        number = next(fresh)
+        lookup(consumer, number + "?tenant=quiet")
+        return fake.auth.get(number) == "Bearer quiet-key"
+
+    eventually(asks_with_its_key, 10, "the tenant's account in use")
+    for n in range(4):  # every worker has it: HTTP in its context, a SIP dip from its network
+        number = next(fresh)
+        assert lookup(consumer, number + "?tenant=quiet")[1].get("name") == f"Fake {number[-4:]}"
+        assert fake.auth[number] == "Bearer quiet-key"
+        number = next(fresh)
+        assert dip(consumer, number, f"z9hG4bKown{n}")[0] == 302
+        assert fake.auth[number] == "Bearer quiet-key"
+    number = next(fresh)  # anyone else: the deployment's account
+    assert lookup(consumer, number)[1].get("name") == f"Fake {number[-4:]}"
+    assert fake.auth[number] == "Bearer s3cret-token"
+    assert lookup(consumer, "+14440000001?tenant=quiet")[1].get("name") == "Open 0001"
+    assert fake.query["+14440000001"]["account_sid"] == "ACquiet"
+    assert fake.query["+14440000001"]["auth_token"] == "quiet-token"
+    assert lookup(consumer, "+14440000002")[1].get("source") == "fake-oc"
+    assert "account_sid" not in fake.query["+14440000002"]
+    # an answer paid with the tenant's account is the deployment's (README): held for all
+    assert lookup(consumer, "+14440000001")[1].get("name") == "Open 0001"
+    assert fake.asked["+14440000001"] == 1
+
+    listed = call(consumer, "GET", "/api/operator/upstream/tenants", operator_token)
+    assert listed == (200, {"tenants": [{"tenant": "quiet", "upstream": "on", "accounts": shown}]})
+    for secret in ("quiet-key", "quiet-token", "ACquiet"):
+        assert secret not in consumer.output
+        assert secret not in http_get(consumer.base + "/metrics")[1].decode()
+
+    assert call(consumer, "PUT", policy, operator_token, b'{"upstream": "on"}')[1]["accounts"] == {}
+
+    def asks_with_the_deployments_key() -> bool:
+        number = next(fresh)
+        lookup(consumer, number + "?tenant=quiet")
+        return fake.auth.get(number) == "Bearer s3cret-token"
+
+    eventually(asks_with_the_deployments_key, 10, "the account removed")
+
+
+@pytest.mark.parametrize(
+    ("accounts", "field"),
+    [
+        ({"nosuch": {"headers": ["A: b"]}}, "accounts.nosuch"),
+        ({"fake": {"account_sid": "AC1", "auth_token": "t"}}, "accounts.fake.account_sid"),
+        ({"fake": {"headers": ["no colon"]}}, "accounts.fake.headers"),
+        ({"fake": {"headers": "Authorization: Bearer x"}}, "accounts.fake.headers"),
+        ({"fake": {"headers": ["X-Key: a\r\nHost: evil"]}}, "accounts.fake.headers"),
+        ({"fake": {}}, "accounts.fake"),
+        ({"fake-oc": {"account_sid": "AC1"}}, "accounts.fake-oc.auth_token"),
+        ({"fake-oc": {"username": "u"}}, "accounts.fake-oc.password"),
+        ({"fake-oc": {"account_sid": 5, "auth_token": "t"}}, "accounts.fake-oc.account_sid"),
+        ({"silent": {"username": "u", "password": "p"}}, "accounts.silent"),
+        (["fake"], "accounts"),
+    ],
+)
+def test_a_wrong_account_is_400_naming_the_field(
+    consumer: Daemon, operator_token: str, accounts: object, field: str
+) -> None:
+    body = json.dumps({"accounts": accounts}).encode()
+    status, answer = call(
+        consumer, "PUT", "/api/operator/upstream/tenants/quiet", operator_token, body
+    )
+    assert (status, answer.get("field")) == (400, field), answer

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from cnamd.errors import ConfigError
+from cnamd.errors import ConfigError, InvalidRequest
 from cnamd.settings import SourceSettings, load
+from cnamd.upstream.account import Account, parse
 from cnamd.upstream.guard import Breaker, Guard
 from cnamd.upstream.http_json import expand, pointed
 from cnamd.upstream.source import Result, clean_name, covers
@@ -131,3 +132,26 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
     )
     assert settings.upstream.sources[0].auth_token == "t0ps3cret"
     assert "t0ps3cret" not in repr(settings) and "k3y" not in repr(settings)
+
+
+def test_a_tenants_account_replaces_every_credential_and_never_shows_them() -> None:
+    deployment = SourceSettings(
+        name="telnyx",
+        kind="http-json",
+        url="https://x/{e164}",
+        username="ops",
+        password="ops-pass",
+        headers=("Authorization: Bearer ops-key",),
+    )
+    account = parse(deployment, {"headers": ["Authorization:Bearer t-key"]}, "accounts.telnyx")
+    used = account.apply(deployment)
+    assert (used.headers, used.username, used.password) == (
+        ("Authorization: Bearer t-key",),
+        "",
+        "",
+    )
+    assert "t-key" not in repr(account) and "t-key" not in repr(used)
+    assert Account.from_json(json.loads(json.dumps(account.as_json()))) == account
+    with pytest.raises(InvalidRequest) as refused:
+        parse(deployment, {"auth_token": "x"}, "accounts.telnyx")
+    assert refused.value.field == "accounts.telnyx.auth_token"

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
+
+from cnamd.upstream.account import Account
 
 _INF: Final = math.inf
 
@@ -37,6 +39,10 @@ class UpstreamAnswers:
         self._by_number: dict[str, Held] = {}
         #: tenants whose policy is 'off': their lookups never reach the upstream scope
         self.off_tenants: frozenset[int] = frozenset()
+        #: tenant id -> source name -> the tenant's own account with that source
+        self.accounts: dict[int, dict[str, Account]] = {}
+        #: called with the number of every answer put (the chain wakes who waits for it)
+        self.arrived: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_number)
@@ -56,6 +62,9 @@ class UpstreamAnswers:
             self._by_number.pop(number, None)
         else:
             self._by_number[number] = Held(name, source, _INF if expires is None else expires)
+            arrived = self.arrived
+            if arrived is not None:
+                arrived(number)
 
     def replace(self, rows: Iterable[tuple[str, str | None, str, float | None]]) -> None:
         """Hold exactly ``rows`` (number, name, source, expires) from now on."""

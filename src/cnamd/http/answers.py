@@ -124,7 +124,7 @@ async def ask_all(
         and upstream is not None
         and (not upstream.held.off_tenants or ctx.tenant_id not in upstream.held.off_tenants)
     ):
-        found = await upstream.answer(answer.number, "http")
+        found = await upstream.answer(answer.number, "http", ctx.tenant_id)
         if found.name is not None:
             result = LookupResult(found.name, answer.number, Scope.UPSTREAM)
             answer = Answer(answer.number, result, None, found.source)

@@ -15,6 +15,7 @@ from cnamd.http.db import connection
 from cnamd.http.keys import SETTINGS
 from cnamd.numbers import normalize_number
 from cnamd.store import upstream as store
+from cnamd.upstream.account import Account, parse
 from cnamd.upstream.imports import check_source, read_csv
 from cnamd.upstream.source import clean_name
 
@@ -22,6 +23,7 @@ __all__ = ["add_routes"]
 
 BASE = "/api/operator/upstream/answers"
 _PIN_FIELDS = frozenset({"name"})
+_POLICY_FIELDS = frozenset({"upstream", "accounts"})
 _DAY = 86400.0
 
 
@@ -116,29 +118,57 @@ async def import_csv(request: web.Request) -> web.Response:
     )
 
 
+def _shown(policy: str, accounts: dict[str, list[str]]) -> dict[str, object]:
+    """A tenant's policy as answered: its accounts' credential fields, never their values."""
+    return {"upstream": policy, "accounts": {s: {"set": f} for s, f in accounts.items()}}
+
+
 async def tenant_policies(request: web.Request) -> web.Response:
     await _operator(request)
     async with connection(request) as conn:
         found = await store.policies(conn)
-    return web.json_response({"tenants": [{"tenant": t, "upstream": p} for t, p in found]})
+    return web.json_response({"tenants": [{"tenant": t} | _shown(p, a) for t, p, a in found]})
+
+
+def _accounts(request: web.Request, raw: object) -> dict[str, Account]:
+    """``accounts``: source name -> credentials, each source a configured one."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest(
+            "accounts must be an object: source name -> credentials", field="accounts"
+        )
+    sources = {s.name: s for s in request.app[SETTINGS].upstream.sources}
+    accounts = {}
+    for name, given in raw.items():
+        source = sources.get(name)
+        if source is None:
+            known = ", ".join(sources) or "none configured"
+            raise InvalidRequest(
+                f"no upstream source {name[:64]!r}; known: {known}", field=f"accounts.{name[:64]}"
+            )
+        accounts[name] = parse(source, given, f"accounts.{name}")
+    return accounts
 
 
 async def set_tenant_policy(request: web.Request) -> web.Response:
-    """``{"upstream": "off"}``: the tenant's lookups never reach the upstream scope;
-    ``"on"``: the configured sources, as for everyone."""
+    """The tenant's whole policy. ``{"upstream": "off"}``: its lookups never reach the
+    upstream scope; ``"on"`` (the default): the configured sources, as for everyone,
+    with ``accounts`` (source name -> credentials) used in place of the deployment's."""
     await _operator(request)
     body = await json_object(request)
     for key in body:
-        if key != "upstream":
-            raise InvalidRequest("unknown field; allowed: upstream", field=key)
-    policy = body.get("upstream")
+        if key not in _POLICY_FIELDS:
+            raise InvalidRequest("unknown field; allowed: upstream, accounts", field=key)
+    policy = body.get("upstream", "on")
     if policy not in ("on", "off"):
         raise InvalidRequest("upstream must be 'on' or 'off'", field="upstream")
+    accounts = _accounts(request, body.get("accounts", {}))
     slug = request.match_info["tenant"]
     async with connection(request) as conn:
-        if not await store.set_policy(conn, slug, policy):
+        stored = {name: account.as_json() for name, account in accounts.items()}
+        if not await store.set_policy(conn, slug, policy, stored):
             raise NotFound(f"no tenant {slug[:64]!r}", field="tenant")
-    return web.json_response({"tenant": slug, "upstream": policy})
+    shown = {name: account.set_fields() for name, account in accounts.items()}
+    return web.json_response({"tenant": slug} | _shown(policy, shown))
 
 
 def add_routes(app: web.Application) -> None:

@@ -65,6 +65,7 @@ from cnamd.store.pool import (
     ping,
 )
 from cnamd.store.replication import Replication, replication
+from cnamd.upstream import tenants as tenant_policies
 
 log = logging.getLogger(__name__)
 
@@ -476,17 +477,17 @@ class ChangeFeed:
                 )
                 raise _Reload("gap")
             contexts = None
-            off = None
+            policies = None
             if any(change.kind == "contexts" for change in changes):
                 async with asyncio.timeout(self._query_bound):
                     rows = await load_context_rows(conn)
-                    off = await upstream.tenants_off(conn)
+                    policies = await tenant_policies.load(conn)
                 contexts = Contexts(rows, self.allowed)
             self._apply(state, changes)
             if contexts is not None:
                 state.contexts = contexts
-            if off is not None:
-                self.upstream.off_tenants = off
+            if policies is not None:
+                policies.install(self.upstream)
             if state is self._state:
                 self._publish(state)
 
@@ -526,9 +527,9 @@ class ChangeFeed:
         changes from the cache's change id on, which ends at the same state."""
         async with asyncio.timeout(_DIGEST_BOUNDS * self._query_bound):
             rows = await upstream.load_live(conn)
-            off = await upstream.tenants_off(conn)
+            policies = await tenant_policies.load(conn)
         self.upstream.replace(rows)
-        self.upstream.off_tenants = off
+        policies.install(self.upstream)
 
     async def _reconcile(self, conn: Any, *, cause: str) -> bool:
         """Compare digests at one change id; _Reload on a difference. True if they agreed."""

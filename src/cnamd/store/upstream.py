@@ -5,6 +5,7 @@ cache holds the result; the chain writes in batches, one transaction each."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,30 +83,56 @@ async def tenants_off(conn: Connection) -> frozenset[int]:
     return frozenset(r["tenant_id"] for r in rows)
 
 
-async def set_policy(conn: Connection, slug: str, policy: str) -> bool:
-    """'off' or 'on' (the default: the configured sources) for one tenant; False when
-    there is no such tenant."""
-    tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE slug = $1", slug)
-    if tenant_id is None:
-        return False
-    if policy == "off":
-        await conn.execute(
-            "INSERT INTO upstream_tenant_policy (tenant_id, policy) VALUES ($1, 'off')"
-            " ON CONFLICT (tenant_id) DO NOTHING",
-            tenant_id,
-        )
-    else:
-        await conn.execute("DELETE FROM upstream_tenant_policy WHERE tenant_id = $1", tenant_id)
+async def tenant_accounts(conn: Connection) -> list[tuple[int, str, dict[str, Any]]]:
+    """(tenant id, source, stored credentials) of every tenant's own account."""
+    rows = await conn.fetch("SELECT tenant_id, source, credentials FROM upstream_tenant_accounts")
+    return [(r["tenant_id"], r["source"], json.loads(r["credentials"])) for r in rows]
+
+
+async def set_policy(
+    conn: Connection, slug: str, policy: str, accounts: dict[str, dict[str, Any]]
+) -> bool:
+    """A tenant's whole policy, in one transaction: 'off' or 'on' (the default: the
+    configured sources) and its own accounts (source -> stored credentials; the
+    accounts not named are removed). False when there is no such tenant."""
+    async with conn.transaction():
+        tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE slug = $1", slug)
+        if tenant_id is None:
+            return False
+        if policy == "off":
+            await conn.execute(
+                "INSERT INTO upstream_tenant_policy (tenant_id, policy) VALUES ($1, 'off')"
+                " ON CONFLICT (tenant_id) DO NOTHING",
+                tenant_id,
+            )
+        else:
+            await conn.execute("DELETE FROM upstream_tenant_policy WHERE tenant_id = $1", tenant_id)
+        await conn.execute("DELETE FROM upstream_tenant_accounts WHERE tenant_id = $1", tenant_id)
+        if accounts:
+            await conn.executemany(
+                "INSERT INTO upstream_tenant_accounts (tenant_id, source, credentials)"
+                " VALUES ($1, $2, $3::jsonb)",
+                [(tenant_id, source, json.dumps(c)) for source, c in sorted(accounts.items())],
+            )
     return True
 
 
-async def policies(conn: Connection) -> list[tuple[str, str]]:
-    """(tenant slug, policy) of every tenant with a policy of its own."""
+async def policies(conn: Connection) -> list[tuple[str, str, dict[str, list[str]]]]:
+    """(tenant slug, policy, source -> credential fields set) of every tenant with a policy
+    or an account of its own: the fields' names only, never their values."""
     rows = await conn.fetch(
-        "SELECT t.slug, p.policy FROM upstream_tenant_policy p JOIN tenants t ON t.id = p.tenant_id"
-        " ORDER BY t.slug"
+        """SELECT t.slug, coalesce(p.policy, 'on') AS policy,
+                  coalesce(jsonb_object_agg(a.source, ARRAY(SELECT jsonb_object_keys(a.credentials)
+                                                             ORDER BY 1))
+                           FILTER (WHERE a.source IS NOT NULL), '{}') AS accounts
+             FROM tenants t
+             LEFT JOIN upstream_tenant_policy p ON p.tenant_id = t.id
+             LEFT JOIN upstream_tenant_accounts a ON a.tenant_id = t.id
+            WHERE p.tenant_id IS NOT NULL OR a.tenant_id IS NOT NULL
+            GROUP BY t.slug, p.policy
+            ORDER BY t.slug"""
     )
-    return [(r["slug"], r["policy"]) for r in rows]
+    return [(r["slug"], r["policy"], json.loads(r["accounts"])) for r in rows]
 
 
 async def sweep(conn: Connection, limit: int = 10000) -> int:
@@ -171,3 +198,50 @@ async def save_all(conn: Connection, answers: list[Answer], batch: int = 10000) 
         for at in range(0, len(answers), batch):
             await save(conn, answers[at : at + batch])
     return len({a.number for a in answers})
+
+
+async def reserve(
+    conn: Connection, source: str, day: dt.date, want: int, budget: int
+) -> tuple[int, int]:
+    """Reserve up to ``want`` of ``source``'s paid requests of ``day`` (a UTC date) without
+    passing ``budget``, in one transaction (the row locked, so concurrent reservations
+    queue): (how many were granted, how many the deployment has reserved that day)."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO upstream_budget (source, day, spent) VALUES ($1, $2, 0)"
+            " ON CONFLICT (source, day) DO NOTHING",
+            source,
+            day,
+        )
+        spent: int = await conn.fetchval(
+            "SELECT spent FROM upstream_budget WHERE source = $1 AND day = $2 FOR UPDATE",
+            source,
+            day,
+        )
+        granted = max(0, min(want, budget - spent))
+        if granted:
+            await conn.execute(
+                "UPDATE upstream_budget SET spent = spent + $3 WHERE source = $1 AND day = $2",
+                source,
+                day,
+                granted,
+            )
+    return granted, spent + granted
+
+
+async def give_back(conn: Connection, source: str, day: dt.date, unused: int) -> None:
+    """Return requests reserved and not spent (a process stopping) to ``day``'s budget."""
+    await conn.execute(
+        "UPDATE upstream_budget SET spent = greatest(0, spent - $3) WHERE source = $1 AND day = $2",
+        source,
+        day,
+        unused,
+    )
+
+
+async def sweep_budgets(conn: Connection, keep_days: int = 31) -> int:
+    """Delete the budget rows of days more than ``keep_days`` ago; how many went."""
+    status = await conn.execute(
+        "DELETE FROM upstream_budget WHERE day < current_date - $1::int", keep_days
+    )
+    return int(status.split()[-1])

@@ -13,6 +13,7 @@ A timeout or an error is never cached; a source that knows no name is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,9 @@ from cnamd import metrics
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.settings import SourceSettings, UpstreamSettings
 from cnamd.store.upstream import Answer
+from cnamd.upstream.account import Account
+from cnamd.upstream.budget import Ledger
+from cnamd.upstream.claims import Claims
 from cnamd.upstream.guard import Guard
 from cnamd.upstream.http_json import HttpJsonSource
 from cnamd.upstream.opencnam import opencnam_source
@@ -34,6 +38,7 @@ from cnamd.upstream.writer import Writer
 log = logging.getLogger(__name__)
 
 FRONTS = ("sip", "http")
+_MAX_OWN_LINKS = 10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,23 +54,59 @@ NOTHING = Found(None, None)
 
 
 class _Link:
-    """One source in the chain with its guard and pre-bound metric children."""
+    """One source in the chain with its guard and pre-bound metric children.
 
-    def __init__(self, source: Source, settings: SourceSettings) -> None:
+    A tenant's own account (``own``) is a link of its own: its guard has no daily
+    budget (the budget is the deployment's money) and its breaker is its own, so
+    a tenant's wrong credentials never close the source to everyone; it counts
+    in the source's request metrics but not in its budget and breaker gauges."""
+
+    def __init__(
+        self,
+        source: Source,
+        settings: SourceSettings,
+        *,
+        own: bool = False,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.source = source
         self.settings = settings
-        self.guard = Guard(settings)
+        self.own = own
+        self.silent = own  # publishes no gauges: a tenant's account, or a retired source
+        if own:
+            self.guard = Guard(dataclasses.replace(settings, daily_budget=0))
+        else:
+            self.guard = Guard(settings, ledger)
         self.results = {r: metrics.UPSTREAM_REQUESTS.labels(settings.name, r.value) for r in Result}
         self.duration = metrics.UPSTREAM_DURATION.labels(settings.name)
         self.budget = metrics.UPSTREAM_BUDGET_LEFT.labels(settings.name)
         self.breaker = metrics.UPSTREAM_BREAKER.labels(settings.name)
-        metrics.UPSTREAM_BUDGET.labels(settings.name).set(settings.daily_budget or -1)
+        if not own:
+            metrics.UPSTREAM_BUDGET.labels(settings.name).set(settings.daily_budget or -1)
         self.publish()
 
+    def retire(self) -> None:
+        """The source is gone (SIGHUP): its gauges say no budget and a closed breaker, so
+        no alert fires on a source no longer asked."""
+        self.silent = True
+        self.budget.set(-1)
+        self.breaker.set(0)
+        metrics.UPSTREAM_BUDGET.labels(self.settings.name).set(-1)
+
     def publish(self) -> None:
+        if self.silent:
+            return
         left = self.guard.budget_left
         self.budget.set(-1 if left == float("inf") else left)
         self.breaker.set(int(self.guard.state))
+
+
+def claim_window(settings: UpstreamSettings) -> float:
+    """Seconds a worker's claim on a number holds: one source's request to its timeout
+    and the answer's write. Longer would delay asking again after an error (or an
+    expiry) for as long; shorter would let another worker ask while it is fetched."""
+    slowest = max((source.timeout for source in settings.sources), default=2.0)
+    return slowest + settings.flush_interval + 0.5
 
 
 def make_source(
@@ -97,24 +138,74 @@ class Chain:
         self.links: list[_Link] = []
         self.session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Task[Found]] = {}
+        #: (source, account) -> the link asking that source with a tenant's own account
+        self._own: dict[tuple[str, Account], _Link] = {}
+        self._returns: set[asyncio.Task[None]] = set()  # budgets given back (SIGHUP)
+        # a number another worker of the host asks is awaited from it, not asked again
+        self.claims = Claims(held, claim_window(settings))
         self._late = {front: metrics.UPSTREAM_LATE.labels(front) for front in FRONTS}
 
     async def start(self) -> None:
-        """One ClientSession per process (pooled connections), one client per source."""
+        self.begin()
+
+    def begin(self) -> None:
+        """One ClientSession per process (pooled connections), one client per source; no
+        await, so a SIGHUP that adds the first sources can start it between requests."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             raise_for_status=False,
         )
         for source in self.settings.sources:
             client = make_source(source, self.session, self.max_length)
-            self.links.append(_Link(client, source))
+            self.links.append(_Link(client, source, ledger=self._ledger(source)))
         if self.writer is not None:
             self.writer.start()
 
+    def reconfigure(self, settings: UpstreamSettings) -> None:
+        """SIGHUP: ask the sources of ``settings`` from the next miss on (no await: a
+        lookup sees the old chain or the new one). A source whose settings did not
+        change keeps its guard (breaker, rate, budget block); a changed or removed
+        one's requests under way finish, and the budget it held is given back."""
+        assert self.session is not None
+        kept = {link.settings: link for link in self.links}
+        links = []
+        for source in settings.sources:
+            link = kept.pop(source, None)
+            if link is None:
+                client = make_source(source, self.session, self.max_length)
+                link = _Link(client, source, ledger=self._ledger(source))
+            links.append(link)
+        names = {source.name for source in settings.sources}
+        for gone in kept.values():
+            if gone.guard.ledger is not None:
+                returned = asyncio.get_running_loop().create_task(gone.guard.ledger.give_back())
+                self._returns.add(returned)
+                returned.add_done_callback(self._returns.discard)
+            if gone.settings.name not in names:
+                gone.retire()
+        self.links = links
+        self._own.clear()  # rebuilt from the new sources' settings when next asked
+        self.settings = settings
+        self.claims.retune(claim_window(settings))
+        if self.writer is not None:
+            self.writer.batch_size = settings.batch_size
+            self.writer.flush_interval = settings.flush_interval
+
+    def _ledger(self, source: SourceSettings) -> Ledger | None:
+        """The deployment's budget of ``source`` (with a database and a budget)."""
+        writer = self.writer
+        if writer is None or not source.daily_budget:
+            return None
+        return Ledger(writer.pool, source.name, source.daily_budget, timeout=writer.timeout)
+
     async def close(self) -> None:
+        self.claims.close()
         for task in list(self._inflight.values()):
             task.cancel()
-        for link in self.links:
+        for link in self.links:  # budget reserved and not spent: the others may spend it
+            if link.guard.ledger is not None:
+                await link.guard.ledger.give_back()
+        for link in [*self.links, *self._own.values()]:
             await link.source.close()
         if self.writer is not None:
             await self.writer.stop()
@@ -125,19 +216,31 @@ class Chain:
         """Whether any source may be asked for ``number`` (its countries)."""
         return any(covers(link.settings, number) for link in self.links)
 
-    def ask(self, number: str) -> asyncio.Task[Found]:
-        """The one request for ``number``: joined when already under way."""
+    def ask(self, number: str, accounts: dict[str, Account] | None = None) -> asyncio.Task[Found]:
+        """The one request for ``number``: joined when already under way (whoever's account
+        it uses: the answer is the deployment's either way). ``accounts``: the asking
+        tenant's own accounts, by source name, used in place of the deployment's."""
         task = self._inflight.get(number)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._run(number))
+            loop = asyncio.get_running_loop()
+            if self.claims.mine(number):
+                task = loop.create_task(self._run(number, accounts))
+            else:
+                task = loop.create_task(self._theirs(number))
             self._inflight[number] = task
             task.add_done_callback(lambda _t: self._inflight.pop(number, None))
         return task
 
-    async def within(self, number: str, deadline: float, front: str) -> Found:
+    async def within(
+        self,
+        number: str,
+        deadline: float,
+        front: str,
+        accounts: dict[str, Account] | None = None,
+    ) -> Found:
         """The chain's answer for ``number`` if it comes within ``deadline``, else NOTHING
         (the request goes on and its answer is cached)."""
-        task = self.ask(number)
+        task = self.ask(number, accounts)
         try:
             async with asyncio.timeout(deadline):
                 return await asyncio.shield(task)
@@ -151,10 +254,11 @@ class Chain:
         deadline: float,
         front: str,
         done: Callable[[str | None, str | None], None],
+        accounts: dict[str, Account] | None = None,
     ) -> None:
         """Call ``done(name, source)`` once: the answer, or (None, None) when ``deadline``
         passes first. Callbacks, not a task per call: the SIP dip's path."""
-        task = self.ask(number)
+        task = self.ask(number, accounts)
         loop = asyncio.get_running_loop()
         fired = False
 
@@ -177,11 +281,32 @@ class Chain:
 
         task.add_done_callback(settled)
 
-    async def _run(self, number: str) -> Found:
+    async def _theirs(self, number: str) -> Found:
+        """The answer of the worker asking for ``number``, as the change feed brings it."""
+        held = await self.claims.answer(number)
+        return NOTHING if held is None else Found(held.name, held.source)
+
+    def _link(self, link: _Link, accounts: dict[str, Account] | None) -> _Link:
+        """``link``, or the one asking its source with the tenant's own account."""
+        account = accounts.get(link.settings.name) if accounts else None
+        if account is None or self.session is None:
+            return link
+        key = (link.settings.name, account)
+        own = self._own.get(key)
+        if own is None:
+            if len(self._own) >= _MAX_OWN_LINKS:  # accounts replaced many times: start over
+                self._own.clear()
+            settings = account.apply(link.settings)
+            client = make_source(settings, self.session, self.max_length)
+            own = self._own[key] = _Link(client, settings, own=True)
+        return own
+
+    async def _run(self, number: str, accounts: dict[str, Account] | None = None) -> Found:
         negative: _Link | None = None
-        for link in self.links:
-            if not covers(link.settings, number):
+        for shared in self.links:
+            if not covers(shared.settings, number):
                 continue
+            link = self._link(shared, accounts)
             outcome = await self._fetch(link, number)
             if outcome.result is Result.HIT and outcome.name is not None:
                 self._keep(number, outcome.name, link.settings.name, link.settings.positive_ttl)
@@ -195,7 +320,7 @@ class Chain:
 
     async def _fetch(self, link: _Link, number: str) -> Outcome:
         guard = link.guard
-        refused = guard.admit()
+        refused = await guard.admit_paid()
         if refused is not None:
             link.results[refused].inc()
             link.publish()
@@ -231,11 +356,17 @@ class Upstream:
         self.chain = chain
         self.deadlines = {"sip": settings.sip_deadline, "http": settings.http_deadline}
 
-    async def answer(self, number: str, front: str) -> Found:
+    def reconfigure(self, settings: UpstreamSettings) -> None:
+        """SIGHUP: the new deadlines (the chain is reconfigured by its owner)."""
+        self.deadlines = {"sip": settings.sip_deadline, "http": settings.http_deadline}
+
+    async def answer(self, number: str, front: str, tenant: int | None = None) -> Found:
+        """``tenant``: who asks (its own accounts, if any, are used)."""
         held = self.held.get(number)
         if held is not None:
             return Found(held.name, held.source)
         chain = self.chain
         if chain is None or not chain.wants(number):
             return NOTHING
-        return await chain.within(number, self.deadlines[front], front)
+        accounts = self.held.accounts.get(tenant) if tenant is not None else None
+        return await chain.within(number, self.deadlines[front], front, accounts)

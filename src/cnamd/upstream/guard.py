@@ -9,6 +9,7 @@ import enum
 import time
 
 from cnamd.settings import SourceSettings
+from cnamd.upstream.budget import Ledger
 from cnamd.upstream.source import Result
 
 
@@ -22,10 +23,14 @@ class Breaker(enum.IntEnum):
 
 class Guard:
     """The admission rules of one source. ``admit`` says why a request may not go
-    (or None); ``done`` reports how one that went ended."""
+    (or None); ``done`` reports how one that went ended.
 
-    def __init__(self, settings: SourceSettings) -> None:
+    With a ``ledger`` the daily budget is the deployment's (``budget.py``) and
+    ``admit_paid`` spends from it; without, it is counted in this process."""
+
+    def __init__(self, settings: SourceSettings, ledger: Ledger | None = None) -> None:
         self.settings = settings
+        self.ledger = ledger
         self.slots = asyncio.Semaphore(settings.max_concurrency)
         self.state = Breaker.CLOSED
         self._failures = 0
@@ -45,6 +50,8 @@ class Guard:
         """Paid requests left today (inf without a budget)."""
         if not self.settings.daily_budget:
             return float("inf")
+        if self.ledger is not None:
+            return float(self.ledger.left)
         if self._today() != self._day:
             return float(self.settings.daily_budget)
         return float(max(0, self.settings.daily_budget - self.spent))
@@ -59,7 +66,7 @@ class Guard:
         if self.state is Breaker.HALF_OPEN and self._probing:
             return Result.BREAKER_OPEN
         settings = self.settings
-        if settings.daily_budget:
+        if settings.daily_budget and self.ledger is None:
             today = self._today()
             if today != self._day:
                 self._day, self.spent = today, 0
@@ -76,6 +83,16 @@ class Guard:
             self._probing = True
         self.spent += 1
         return None
+
+    async def admit_paid(self) -> Result | None:
+        """``admit``, then a request of the deployment's budget when there is a ledger
+        (waiting for the database only when this process's block is spent)."""
+        refused = self.admit()
+        if refused is None and self.ledger is not None:
+            refused = await self.ledger.acquire()
+            if refused is not None:
+                self._probing = False  # the probe did not go: the next request may
+        return refused
 
     def done(self, result: Result) -> None:
         """A request that went ended with ``result``: errors and timeouts count toward

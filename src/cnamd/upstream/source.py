@@ -21,6 +21,7 @@ class Result(enum.Enum):
     BREAKER_OPEN = "breaker-open"  # not asked: the source failed lately
     OVER_BUDGET = "over-budget"  # not asked: today's budget is spent
     RATE_LIMITED = "rate-limited"  # not asked: over its request rate
+    BUDGET_UNAVAILABLE = "budget-unavailable"  # not asked: the budget's ledger unreachable
 
 
 @dataclass(frozen=True, slots=True)

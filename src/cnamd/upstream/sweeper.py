@@ -1,4 +1,5 @@
-"""Deletes expired upstream answers (one process per daemon runs it): the deletions
+"""Deletes expired upstream answers, and the budget rows of past months (one process per
+daemon runs it): the answers' deletions
 reach every cache through the change log. A process's cache already ignores an
 expired answer, so a late sweep costs rows, never a wrong answer."""
 
@@ -21,6 +22,7 @@ async def sweep_forever(pool: Pool, interval: float, timeout: float) -> None:
             async with checked_out(pool, timeout=timeout) as conn:
                 while await store.sweep(conn) > 0:
                     pass
+                await store.sweep_budgets(conn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the database away: the next round tries again
