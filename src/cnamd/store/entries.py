@@ -146,18 +146,30 @@ async def transactions_after(
     if not changes or changes[-1].xact is None:
         return Transactions(changes)
     last = changes[-1]
+    first = next(i for i, c in enumerate(changes) if c.xact == last.xact)
+    # Counted before fetched: an oversized transaction's rows are not wanted, and
+    # fetching and decoding max_rows of them cost every worker's event loop ~0.1-1 s
+    # each time it met one (bench/README.md, "CSV uploads beside dips and lookups").
+    more = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM change_log"
+        " WHERE id > $1 AND id <= $1 + $2 AND xact = $3::text::xid8) AS t",
+        last.id,
+        max_rows + 1,
+        str(last.xact),
+    )
+    if len(changes) - first + more > max_rows:
+        return Transactions(changes[:first], oversized=first == 0)
+    if not more:
+        return Transactions(changes)
     rest = _changes(
         await conn.fetch(
             f"SELECT {_CHANGE_COLUMNS} FROM change_log"
             " WHERE id > $1 AND id <= $1 + $2 AND xact = $3::text::xid8 ORDER BY id",
             last.id,
-            max_rows + 1,
+            more,
             str(last.xact),
         )
     )
-    first = next(i for i, c in enumerate(changes) if c.xact == last.xact)
-    if len(changes) - first + len(rest) > max_rows:
-        return Transactions(changes[:first], oversized=first == 0)
     return Transactions(changes + rest)
 
 
