@@ -167,6 +167,10 @@ async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> in
     return count
 
 
+#: the loader child's nice value (main() says why)
+LOADER_NICE = 5
+
+
 async def load_in_child(
     url: str, path: Path, *, connect_timeout: float, log_settings: LogSettings, cause: str
 ) -> None:
@@ -215,6 +219,11 @@ async def _child(spec: dict[str, Any]) -> int:
 
 def main() -> None:
     """Entry of the loader child (``python -m cnamd.replica.loader``, spec in the environment)."""
+    # Behind the workers for the CPU: a reload after a big import ran beside them at the
+    # same weight and stalled their dips by 0.1-0.5 s on a busy host (bench/README.md,
+    # "CSV uploads beside dips and lookups"); lookups are answered from the old cache
+    # meanwhile, so a slower load only delays when the import's names are served.
+    os.setpriority(os.PRIO_PROCESS, 0, max(LOADER_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
     spec = json.loads(os.environ[SPEC_ENV])
     logs.configure(LogSettings(**spec["log"]))
     sys.exit(asyncio.run(_child(spec)))
