@@ -572,7 +572,13 @@ class ChangeFeed:
                 # lookups while a big import was being loaded.
                 await asyncio.sleep(_REMAP_RETRY)
                 continue
-            state = await self._full_load(cause=cause) if self.loader else self._open_snapshot()
+            # mapped in a thread: the checksum pass over the file (zlib releases the GIL)
+            # and the tail's changes would otherwise hold up lookups for as long
+            state = (
+                await self._full_load(cause=cause)
+                if self.loader
+                else await asyncio.to_thread(self._open_snapshot)
+            )
             if state is not None:
                 try:
                     # caught up to the database's head before it is seen: never back in time
@@ -622,7 +628,7 @@ class ChangeFeed:
                 cause=cause,
             )
             inode = path.stat().st_ino
-            cache, info = open_snapshot(path)
+            cache, info = await asyncio.to_thread(open_snapshot, path)  # as in _reload
         except SnapshotError as exc:  # the follower retries a failed load, like a lost database
             raise StoreUnavailable(f"the loaded snapshot is unreadable: {exc.reason}") from exc
         finally:
