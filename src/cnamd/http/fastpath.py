@@ -42,6 +42,7 @@ from cnamd.http import lookup, opencnam
 from cnamd.http.answers import Rendered, bare_invalid, count, resolved, text_answer
 from cnamd.http.auth import credentials, live_key
 from cnamd.http.keys import DIRECTORY, ERROR_SHAPES, SETTINGS, TRUSTED, UPSTREAM
+from cnamd.model import LookupContext
 from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
 
@@ -147,12 +148,13 @@ class FastLookups:
                 kind = opencnam.answer_format(fmt, accept)
             else:
                 kind = "text" if lookup.wants_text(fmt, accept) else "json"
-            who = self._principal(request, params)
-            ctx, region = directory.request_context(principal=who)
-        except (CnamdError, _Refer):
+        except CnamdError:
+            return None
+        asked = self._context(request, params)
+        if asked is None:
             return None
         try:
-            answer = resolved(directory, raw, ctx, region)
+            answer = resolved(directory, raw, *asked)
         except InvalidNumber as exc:
             if kind == "json":
                 response = app[ERROR_SHAPES][template](request, exc)
@@ -187,13 +189,11 @@ class FastLookups:
         directory = app[DIRECTORY]
         if not _DIGITS(term) or not directory.serving:
             return None
-        try:
-            who = self._principal(request, params)
-            ctx, region = directory.request_context(principal=who)
-        except (CnamdError, _Refer):
+        asked = self._context(request, params)
+        if asked is None:
             return None
         try:
-            answer = resolved(directory, term, ctx, region)
+            answer = resolved(directory, term, *asked)
         except InvalidNumber:
             entries = []  # a phone can show "not found", not an error
         else:
@@ -212,6 +212,16 @@ class FastLookups:
         response = _written(request, Rendered(200, XML_TYPE, body))
         metrics.HTTP.record(_DIRECTORY_ROUTE, "GET", 200, time.perf_counter() - started)
         return response
+
+    def _context(
+        self, request: web.Request, params: dict[str, str]
+    ) -> tuple[LookupContext, str | None] | None:
+        """Whose names answer and their region, or None: the application answers."""
+        try:
+            who = self._principal(request, params)
+            return self._app[DIRECTORY].request_context(principal=who)
+        except (CnamdError, _Refer):
+            return None
 
     def _principal(self, request: web.Request, params: dict[str, str]) -> Principal | None:
         """Whose lookup this is, as ``auth.lookup_principal`` decides it for a request
