@@ -9,7 +9,8 @@
 # as global names. Then, one server at a time, `wrk -t1 -c50 -dSECS --latency` with lookup.lua:
 #   bare.py                       /v1/lookup/{n}
 #   cnamd --workers 1             /v1/lookup/{n} (trusted source), keyed /v3/phone/{d}?format=pbx (bare
-#                                 digits, the issue's PBX request) and the same with /v3/phone/{n} ('+')
+#                                 digits, the issue's PBX request) and the same with /v3/phone/{n} ('+'),
+#                                 and a Yealink's number search /v1/directory/yealink?term={d}
 #   cnamd --workers 2             the same two
 #   bare.py                       /v1/lookup/{n} again (the sitting's drift)
 # One line per run: requests/s, p50, p99, and the server processes' CPU in microseconds per request, plus
@@ -45,6 +46,7 @@ fi
 TOKEN=$(cat "$D/token"); KEYID=${TOKEN%%.*}; SECRET=${TOKEN#*.}
 PBX="/v3/phone/{d}?format=pbx&account_sid=$KEYID&auth_token=$SECRET"
 PBX_E164="/v3/phone/{n}?format=pbx&account_sid=$KEYID&auth_token=$SECRET"   # the same with '+': no two readings
+PHONE="/v1/directory/yealink?term={d}&account_sid=$KEYID&auth_token=$SECRET"   # a desk phone's number search
 
 PIDS=""
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
@@ -106,6 +108,6 @@ CNAMD_ARGS=${CNAMD_ARGS:-}
 say "# $(date -u +%FT%TZ) $(nproc) cores, $(git -C "$repo" rev-parse --short HEAD)${PYTHONPATH:+ (cnamd from PYTHONPATH=$PYTHONPATH)}, ${SECS}s c$CONNS per run"
 start_bare; bench bare-v1 $BPORT '/v1/lookup/{n}'; stop
 start_cnamd 1; bench cnamd-w1-v1 $HPORT '/v1/lookup/{n}'; bench cnamd-w1-pbx $HPORT "$PBX"
-bench cnamd-w1-pbx-e164 $HPORT "$PBX_E164"; stop
+bench cnamd-w1-pbx-e164 $HPORT "$PBX_E164"; bench cnamd-w1-yealink $HPORT "$PHONE"; stop
 start_cnamd 2; bench cnamd-w2-v1 $HPORT '/v1/lookup/{n}'; bench cnamd-w2-pbx $HPORT "$PBX"; stop
 start_bare; bench bare-v1-again $BPORT '/v1/lookup/{n}'; stop
