@@ -232,7 +232,7 @@ METRICS_FLUSH_INTERVAL = 1.0
 
 
 async def _flush_metrics(
-    dip: Dip, serving: Callable[[], bool], also: Callable[[], None] | None = None
+    serving: Callable[[], bool], also: Callable[[], None] | None = None
 ) -> None:
     """Move the hot-path tallies (the dip's and its lookups') into the metrics every
     second while the listener serves, after calling ``also`` (off the hot path)."""
@@ -306,7 +306,7 @@ class UdpListener:
         self._kernel_seen = kernel_drops(sock) if count_kernel_drops else None
         self._kernel_dropped = metrics.SIP_DROPPED.labels("kernel")
         self._flusher = self._loop.create_task(
-            _flush_metrics(dip, lambda: not self._closed, self.count_kernel_drops)
+            _flush_metrics(lambda: not self._closed, self.count_kernel_drops)
         )
 
     async def start(self) -> None:
@@ -552,7 +552,7 @@ async def serve_tcp(
         ssl=ssl,
         ssl_handshake_timeout=limits.tls_handshake_timeout if ssl is not None else None,
     )
-    shared.flusher = loop.create_task(_flush_metrics(dip, server.is_serving))
+    shared.flusher = loop.create_task(_flush_metrics(server.is_serving))
     return server
 
 
