@@ -3,6 +3,7 @@
 # a bare aiohttp handler").
 #
 #   bench/http_anchor.sh [DATA_DIR]          # default /tmp/cnamd-http-anchor; about 4 minutes on 2 cores
+#   PIN=1 bench/http_anchor.sh [DATA_DIR]    # server and wrk on a core each (one-process runs only)
 #
 # Uses ../shared/bench/http-anchor (bare.py, lookup.lua; override with ANCHOR=DIR) and the Kamailio anchor's
 # gen-data.py for the 1M entries and the call list (90% known numbers), generated and loaded once per DATA_DIR
@@ -74,7 +75,7 @@ bench() {
   local label=$1 port=$2 path=$3 out b0 b1 s0 s1 w0 w1 rps p50 p99 n
   curl -s "http://127.0.0.1:$port$(echo "$path" | sed 's/{n}/+19576339411/; s/{d}/19576339411/')" >/dev/null
   b0=$(busy); s0=$(ticks $PIDS); w0=$(awk '{print $16+$17}' /proc/$$/stat)
-  out=$(CALLS="$D/calls.csv" PATH_T="$path" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
+  out=$(CALLS="$D/calls.csv" PATH_T="$path" $CLIENT_CPU wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
     -s "$ANCHOR/lookup.lua" "http://127.0.0.1:$port/")
   b1=$(busy); s1=$(ticks $PIDS); w1=$(awk '{print $16+$17}' /proc/$$/stat)
   rps=$(echo "$out" | awk '/^Requests\/sec/{printf "%d", $2}')
@@ -87,14 +88,14 @@ bench() {
 }
 
 start_bare() {
-  "$PY" "$ANCHOR/bare.py" "$BPORT" "$D/table.tsv" > "$D/bare.log" 2>&1 &
+  $SERVER_CPU "$PY" "$ANCHOR/bare.py" "$BPORT" "$D/table.tsv" > "$D/bare.log" 2>&1 &
   PIDS=$!
   ready "http://127.0.0.1:$BPORT/v1/lookup/+19576339411" "$PIDS" || ready "http://127.0.0.1:$BPORT/v1/lookup/x" "$PIDS"
   for _ in $(seq 1 120); do grep -q ready "$D/bare.log" && break; sleep 0.5; done
 }
 start_cnamd() {   # start_cnamd WORKERS
   local kids=$(( $1 > 1 ? $1 : 0 ))
-  "$CNAMD" serve --embedded-dir "$D/pg" --snapshot "$D/cache.snapshot" --http-listen 127.0.0.1:$HPORT \
+  $SERVER_CPU "$CNAMD" serve --embedded-dir "$D/pg" --snapshot "$D/cache.snapshot" --http-listen 127.0.0.1:$HPORT \
     --sip-listen 127.0.0.1:$SPORT --workers "$1" --log-level warning $CNAMD_ARGS > "$D/cnamd-w$1.log" 2>&1 &
   local sup=$!
   ready "http://127.0.0.1:$HPORT/readyz" $sup || { cat "$D/cnamd-w$1.log" >&2; exit 1; }
@@ -104,10 +105,16 @@ start_cnamd() {   # start_cnamd WORKERS
   PIDS="$sup$kids_now"
 }
 CNAMD_ARGS=${CNAMD_ARGS:-}
+# PIN=1: the server on CPU 0 and wrk on CPU 1, so that the latency is not wrk's and the
+# server's fight for the same cores (one-process runs only: --workers 2 is skipped)
+SERVER_CPU="" CLIENT_CPU=""
+[ "${PIN:-0}" = 1 ] && SERVER_CPU="taskset -c 0" CLIENT_CPU="taskset -c 1"
 
-say "# $(date -u +%FT%TZ) $(nproc) cores, $(git -C "$repo" rev-parse --short HEAD)${PYTHONPATH:+ (cnamd from PYTHONPATH=$PYTHONPATH)}, ${SECS}s c$CONNS per run"
+say "# $(date -u +%FT%TZ)${SERVER_CPU:+ PIN (server on CPU 0, wrk on CPU 1)} $(nproc) cores, $(git -C "$repo" rev-parse --short HEAD)${PYTHONPATH:+ (cnamd from PYTHONPATH=$PYTHONPATH)}, ${SECS}s c$CONNS per run"
 start_bare; bench bare-v1 $BPORT '/v1/lookup/{n}'; stop
 start_cnamd 1; bench cnamd-w1-v1 $HPORT '/v1/lookup/{n}'; bench cnamd-w1-pbx $HPORT "$PBX"
 bench cnamd-w1-pbx-e164 $HPORT "$PBX_E164"; bench cnamd-w1-yealink $HPORT "$PHONE"; stop
-start_cnamd 2; bench cnamd-w2-v1 $HPORT '/v1/lookup/{n}'; bench cnamd-w2-pbx $HPORT "$PBX"; stop
+if [ -z "$SERVER_CPU" ]; then
+  start_cnamd 2; bench cnamd-w2-v1 $HPORT '/v1/lookup/{n}'; bench cnamd-w2-pbx $HPORT "$PBX"; stop
+fi
 start_bare; bench bare-v1-again $BPORT '/v1/lookup/{n}'; stop
