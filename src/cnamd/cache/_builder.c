@@ -53,14 +53,6 @@ static const char TAGS[] = "uged";
 static const char COPY_SIGNATURE[11] = "PGCOPY\n\377\r\n";
 
 typedef unsigned __int128 u128;
-#ifdef PROFILE
-#include <time.h>
-#include <stdio.h>
-static double prof_last;
-#define PROF(what) do { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); double now = ts.tv_sec + ts.tv_nsec / 1e9; fprintf(stderr, "%s %.3f\n", what, now - prof_last); prof_last = now; } while (0)
-#else
-#define PROF(what) ((void)0)
-#endif
 
 typedef struct {
     char *data;
@@ -97,7 +89,7 @@ typedef struct {
     Arena keys, names, carry;
     Row *rows;
     Py_ssize_t nrows, rows_cap;
-    uint32_t *slots; /* key hash table: row + 1, 0 empty */
+    uint64_t *slots; /* key hash table (slot_entry) */
     uint64_t nslots;
     int header_read, trailer_read;
     u128 *marks; /* head filter marks set (finish): mark + 1, 0 empty */
@@ -134,17 +126,31 @@ static inline const char *row_key(const Builder *b, const Row *r, size_t *n)
     return b->keys.data + (r->key >> 8);
 }
 
-/* The slot holding `key`, or the empty slot where it would go. */
-static uint64_t find_slot(const Builder *b, const char *key, size_t n)
+/* A key table slot: the key hash's high 32 bits (a fingerprint: probes past other
+ * keys without reading them) over row + 1; 0 is an empty slot. */
+static inline uint64_t slot_entry(uint64_t hash, uint64_t row)
 {
-    uint64_t mask = b->nslots - 1, slot = hash_bytes(key, n) & mask;
+    return (hash >> 32) << 32 | (row + 1);
+}
+
+static inline int slot_may_hold(uint64_t entry, uint64_t hash)
+{
+    return entry >> 32 == hash >> 32;
+}
+
+/* The slot holding `key` (whose hash is `hash`), or the empty slot where it would go. */
+static uint64_t find_slot(const Builder *b, const char *key, size_t n, uint64_t hash)
+{
+    uint64_t mask = b->nslots - 1, slot = hash & mask;
     for (;; slot = (slot + 1) & mask) {
-        uint32_t at = b->slots[slot];
+        uint64_t entry = b->slots[slot];
         size_t len;
         const char *other;
-        if (at == 0)
+        if (entry == 0)
             return slot;
-        other = row_key(b, &b->rows[at - 1], &len);
+        if (!slot_may_hold(entry, hash))
+            continue;
+        other = row_key(b, &b->rows[(uint32_t)entry - 1], &len);
         if (len == n && memcmp(other, key, n) == 0)
             return slot;
     }
@@ -153,7 +159,7 @@ static uint64_t find_slot(const Builder *b, const char *key, size_t n)
 static int grow_slots(Builder *b)
 {
     uint64_t size = b->nslots ? b->nslots * 2 : 1 << 12, mask = size - 1;
-    uint32_t *slots = PyMem_RawCalloc(size, sizeof(uint32_t));
+    uint64_t *slots = PyMem_RawCalloc(size, sizeof(uint64_t));
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -161,10 +167,10 @@ static int grow_slots(Builder *b)
     for (Py_ssize_t i = 0; i < b->nrows; i++) {
         size_t n;
         const char *key = row_key(b, &b->rows[i], &n);
-        uint64_t slot = hash_bytes(key, n) & mask;
+        uint64_t hash = hash_bytes(key, n), slot = hash & mask;
         while (slots[slot])
             slot = (slot + 1) & mask;
-        slots[slot] = (uint32_t)(i + 1);
+        slots[slot] = slot_entry(hash, (uint64_t)i);
     }
     PyMem_RawFree(b->slots);
     b->slots = slots;
@@ -175,7 +181,7 @@ static int grow_slots(Builder *b)
 /* Record one entry whose namespaced key is already checked; a key seen before takes the new name. */
 static int put_row(Builder *b, const char *key, size_t key_len, const char *name, size_t name_len)
 {
-    uint64_t slot, name_at, key_at;
+    uint64_t slot, name_at, key_at, hash;
     if ((uint64_t)(b->nrows + 1) * 2 > b->nslots && grow_slots(b) < 0)
         return -1;
     if (b->nrows >= (Py_ssize_t)UINT32_MAX - 1) {
@@ -184,9 +190,10 @@ static int put_row(Builder *b, const char *key, size_t key_len, const char *name
     }
     if (arena_put(&b->names, name, name_len, &name_at) < 0)
         return -1;
-    slot = find_slot(b, key, key_len);
+    hash = hash_bytes(key, key_len);
+    slot = find_slot(b, key, key_len, hash);
     if (b->slots[slot]) {
-        b->rows[b->slots[slot] - 1].name = name_at << LENGTH_BITS | name_len;
+        b->rows[(uint32_t)b->slots[slot] - 1].name = name_at << LENGTH_BITS | name_len;
         return 0;
     }
     if (b->nrows == b->rows_cap) {
@@ -203,7 +210,7 @@ static int put_row(Builder *b, const char *key, size_t key_len, const char *name
         return -1;
     b->rows[b->nrows].key = key_at << 8 | key_len;
     b->rows[b->nrows].name = name_at << LENGTH_BITS | name_len;
-    b->slots[slot] = (uint32_t)++b->nrows;
+    b->slots[slot] = slot_entry(hash, (uint64_t)b->nrows++);
     return 0;
 }
 
@@ -519,10 +526,13 @@ static int key_marks(Builder *b, const char *key, size_t n, int scope)
     return 0;
 }
 
+#define NAME_AHEAD 16
+#define NAME_RING 32 /* > NAME_AHEAD */
+
 /* The names blob and each row's reference in it: distinct names once, first row first. */
 static PyObject *names_blob(Builder *b, uint64_t *refs_by_row)
 {
-    uint64_t size = 1 << 12, mask, total = 0;
+    uint64_t size = 1 << 12, mask, total = 0, hashes[NAME_RING];
     uint32_t *slots;
     PyObject *blob;
     char *out;
@@ -532,10 +542,20 @@ static PyObject *names_blob(Builder *b, uint64_t *refs_by_row)
     slots = PyMem_RawCalloc(size, sizeof(uint32_t)); /* first row with the name, + 1 */
     if (slots == NULL)
         return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < NAME_AHEAD && i < b->nrows; i++) {
+        uint64_t ref = b->rows[i].name;
+        hashes[i] = hash_bytes(b->names.data + (ref >> LENGTH_BITS), ref & MAX_NAME) & mask;
+    }
     for (Py_ssize_t i = 0; i < b->nrows; i++) {
         uint64_t ref = b->rows[i].name, len = ref & MAX_NAME;
         const char *name = b->names.data + (ref >> LENGTH_BITS);
-        uint64_t slot = hash_bytes(name, len) & mask;
+        uint64_t slot = hashes[i % NAME_RING];
+        if (i + NAME_AHEAD < b->nrows) { /* ask for a later row's slot before it is needed */
+            uint64_t later = b->rows[i + NAME_AHEAD].name;
+            uint64_t hash = hash_bytes(b->names.data + (later >> LENGTH_BITS), later & MAX_NAME);
+            hashes[(i + NAME_AHEAD) % NAME_RING] = hash & mask;
+            __builtin_prefetch(&slots[hash & mask]);
+        }
         for (;; slot = (slot + 1) & mask) {
             uint32_t first = slots[slot];
             if (first == 0) {
@@ -592,6 +612,19 @@ typedef struct {
     uint64_t id;
 } Indexed;
 
+/* One trie item on its way through the join's pipeline. */
+typedef struct {
+    PyObject *key_obj;
+    const char *key;
+    Py_ssize_t len;
+    size_t id;
+    uint64_t hash;
+    uint32_t row; /* + 1; 0 none */
+} Probe;
+
+#define AHEAD 8
+#define RING 32 /* > 3 * AHEAD: an item stays in the ring until its last stage */
+
 static PyObject *builder_finish(Builder *b, PyObject *args)
 {
     PyObject *items, *namespace, *seq = NULL, *refs = NULL, *blob = NULL, *index = NULL;
@@ -600,6 +633,7 @@ static PyObject *builder_finish(Builder *b, PyObject *args)
     uint32_t *ids;
     unsigned char *seen = NULL;
     Indexed *indexed = NULL;
+    Probe ring[RING];
     const char *space;
     Py_ssize_t space_len, n;
     uint64_t counts[4] = {0, 0, 0, 0}, nindexed = 0, capacity, lengths = 0;
@@ -622,48 +656,77 @@ static PyObject *builder_finish(Builder *b, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    PROF("start");
     if ((blob = names_blob(b, refs_by_row)) == NULL)
         goto done;
-    PROF("names");
     refs = PyBytes_FromStringAndSize(NULL, 8 * n);
     if (refs == NULL)
         goto done;
     name_refs = (uint64_t *)PyBytes_AS_STRING(refs);
     /* The join, in the trie's items order; the index's keys are packed on the way, so
-     * that it is filled in this order too without going back to the rows. */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i), *key_obj;
-        const char *key;
-        Py_ssize_t key_len;
-        uint64_t packed;
-        uint32_t row;
-        size_t id;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyUnicode_Check(key_obj = PyTuple_GET_ITEM(pair, 0))) {
-            PyErr_SetString(PyExc_TypeError, "items must be (str, int) pairs");
-            goto done;
+     * that it is filled in this order too without going back to the rows. Each item
+     * costs a few cache misses (its slot, its row, the row's key, the row's name
+     * reference) that do not depend on the items before it: a pipeline asks for
+     * them AHEAD items early, one stage at a time, instead of waiting on each. */
+    for (Py_ssize_t i = 0; i < n + 3 * AHEAD; i++) {
+        Py_ssize_t staged = i - AHEAD, fetched = i - 2 * AHEAD, done_at = i - 3 * AHEAD;
+        if (i < n) {
+            Probe *p = &ring[i % RING];
+            PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                !PyUnicode_Check(p->key_obj = PyTuple_GET_ITEM(pair, 0))) {
+                PyErr_SetString(PyExc_TypeError, "items must be (str, int) pairs");
+                goto done;
+            }
+            if ((p->key = PyUnicode_AsUTF8AndSize(p->key_obj, &p->len)) == NULL)
+                goto done;
+            p->id = PyLong_AsSize_t(PyTuple_GET_ITEM(pair, 1));
+            if (p->id == (size_t)-1 && PyErr_Occurred())
+                goto done;
+            p->hash = hash_bytes(p->key, (size_t)p->len);
+            __builtin_prefetch(&b->slots[p->hash & (b->nslots - 1)]);
         }
-        if ((key = PyUnicode_AsUTF8AndSize(key_obj, &key_len)) == NULL)
-            goto done;
-        id = PyLong_AsSize_t(PyTuple_GET_ITEM(pair, 1));
-        if (id == (size_t)-1 && PyErr_Occurred())
-            goto done;
-        row = b->slots[find_slot(b, key, (size_t)key_len)];
-        if (row == 0 || id >= (size_t)n || seen[id]) {
-            PyErr_Format(PyExc_ValueError, "trie item (%R, %zu) is not one of the keys", key_obj, id);
-            goto done;
+        if (staged >= 0 && staged < n) {
+            /* the first slot whose fingerprint matches: nearly always the key's own */
+            Probe *p = &ring[staged % RING];
+            uint64_t mask = b->nslots - 1, slot = p->hash & mask, entry;
+            while ((entry = b->slots[slot]) != 0 && !slot_may_hold(entry, p->hash))
+                slot = (slot + 1) & mask;
+            p->row = (uint32_t)entry; /* row + 1, or 0 */
+            if (p->row) {
+                __builtin_prefetch(&b->rows[p->row - 1]);
+                __builtin_prefetch(&refs_by_row[p->row - 1]);
+            }
         }
-        seen[id] = 1;
-        name_refs[id] = refs_by_row[row - 1];
-        packed = pack_indexed(key, (size_t)key_len, space, (size_t)space_len);
-        if (packed) {
-            indexed[nindexed].packed = packed;
-            indexed[nindexed++].id = id;
-            lengths |= 1ULL << (packed >> VALUE_BITS);
+        if (fetched >= 0 && fetched < n) {
+            Probe *p = &ring[fetched % RING];
+            if (p->row)
+                __builtin_prefetch(b->keys.data + (b->rows[p->row - 1].key >> 8));
+        }
+        if (done_at >= 0) {
+            Probe *p = &ring[done_at % RING];
+            size_t len;
+            const char *key = p->row ? row_key(b, &b->rows[p->row - 1], &len) : NULL;
+            uint64_t packed;
+            if (key == NULL || len != (size_t)p->len || memcmp(key, p->key, len) != 0) {
+                /* a fingerprint shared with another key: the whole probe */
+                uint64_t entry = b->slots[find_slot(b, p->key, (size_t)p->len, p->hash)];
+                p->row = (uint32_t)entry;
+            }
+            if (p->row == 0 || p->id >= (size_t)n || seen[p->id]) {
+                PyErr_Format(PyExc_ValueError, "trie item (%R, %zu) is not one of the keys",
+                             p->key_obj, p->id);
+                goto done;
+            }
+            seen[p->id] = 1;
+            name_refs[p->id] = refs_by_row[p->row - 1];
+            packed = pack_indexed(p->key, (size_t)p->len, space, (size_t)space_len);
+            if (packed) {
+                indexed[nindexed].packed = packed;
+                indexed[nindexed++].id = p->id;
+                lengths |= 1ULL << (packed >> VALUE_BITS);
+            }
         }
     }
-    PROF("join");
     /* Counts and head filter marks, per row. */
     for (Py_ssize_t i = 0; i < n; i++) {
         size_t len;
@@ -673,7 +736,6 @@ static PyObject *builder_finish(Builder *b, PyObject *args)
         if (key[0] != 'd' && key_marks(b, key, len, scope) < 0)
             goto done;
     }
-    PROF("marks");
     capacity = nindexed + nindexed / 3 + 8;
     index = PyBytes_FromStringAndSize(NULL, INDEX_HEADER + 12 * (Py_ssize_t)capacity);
     if (index == NULL)
@@ -696,7 +758,6 @@ static PyObject *builder_finish(Builder *b, PyObject *args)
         keys[slot] = indexed[i].packed;
         ids[slot] = (uint32_t)indexed[i].id;
     }
-    PROF("index");
     result = Py_BuildValue("(OOO(KKKK)K)", refs, blob, index, (unsigned long long)counts[0],
                            (unsigned long long)counts[1], (unsigned long long)counts[2],
                            (unsigned long long)counts[3], (unsigned long long)b->nmarks);
