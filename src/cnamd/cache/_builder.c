@@ -36,15 +36,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MAX_DIGITS 15
+#include "_index_layout.h"
+
 #define MAX_KEY (1 + 20 + 1 + MAX_DIGITS) /* letter, owner, '+', digits */
 #define MAX_NAME 0xffff                   /* a name reference's 16 length bits */
-#define LENGTH_BITS 16
-/* _index.c's section */
-#define INDEX_MAGIC 0x58494e43u
-#define INDEX_VERSION 1u
-#define INDEX_HEADER 32
-#define VALUE_BITS 50
 /* the head filter (cache/trie.py): owner * STRIDE + 4 * first six digits + scope */
 #define HEAD_DIGITS 6
 #define STRIDE 4000003ULL
@@ -95,16 +90,6 @@ typedef struct {
     u128 *marks; /* head filter marks set (finish): mark + 1, 0 empty */
     uint64_t nmarks_slots, nmarks;
 } Builder;
-
-static inline uint64_t mix(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
 
 static uint64_t hash_bytes(const char *s, size_t n)
 {
@@ -585,11 +570,6 @@ static PyObject *names_blob(Builder *b, uint64_t *refs_by_row)
     return blob;
 }
 
-static inline uint64_t first_slot(uint64_t packed, uint64_t capacity)
-{
-    return ((mix(packed) >> 32) * capacity) >> 32;
-}
-
 PyDoc_STRVAR(finish_doc,
 "finish(items, namespace) -> (name_refs, names, index, counts, marks)\n\n"
 "Join the trie's (key, id) `items` (every key of keys(), once) to the rows:\n"
@@ -737,24 +717,24 @@ static PyObject *builder_finish(Builder *b, PyObject *args)
             goto done;
     }
     capacity = nindexed + nindexed / 3 + 8;
-    index = PyBytes_FromStringAndSize(NULL, INDEX_HEADER + 12 * (Py_ssize_t)capacity);
+    index = PyBytes_FromStringAndSize(NULL, HEADER + 12 * (Py_ssize_t)capacity);
     if (index == NULL)
         goto done;
     {
         char *raw = PyBytes_AS_STRING(index);
-        uint32_t head[2] = {INDEX_MAGIC, INDEX_VERSION};
+        uint32_t head[2] = {MAGIC, VERSION};
         memset(raw, 0, (size_t)PyBytes_GET_SIZE(index));
         memcpy(raw, head, 8);
         memcpy(raw + 8, &capacity, 8);
         memcpy(raw + 16, &nindexed, 8);
         memcpy(raw + 24, &lengths, 8);
-        keys = (uint64_t *)(raw + INDEX_HEADER);
-        ids = (uint32_t *)(raw + INDEX_HEADER + 8 * capacity);
+        keys = (uint64_t *)(raw + HEADER);
+        ids = (uint32_t *)(raw + HEADER + 8 * capacity);
     }
     for (uint64_t i = 0; i < nindexed; i++) {
         uint64_t slot = first_slot(indexed[i].packed, capacity);
         while (keys[slot])
-            slot = slot + 1 == capacity ? 0 : slot + 1;
+            slot = next_slot(slot, capacity);
         keys[slot] = indexed[i].packed;
         ids[slot] = (uint32_t)indexed[i].id;
     }

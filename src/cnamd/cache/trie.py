@@ -19,6 +19,8 @@ Why this shape (figures in bench/README.md):
 * A head filter -- one bit per (scope, owner, first six digits) of the private
   keys -- lets a lookup skip a user / usergroup / tenant namespace that cannot
   match with one bit test instead of a trie walk.
+* A full load builds all of it from flat arrays in C (``cache/_builder.c``, fed
+  PostgreSQL's binary COPY stream): only the marisa trie goes through Python.
 * Live changes go to a small per-process overlay (``cache/overlay.py``) until the
   host's loader replaces the base with a full load (``replica/feed.py``); the overlay
   is also what a snapshot's tail holds (``overlay_records``). ``compacted()`` folds
@@ -161,27 +163,47 @@ class _Base:
         trie = marisa_trie.Trie(rows.keys())
         refs, blob, index_section, counts, marks = rows.finish(trie.items(), _GLOBAL_PREFIX)
         modulus = _prime_at_least(max(1031, _FILTER_BITS_PER_MARK * marks))
-        name_refs = memoryview(refs).cast("Q")
+        head_filter = rows.head_filter(modulus)
+        return cls.built(
+            trie,
+            name_refs=memoryview(refs).cast("Q"),
+            blob=blob,
+            head_filter=head_filter,
+            modulus=modulus,
+            counts=counts,
+            index_section=None if _index is None else index_section,
+        )
+
+    @classmethod
+    def built(
+        cls,
+        trie: marisa_trie.Trie,
+        *,
+        name_refs: array[int] | memoryview,
+        blob: bytes,
+        head_filter: bytes,
+        modulus: int,
+        counts: tuple[int, ...],
+        index_section: bytes | None,
+    ) -> _Base:
+        """A base over freshly built (not mapped) parts; the index over its section."""
         return cls(
             trie=trie,
             name_refs=name_refs,
             names=blob,
             names_at=0,
             names_view=memoryview(blob),
-            head_filter=rows.head_filter(modulus),
+            head_filter=head_filter,
             filter_modulus=modulus,
             counts=counts,
-            index=None if _index is None else _index.Index(index_section, name_refs, blob),
-            index_section=None if _index is None else index_section,
+            index=None if index_section is None else _index.Index(index_section, name_refs, blob),
+            index_section=index_section,
         )
 
     @classmethod
     def build(cls, entries: dict[str, str]) -> _Base:
-        """Build from {namespaced key: name}; ids come from the trie, names follow them.
-
-        Every per-entry step runs in C (``map``), not in the interpreter's loop. With
-        the C builder the whole build goes through it (``from_rows``).
-        """
+        """Build from {namespaced key: name} (compaction, tests): through the C builder
+        (``from_rows``) when built, else in Python."""
         if _builder is None:
             return cls.build_in_python(entries)
         rows = _builder.Builder()
@@ -191,7 +213,11 @@ class _Base:
 
     @classmethod
     def build_in_python(cls, entries: dict[str, str]) -> _Base:
-        """``build`` without the C builder; what ``from_rows`` must equal, byte for byte."""
+        """``build`` without the C builder; what ``from_rows`` must equal, byte for byte.
+
+        Ids come from the trie, names follow them; every per-entry step runs in C
+        (``map``), not in the interpreter's loop, but each is a pass over Python objects.
+        """
         trie = marisa_trie.Trie(entries)
         unique = list(dict.fromkeys(entries.values()))
         encoded = list(map(str.encode, unique))
@@ -225,16 +251,14 @@ class _Base:
             marks.update(_marks(scope, keys))
         counts[Scope.GLOBAL] = len(trie) - sum(counts)
         modulus = _prime_at_least(max(1031, _FILTER_BITS_PER_MARK * len(marks)))
-        return cls(
-            trie=trie,
+        head_filter = _filter(marks, modulus)
+        return cls.built(
+            trie,
             name_refs=name_refs,
-            names=blob,
-            names_at=0,
-            names_view=memoryview(blob),
-            head_filter=_filter(marks, modulus),
-            filter_modulus=modulus,
+            blob=blob,
+            head_filter=head_filter,
+            modulus=modulus,
             counts=tuple(counts),
-            index=None if index_section is None else _index.Index(index_section, name_refs, blob),
             index_section=index_section,
         )
 
