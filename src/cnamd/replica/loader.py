@@ -1,11 +1,13 @@
 """Full cache loads, built in a child process and handed over as a snapshot file.
 
 Building in the serving process would stall every lookup: marisa-trie's build
-holds the GIL (~20 s at 10M entries) and so does the per-row Python work. So
-a child process streams the served names from PostgreSQL in one REPEATABLE READ
-snapshot, builds, and writes a snapshot file (temp file, fsync, rename); the
-serving process maps that file (its pages shared with every other worker) and
-catches up from the change id recorded in it. The child's heap dies with it.
+holds the GIL (~20 s at 10M entries). So a child process streams the served
+names from PostgreSQL in one REPEATABLE READ snapshot (one binary COPY, parsed
+in C by ``cache/_builder.c``; the digest meanwhile on a second connection in the
+same exported snapshot), builds, and writes a snapshot file (temp file, fsync,
+rename); the serving process maps that file (its pages shared with every other
+worker) and catches up from the change id recorded in it. The child's heap dies
+with it.
 """
 
 from __future__ import annotations
