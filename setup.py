@@ -32,7 +32,14 @@ if not os.environ.get("CNAMD_PURE_PYTHON"):
     # The parser's C fast path for requests of the common shape (sip/_scan.c says why).
     ext_modules.append(Extension("cnamd.sip._scan", ["src/cnamd/sip/_scan.c"]))
     # The global directory's hash index (cache/_index.c says why).
-    ext_modules.append(Extension("cnamd.cache._index", ["src/cnamd/cache/_index.c"]))
+    layout = ["src/cnamd/cache/_index_layout.h"]  # the index section both write
+    ext_modules.append(
+        Extension("cnamd.cache._index", ["src/cnamd/cache/_index.c"], depends=layout)
+    )
+    # The full load's per-entry passes (cache/_builder.c says why).
+    ext_modules.append(
+        Extension("cnamd.cache._builder", ["src/cnamd/cache/_builder.c"], depends=layout)
+    )
     # Per-source limits shared by the workers (_buckets.c says why).
     ext_modules.append(Extension("cnamd._buckets", ["src/cnamd/_buckets.c"]))
     if sys.platform == "linux":  # recvmmsg/sendmmsg; elsewhere uvloop's transport serves UDP

@@ -19,6 +19,8 @@ Why this shape (figures in bench/README.md):
 * A head filter -- one bit per (scope, owner, first six digits) of the private
   keys -- lets a lookup skip a user / usergroup / tenant namespace that cannot
   match with one bit test instead of a trie walk.
+* A full load builds all of it from flat arrays in C (``cache/_builder.c``, fed
+  PostgreSQL's binary COPY stream): only the marisa trie goes through Python.
 * Live changes go to a small per-process overlay (``cache/overlay.py``) until the
   host's loader replaces the base with a full load (``replica/feed.py``); the overlay
   is also what a snapshot's tail holds (``overlay_records``). ``compacted()`` folds
@@ -46,6 +48,7 @@ from typing import Final
 
 import marisa_trie
 
+from cnamd.cache.copy_stream import copy_rows
 from cnamd.cache.overlay import DELETED, STEM, Overlay, Pending
 from cnamd.cache.resolver import GLOBAL_NAMESPACE, private_chain
 from cnamd.cache.snapshot import MappedSnapshot, map_sections, write_sections
@@ -56,6 +59,10 @@ try:
     from cnamd.cache import _index
 except ImportError:  # built without a C compiler (CNAMD_PURE_PYTHON): the trie answers alone
     _index = None  # type: ignore[assignment]
+try:
+    from cnamd.cache import _builder
+except ImportError:  # built without a C compiler: the Python build below does it all
+    _builder = None  # type: ignore[assignment]
 
 # the scopes the trie holds (upstream answers are held apart: cache/upstream.py)
 _SCOPES: Final = (Scope.USER, Scope.USERGROUP, Scope.ENTERPRISE, Scope.GLOBAL)
@@ -150,10 +157,66 @@ class _Base:
     snapshot: MappedSnapshot | None = None
 
     @classmethod
-    def build(cls, entries: dict[str, str]) -> _Base:
-        """Build from {namespaced key: name}; ids come from the trie, names follow them.
+    def from_rows(cls, rows: _builder.Builder) -> _Base:
+        """Build from the C builder's rows (``cache/_builder.c``): the same base as ``build``
+        over the same entries, with only the marisa trie built through Python."""
+        trie = marisa_trie.Trie(rows.keys())
+        refs, blob, index_section, counts, marks = rows.finish(trie.items(), _GLOBAL_PREFIX)
+        modulus = _prime_at_least(max(1031, _FILTER_BITS_PER_MARK * marks))
+        head_filter = rows.head_filter(modulus)
+        return cls.built(
+            trie,
+            name_refs=memoryview(refs).cast("Q"),
+            blob=blob,
+            head_filter=head_filter,
+            modulus=modulus,
+            counts=counts,
+            index_section=None if _index is None else index_section,
+        )
 
-        Every per-entry step runs in C (``map``), not in the interpreter's loop.
+    @classmethod
+    def built(
+        cls,
+        trie: marisa_trie.Trie,
+        *,
+        name_refs: array[int] | memoryview,
+        blob: bytes,
+        head_filter: bytes,
+        modulus: int,
+        counts: tuple[int, ...],
+        index_section: bytes | None,
+    ) -> _Base:
+        """A base over freshly built (not mapped) parts; the index over its section."""
+        return cls(
+            trie=trie,
+            name_refs=name_refs,
+            names=blob,
+            names_at=0,
+            names_view=memoryview(blob),
+            head_filter=head_filter,
+            filter_modulus=modulus,
+            counts=counts,
+            index=None if index_section is None else _index.Index(index_section, name_refs, blob),
+            index_section=index_section,
+        )
+
+    @classmethod
+    def build(cls, entries: dict[str, str]) -> _Base:
+        """Build from {namespaced key: name} (compaction, tests): through the C builder
+        (``from_rows``) when built, else in Python."""
+        if _builder is None:
+            return cls.build_in_python(entries)
+        rows = _builder.Builder()
+        for full, name in entries.items():
+            rows.add(full, name)
+        return cls.from_rows(rows)
+
+    @classmethod
+    def build_in_python(cls, entries: dict[str, str]) -> _Base:
+        """``build`` without the C builder; what ``from_rows`` must equal, byte for byte.
+
+        Ids come from the trie, names follow them; every per-entry step runs in C
+        (``map``), not in the interpreter's loop, but each is a pass over Python objects.
         """
         trie = marisa_trie.Trie(entries)
         unique = list(dict.fromkeys(entries.values()))
@@ -188,16 +251,14 @@ class _Base:
             marks.update(_marks(scope, keys))
         counts[Scope.GLOBAL] = len(trie) - sum(counts)
         modulus = _prime_at_least(max(1031, _FILTER_BITS_PER_MARK * len(marks)))
-        return cls(
-            trie=trie,
+        head_filter = _filter(marks, modulus)
+        return cls.built(
+            trie,
             name_refs=name_refs,
-            names=blob,
-            names_at=0,
-            names_view=memoryview(blob),
-            head_filter=_filter(marks, modulus),
-            filter_modulus=modulus,
+            blob=blob,
+            head_filter=head_filter,
+            modulus=modulus,
             counts=tuple(counts),
-            index=None if index_section is None else _index.Index(index_section, name_refs, blob),
             index_section=index_section,
         )
 
@@ -325,24 +386,56 @@ def _prime_at_least(floor: int) -> int:
 
 
 class CacheBuilder:
-    """Collects entries streamed from the store, then builds a NameCache off to the side."""
+    """Collects entries (added one by one, or a full load's COPY stream), then builds a
+    NameCache off to the side: in C flat arrays when built (``_builder.c``), else a dict."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_copy", "_entries", "_rows")
 
     def __init__(self) -> None:
+        self._rows = _builder.Builder() if _builder is not None else None
         self._entries: dict[str, str] = {}
+        self._copy = bytearray()  # without the C builder: the COPY stream, parsed at the end
 
     def add(self, scope: Scope, owner: int, key: str, name: str) -> None:
         """Add one entry; a later add of the same (scope, owner, key) wins."""
         if _KEY.fullmatch(key) is None or owner < 0 or (owner and scope == _GLOBAL):
             raise _invalid(scope, owner, key)
-        self._entries[f"{_TAGS[scope]}{owner}{key}"] = name
+        if self._rows is not None:
+            self._rows.add(f"{_TAGS[scope]}{owner}{key}", name)
+        else:
+            self._entries[f"{_TAGS[scope]}{owner}{key}"] = name
+
+    def add_copy(self, chunk: bytes | bytearray) -> None:
+        """Add the rows in ``chunk``, the next part of a binary COPY stream of
+        (scope, owner_id, key, name) (``store/entries.copy_served``); ValueError if malformed."""
+        if self._rows is not None:
+            self._rows.feed(chunk)
+        else:
+            self._copy += chunk
 
     def __len__(self) -> int:
+        if self._rows is not None:
+            return len(self._rows)
         return len(self._entries)
 
     def build(self) -> NameCache:
-        """The built cache; the builder is left empty (its memory goes with it)."""
+        """The built cache; the builder is left empty (its memory goes with it).
+
+        ValueError if a COPY stream was added and did not end with its trailer.
+        """
+        rows = self._rows
+        if rows is not None:
+            if not rows.complete():
+                raise ValueError("the COPY stream ended before its trailer")
+            self._rows = _builder.Builder()
+            return NameCache(_Base.from_rows(rows))
+        if self._copy:
+            try:
+                for scope, owner, key, name in copy_rows(self._copy):
+                    self.add(scope, owner, key, name)
+            except InvalidNumber as exc:
+                raise ValueError(f"COPY stream: {exc.reason}") from exc
+            self._copy = bytearray()
         entries, self._entries = self._entries, {}
         return NameCache(_Base.build(entries))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator
+import re
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -53,6 +55,7 @@ def entry_hash(scope: Scope, owner: int, key: str, name: str) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 SERVED = "SELECT scope, owner_id, key, name FROM cnam_entries WHERE approval = 'approved'"
 DIGEST = (
     "SELECT count(*), coalesce(bit_xor(cnamd_entry_hash(scope, owner_id, key, name)), 0)"
@@ -71,20 +74,30 @@ async def first_change_id(conn: Connection) -> int:
     return value
 
 
-async def stream_served(
-    conn: Connection, batch: int = 20000
-) -> AsyncIterator[list[tuple[Scope, int, str, str]]]:
-    """Every served entry in batches, through a server-side cursor.
+async def copy_served(conn: Connection, sink: Callable[[bytes], Coroutine[Any, Any, None]]) -> None:
+    """Every served entry as (scope, owner_id, key, name) rows of a binary COPY stream,
+    handed to ``sink`` in chunks (a row may straddle two; cache/copy_stream.py reads them).
 
-    Must run inside a REPEATABLE READ transaction together with
-    ``last_change_id`` so the load and its change id are one snapshot.
+    One COPY instead of a cursor's records: no Python object per row on this side,
+    no text escaping to undo. Must run inside a REPEATABLE READ transaction together
+    with ``digest_now`` so the load and its change id are one snapshot.
     """
-    cursor = await conn.cursor(SERVED)
-    while True:
-        rows = await cursor.fetch(batch)
-        if not rows:
-            return
-        yield [(SCOPE_BY_LABEL[r[0]], r[1], r[2], r[3]) for r in rows]
+    await conn.copy_from_query(SERVED, output=sink, format="binary")
+
+
+async def export_snapshot(conn: Connection) -> str:
+    """This transaction's snapshot, for ``share_snapshot`` on another connection."""
+    snapshot: str = await conn.fetchval("SELECT pg_export_snapshot()")
+    return snapshot
+
+
+async def share_snapshot(conn: Connection, snapshot: str) -> None:
+    """Make this (just begun, REPEATABLE READ) transaction see ``export_snapshot``'s data,
+    so a digest can run beside the stream instead of after it."""
+    if _SNAPSHOT_ID.fullmatch(snapshot) is None:
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    # SET TRANSACTION SNAPSHOT takes no parameter; the id was just checked
+    await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
 
 
 _CHANGE_COLUMNS = (
