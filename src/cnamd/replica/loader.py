@@ -23,11 +23,12 @@ from typing import Any
 import asyncpg
 
 from cnamd import logs
+from cnamd.cache import held_file
 from cnamd.cache.snapshot import map_sections, write_sections
 from cnamd.cache.trie import CacheBuilder, NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
 from cnamd.settings import LogSettings
-from cnamd.store import entries
+from cnamd.store import entries, upstream
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.pool import connect_once
 
@@ -139,6 +140,7 @@ async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> in
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         digest = await entries.digest_now(conn)
         rows = await load_context_rows(conn)
+        held = await upstream.load_live(conn) if held_file.available() else None
         async for batch in entries.stream_served(conn):
             for scope, owner, key, name in batch:
                 builder.add(scope, owner, key, name)
@@ -149,10 +151,11 @@ async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> in
     if count != digest.count:  # pragma: no cover - one snapshot cannot disagree with itself
         raise RuntimeError(f"streamed {count} entries, the snapshot counted {digest.count}")
     cache = builder.build()
+    base_id = uuid.uuid4().hex
     meta = {
         "format": META_FORMAT,
         # names this base: a tail (open_snapshot) applies to the base it was written over
-        "base_id": uuid.uuid4().hex,
+        "base_id": base_id,
         "last_change_id": digest.last_change_id,
         "count": digest.count,
         "hash_xor": digest.hash_xor,
@@ -162,6 +165,10 @@ async def build_snapshot(conn: asyncpg.Connection, path: Path, cause: str) -> in
         "load_seconds": round(time.monotonic() - started, 3),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    if held is not None:  # before the base: a process that maps the new base finds its answers
+        held_file.write_held(
+            held_file.held_path(path), held, base_id=base_id, last_change_id=digest.last_change_id
+        )
     cache.save(path, json.dumps(meta).encode())
     cache.close()
     return count
