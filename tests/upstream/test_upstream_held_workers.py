@@ -181,6 +181,8 @@ async def test_every_process_maps_one_file_and_answers_as_the_database(
         "every held answer counted",
     )
     assert answers(daemon, SOON) == {(200, "Soon Gone", "opencnam")}
+    # no process read them one by one: each mapped the file
+    assert "upstream answers read whole from PostgreSQL" not in daemon.output
 
 
 def cli(db: str, *args: str) -> str:
@@ -240,6 +242,7 @@ async def test_a_replaced_worker_maps_the_file_and_answers_the_same(
     await assert_equal_to_database(
         daemon, db, [*sample(), POSITIVE[1], NEGATIVE[1], "+15205550001", SOON]
     )
+    assert "upstream answers read whole from PostgreSQL" not in daemon.output
 
 
 def test_a_mapped_answer_expires_on_time(daemon: Daemon, db: str) -> None:
@@ -260,5 +263,6 @@ async def test_a_restart_answers_as_the_database(daemon: Daemon, db: str, home: 
         inode = held_path(home).stat().st_ino
         for pid in again.workers():
             assert mappings(pid, held_path(home))[0] == {inode}
+        assert "upstream answers read whole from PostgreSQL" not in again.output
     finally:
         again.stop()

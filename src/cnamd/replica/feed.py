@@ -574,6 +574,8 @@ class ChangeFeed:
             async with asyncio.timeout(_DIGEST_BOUNDS * self._query_bound):
                 rows = await upstream.load_live(conn)
             held.replace(rows)
+            # said aloud: each process then holds its own copy (no file, or one refused)
+            log.info("upstream answers read whole from PostgreSQL", extra={"answers": len(rows)})
         state.upstream_id = state.last_id
 
     async def _reconcile(self, conn: Any, *, cause: str) -> bool:
