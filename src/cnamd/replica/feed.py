@@ -400,7 +400,8 @@ class ChangeFeed:
         state = self._installed()
         if self.loader:
             bound = self.settings.compact_threshold
-            return state.cache.overlay_size > bound or self.upstream.overlay_size > bound
+            held = self.upstream  # without a file its overlay holds every answer: no reload
+            return state.cache.overlay_size > bound or (held.mapped and held.overlay_size > bound)
         path = self.snapshot_path
         try:
             return path is not None and path.stat().st_ino != state.base_inode
