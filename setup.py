@@ -40,6 +40,8 @@ if not os.environ.get("CNAMD_PURE_PYTHON"):
     ext_modules.append(
         Extension("cnamd.cache._builder", ["src/cnamd/cache/_builder.c"], depends=layout)
     )
+    # The held upstream answers' table, mapped by every worker (cache/_held.c says why).
+    ext_modules.append(Extension("cnamd.cache._held", ["src/cnamd/cache/_held.c"]))
     # Per-source limits shared by the workers (_buckets.c says why).
     ext_modules.append(Extension("cnamd._buckets", ["src/cnamd/_buckets.c"]))
     if sys.platform == "linux":  # recvmmsg/sendmmsg; elsewhere uvloop's transport serves UDP

@@ -2,8 +2,9 @@
 
 ``dip``: in process, one INVITE through ``Dip.answer_udp`` and the real lookup, for
 callers named by the local global directory and for callers named by held upstream
-answers (``cache/upstream.py``): what a dip answered from the upstream scope costs
-beside a local one, and the memory per held upstream answer.
+answers (``cache/upstream.py``: ``upstream`` from a per-process dict, ``mapped`` from
+the host's held-answers file, as workers now hold them): what a dip answered from the
+upstream scope costs beside a local one, and the memory per held upstream answer.
 
 ``burst``: a real daemon (``cnamd serve --workers 1``, its own database) whose one
 upstream source is a local HTTP provider answering every number after 200 ms. N
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
+from cnamd.cache.held_file import HeldFile, write_held
 from cnamd.cache.trie import CacheBuilder
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.callers import DirectoryCallers
@@ -82,21 +84,35 @@ def bench_dip(count: int) -> None:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    held = UpstreamAnswers()
     far = time.time() + 86400
-    held.replace((n, f"Upstream {n[-4:]}", "bench", far) for n in remote)
+    rows = [(n, f"Upstream {n[-4:]}", "bench", far) for n in remote]
+    held = UpstreamAnswers()
+    held.replace(rows)
     per_entry = (tracemalloc.get_traced_memory()[0] - before) / count
     tracemalloc.stop()
+    # the same answers mapped from the host's file (cache/held_file.py), as workers hold them
+    scratch = Path(tempfile.mkdtemp()) / "cache.snapshot.upstream"
+    write_held(scratch, rows, base_id="bench", last_change_id=0)
+    mapped = UpstreamAnswers()
+    mapped.use_file(HeldFile.open(scratch))
+    scratch.unlink()
     dip = Dip(DipSettings(), DirectoryCallers(directory, held), limiter=TokenBucket(1e6, 1e6))
+    from_file = Dip(
+        DipSettings(), DirectoryCallers(directory, mapped), limiter=TokenBucket(1e6, 1e6)
+    )
     local_invites = [INVITE.format(i=i, n=n).encode() for i, n in enumerate(local)]
     remote_invites = [INVITE.format(i=i, n=n).encode() for i, n in enumerate(remote)]
     assert b"Local Name" in (dip.answer_udp(local_invites[0], ("127.0.0.1", 5061)) or (b"",))[0]
     assert b"Upstream" in (dip.answer_udp(remote_invites[0], ("127.0.0.1", 5061)) or (b"",))[0]
+    assert (
+        b"Upstream" in (from_file.answer_udp(remote_invites[0], ("127.0.0.1", 5061)) or (b"",))[0]
+    )
     rounds = []
-    for _ in range(3):  # alternate, so drift on a shared machine hits both alike
+    for _ in range(3):  # alternate, so drift on a shared machine hits all alike
         rounds.append(("local", per_item_us(dip.answer_udp, local_invites)))
         rounds.append(("upstream", per_item_us(dip.answer_udp, remote_invites)))
-    for kind in ("local", "upstream"):
+        rounds.append(("mapped", per_item_us(from_file.answer_udp, remote_invites)))
+    for kind in ("local", "upstream", "mapped"):
         best = [r[0] for k, r in rounds if k == kind]
         medians = [r[3] for k, r in rounds if k == kind]
         print(f"{kind:9} INVITE: best {min(best):.2f} us, medians {[round(m, 2) for m in medians]}")

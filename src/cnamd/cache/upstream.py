@@ -1,12 +1,20 @@
 """Upstream answers held in memory: the ``upstream`` scope (issue #17).
 
-Every process holds every live upstream answer of the deployment, kept equal
-to table ``upstream_answers`` by the change feed (change-log rows of kind
+Every process answers from every live upstream answer of the deployment, kept
+equal to table ``upstream_answers`` by the change feed (change-log rows of kind
 ``upstream``), so a number one daemon paid for is answered from memory by all.
-A dict, apart from the trie: these answers expire, and the trie's base is
-immutable. An answer is a name, or None when the source knows none (a
-negative answer, held so that it is not paid for again). Compiled with mypyc
-(setup.py): a dip answered from here reads it on every call.
+Apart from the trie: these answers expire, and the trie's base is immutable.
+An answer is a name, or None when the source knows none (a negative answer,
+held so that it is not paid for again).
+
+Two layers, as the names' cache has: a *base*, the host's held-answers file
+(``cache/held_file.py``) built by the loader and mapped read-only by every
+process, so memory per worker does not grow with the answers held; and a small
+per-process *overlay* of the changes since that build (answers put, numbers
+removed), which the loader folds into a new file when it outgrows
+``cache.compact_threshold``. Without a file (a pure Python build, or a file
+refused) the overlay holds everything, as a dict per process did before.
+Compiled with mypyc (setup.py): a dip answered from here reads it on every call.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from cnamd.cache.held_file import HeldFile
 from cnamd.upstream.account import Account
 
 _INF: Final = math.inf
@@ -36,7 +45,13 @@ class UpstreamAnswers:
     """Number -> live upstream answer; written only by the change feed and the chain."""
 
     def __init__(self) -> None:
-        self._by_number: dict[str, Held] = {}
+        self._file: HeldFile | None = None
+        self._sources: tuple[str, ...] = ()
+        #: answers put since the base was built (all of them when there is no base)
+        self._overlay: dict[str, Held] = {}
+        #: numbers of the base removed since it was built
+        self._removed: set[str] = set()
+        self._count = 0
         #: tenants whose policy is 'off': their lookups never reach the upstream scope
         self.off_tenants: frozenset[int] = frozenset()
         #: tenant id -> source name -> the tenant's own account with that source
@@ -45,30 +60,101 @@ class UpstreamAnswers:
         self.arrived: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
-        return len(self._by_number)
+        """Numbers held, expired ones included until the sweeper removes them."""
+        return self._count
+
+    @property
+    def overlay_size(self) -> int:
+        """Changes held beside the base: what a new file would fold in."""
+        return len(self._overlay) + len(self._removed)
+
+    @property
+    def mapped(self) -> bool:
+        """Whether a held-answers file is the base."""
+        return self._file is not None
 
     def get(self, number: str, now: float | None = None) -> Held | None:
         """The live answer for an E.164 number, or None (never asked, or expired)."""
-        held = self._by_number.get(number)
-        if held is None:
+        when = time.time() if now is None else now
+        held = self._overlay.get(number)
+        if held is not None:
+            return None if held.expires <= when else held
+        hf = self._file
+        if hf is None or number in self._removed:
             return None
-        if held.expires <= (time.time() if now is None else now):
+        found = hf.table.get(number, when)
+        if found is None:
             return None
-        return held
+        name, source, expires = found
+        return Held(name, self._sources[source], expires)
 
     def put(self, number: str, name: str | None, source: str | None, expires: float | None) -> None:
         """Apply one change: ``source`` None removes the answer; ``expires`` None: pinned."""
+        present = self._holds(number)
         if source is None:
-            self._by_number.pop(number, None)
+            self._overlay.pop(number, None)
+            hf = self._file
+            if hf is not None and hf.table.holds(number):
+                self._removed.add(number)
+            if present:
+                self._count -= 1
         else:
-            self._by_number[number] = Held(name, source, _INF if expires is None else expires)
+            self._overlay[number] = Held(name, source, _INF if expires is None else expires)
+            self._removed.discard(number)
+            if not present:
+                self._count += 1
             arrived = self.arrived
             if arrived is not None:
                 arrived(number)
 
+    def _holds(self, number: str) -> bool:
+        if number in self._overlay:
+            return True
+        hf = self._file
+        return hf is not None and number not in self._removed and bool(hf.table.holds(number))
+
     def replace(self, rows: Iterable[tuple[str, str | None, str, float | None]]) -> None:
-        """Hold exactly ``rows`` (number, name, source, expires) from now on."""
+        """Hold exactly ``rows`` (number, name, source, expires) from now on, without a file."""
         fresh = {}
         for number, name, source, expires in rows:
             fresh[number] = Held(name, source, _INF if expires is None else expires)
-        self._by_number = fresh
+        self._drop_file()
+        self._overlay = fresh
+        self._removed = set()
+        self._count = len(fresh)
+
+    def use_file(self, hf: HeldFile) -> None:
+        """Hold exactly the answers of ``hf`` from now on (this object closes it)."""
+        self._drop_file()
+        self._file = hf
+        self._sources = hf.sources
+        self._overlay = {}
+        self._removed = set()
+        self._count = int(hf.table.count)
+        for number, name, source, expires in hf.extra:
+            self.put(number, name, source, expires)
+
+    def adopt(self, other: UpstreamAnswers) -> None:
+        """Take ``other``'s answers (base and overlay) whole; the tenant policies and the
+        ``arrived`` hook stay. ``other`` must not be used afterwards."""
+        if other is self:
+            return
+        if self._file is not other._file:
+            self._drop_file()
+        self._file = other._file
+        self._sources = other._sources
+        self._overlay = other._overlay
+        self._removed = other._removed
+        self._count = other._count
+        other._file = None
+
+    def close(self) -> None:
+        """Unmap the base, if any; the answers are then those of the overlay alone."""
+        self._drop_file()
+
+    def _drop_file(self) -> None:
+        hf = self._file
+        self._file = None
+        self._sources = ()
+        if hf is not None:
+            hf.close()

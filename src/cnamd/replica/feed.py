@@ -38,7 +38,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ import asyncpg
 from cnamd import metrics
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
+from cnamd.cache.held_file import HeldFile, held_path
 from cnamd.cache.trie import NameCache
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.errors import SnapshotError, StoreUnavailable
@@ -104,6 +105,11 @@ class _State:
     last_id: int
     base_id: str | None
     base_inode: int = 0  # the snapshot file's inode this cache maps (0: none)
+    #: the upstream answers at this state: the host's held-answers file and the changes since
+    upstream: UpstreamAnswers = field(default_factory=UpstreamAnswers)
+    #: the change id ``upstream`` reflects (behind ``last_id`` when a tail brought the names
+    #: further than the file; None: no file, every answer is read from PostgreSQL)
+    upstream_id: int | None = None
 
     def digest(self) -> Digest:
         return Digest(self.count, self.hash_xor, self.last_id)
@@ -191,7 +197,7 @@ class ChangeFeed:
         started = time.monotonic()
         try:
             state = await self._full_load(cause="startup")
-            await self._load_upstream(conn)
+            await self._load_policies(conn)
             await self._catch_up(conn, state)
         finally:
             await conn.close()
@@ -235,10 +241,12 @@ class ChangeFeed:
         metrics.CACHE_LAST_FULL_LOAD.set(info.get("built_at") or path.stat().st_mtime)
         if "load_seconds" in info:
             metrics.CACHE_FULL_LOAD_SECONDS.set(info["load_seconds"])
-        return self._state_of(cache, info, inode)
+        return self._state_of(cache, info, inode, _open_held(path, info))
 
-    def _state_of(self, cache: NameCache, info: dict[str, Any], inode: int) -> _State:
-        return _State(
+    def _state_of(
+        self, cache: NameCache, info: dict[str, Any], inode: int, held: HeldFile | None
+    ) -> _State:
+        state = _State(
             cache,
             Contexts.from_json(info["contexts"], self.allowed),
             info["count"],
@@ -247,6 +255,10 @@ class ChangeFeed:
             info.get("base_id"),
             inode,
         )
+        if held is not None:
+            state.upstream.use_file(held)
+            state.upstream_id = held.last_change_id
+        return state
 
     def _spawn(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="cnamd-change-feed")
@@ -320,7 +332,7 @@ class ChangeFeed:
     async def _resync(self, conn: Any) -> None:
         """After (re)connecting: bring the cache forward; confirm a stale one by digest."""
         try:
-            await self._load_upstream(conn)
+            await self._load_policies(conn)
             if self._state is None:
                 raise _Reload("startup")
             if self._suspect:
@@ -387,7 +399,9 @@ class ChangeFeed:
         """Loader: the overlay outgrew its bound. Follower: the loader replaced the base."""
         state = self._installed()
         if self.loader:
-            return state.cache.overlay_size > self.settings.compact_threshold
+            bound = self.settings.compact_threshold
+            held = self.upstream  # without a file its overlay holds every answer: no reload
+            return state.cache.overlay_size > bound or (held.mapped and held.overlay_size > bound)
         path = self.snapshot_path
         try:
             return path is not None and path.stat().st_ino != state.base_inode
@@ -457,7 +471,10 @@ class ChangeFeed:
         Raises _Reload on a gap or a transaction of more than ``compact_threshold``
         changes. Each batch is applied without yielding to the event loop, with
         the context maps it needs read beforehand, so lookups never see half of one.
+        The upstream answers are first brought to the state's change id, if behind.
         """
+        if state.upstream_id != state.last_id:
+            await self._fill_upstream(conn, state)
         while True:
             # each round trip bounded: a server that hangs mid-catch-up must not look alive
             async with asyncio.timeout(self._query_bound):
@@ -494,6 +511,7 @@ class ChangeFeed:
     def _apply(self, state: _State, batch: list[Change]) -> None:
         """Apply entry changes to ``state``'s cache and digest (no await: atomic to lookups)."""
         cache = state.cache
+        held = state.upstream
         now = time.time()
         for change in batch:
             if change.kind == "entry" and change.scope is not None:
@@ -513,23 +531,53 @@ class ChangeFeed:
                     )
             elif change.kind == "upstream":
                 expires = change.expires_at
-                self.upstream.put(
+                held.put(
                     change.key,
                     change.name,
                     change.source,
                     None if expires is None else expires.timestamp(),
                 )
             metrics.CACHE_PROPAGATION.observe(max(0.0, now - change.at.timestamp()))
-        state.last_id = batch[-1].id
+        state.last_id = state.upstream_id = batch[-1].id
 
-    async def _load_upstream(self, conn: Any) -> None:
-        """Hold every live upstream answer, read now: the catch-up that follows replays
-        changes from the cache's change id on, which ends at the same state."""
-        async with asyncio.timeout(_DIGEST_BOUNDS * self._query_bound):
-            rows = await upstream.load_live(conn)
+    async def _load_policies(self, conn: Any) -> None:
+        """The tenants' upstream policies (off, own accounts), read now."""
+        async with asyncio.timeout(self._query_bound):
             policies = await tenant_policies.load(conn)
-        self.upstream.replace(rows)
         policies.install(self.upstream)
+
+    async def _fill_upstream(self, conn: Any, state: _State) -> None:
+        """Bring ``state``'s upstream answers to its change id: the upstream changes since
+        its held-answers file was built (a names' tail got further), else every live
+        answer read now (no file, or the log was pruned since): the catch-up that follows
+        replays changes from the state's change id on, which ends at the same state."""
+        held = state.upstream
+        while state.upstream_id is not None and state.upstream_id < state.last_id:
+            async with asyncio.timeout(self._query_bound):
+                batch = await entries.transactions_after(
+                    conn, state.upstream_id, state.last_id, max_rows=self.settings.compact_threshold
+                )
+            changes = batch.changes
+            if not changes or changes[0].id != state.upstream_id + 1:
+                state.upstream_id = None  # pruned, or a transaction too large: read them all
+                break
+            for change in changes:
+                if change.kind == "upstream":
+                    expires = change.expires_at
+                    held.put(
+                        change.key,
+                        change.name,
+                        change.source,
+                        None if expires is None else expires.timestamp(),
+                    )
+            state.upstream_id = changes[-1].id
+        if state.upstream_id is None or state.upstream_id > state.last_id:
+            async with asyncio.timeout(_DIGEST_BOUNDS * self._query_bound):
+                rows = await upstream.load_live(conn)
+            held.replace(rows)
+            # said aloud: each process then holds its own copy (no file, or one refused)
+            log.info("upstream answers read whole from PostgreSQL", extra={"answers": len(rows)})
+        state.upstream_id = state.last_id
 
     async def _reconcile(self, conn: Any, *, cause: str) -> bool:
         """Compare digests at one change id; _Reload on a difference. True if they agreed."""
@@ -562,7 +610,7 @@ class ChangeFeed:
         Lookups go on from the old cache meanwhile and never see it go back in time.
         """
         started = time.monotonic()
-        await self._load_upstream(conn)  # a gap lost upstream changes too
+        await self._load_policies(conn)
         failed_base: int | None = None  # a follower's base that could not be caught up
         while True:
             if failed_base is not None and self._snapshot_inode() == failed_base:
@@ -586,6 +634,7 @@ class ChangeFeed:
                     break
                 except _Reload as again:
                     state.cache.close()
+                    state.upstream.close()
                     if self.loader:
                         raise StoreUnavailable(
                             f"a fresh full load cannot follow the change log ({again.cause})"
@@ -628,22 +677,27 @@ class ChangeFeed:
                 cause=cause,
             )
             inode = path.stat().st_ino
-            cache, info = await asyncio.to_thread(open_snapshot, path)  # as in _reload
+            # mapped in a thread, as in _reload
+            cache, info = await asyncio.to_thread(open_snapshot, path)
+            held = await asyncio.to_thread(_open_held, path, info)
         except SnapshotError as exc:  # the follower retries a failed load, like a lost database
             raise StoreUnavailable(f"the loaded snapshot is unreadable: {exc.reason}") from exc
         finally:
             if scratch:
                 path.unlink(missing_ok=True)
+                held_path(path).unlink(missing_ok=True)
         elapsed = time.monotonic() - started
         metrics.CACHE_FULL_LOAD_SECONDS.set(elapsed)
         metrics.CACHE_LAST_FULL_LOAD.set(time.time())
-        return self._state_of(cache, info, inode)
+        return self._state_of(cache, info, inode, held)
 
     # -- bookkeeping -----------------------------------------------------------
 
     def _install(self, state: _State, *, stale: bool) -> None:
         """Swap in ``state`` whole; the cache it replaces is closed (unmapped)."""
         self._state = state
+        self.upstream.adopt(state.upstream)  # the answers' objects are shared: keep this one
+        state.upstream = self.upstream
         self.directory.install(state.cache, state.contexts, state.digest(), stale=stale)
         metrics.CACHE_STALE.set(1 if stale else 0)
         self._publish(state)
@@ -691,3 +745,21 @@ class ChangeFeed:
     @property
     def last_change_id(self) -> int:
         return self._state.last_id if self._state is not None else 0
+
+
+def _open_held(snapshot: Path, info: dict[str, Any]) -> HeldFile | None:
+    """The held answers written with the names' base ``info`` describes, mapped; None (the
+    answers are then read from PostgreSQL) if absent, refused or of another base."""
+    path = held_path(snapshot)
+    if not path.exists():
+        return None
+    try:
+        held = HeldFile.open(path)
+    except SnapshotError as exc:
+        fields = {"path": str(path), "reason": exc.reason}
+        log.warning("held upstream answers refused", extra=fields)
+        return None
+    if held.base_id != info.get("base_id") or held.last_change_id > info["last_change_id"]:
+        held.close()  # written for another base (replaced between the two opens)
+        return None
+    return held

@@ -25,11 +25,12 @@ from typing import Any
 import asyncpg
 
 from cnamd import logs
+from cnamd.cache import held_file
 from cnamd.cache.snapshot import map_sections, write_sections
 from cnamd.cache.trie import CacheBuilder, NameCache
 from cnamd.errors import SnapshotError, StoreUnavailable
 from cnamd.settings import LogSettings
-from cnamd.store import entries
+from cnamd.store import entries, upstream
 from cnamd.store.contexts import load_context_rows
 from cnamd.store.pool import connect_once
 
@@ -158,6 +159,7 @@ async def build_snapshot(
             digesting = asyncio.ensure_future(entries.digest_now(digest_conn))
             try:
                 rows = await load_context_rows(conn)
+                held = await upstream.load_live(conn) if held_file.available() else None
                 await entries.copy_served(conn, take)
                 digest = await digesting
             finally:
@@ -170,10 +172,11 @@ async def build_snapshot(
     if count != digest.count:  # pragma: no cover - one snapshot cannot disagree with itself
         raise RuntimeError(f"streamed {count} entries, the snapshot counted {digest.count}")
     built = time.monotonic()
+    base_id = uuid.uuid4().hex
     meta = {
         "format": META_FORMAT,
         # names this base: a tail (open_snapshot) applies to the base it was written over
-        "base_id": uuid.uuid4().hex,
+        "base_id": base_id,
         "last_change_id": digest.last_change_id,
         "count": digest.count,
         "hash_xor": digest.hash_xor,
@@ -183,6 +186,10 @@ async def build_snapshot(
         "load_seconds": round(time.monotonic() - started, 3),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    if held is not None:  # before the base: a process that maps the new base finds its answers
+        held_file.write_held(
+            held_file.held_path(path), held, base_id=base_id, last_change_id=digest.last_change_id
+        )
     cache.save(path, json.dumps(meta).encode())
     cache.close()
     log.info(

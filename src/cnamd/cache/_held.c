@@ -1,0 +1,424 @@
+/* Held upstream answers in one mapped section: an exact-number hash table in C.
+ *
+ * Why: every worker held every upstream answer in a dict of its own (~160 B per
+ * answer per process, bench/README.md), so 1M answers cost ~170 MB in each
+ * worker and a worker start read them all from PostgreSQL. The loader now
+ * writes them once per host (cache/held_file.py) and every process maps the
+ * file: read-only pages shared by all. A dip from the upstream scope probes this
+ * table in one C call, as fast as the dict probe it replaces.
+ *
+ * Every number is "+" and 1-15 ASCII digits, so it packs exactly (no hash to
+ * trust) into one uint64: length << 50 | value, as cache/_index.c packs keys.
+ * Zero marks an empty slot. Linear probing over a table at most 3/4 full.
+ *
+ * Section layout (native little-endian, as the snapshot files require):
+ *     0   magic     uint32  "CNUP"
+ *     4   version   uint32  1
+ *     8   capacity  uint64  slots (< 2^32)
+ *     16  count     uint64  numbers held
+ *     24  names     uint64  bytes of the name blob
+ *     32  keys      uint64[capacity]  packed numbers
+ *     ..  expires   double[capacity]  epoch seconds; +inf: pinned
+ *     ..  refs      uint64[capacity]  name offset << 16 | length; all ones: no name
+ *     ..  sources   uint32[capacity]  index into the file's list of source names
+ *     ..  names     bytes             UTF-8 names
+ *
+ * build(rows) -> bytes        the section, from (number, name|None, source index, expires)
+ *                             rows; ValueError for a number given twice or not "+digits"
+ * Table(section)              checks the header and the size
+ * Table.get(number, now) -> (name|None, source index, expires) | None
+ *                             the answer held for exactly `number`, None if none or
+ *                             expired (expires <= now)
+ * Table.release()             drops the buffer (before the file unmaps)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAGIC 0x50554e43u /* "CNUP" read as little-endian uint32 */
+#define VERSION 1u
+#define HEADER 32
+#define MAX_DIGITS 15
+#define VALUE_BITS 50
+#define LENGTH_BITS 16
+#define NO_NAME UINT64_MAX
+#define SLOT_BYTES 28 /* key 8 + expires 8 + ref 8 + source 4 */
+
+static inline uint64_t mix(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+static inline uint64_t first_slot(uint64_t packed, uint64_t capacity)
+{
+    return ((mix(packed) >> 32) * capacity) >> 32;
+}
+
+static inline uint64_t next_slot(uint64_t slot, uint64_t capacity)
+{
+    return slot + 1 == capacity ? 0 : slot + 1;
+}
+
+/* Pack "+" and 1-15 ASCII digits; 0 if `number` is not such a str. */
+static uint64_t pack(PyObject *number)
+{
+    Py_ssize_t n, i;
+    int kind;
+    const void *data;
+    uint64_t value = 0;
+    if (!PyUnicode_Check(number))
+        return 0;
+    n = PyUnicode_GET_LENGTH(number);
+    kind = PyUnicode_KIND(number);
+    data = PyUnicode_DATA(number);
+    if (n < 2 || n > MAX_DIGITS + 1 || PyUnicode_READ(kind, data, 0) != '+')
+        return 0;
+    for (i = 1; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < '0' || c > '9')
+            return 0;
+        value = value * 10 + (c - '0');
+    }
+    return (uint64_t)(n - 1) << VALUE_BITS | value;
+}
+
+PyDoc_STRVAR(packable_doc,
+"packable(number) -> bool\n\n"
+"Whether `number` is '+' and 1-15 ASCII digits: a number build() can hold.");
+
+static PyObject *packable(PyObject *self, PyObject *number)
+{
+    (void)self;
+    return PyBool_FromLong(pack(number) != 0);
+}
+
+PyDoc_STRVAR(build_doc,
+"build(rows) -> bytes\n\n"
+"The section over `rows`, a sequence of (number, name or None, source index,\n"
+"expires) tuples. ValueError for a number given twice or that is not '+' and\n"
+"1-15 digits (packable() tells), OverflowError past 2^31 rows.");
+
+static PyObject *build(PyObject *self, PyObject *args)
+{
+    PyObject *rows, *seq, *out = NULL, **texts = NULL;
+    Py_ssize_t n, i;
+    uint64_t capacity, blob = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O:build", &rows))
+        return NULL;
+    seq = PySequence_Fast(rows, "rows must be a sequence of tuples");
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if ((uint64_t)n >= UINT32_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "too many rows for one table");
+        goto done;
+    }
+    texts = PyMem_Calloc((size_t)n + 1, sizeof(PyObject *));
+    if (texts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* First pass: check the rows, encode the names, size the blob. */
+    for (i = 0; i < n; i++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(seq, i), *name;
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 4) {
+            PyErr_SetString(PyExc_TypeError, "rows must be (number, name, source, expires) tuples");
+            goto done;
+        }
+        name = PyTuple_GET_ITEM(row, 1);
+        if (name != Py_None) {
+            texts[i] = PyUnicode_AsUTF8String(name);
+            if (texts[i] == NULL)
+                goto done;
+            if (PyBytes_GET_SIZE(texts[i]) >= 0xffff) {
+                PyErr_SetString(PyExc_ValueError, "a name of 64 KiB or more");
+                goto done;
+            }
+            blob += (uint64_t)PyBytes_GET_SIZE(texts[i]);
+        }
+    }
+    if (blob >= (1ULL << (64 - LENGTH_BITS - 1))) {
+        PyErr_SetString(PyExc_OverflowError, "names too large for one table");
+        goto done;
+    }
+    capacity = (uint64_t)n + (uint64_t)n / 3 + 8;
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(HEADER + SLOT_BYTES * capacity + blob));
+    if (out == NULL)
+        goto done;
+    {
+        char *raw = PyBytes_AS_STRING(out);
+        uint64_t *keys = (uint64_t *)(raw + HEADER);
+        double *expires = (double *)(raw + HEADER + 8 * capacity);
+        uint64_t *refs = (uint64_t *)(raw + HEADER + 16 * capacity);
+        uint32_t *sources = (uint32_t *)(raw + HEADER + 24 * capacity);
+        char *names = raw + HEADER + SLOT_BYTES * capacity;
+        uint64_t at = 0, count = (uint64_t)n;
+        uint32_t head[2] = {MAGIC, VERSION};
+        memset(raw, 0, HEADER + SLOT_BYTES * capacity);
+        memcpy(raw, head, 8);
+        memcpy(raw + 8, &capacity, 8);
+        memcpy(raw + 16, &count, 8);
+        memcpy(raw + 24, &blob, 8);
+        for (i = 0; i < n; i++) {
+            PyObject *row = PySequence_Fast_GET_ITEM(seq, i);
+            uint64_t packed = pack(PyTuple_GET_ITEM(row, 0)), slot;
+            unsigned long source = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(row, 2));
+            double until = PyFloat_AsDouble(PyTuple_GET_ITEM(row, 3));
+            if ((source == (unsigned long)-1 || until == -1.0) && PyErr_Occurred())
+                goto fail;
+            if (packed == 0) {
+                PyErr_Format(PyExc_ValueError, "number %R is not '+' and 1-15 digits",
+                             PyTuple_GET_ITEM(row, 0));
+                goto fail;
+            }
+            if (source >= UINT32_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "source index too large");
+                goto fail;
+            }
+            for (slot = first_slot(packed, capacity); keys[slot]; slot = next_slot(slot, capacity)) {
+                if (keys[slot] == packed) {
+                    PyErr_Format(PyExc_ValueError, "number %R given twice", PyTuple_GET_ITEM(row, 0));
+                    goto fail;
+                }
+            }
+            keys[slot] = packed;
+            expires[slot] = until;
+            sources[slot] = (uint32_t)source;
+            if (texts[i] == NULL) {
+                refs[slot] = NO_NAME;
+            } else {
+                uint64_t len = (uint64_t)PyBytes_GET_SIZE(texts[i]);
+                memcpy(names + at, PyBytes_AS_STRING(texts[i]), (size_t)len);
+                refs[slot] = at << LENGTH_BITS | len;
+                at += len;
+            }
+        }
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    if (texts != NULL) {
+        for (i = 0; i < n; i++)
+            Py_XDECREF(texts[i]);
+        PyMem_Free(texts);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+typedef struct {
+    PyObject_HEAD
+    int held;
+    Py_buffer section;
+    const uint64_t *keys, *refs;
+    const double *expires;
+    const uint32_t *sources;
+    const char *names;
+    uint64_t capacity, count, blob;
+} Table;
+
+static void table_release_buffer(Table *t)
+{
+    if (t->held) {
+        t->held = 0;
+        PyBuffer_Release(&t->section);
+    }
+}
+
+static int table_init(Table *t, PyObject *args, PyObject *kwds)
+{
+    PyObject *section;
+    static char *kwlist[] = {"section", NULL};
+    uint32_t head[2];
+    const char *raw;
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Table", kwlist, &section))
+        return -1;
+    table_release_buffer(t);
+    if (PyObject_GetBuffer(section, &t->section, PyBUF_SIMPLE) < 0)
+        return -1;
+    t->held = 1;
+    raw = t->section.buf;
+    size = t->section.len;
+    if (size < HEADER || (uintptr_t)raw % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "upstream table unreadable: short or misaligned");
+        goto fail;
+    }
+    memcpy(head, raw, 8);
+    memcpy(&t->capacity, raw + 8, 8);
+    memcpy(&t->count, raw + 16, 8);
+    memcpy(&t->blob, raw + 24, 8);
+    if (head[0] != MAGIC || head[1] != VERSION) {
+        PyErr_SetString(PyExc_ValueError, "upstream table unreadable: unknown magic or version");
+        goto fail;
+    }
+    if (t->capacity <= t->count || t->capacity >= UINT32_MAX || t->blob > (uint64_t)size ||
+        (uint64_t)size != HEADER + SLOT_BYTES * t->capacity + t->blob) {
+        PyErr_SetString(PyExc_ValueError, "upstream table unreadable: size disagrees with header");
+        goto fail;
+    }
+    t->keys = (const uint64_t *)(raw + HEADER);
+    t->expires = (const double *)(raw + HEADER + 8 * t->capacity);
+    t->refs = (const uint64_t *)(raw + HEADER + 16 * t->capacity);
+    t->sources = (const uint32_t *)(raw + HEADER + 24 * t->capacity);
+    t->names = raw + HEADER + SLOT_BYTES * t->capacity;
+    return 0;
+fail:
+    table_release_buffer(t);
+    return -1;
+}
+
+static void table_dealloc(Table *t)
+{
+    table_release_buffer(t);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+/* The slot holding `packed`, or -1. */
+static int64_t find(const Table *t, uint64_t packed)
+{
+    uint64_t slot, probes;
+    for (slot = first_slot(packed, t->capacity), probes = 0; probes < t->capacity && t->keys[slot];
+         slot = next_slot(slot, t->capacity), probes++) {
+        if (t->keys[slot] == packed)
+            return (int64_t)slot;
+    }
+    return -1;
+}
+
+PyDoc_STRVAR(get_doc,
+"get(number, now) -> (name | None, source index, expires) | None\n\n"
+"The answer held for exactly `number`; None if there is none or it expired\n"
+"(expires <= now).");
+
+static PyObject *table_get(Table *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t packed, ref;
+    int64_t slot;
+    double now, until;
+    PyObject *name, *out;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "get(number, now)");
+        return NULL;
+    }
+    if (!t->held) {
+        PyErr_SetString(PyExc_ValueError, "table released");
+        return NULL;
+    }
+    now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    packed = pack(args[0]);
+    if (packed == 0)
+        Py_RETURN_NONE;
+    slot = find(t, packed);
+    if (slot < 0)
+        Py_RETURN_NONE;
+    until = t->expires[slot];
+    if (until <= now)
+        Py_RETURN_NONE;
+    ref = t->refs[slot];
+    if (ref == NO_NAME) {
+        name = Py_None;
+        Py_INCREF(name);
+    } else {
+        if ((ref >> LENGTH_BITS) + (ref & 0xffff) > t->blob) {
+            PyErr_SetString(PyExc_ValueError, "upstream table unreadable: a name past the blob");
+            return NULL;
+        }
+        name = PyUnicode_DecodeUTF8(t->names + (ref >> LENGTH_BITS), (Py_ssize_t)(ref & 0xffff), NULL);
+        if (name == NULL)
+            return NULL;
+    }
+    out = Py_BuildValue("(NId)", name, (unsigned int)t->sources[slot], until);
+    return out;
+}
+
+PyDoc_STRVAR(holds_doc,
+"holds(number) -> bool\n\n"
+"Whether `number` has a row in the table, expired or not.");
+
+static PyObject *table_holds(Table *t, PyObject *number)
+{
+    uint64_t packed;
+    if (!t->held) {
+        PyErr_SetString(PyExc_ValueError, "table released");
+        return NULL;
+    }
+    packed = pack(number);
+    return PyBool_FromLong(packed != 0 && find(t, packed) >= 0);
+}
+
+static PyObject *table_release(Table *t, PyObject *unused)
+{
+    (void)unused;
+    table_release_buffer(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_count(Table *t, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(t->held ? t->count : 0);
+}
+
+static PyMethodDef table_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))table_get, METH_FASTCALL, get_doc},
+    {"holds", (PyCFunction)table_holds, METH_O, holds_doc},
+    {"release", (PyCFunction)table_release, METH_NOARGS, "Drop the buffer; get() then raises."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef table_getset[] = {
+    {"count", (getter)table_count, NULL, "Numbers in the table (0 once released).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cnamd.cache._held.Table",
+    .tp_basicsize = sizeof(Table),
+    .tp_dealloc = (destructor)table_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Held upstream answers over a mapped (or built) section.",
+    .tp_methods = table_methods,
+    .tp_getset = table_getset,
+    .tp_init = (initproc)table_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static PyMethodDef methods[] = {
+    {"build", build, METH_VARARGS, build_doc},
+    {"packable", packable, METH_O, packable_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "cnamd.cache._held", "Held upstream answers' hash table.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__held(void)
+{
+    PyObject *m;
+    if (PyType_Ready(&TableType) < 0)
+        return NULL;
+    m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&TableType);
+    if (PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+        Py_DECREF(&TableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
