@@ -138,7 +138,7 @@ async def authenticate(request: web.Request) -> web.Response:
 async def _order(request: web.Request, *, adding: bool) -> web.Response:
     who = await _who(request)
     require_manager(who)
-    settings = request.app[SETTINGS]
+    settings = request.config_dict[SETTINGS]
     spec = cnam_orders.check_order(
         await _json(request),
         adding=adding,

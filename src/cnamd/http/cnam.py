@@ -87,7 +87,7 @@ class PhoneBook:
     async def put(self, request: web.Request) -> web.Response:
         who = await principal(request)
         body = await json_object(request)
-        max_length = request.app[SETTINGS].names.max_length
+        max_length = request.config_dict[SETTINGS].names.max_length
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
             phone = written_number(request.match_info["phone"], owner.region, field="phone")
@@ -109,7 +109,7 @@ class PhoneBook:
     async def put_range(self, request: web.Request) -> web.Response:
         who = await principal(request)
         body = await json_object(request)
-        settings = request.app[SETTINGS]
+        settings = request.config_dict[SETTINGS]
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
             start = written_number(string_field(body, "start"), owner.region, field="start")

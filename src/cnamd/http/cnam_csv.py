@@ -92,11 +92,11 @@ class CsvBook:
                     }
                 )
 
-        settings = request.app[SETTINGS]
+        settings = request.config_dict[SETTINGS]
         length = request.content_length
         workers = None
         if length is None or length > _INLINE_BYTES:
-            workers = request.app[BULK_WORKERS]
+            workers = request.config_dict[BULK_WORKERS]
             await workers.start()
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)

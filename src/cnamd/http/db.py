@@ -40,12 +40,12 @@ async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     (503 saying writes go to the primary). A constraint the store's own checks
     missed becomes Conflict (409) rather than an internal error.
     """
-    pool = request.app.get(POOL)
+    pool = request.config_dict.get(POOL)
     if pool is None:
         raise StoreUnavailable("this daemon has no database connection", field="database")
     if _HUNG in request:
         raise StoreUnavailable(request[_HUNG], field="database")
-    limit = request.app[SETTINGS].database.statement_timeout
+    limit = request.config_dict[SETTINGS].database.statement_timeout
     done = False
     try:
         async with checked_out(pool, timeout=limit) as conn:

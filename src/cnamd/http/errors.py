@@ -98,7 +98,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         check_request(request)
         response = await handler(request)
     except errors.CnamdError as exc:
-        shape = request.app[ERROR_SHAPES].get(_route_of(request), cnamd_error)
+        shape = request.config_dict[ERROR_SHAPES].get(_route_of(request), cnamd_error)
         response = shape(request, exc)
         if isinstance(exc, errors.Unauthorized):
             metrics.AUTH_FAILURES.inc()

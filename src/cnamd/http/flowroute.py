@@ -189,7 +189,9 @@ async def create_cnam(request: web.Request) -> web.Response:
     """``POST /v2/cnams``: a new record, pending an operator's approval (201)."""
     who = await principal(request)
     require_manager(who)
-    value = cnam_records.check_value(await _value(request), request.app[SETTINGS].names.max_length)
+    value = cnam_records.check_value(
+        await _value(request), request.config_dict[SETTINGS].names.max_length
+    )
     async with connection(request) as conn:
         tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))
         record = await cnam_records.create_record(conn, tenant, value)

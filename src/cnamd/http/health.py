@@ -17,16 +17,16 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready: first load done, database reachable (or snapshot allowed), listeners up."""
-    status, body = request.app[READINESS].readiness()
+    status, body = request.config_dict[READINESS].readiness()
     return web.json_response(body, status=status)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """Every worker's metrics merged (metrics.exposition), this one's brought up to date."""
-    pool = request.app.get(POOL)
+    pool = request.config_dict.get(POOL)
     if pool is not None:
         publish_pool_metrics(pool)
-    body = metrics.exposition() + request.app[READINESS].metrics_extra()
+    body = metrics.exposition() + request.config_dict[READINESS].metrics_extra()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import ChainMapProxy, web
 
 from cnamd.access import Principal
 from cnamd.bulk_workers import BulkWorkers
@@ -33,6 +33,10 @@ class Readiness(Protocol):
         """Exposition lines this process adds to /metrics (the supervisor's view)."""
         ...
 
+
+#: the main application's keys as code reaches them: the application itself (the fast
+#: path, start-up) or, in a handler of a family's sub-application, ``request.config_dict``
+Shared = web.Application | ChainMapProxy
 
 SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", Directory)

@@ -50,7 +50,7 @@ async def lookup(request: web.Request) -> web.Response:
     answer = await ask_all(request, raw, who, started)
     if text:
         return text_response(request, answer)
-    return json_answer(answer, request.app[SETTINGS].names.private_name).response()
+    return json_answer(answer, request.config_dict[SETTINGS].names.private_name).response()
 
 
 def _shape(request: web.Request, exc: CnamdError) -> web.Response:

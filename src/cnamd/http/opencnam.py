@@ -63,7 +63,7 @@ async def phone(request: web.Request) -> web.Response:
     who = lookup_principal(request)
     answer = await ask_all(request, request.match_info.get("number", ""), who, started)
     if fmt == "json":
-        return json_answer(answer, request.app[SETTINGS].names.private_name).response()
+        return json_answer(answer, request.config_dict[SETTINGS].names.private_name).response()
     return text_response(request, answer)
 
 

@@ -185,7 +185,7 @@ def _list_query(request: web.Request) -> phone_numbers.ListQuery:
 
 
 def _rules(request: web.Request) -> PublishRules:
-    settings = request.app[SETTINGS]
+    settings = request.config_dict[SETTINGS]
     return PublishRules(settings.names.max_length, settings.directory.require_approval)
 
 
@@ -217,7 +217,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     who = await principal(request)
     query = _list_query(request)
     recurse = _query_bool(request, "recurse")
-    max_length = request.app[SETTINGS].names.max_length
+    max_length = request.config_dict[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenants: list[int] | None
         if recurse and not request.headers.get(TENANT_HEADER, "").strip():
@@ -243,7 +243,7 @@ async def create_number(request: web.Request) -> web.Response:
 
 async def get_number(request: web.Request) -> web.Response:
     await principal(request)
-    max_length = request.app[SETTINGS].names.max_length
+    max_length = request.config_dict[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=False)
         number = await phone_numbers.get_number(
@@ -275,7 +275,7 @@ async def delete_number(request: web.Request) -> web.Response:
 async def create_range(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
-    max_span = request.app[SETTINGS].ranges.max_span
+    max_span = request.config_dict[SETTINGS].ranges.max_span
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=True)
         span = phone_numbers.number_range(
@@ -295,7 +295,7 @@ async def create_range(request: web.Request) -> web.Response:
 
 async def get_main(request: web.Request) -> web.Response:
     await principal(request)
-    max_length = request.app[SETTINGS].names.max_length
+    max_length = request.config_dict[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=False)
         number = await phone_numbers.get_main(conn, tenant, max_length)

@@ -74,7 +74,7 @@ async def pin(request: web.Request) -> web.Response:
     name = None
     if body.get("name") is not None:
         raw = body["name"]
-        name = clean_name(raw, request.app[SETTINGS].names.max_length)
+        name = clean_name(raw, request.config_dict[SETTINGS].names.max_length)
         if name is None:
             raise InvalidRequest("name does not follow the name rule", field="name")
     async with connection(request) as conn:
@@ -106,7 +106,7 @@ async def import_csv(request: web.Request) -> web.Response:
         text.splitlines(),
         source=source,
         ttl=days * _DAY,
-        max_length=request.app[SETTINGS].names.max_length,
+        max_length=request.config_dict[SETTINGS].names.max_length,
     )
     async with connection(request) as conn:
         imported = await store.save_all(conn, read.answers)
