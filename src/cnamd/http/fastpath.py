@@ -39,18 +39,18 @@ from cnamd.errors import CnamdError, InvalidNumber
 from cnamd.http import lookup, opencnam
 from cnamd.http.answers import Rendered, count, resolved, text_answer
 from cnamd.http.auth import credentials, live_key
-from cnamd.http.keys import DIRECTORY, ERROR_SHAPES, SETTINGS, TRUSTED, UPSTREAM
+from cnamd.http.keys import DIRECTORY, SETTINGS, TRUSTED, UPSTREAM, ErrorShape
 from cnamd.presentation import unavailable
 
 __all__ = ["FastLookups", "LookupRunner"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: path before the number -> (route template, OpenCNAM's formats)
-_ROUTES = {
-    "/v1/lookup": ("/v1/lookup/{number}", False),
-    "/v3/phone": ("/v3/phone/{number}", True),
-    "/v2/phone": ("/v2/phone/{number}", True),
+#: path before the number -> (route template, OpenCNAM's formats, the family's error shape)
+_ROUTES: dict[str, tuple[str, bool, ErrorShape]] = {
+    "/v1/lookup": ("/v1/lookup/{number}", False, lookup.error_shape),
+    "/v3/phone": ("/v3/phone/{number}", True, opencnam.error_shape),
+    "/v2/phone": ("/v2/phone/{number}", True, opencnam.error_shape),
 }
 _NUMBER = re.compile(r"\+?[0-9]{1,20}").fullmatch
 _VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,256}").fullmatch
@@ -114,7 +114,7 @@ class FastLookups:
         directory = app[DIRECTORY]
         if not directory.serving or unavailable(raw) is not None:
             return None
-        template, vendor = route
+        template, vendor, shape = route
         headers = request.headers
         fmt, accept = params.get("format"), headers.get("Accept", "")
         try:
@@ -139,7 +139,7 @@ class FastLookups:
         try:
             answer = resolved(directory, raw, ctx, region)
         except InvalidNumber as exc:
-            response = app[ERROR_SHAPES][template](request, exc)
+            response = shape(request, exc)
         else:
             if answer.found is None and _upstream_may_know(app, answer.number):
                 return None  # the application asks the upstream scope (answers.ask_all)

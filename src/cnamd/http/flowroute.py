@@ -24,13 +24,14 @@ from cnamd import errors
 from cnamd.http.auth import principal
 from cnamd.http.bodies import read_form, read_json
 from cnamd.http.db import connection
-from cnamd.http.errors import add_shaped_routes, status_of
+from cnamd.http.errors import status_of
+from cnamd.http.family import Route
 from cnamd.http.keys import SETTINGS
 from cnamd.store import cnam_records
 from cnamd.store.cnam_records import CnamRecord, NumberRow
 from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "error_shape"]
 
 JSONAPI = "application/vnd.api+json"
 MAX_LIMIT = 1000
@@ -42,7 +43,7 @@ def _answer(body: object, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(body), status=status, content_type=JSONAPI, charset="utf-8")
 
 
-def _error(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+def error_shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
     """The vendor's error array; a 422 details the field as ``{field: [reason]}``."""
     code = status_of(exc)
     if code == 400:
@@ -282,7 +283,7 @@ async def dissociate(request: web.Request) -> web.Response:
     return _answer(_relationship(record_id), status=202)
 
 
-ROUTES = (
+ROUTES: tuple[Route, ...] = (
     ("GET", "/v2/cnams", list_cnams),
     ("POST", "/v2/cnams", create_cnam),
     ("GET", "/v2/cnams/{cnam_id}", get_cnam),
@@ -292,7 +293,3 @@ ROUTES = (
     ("PATCH", "/v2/numbers/{number_id}/relationships/cnam/{cnam_id}", associate),
     ("DELETE", "/v2/numbers/{number_id}/relationships/cnam", dissociate),
 )
-
-
-def add_routes(app: web.Application) -> None:
-    add_shaped_routes(app, ROUTES, _error)

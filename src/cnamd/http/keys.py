@@ -19,7 +19,7 @@ from cnamd.upstream.chain import Upstream
 
 
 class ErrorShape(Protocol):
-    """How one API family renders an error (http/errors.py ``add_shaped_routes``)."""
+    """How one API family renders an error (http/family.py, http/errors.py)."""
 
     def __call__(self, request: web.Request, exc: CnamdError, /) -> web.StreamResponse: ...
 
@@ -52,7 +52,7 @@ VERIFIED = web.AppKey("verified", VerifiedKeys)
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 # the worker processes that parse CSV uploads (http.cnam_csv), started on first use
 BULK_WORKERS = web.AppKey("bulk_workers", BulkWorkers)
-# route template -> the error shape of its family (cnamd's own when absent)
-ERROR_SHAPES = web.AppKey("error_shapes", dict[str, ErrorShape])
+# on a family's sub-application: the shape of its errors (cnamd's own when absent)
+ERROR_SHAPE = web.AppKey("error_shape", ErrorShape)
 # the authenticated principal of one request (a request key, set by http.auth)
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -34,12 +34,13 @@ from cnamd.errors import InvalidName, InvalidNumber, InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object
 from cnamd.http.db import connection
-from cnamd.http.errors import CHALLENGE, add_shaped_routes, status_of
+from cnamd.http.errors import CHALLENGE, status_of
+from cnamd.http.family import Route
 from cnamd.http.keys import SETTINGS
 from cnamd.store import phone_numbers
 from cnamd.store.phone_numbers import TENANT_HEADER, NumberSpec, PublishRules, TenantRef
 
-__all__ = ["BASE", "add_routes"]
+__all__ = ["BASE", "ROUTES", "error_shape"]
 
 BASE = "/api/confd/1.1/phone-numbers"
 
@@ -68,7 +69,7 @@ def wazo_message(code: int, exc: errors.CnamdError) -> str:
     return f"{kind} - {where}{exc.reason}"
 
 
-def _shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+def error_shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
     """CnamdError as wazo-confd's body, a list of messages, instead of cnamd's object
     (every error of these routes, the input guard's included: http/errors.py)."""
     code = status_of(exc)
@@ -317,7 +318,8 @@ async def set_main(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Location": _href(request, wanted)})
 
 
-ROUTES = (
+# /ranges and /main come before /{uuid}, which would match them too
+ROUTES: tuple[Route, ...] = (
     ("GET", BASE, list_numbers),
     ("POST", BASE, create_number),
     ("POST", f"{BASE}/ranges", create_range),
@@ -327,8 +329,3 @@ ROUTES = (
     ("PUT", f"{BASE}/{{uuid}}", update_number),
     ("DELETE", f"{BASE}/{{uuid}}", delete_number),
 )
-
-
-def add_routes(app: web.Application) -> None:
-    """``/ranges`` and ``/main`` come before ``/{uuid}``, which would match them too."""
-    add_shaped_routes(app, ROUTES, _shape)

@@ -35,12 +35,13 @@ from cnamd.errors import InvalidNumber, NotFound
 from cnamd.http.answers import ask, context
 from cnamd.http.auth import lookup_principal
 from cnamd.http.db import connection
+from cnamd.http.family import Route
 from cnamd.http.keys import DIRECTORY, SETTINGS
 from cnamd.phonebooks import Entry
 from cnamd.presentation import Unavailable, unavailable
 from cnamd.store import directories
 
-__all__ = ["VENDORS", "add_routes"]
+__all__ = ["ROUTES", "VENDORS"]
 
 _EXPORTS: dict[str, Callable[[Iterable[Entry]], bytes]] = {
     "snom": phonebooks.snom,
@@ -128,5 +129,4 @@ async def _names(
     return entries
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/directory/{vendor}", directory)
+ROUTES: tuple[Route, ...] = (("GET", "/v1/directory/{vendor}", directory),)

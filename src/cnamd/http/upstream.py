@@ -12,13 +12,14 @@ from cnamd.errors import InvalidRequest, NotFound
 from cnamd.http.auth import principal
 from cnamd.http.bodies import MAX_JSON_BYTES, BodyTooLarge, json_object
 from cnamd.http.db import connection
+from cnamd.http.family import Route
 from cnamd.http.keys import SETTINGS
 from cnamd.numbers import normalize_number
 from cnamd.store import upstream as store
 from cnamd.upstream.imports import check_source, read_csv
 from cnamd.upstream.source import clean_name
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES"]
 
 BASE = "/api/operator/upstream/answers"
 _PIN_FIELDS = frozenset({"name"})
@@ -141,12 +142,12 @@ async def set_tenant_policy(request: web.Request) -> web.Response:
     return web.json_response({"tenant": slug, "upstream": policy})
 
 
-def add_routes(app: web.Application) -> None:
-    router = app.router
-    router.add_get("/api/operator/upstream/tenants", tenant_policies)
-    router.add_put("/api/operator/upstream/tenants/{tenant}", set_tenant_policy)
-    router.add_get(BASE, list_answers)
-    router.add_delete(BASE, purge_all)
-    router.add_post(f"{BASE}/import", import_csv)
-    router.add_delete(f"{BASE}/{{number}}", purge_one)
-    router.add_put(f"{BASE}/{{number}}/pin", pin)
+ROUTES: tuple[Route, ...] = (
+    ("GET", "/api/operator/upstream/tenants", tenant_policies),
+    ("PUT", "/api/operator/upstream/tenants/{tenant}", set_tenant_policy),
+    ("GET", BASE, list_answers),
+    ("DELETE", BASE, purge_all),
+    ("POST", f"{BASE}/import", import_csv),
+    ("DELETE", f"{BASE}/{{number}}", purge_one),
+    ("PUT", f"{BASE}/{{number}}/pin", pin),
+)
