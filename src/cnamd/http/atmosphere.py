@@ -33,8 +33,9 @@ from cnamd.http.db import connection
 from cnamd.http.errors import status_of
 from cnamd.http.family import Route
 from cnamd.http.keys import PRINCIPAL, SETTINGS
+from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import cnam_orders
-from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
+from cnamd.store.phone_numbers import require_manager
 
 __all__ = ["ROUTES", "error_shape"]
 

@@ -6,8 +6,8 @@ Checked against flowroute-sdk-v3-python's ``cnams_controller.py``: it sends
 ``Accept: application/json`` (both are served), creates with a form-encoded
 ``value=``, associates by ``GET /v2/numbers?contains=`` then ``PATCH
 /v2/numbers/{data[0].id}/relationships/cnam/{cnam_id}`` with no body, and
-treats any 2xx as success. Errors keep the vendor's ``errors`` array here (its
-routes' error shape, http/errors.py), not cnamd's own error body.
+treats any 2xx as success. Errors keep the vendor's ``errors`` array here
+(``error_shape``, the family's: http/family.py), not cnamd's own error body.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from cnamd.http.db import connection
 from cnamd.http.errors import status_of
 from cnamd.http.family import Route
 from cnamd.http.keys import SETTINGS
+from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import cnam_records
 from cnamd.store.cnam_records import CnamRecord, NumberRow
-from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
+from cnamd.store.phone_numbers import require_manager
 
 __all__ = ["ROUTES", "error_shape"]
 

@@ -37,8 +37,9 @@ from cnamd.http.db import connection
 from cnamd.http.errors import CHALLENGE, status_of
 from cnamd.http.family import Route
 from cnamd.http.keys import SETTINGS
+from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import phone_numbers
-from cnamd.store.phone_numbers import TENANT_HEADER, NumberSpec, PublishRules, TenantRef
+from cnamd.store.phone_numbers import NumberSpec, PublishRules, TenantRef
 
 __all__ = ["BASE", "ROUTES", "error_shape"]
 
@@ -203,7 +204,7 @@ def _href(request: web.Request, number_uuid: str) -> str:
 async def _tenant(request: web.Request, conn: asyncpg.Connection, *, manage: bool) -> TenantRef:
     """The request's tenant; ``manage``: the key must also be allowed to write there."""
     who = await principal(request)
-    tenant = await phone_numbers.select_tenant(conn, who, request.headers.get(TENANT_HEADER))
+    tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))
     if manage:
         phone_numbers.require_manager(who)
     return tenant
