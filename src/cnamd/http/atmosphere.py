@@ -32,7 +32,7 @@ from cnamd.http.bodies import read_json
 from cnamd.http.db import connection
 from cnamd.http.errors import status_of
 from cnamd.http.family import Route
-from cnamd.http.keys import PRINCIPAL, SETTINGS
+from cnamd.http.keys import PRINCIPAL, SETTINGS, main_app
 from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import cnam_orders
 from cnamd.store.phone_numbers import require_manager
@@ -140,7 +140,7 @@ async def authenticate(request: web.Request) -> web.Response:
 async def _order(request: web.Request, *, adding: bool) -> web.Response:
     who = await _who(request)
     require_manager(who)
-    settings = request.config_dict[SETTINGS]
+    settings = main_app(request)[SETTINGS]
     spec = cnam_orders.check_order(
         await _json(request),
         adding=adding,

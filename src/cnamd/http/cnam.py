@@ -22,7 +22,7 @@ from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object, query_int, string_field
 from cnamd.http.db import connection
 from cnamd.http.family import Route
-from cnamd.http.keys import SETTINGS
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.model import CnamEntry, Owner
 from cnamd.names import validate_name
 from cnamd.numbers import normalize_prefix, range_to_prefixes, written_number
@@ -88,7 +88,7 @@ class PhoneBook:
     async def put(self, request: web.Request) -> web.Response:
         who = await principal(request)
         body = await json_object(request)
-        max_length = request.config_dict[SETTINGS].names.max_length
+        max_length = main_app(request)[SETTINGS].names.max_length
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
             phone = written_number(request.match_info["phone"], owner.region, field="phone")
@@ -110,7 +110,7 @@ class PhoneBook:
     async def put_range(self, request: web.Request) -> web.Response:
         who = await principal(request)
         body = await json_object(request)
-        settings = request.config_dict[SETTINGS]
+        settings = main_app(request)[SETTINGS]
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
             start = written_number(string_field(body, "start"), owner.region, field="start")

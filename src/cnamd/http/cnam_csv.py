@@ -30,7 +30,7 @@ from cnamd.http.bodies import BodyTooLarge
 from cnamd.http.cnam import BOOKS, Resolve
 from cnamd.http.db import connection
 from cnamd.http.family import Route
-from cnamd.http.keys import BULK_WORKERS, SETTINGS
+from cnamd.http.keys import BULK_WORKERS, SETTINGS, main_app
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_blocks
 from cnamd.store.imports import export_entries, import_blocks
 
@@ -93,11 +93,11 @@ class CsvBook:
                     }
                 )
 
-        settings = request.config_dict[SETTINGS]
+        settings = main_app(request)[SETTINGS]
         length = request.content_length
         workers = None
         if length is None or length > _INLINE_BYTES:
-            workers = request.config_dict[BULK_WORKERS]
+            workers = main_app(request)[BULK_WORKERS]
             await workers.start()
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)

@@ -21,7 +21,7 @@ routes on the main application, whose shape is cnamd's own, the one
 unmatched paths get too.
 
 Handlers reach what the main application holds (settings, the directory,
-the pool...) as ``request.config_dict[KEY]``, wherever they are mounted.
+the pool...) as ``main_app(request)[KEY]``, wherever they are mounted.
 """
 
 from __future__ import annotations

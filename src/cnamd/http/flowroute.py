@@ -26,7 +26,7 @@ from cnamd.http.bodies import read_form, read_json
 from cnamd.http.db import connection
 from cnamd.http.errors import status_of
 from cnamd.http.family import Route
-from cnamd.http.keys import SETTINGS
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import cnam_records
 from cnamd.store.cnam_records import CnamRecord, NumberRow
@@ -192,7 +192,7 @@ async def create_cnam(request: web.Request) -> web.Response:
     who = await principal(request)
     require_manager(who)
     value = cnam_records.check_value(
-        await _value(request), request.config_dict[SETTINGS].names.max_length
+        await _value(request), main_app(request)[SETTINGS].names.max_length
     )
     async with connection(request) as conn:
         tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from aiohttp import ChainMapProxy, web
+from aiohttp import web
 
 from cnamd.access import Principal
 from cnamd.bulk_workers import BulkWorkers
@@ -34,10 +34,6 @@ class Readiness(Protocol):
         ...
 
 
-#: the main application's keys as code reaches them: the application itself (the fast
-#: path, start-up) or, in a handler of a family's sub-application, ``request.config_dict``
-Shared = web.Application | ChainMapProxy
-
 SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", Directory)
 READINESS = web.AppKey("readiness", Readiness)
@@ -56,3 +52,12 @@ BULK_WORKERS = web.AppKey("bulk_workers", BulkWorkers)
 ERROR_SHAPE = web.AppKey("error_shape", ErrorShape)
 # the authenticated principal of one request (a request key, set by http.auth)
 PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def main_app(request: web.Request) -> web.Application:
+    """The main application, whose keys hold what every API family shares, from a
+    handler mounted anywhere (in a family's sub-application ``request.app`` is the
+    sub-application). The first of the matched route's applications: 0.2 us, where
+    ``request.config_dict[KEY]`` builds a ChainMapProxy per access and misses in the
+    sub-application first (2 us a key, several keys a lookup)."""
+    return request.match_info.apps[0]

@@ -21,7 +21,7 @@ from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask_all, bare_error,
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import cnamd_error
 from cnamd.http.family import Route
-from cnamd.http.keys import SETTINGS
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.presentation import Unavailable
 
 _FORMATS = ("json", "text")
@@ -51,7 +51,7 @@ async def lookup(request: web.Request) -> web.Response:
     answer = await ask_all(request, raw, who, started)
     if text:
         return text_response(request, answer)
-    return json_answer(answer, request.config_dict[SETTINGS].names.private_name).response()
+    return json_answer(answer, main_app(request)[SETTINGS].names.private_name).response()
 
 
 def error_shape(request: web.Request, exc: CnamdError) -> web.Response:

@@ -29,7 +29,7 @@ from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask_all, bare_error,
 from cnamd.http.auth import lookup_principal
 from cnamd.http.errors import cnamd_error
 from cnamd.http.family import Route
-from cnamd.http.keys import SETTINGS
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.presentation import Unavailable
 
 __all__ = ["MISS", "ROUTES", "answer_format", "error_shape", "json_answer"]
@@ -64,7 +64,7 @@ async def phone(request: web.Request) -> web.Response:
     who = lookup_principal(request)
     answer = await ask_all(request, request.match_info.get("number", ""), who, started)
     if fmt == "json":
-        return json_answer(answer, request.config_dict[SETTINGS].names.private_name).response()
+        return json_answer(answer, main_app(request)[SETTINGS].names.private_name).response()
     return text_response(request, answer)
 
 

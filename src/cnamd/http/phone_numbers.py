@@ -36,7 +36,7 @@ from cnamd.http.bodies import json_object
 from cnamd.http.db import connection
 from cnamd.http.errors import CHALLENGE, status_of
 from cnamd.http.family import Route
-from cnamd.http.keys import SETTINGS
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import phone_numbers
 from cnamd.store.phone_numbers import NumberSpec, PublishRules, TenantRef
@@ -187,7 +187,7 @@ def _list_query(request: web.Request) -> phone_numbers.ListQuery:
 
 
 def _rules(request: web.Request) -> PublishRules:
-    settings = request.config_dict[SETTINGS]
+    settings = main_app(request)[SETTINGS]
     return PublishRules(settings.names.max_length, settings.directory.require_approval)
 
 
@@ -219,7 +219,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     who = await principal(request)
     query = _list_query(request)
     recurse = _query_bool(request, "recurse")
-    max_length = request.config_dict[SETTINGS].names.max_length
+    max_length = main_app(request)[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenants: list[int] | None
         if recurse and not request.headers.get(TENANT_HEADER, "").strip():
@@ -245,7 +245,7 @@ async def create_number(request: web.Request) -> web.Response:
 
 async def get_number(request: web.Request) -> web.Response:
     await principal(request)
-    max_length = request.config_dict[SETTINGS].names.max_length
+    max_length = main_app(request)[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=False)
         number = await phone_numbers.get_number(
@@ -277,7 +277,7 @@ async def delete_number(request: web.Request) -> web.Response:
 async def create_range(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
-    max_span = request.config_dict[SETTINGS].ranges.max_span
+    max_span = main_app(request)[SETTINGS].ranges.max_span
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=True)
         span = phone_numbers.number_range(
@@ -297,7 +297,7 @@ async def create_range(request: web.Request) -> web.Response:
 
 async def get_main(request: web.Request) -> web.Response:
     await principal(request)
-    max_length = request.config_dict[SETTINGS].names.max_length
+    max_length = main_app(request)[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=False)
         number = await phone_numbers.get_main(conn, tenant, max_length)

@@ -13,7 +13,7 @@ from cnamd.http.auth import principal
 from cnamd.http.bodies import MAX_JSON_BYTES, BodyTooLarge, json_object
 from cnamd.http.db import connection
 from cnamd.http.family import Route
-from cnamd.http.keys import SETTINGS
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.numbers import normalize_number
 from cnamd.store import upstream as store
 from cnamd.upstream.imports import check_source, read_csv
@@ -75,7 +75,7 @@ async def pin(request: web.Request) -> web.Response:
     name = None
     if body.get("name") is not None:
         raw = body["name"]
-        name = clean_name(raw, request.config_dict[SETTINGS].names.max_length)
+        name = clean_name(raw, main_app(request)[SETTINGS].names.max_length)
         if name is None:
             raise InvalidRequest("name does not follow the name rule", field="name")
     async with connection(request) as conn:
@@ -107,7 +107,7 @@ async def import_csv(request: web.Request) -> web.Response:
         text.splitlines(),
         source=source,
         ttl=days * _DAY,
-        max_length=request.config_dict[SETTINGS].names.max_length,
+        max_length=main_app(request)[SETTINGS].names.max_length,
     )
     async with connection(request) as conn:
         imported = await store.save_all(conn, read.answers)
