@@ -1,4 +1,4 @@
-"""Typed application keys, declared in one place."""
+"""Typed application keys, declared in one place, and ``main_app``: where a handler finds them."""
 
 from __future__ import annotations
 
