@@ -13,12 +13,12 @@ and go to the sub-application of the prefix they start with. A family whose
 routes share no prefix (OpenCNAM's /v3/phone and /v2/phone) has one
 sub-application per prefix, all with its shape. No prefix may lie inside
 another (``mount`` refuses it: Flowroute is mounted at /v2/cnams and
-/v2/numbers, not /v2, which holds OpenCNAM's /v2/phone), so which family owns
-a path never depends on the order in which aiohttp tries its resources. A family without
-prefixes (the operations routes /healthz, /readyz, /metrics and
-/openapi.json share none, and aiohttp refuses an empty prefix) puts its
-routes on the main application, whose shape is cnamd's own, the one
-unmatched paths get too.
+/v2/numbers, not /v2, which holds OpenCNAM's /v2/phone), so which family
+owns a path never depends on the order in which aiohttp tries its
+resources. A family without prefixes (the operations routes /healthz,
+/readyz, /metrics and /openapi.json share none, and aiohttp refuses an
+empty prefix) puts its routes on the main application, whose shape is
+cnamd's own, the one unmatched paths get too.
 
 Handlers reach what the main application holds (settings, the directory,
 the pool...) as ``main_app(request)[KEY]``, wherever they are mounted.
