@@ -24,7 +24,7 @@ from cnamd.errors import (
     Unauthorized,
 )
 from cnamd.http.errors import CHALLENGE, status_of
-from cnamd.http.keys import DIRECTORY, SETTINGS, UPSTREAM
+from cnamd.http.keys import DIRECTORY, SETTINGS, UPSTREAM, main_app
 from cnamd.model import LookupContext, LookupResult, Scope
 from cnamd.numbers import number_readings
 from cnamd.presentation import Unavailable, unavailable
@@ -117,7 +117,7 @@ async def ask_all(
     sources within ``upstream.http_deadline`` (issue #17)."""
     started = time.perf_counter() if started is None else started
     answer, ctx = _local(request, raw, principal)
-    upstream = request.app.get(UPSTREAM)
+    upstream = main_app(request).get(UPSTREAM)
     if (
         answer.found is None
         and answer.unavailable is None
@@ -138,7 +138,8 @@ def _local(
 ) -> tuple[Answer, LookupContext]:
     """The local scopes' answer and the context it was asked in; a withheld caller and
     an invalid number counted here."""
-    if not request.app[DIRECTORY].serving:
+    directory = main_app(request)[DIRECTORY]
+    if not directory.serving:
         raise StoreUnavailable(
             "names are loading or catching up with the database; retry shortly", field="cache"
         )
@@ -147,7 +148,7 @@ def _local(
     if why is not None:
         (_ANONYMOUS if why is Unavailable.PRIVATE else _MISS).inc()
         return Answer(raw.strip(), None, why), ctx
-    return resolved(request.app[DIRECTORY], raw, ctx, region), ctx
+    return resolved(directory, raw, ctx, region), ctx
 
 
 def resolved(directory: Directory, raw: str, ctx: LookupContext, region: str | None) -> Answer:
@@ -172,7 +173,7 @@ def context(request: web.Request, principal: Principal | None) -> tuple[LookupCo
     """Whose names answer (and their region), from ``tenant``/``user``/``called``
     within the principal's reach (``Directory.request_context``)."""
     query = request.query
-    return request.app[DIRECTORY].request_context(
+    return main_app(request)[DIRECTORY].request_context(
         tenant=query.get("tenant"),
         user=query.get("user"),
         called=query.get("called"),
@@ -231,7 +232,7 @@ def text_response(request: web.Request, answer: Answer) -> web.Response:
     """The plain-text answer (Asterisk ``CURL()``, FreePBX): the bare name,
     ``names.private_name`` for a withheld caller, or a 404 whose body is
     ``names.unknown_name`` -- empty by default, as FreePBX shows any body."""
-    return text_answer(answer, request.app[SETTINGS].names).response()
+    return text_answer(answer, main_app(request)[SETTINGS].names).response()
 
 
 def text_answer(answer: Answer, names: NameSettings) -> Rendered:

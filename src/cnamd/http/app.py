@@ -1,4 +1,4 @@
-"""make_app(): the aiohttp application, its keys and routes."""
+"""make_app(): the main aiohttp application, its keys, and the API families mounted on it."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from cnamd.http import (
 )
 from cnamd.http.bodies import MAX_JSON_BYTES
 from cnamd.http.errors import error_middleware
+from cnamd.http.family import Family, mount
 from cnamd.http.keys import (
     AUTH_LIMITER,
     DIRECTORY,
-    ERROR_SHAPES,
     POOL,
     READINESS,
     SETTINGS,
@@ -42,6 +42,25 @@ from cnamd.store.pool import Pool
 
 #: the largest body read whole (JSON, forms); CSV imports stream theirs
 MAX_BODY = MAX_JSON_BYTES
+
+#: every API family: its name, the URL prefixes it owns, its routes, its error shape
+#: (http/family.py); cnamd's own shape where none is given
+FAMILIES = (
+    # /healthz, /readyz, /metrics, /openapi.json share no prefix: on the main app
+    Family("operations", (), health.ROUTES + openapi.ROUTES),
+    Family("lookup", ("/v1/lookup",), lookup.ROUTES, lookup.error_shape),
+    Family("directories", ("/v1/directory",), phones.ROUTES),
+    Family("OpenCNAM", ("/v3/phone", "/v2/phone"), opencnam.ROUTES, opencnam.error_shape),
+    Family("phone books", ("/api/user", "/api/partner"), cnam.ROUTES + cnam_csv.ROUTES),
+    Family(
+        "provisioning",
+        ("/api/operator",),
+        provisioning.ROUTES + approvals.ROUTES + upstream.ROUTES,
+    ),
+    Family("Wazo", ("/api/confd",), phone_numbers.ROUTES, phone_numbers.error_shape),
+    Family("Flowroute", ("/v2/cnams", "/v2/numbers"), flowroute.ROUTES, flowroute.error_shape),
+    Family("Atmosphere", ("/_rest",), atmosphere.ROUTES, atmosphere.error_shape),
+)
 
 
 def _name_the_server(app: web.Application, software: str) -> None:
@@ -73,7 +92,6 @@ def make_app(
     workers share).
     """
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
-    app[ERROR_SHAPES] = {}
     _name_the_server(app, settings.server.software)
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
@@ -86,17 +104,6 @@ def make_app(
     app[AUTH_LIMITER] = auth_limiter
     if pool is not None:
         app[POOL] = pool
-    health.add_routes(app)
-    openapi.add_routes(app)
-    lookup.add_routes(app)
-    opencnam.add_routes(app)
-    phones.add_routes(app)
-    cnam.add_routes(app)
-    cnam_csv.add_routes(app)
-    provisioning.add_routes(app)
-    phone_numbers.add_routes(app)
-    flowroute.add_routes(app)
-    approvals.add_routes(app)
-    atmosphere.add_routes(app)
-    upstream.add_routes(app)
+    cnam_csv.add_bulk_workers(app)
+    mount(app, FAMILIES)
     return app

@@ -15,10 +15,11 @@ from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.bodies import query_int, read_json
 from cnamd.http.db import connection
+from cnamd.http.family import Route
 from cnamd.store import cnam_records
 from cnamd.store.cnam_records import CnamRecord
 
-__all__ = ["add_routes", "record_json"]
+__all__ = ["ROUTES", "record_json"]
 
 _STATES = ("pending", "approved", "rejected")
 
@@ -77,7 +78,8 @@ async def reject(request: web.Request) -> web.Response:
     return web.json_response(record_json(record))
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/operator/cnam-records", list_records)
-    app.router.add_post("/api/operator/cnam-records/{record_id}/approve", approve)
-    app.router.add_post("/api/operator/cnam-records/{record_id}/reject", reject)
+ROUTES: tuple[Route, ...] = (
+    ("GET", "/api/operator/cnam-records", list_records),
+    ("POST", "/api/operator/cnam-records/{record_id}/approve", approve),
+    ("POST", "/api/operator/cnam-records/{record_id}/reject", reject),
+)

@@ -30,12 +30,14 @@ from cnamd.http.auth import (
 )
 from cnamd.http.bodies import read_json
 from cnamd.http.db import connection
-from cnamd.http.errors import add_shaped_routes, status_of
-from cnamd.http.keys import PRINCIPAL, SETTINGS
+from cnamd.http.errors import status_of
+from cnamd.http.family import Route
+from cnamd.http.keys import PRINCIPAL, SETTINGS, main_app
+from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import cnam_orders
-from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
+from cnamd.store.phone_numbers import require_manager
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "error_shape"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,7 +48,7 @@ def _error(code: int, message: str) -> web.Response:
     return web.json_response({"code": code, "error": message}, status=code)
 
 
-def _shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+def error_shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
     """CnamdError as the seed's ``{"code", "error"}``: 401 in its two words, 400 as 422."""
     if isinstance(exc, errors.Unauthorized):
         expired = exc.status == "session-expired"
@@ -138,7 +140,7 @@ async def authenticate(request: web.Request) -> web.Response:
 async def _order(request: web.Request, *, adding: bool) -> web.Response:
     who = await _who(request)
     require_manager(who)
-    settings = request.app[SETTINGS]
+    settings = main_app(request)[SETTINGS]
     spec = cnam_orders.check_order(
         await _json(request),
         adding=adding,
@@ -172,13 +174,9 @@ async def get_order(request: web.Request) -> web.Response:
     return web.json_response(order.to_json())
 
 
-ROUTES = (
+ROUTES: tuple[Route, ...] = (
     ("POST", "/_rest/v4/authenticate", authenticate),
     ("POST", "/_rest/v3/my/did/cnam", add_cnam),
     ("DELETE", "/_rest/v3/my/did/cnam", remove_cnam),
     ("GET", "/_rest/v3/my/orders/{order_id}", get_order),
 )
-
-
-def add_routes(app: web.Application) -> None:
-    add_shaped_routes(app, ROUTES, _shape)

@@ -25,7 +25,7 @@ from cnamd import metrics
 from cnamd.access import Principal
 from cnamd.errors import TooManyRequests, Unauthorized
 from cnamd.http.db import idempotent
-from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED, VERIFIED
+from cnamd.http.keys import AUTH_LIMITER, DIRECTORY, PRINCIPAL, TRUSTED, VERIFIED, main_app
 from cnamd.store import apikeys
 
 __all__ = [
@@ -90,7 +90,7 @@ def _text(value: str) -> str:
 
 def _over_budget(request: web.Request, now: float) -> bool:
     """Has the source spent its failed-login budget?"""
-    return request.app[AUTH_LIMITER].available(request.remote or "", now) < 1.0
+    return main_app(request)[AUTH_LIMITER].available(request.remote or "", now) < 1.0
 
 
 def _too_many(request: web.Request) -> TooManyRequests:
@@ -98,7 +98,7 @@ def _too_many(request: web.Request) -> TooManyRequests:
     metrics.RATELIMITED.labels("http").inc()
     return TooManyRequests(
         "too many failed logins from this address; try again later",
-        retry_after=math.ceil(1.0 / request.app[AUTH_LIMITER].rate),
+        retry_after=math.ceil(1.0 / main_app(request)[AUTH_LIMITER].rate),
         field=_FIELD,
     )
 
@@ -106,7 +106,7 @@ def _too_many(request: web.Request) -> TooManyRequests:
 def _failed(request: web.Request, now: float, over: bool) -> TooManyRequests | None:
     """Spend one of the source's failed-login tokens; the 429 to raise instead of the
     401 when it had none left."""
-    if over or not request.app[AUTH_LIMITER].allow(request.remote or "", now):
+    if over or not main_app(request)[AUTH_LIMITER].allow(request.remote or "", now):
         return _too_many(request)
     return None
 
@@ -126,12 +126,12 @@ def lookup_principal(request: web.Request) -> Principal | None:
         if found is None and sid and token:
             found = (sid, token)
         if found is None:
-            if request.remote in request.app[TRUSTED]:
+            if request.remote in main_app(request)[TRUSTED]:
                 return None
             raise Unauthorized(
                 "lookups need an API key, or a source in http.trusted_networks", field=_FIELD
             )
-        who = live_key(request.app, *found)
+        who = live_key(main_app(request), *found)
         if who is None:
             raise Unauthorized("unknown, revoked or expired API key", field=_FIELD)
     except Unauthorized as exc:
@@ -174,7 +174,7 @@ async def principal(request: web.Request) -> Principal:
 def known_in_memory(request: web.Request, key_id: str, secret: str) -> bool:
     """Does the in-memory key table (loaded with the cache) hold this live key? What a
     source over its failed-login budget must pass before the database is asked."""
-    return live_key(request.app, key_id, secret) is not None
+    return live_key(main_app(request), key_id, secret) is not None
 
 
 def over_budget(request: web.Request) -> bool:

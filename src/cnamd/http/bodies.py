@@ -19,6 +19,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from cnamd.errors import CnamdError, InvalidRequest
+from cnamd.http.tenant_header import TENANT_HEADER
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -40,7 +41,7 @@ MAX_JSON_BYTES = 1024 * 1024
 #: bodies nest three levels at most (Flowroute's ``data.attributes.value``)
 MAX_JSON_DEPTH = 32
 #: headers whose values are parameters that reach the database
-PARAMETER_HEADERS = ("Wazo-Tenant",)
+PARAMETER_HEADERS = (TENANT_HEADER,)
 #: PostgreSQL's bigint, the widest integer column
 BIGINT_MAX = 2**63 - 1
 

@@ -21,13 +21,14 @@ from cnamd.errors import InvalidName, InvalidNumber, NotFound
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object, query_int, string_field
 from cnamd.http.db import connection
-from cnamd.http.keys import SETTINGS
+from cnamd.http.family import Route
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.model import CnamEntry, Owner
 from cnamd.names import validate_name
 from cnamd.numbers import normalize_prefix, range_to_prefixes, written_number
 from cnamd.store import cnam, owners
 
-__all__ = ["add_routes"]
+__all__ = ["BOOKS", "ROUTES"]
 
 #: seed 000: "range: 1…500, default: 50"
 PAGE_DEFAULT, PAGE_MAX = 50, 500
@@ -87,7 +88,7 @@ class PhoneBook:
     async def put(self, request: web.Request) -> web.Response:
         who = await principal(request)
         body = await json_object(request)
-        max_length = request.app[SETTINGS].names.max_length
+        max_length = main_app(request)[SETTINGS].names.max_length
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
             phone = written_number(request.match_info["phone"], owner.region, field="phone")
@@ -109,7 +110,7 @@ class PhoneBook:
     async def put_range(self, request: web.Request) -> web.Response:
         who = await principal(request)
         body = await json_object(request)
-        settings = request.app[SETTINGS]
+        settings = main_app(request)[SETTINGS]
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
             start = written_number(string_field(body, "start"), owner.region, field="start")
@@ -137,17 +138,20 @@ async def _enterprise(request: web.Request, conn: asyncpg.Connection, who: Princ
     return await owners.enterprise_owner(conn, who, request.match_info["enterprise"])
 
 
-FAMILIES: list[tuple[str, Resolve]] = [
+BOOKS: list[tuple[str, Resolve]] = [
     ("/api/user", _user),
     ("/api/partner/usergroup/{usergroup}", _usergroup),
     ("/api/partner/enterprise/{enterprise}", _enterprise),
 ]
 
 
-def add_routes(app: web.Application) -> None:
-    for base, resolve in FAMILIES:
-        book = PhoneBook(resolve)
-        app.router.add_get(f"{base}/cnam", book.list)
-        app.router.add_post(f"{base}/cnam/{{phone}}", book.put)
-        app.router.add_delete(f"{base}/cnam/{{phone}}", book.delete)
-        app.router.add_post(f"{base}/cnam-ranges", book.put_range)
+def _routes(base: str, book: PhoneBook) -> tuple[Route, ...]:
+    return (
+        ("GET", f"{base}/cnam", book.list),
+        ("POST", f"{base}/cnam/{{phone}}", book.put),
+        ("DELETE", f"{base}/cnam/{{phone}}", book.delete),
+        ("POST", f"{base}/cnam-ranges", book.put_range),
+    )
+
+
+ROUTES = tuple(route for base, resolve in BOOKS for route in _routes(base, PhoneBook(resolve)))

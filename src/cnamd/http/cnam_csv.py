@@ -27,13 +27,14 @@ from cnamd.bulk_workers import BulkWorkers
 from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.bodies import BodyTooLarge
-from cnamd.http.cnam import FAMILIES, Resolve
+from cnamd.http.cnam import BOOKS, Resolve
 from cnamd.http.db import connection
-from cnamd.http.keys import BULK_WORKERS, SETTINGS
+from cnamd.http.family import Route
+from cnamd.http.keys import BULK_WORKERS, SETTINGS, main_app
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_blocks
 from cnamd.store.imports import export_entries, import_blocks
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "add_bulk_workers"]
 
 #: rejected rows listed in the answer (all are counted)
 MAX_LISTED = 1000
@@ -92,11 +93,11 @@ class CsvBook:
                     }
                 )
 
-        settings = request.app[SETTINGS]
+        settings = main_app(request)[SETTINGS]
         length = request.content_length
         workers = None
         if length is None or length > _INLINE_BYTES:
-            workers = request.app[BULK_WORKERS]
+            workers = main_app(request)[BULK_WORKERS]
             await workers.start()
         async with connection(request) as conn:
             owner = await self.resolve(request, conn, who)
@@ -145,11 +146,18 @@ async def _close_workers(app: web.Application) -> None:
     app[BULK_WORKERS].shutdown(wait=False, cancel_futures=True)
 
 
-def add_routes(app: web.Application) -> None:
+def add_bulk_workers(app: web.Application) -> None:
+    """The parsing processes, on the main application: every phone book's uploads share them."""
     # two workers keep up with the database's COPY; more would take cores from serving
     app[BULK_WORKERS] = BulkWorkers(min(2, os.cpu_count() or 1))
     app.on_cleanup.append(_close_workers)
-    for base, resolve in FAMILIES:
-        book = CsvBook(resolve)
-        app.router.add_post(f"{base}/cnam-import", book.import_csv)
-        app.router.add_get(f"{base}/cnam-export", book.export_csv)
+
+
+def _routes(base: str, book: CsvBook) -> tuple[Route, ...]:
+    return (
+        ("POST", f"{base}/cnam-import", book.import_csv),
+        ("GET", f"{base}/cnam-export", book.export_csv),
+    )
+
+
+ROUTES = tuple(route for base, resolve in BOOKS for route in _routes(base, CsvBook(resolve)))

@@ -11,7 +11,7 @@ import asyncpg
 from aiohttp import web
 
 from cnamd.errors import Conflict, ReadOnlyStore, StoreUnavailable
-from cnamd.http.keys import POOL, SETTINGS
+from cnamd.http.keys import POOL, SETTINGS, main_app
 from cnamd.store.pool import CONNECTION_LOST, checked_out, describe_failure
 
 P = ParamSpec("P")
@@ -40,12 +40,12 @@ async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     (503 saying writes go to the primary). A constraint the store's own checks
     missed becomes Conflict (409) rather than an internal error.
     """
-    pool = request.app.get(POOL)
+    pool = main_app(request).get(POOL)
     if pool is None:
         raise StoreUnavailable("this daemon has no database connection", field="database")
     if _HUNG in request:
         raise StoreUnavailable(request[_HUNG], field="database")
-    limit = request.app[SETTINGS].database.statement_timeout
+    limit = main_app(request)[SETTINGS].database.statement_timeout
     done = False
     try:
         async with checked_out(pool, timeout=limit) as conn:

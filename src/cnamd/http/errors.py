@@ -1,22 +1,25 @@
 """The one middleware that turns errors into HTTP answers: JSON naming the field.
 
-Before any handler it runs the input guard (``bodies.check_request``); every
-CnamdError, the guard's included, is rendered in the error shape of the
-route's family (``add_shaped_routes``): cnamd's ``{"status", "message", "field"}``
-unless a vendor family registered its own.
+It sits on the main application, so it wraps every API family's
+sub-application too (http/family.py). Before any handler it runs the input
+guard (``bodies.check_request``); every CnamdError, the guard's included, is
+rendered in the error shape of the family whose application owns the matched
+route (its ``ERROR_SHAPE``): cnamd's ``{"status", "message", "field"}``
+unless the family is a vendor's with its own. aiohttp's own 404 and 405 (no
+route matched) are always cnamd's shape.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from cnamd import errors, metrics
 from cnamd.http.bodies import BodyTooLarge, check_request
-from cnamd.http.keys import ERROR_SHAPES, ErrorShape
+from cnamd.http.keys import ERROR_SHAPE, ErrorShape
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +79,25 @@ def cnamd_error(_request: web.Request, exc: errors.CnamdError) -> web.Response:
     return response
 
 
-def add_shaped_routes(
-    app: web.Application, routes: Iterable[tuple[str, str, Handler]], shape: ErrorShape
-) -> None:
-    """Add ``(method, path, handler)`` routes (GET with HEAD, as ``add_get``) whose
-    errors, the input guard's included, are rendered with ``shape``."""
-    for method, path, handler in routes:
-        if method == "GET":
-            app.router.add_get(path, handler)
-        else:
-            app.router.add_route(method, path, handler)
-        app[ERROR_SHAPES][path] = shape
+def shape_of(request: web.Request) -> ErrorShape:
+    """The error shape of the family whose application owns the matched route;
+    cnamd's own when no route matched (aiohttp's 404 or 405) or on the main app."""
+    info = request.match_info
+    if info.http_exception is not None:
+        return cnamd_error
+    return info.apps[-1].get(ERROR_SHAPE, cnamd_error)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Guard the input, map CnamdError (in the route's shape) and aiohttp's own
+    """Guard the input, map CnamdError (in the route's family's shape) and aiohttp's own
     errors to answers; count every request by route."""
     started = time.perf_counter()
     try:
         check_request(request)
         response = await handler(request)
     except errors.CnamdError as exc:
-        shape = request.app[ERROR_SHAPES].get(_route_of(request), cnamd_error)
-        response = shape(request, exc)
+        response = shape_of(request)(request, exc)
         if isinstance(exc, errors.Unauthorized):
             metrics.AUTH_FAILURES.inc()
     except web.HTTPException as exc:

@@ -41,7 +41,7 @@ from cnamd.errors import CnamdError, InvalidNumber
 from cnamd.http import lookup, opencnam
 from cnamd.http.answers import Rendered, bare_invalid, count, resolved, text_answer
 from cnamd.http.auth import credentials, live_key
-from cnamd.http.keys import DIRECTORY, ERROR_SHAPES, SETTINGS, TRUSTED, UPSTREAM
+from cnamd.http.keys import DIRECTORY, SETTINGS, TRUSTED, UPSTREAM, ErrorShape
 from cnamd.model import LookupContext
 from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
@@ -50,11 +50,11 @@ __all__ = ["FastLookups", "LookupRunner"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: path before the number -> (route template, OpenCNAM's formats)
-_ROUTES = {
-    "/v1/lookup": ("/v1/lookup/{number}", False),
-    "/v3/phone": ("/v3/phone/{number}", True),
-    "/v2/phone": ("/v2/phone/{number}", True),
+#: path before the number -> (route template, OpenCNAM's formats, the family's error shape)
+_ROUTES: dict[str, tuple[str, bool, ErrorShape]] = {
+    "/v1/lookup": ("/v1/lookup/{number}", False, lookup.error_shape),
+    "/v3/phone": ("/v3/phone/{number}", True, opencnam.error_shape),
+    "/v2/phone": ("/v2/phone/{number}", True, opencnam.error_shape),
 }
 _NUMBER = re.compile(r"\+?[0-9]{1,20}").fullmatch
 _VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,256}").fullmatch
@@ -140,7 +140,7 @@ class FastLookups:
         directory = app[DIRECTORY]
         if not directory.serving or unavailable(raw) is not None:
             return None
-        template, vendor = route
+        template, vendor, shape = route
         headers = request.headers
         fmt, accept = params.get("format"), headers.get("Accept", "")
         try:
@@ -157,7 +157,7 @@ class FastLookups:
             answer = resolved(directory, raw, *asked)
         except InvalidNumber as exc:
             if kind == "json":
-                response = app[ERROR_SHAPES][template](request, exc)
+                response = shape(request, exc)
             else:  # a PBX's refusal: every text format's error has an empty body
                 response = _written(request, bare_invalid(exc))
         else:

@@ -6,8 +6,8 @@ Checked against flowroute-sdk-v3-python's ``cnams_controller.py``: it sends
 ``Accept: application/json`` (both are served), creates with a form-encoded
 ``value=``, associates by ``GET /v2/numbers?contains=`` then ``PATCH
 /v2/numbers/{data[0].id}/relationships/cnam/{cnam_id}`` with no body, and
-treats any 2xx as success. Errors keep the vendor's ``errors`` array here (its
-routes' error shape, http/errors.py), not cnamd's own error body.
+treats any 2xx as success. Errors keep the vendor's ``errors`` array here
+(``error_shape``, the family's: http/family.py), not cnamd's own error body.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from cnamd import errors
 from cnamd.http.auth import principal
 from cnamd.http.bodies import read_form, read_json
 from cnamd.http.db import connection
-from cnamd.http.errors import add_shaped_routes, status_of
-from cnamd.http.keys import SETTINGS
+from cnamd.http.errors import status_of
+from cnamd.http.family import Route
+from cnamd.http.keys import SETTINGS, main_app
+from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import cnam_records
 from cnamd.store.cnam_records import CnamRecord, NumberRow
-from cnamd.store.phone_numbers import TENANT_HEADER, require_manager, select_tenant
+from cnamd.store.phone_numbers import require_manager
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "error_shape"]
 
 JSONAPI = "application/vnd.api+json"
 MAX_LIMIT = 1000
@@ -42,7 +44,7 @@ def _answer(body: object, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(body), status=status, content_type=JSONAPI, charset="utf-8")
 
 
-def _error(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+def error_shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
     """The vendor's error array; a 422 details the field as ``{field: [reason]}``."""
     code = status_of(exc)
     if code == 400:
@@ -189,7 +191,9 @@ async def create_cnam(request: web.Request) -> web.Response:
     """``POST /v2/cnams``: a new record, pending an operator's approval (201)."""
     who = await principal(request)
     require_manager(who)
-    value = cnam_records.check_value(await _value(request), request.app[SETTINGS].names.max_length)
+    value = cnam_records.check_value(
+        await _value(request), main_app(request)[SETTINGS].names.max_length
+    )
     async with connection(request) as conn:
         tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))
         record = await cnam_records.create_record(conn, tenant, value)
@@ -280,7 +284,7 @@ async def dissociate(request: web.Request) -> web.Response:
     return _answer(_relationship(record_id), status=202)
 
 
-ROUTES = (
+ROUTES: tuple[Route, ...] = (
     ("GET", "/v2/cnams", list_cnams),
     ("POST", "/v2/cnams", create_cnam),
     ("GET", "/v2/cnams/{cnam_id}", get_cnam),
@@ -290,7 +294,3 @@ ROUTES = (
     ("PATCH", "/v2/numbers/{number_id}/relationships/cnam/{cnam_id}", associate),
     ("DELETE", "/v2/numbers/{number_id}/relationships/cnam", dissociate),
 )
-
-
-def add_routes(app: web.Application) -> None:
-    add_shaped_routes(app, ROUTES, _error)

@@ -19,8 +19,9 @@ from aiohttp import web
 from cnamd.errors import CnamdError, InvalidRequest
 from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask_all, bare_error, text_response
 from cnamd.http.auth import lookup_principal
-from cnamd.http.errors import add_shaped_routes, cnamd_error
-from cnamd.http.keys import SETTINGS
+from cnamd.http.errors import cnamd_error
+from cnamd.http.family import Route
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.presentation import Unavailable
 
 _FORMATS = ("json", "text")
@@ -50,10 +51,10 @@ async def lookup(request: web.Request) -> web.Response:
     answer = await ask_all(request, raw, who, started)
     if text:
         return text_response(request, answer)
-    return json_answer(answer, request.app[SETTINGS].names.private_name).response()
+    return json_answer(answer, main_app(request)[SETTINGS].names.private_name).response()
 
 
-def _shape(request: web.Request, exc: CnamdError) -> web.Response:
+def error_shape(request: web.Request, exc: CnamdError) -> web.Response:
     """Errors as cnamd's JSON, or with an empty body when plain text was asked for."""
     try:
         text = _wants_text(request)
@@ -85,7 +86,4 @@ def json_answer(answer: Answer, private_name: str) -> Rendered:
     return Rendered(200, JSON_TYPE, body.encode())
 
 
-def add_routes(app: web.Application) -> None:
-    add_shaped_routes(
-        app, [("GET", "/v1/lookup/{number}", lookup), ("GET", "/v1/lookup", lookup)], _shape
-    )
+ROUTES: tuple[Route, ...] = (("GET", "/v1/lookup/{number}", lookup), ("GET", "/v1/lookup", lookup))

@@ -12,6 +12,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from cnamd.http.family import Route
+
 DOCUMENT = resources.files("cnamd.http").joinpath("openapi.json")
 
 
@@ -19,5 +21,4 @@ async def openapi(_request: web.Request) -> web.Response:
     return web.Response(body=DOCUMENT.read_bytes(), content_type="application/json")
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/openapi.json", openapi)
+ROUTES: tuple[Route, ...] = (("GET", "/openapi.json", openapi),)

@@ -27,11 +27,12 @@ from aiohttp import web
 from cnamd.errors import CnamdError, InvalidRequest, NotFound
 from cnamd.http.answers import JSON_TYPE, Answer, Rendered, ask_all, bare_error, text_response
 from cnamd.http.auth import lookup_principal
-from cnamd.http.errors import add_shaped_routes, cnamd_error
-from cnamd.http.keys import SETTINGS
+from cnamd.http.errors import cnamd_error
+from cnamd.http.family import Route
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.presentation import Unavailable
 
-__all__ = ["MISS", "add_routes", "answer_format", "json_answer"]
+__all__ = ["MISS", "ROUTES", "answer_format", "error_shape", "json_answer"]
 
 #: OpenCNAM's body for a number it has no name for
 MISS = {"error": "No CNAM information available for phone number"}
@@ -63,11 +64,11 @@ async def phone(request: web.Request) -> web.Response:
     who = lookup_principal(request)
     answer = await ask_all(request, request.match_info.get("number", ""), who, started)
     if fmt == "json":
-        return json_answer(answer, request.app[SETTINGS].names.private_name).response()
+        return json_answer(answer, main_app(request)[SETTINGS].names.private_name).response()
     return text_response(request, answer)
 
 
-def _shape(request: web.Request, exc: CnamdError) -> web.Response:
+def error_shape(request: web.Request, exc: CnamdError) -> web.Response:
     """An empty body in the text formats; in JSON a 404 (an unknown ``tenant`` or
     ``user``) is OpenCNAM's ``{"error"}`` like a miss, the rest cnamd's error body."""
     try:
@@ -98,12 +99,10 @@ def json_answer(answer: Answer, private_name: str) -> Rendered:
     return Rendered(200, JSON_TYPE, body.encode())
 
 
-def add_routes(app: web.Application) -> None:
-    routes = [
-        ("GET", "/v3/phone/{number}", phone),
-        # FreePBX asks /v3/phone/ when CALLERID(num) is empty: an unknown caller
-        ("GET", "/v3/phone/", phone),
-        # the v2 path: KAZOO's default URL and older FreePBX/Issabel OpenCNAM sources
-        ("GET", "/v2/phone/{number}", phone),
-    ]
-    add_shaped_routes(app, routes, _shape)
+ROUTES: tuple[Route, ...] = (
+    ("GET", "/v3/phone/{number}", phone),
+    # FreePBX asks /v3/phone/ when CALLERID(num) is empty: an unknown caller
+    ("GET", "/v3/phone/", phone),
+    # the v2 path: KAZOO's default URL and older FreePBX/Issabel OpenCNAM sources
+    ("GET", "/v2/phone/{number}", phone),
+)

@@ -34,12 +34,14 @@ from cnamd.errors import InvalidName, InvalidNumber, InvalidRequest
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object
 from cnamd.http.db import connection
-from cnamd.http.errors import CHALLENGE, add_shaped_routes, status_of
-from cnamd.http.keys import SETTINGS
+from cnamd.http.errors import CHALLENGE, status_of
+from cnamd.http.family import Route
+from cnamd.http.keys import SETTINGS, main_app
+from cnamd.http.tenant_header import TENANT_HEADER, select_tenant
 from cnamd.store import phone_numbers
-from cnamd.store.phone_numbers import TENANT_HEADER, NumberSpec, PublishRules, TenantRef
+from cnamd.store.phone_numbers import NumberSpec, PublishRules, TenantRef
 
-__all__ = ["BASE", "add_routes"]
+__all__ = ["BASE", "ROUTES", "error_shape"]
 
 BASE = "/api/confd/1.1/phone-numbers"
 
@@ -68,7 +70,7 @@ def wazo_message(code: int, exc: errors.CnamdError) -> str:
     return f"{kind} - {where}{exc.reason}"
 
 
-def _shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
+def error_shape(_request: web.Request, exc: errors.CnamdError) -> web.Response:
     """CnamdError as wazo-confd's body, a list of messages, instead of cnamd's object
     (every error of these routes, the input guard's included: http/errors.py)."""
     code = status_of(exc)
@@ -185,7 +187,7 @@ def _list_query(request: web.Request) -> phone_numbers.ListQuery:
 
 
 def _rules(request: web.Request) -> PublishRules:
-    settings = request.app[SETTINGS]
+    settings = main_app(request)[SETTINGS]
     return PublishRules(settings.names.max_length, settings.directory.require_approval)
 
 
@@ -202,7 +204,7 @@ def _href(request: web.Request, number_uuid: str) -> str:
 async def _tenant(request: web.Request, conn: asyncpg.Connection, *, manage: bool) -> TenantRef:
     """The request's tenant; ``manage``: the key must also be allowed to write there."""
     who = await principal(request)
-    tenant = await phone_numbers.select_tenant(conn, who, request.headers.get(TENANT_HEADER))
+    tenant = await select_tenant(conn, who, request.headers.get(TENANT_HEADER))
     if manage:
         phone_numbers.require_manager(who)
     return tenant
@@ -217,7 +219,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     who = await principal(request)
     query = _list_query(request)
     recurse = _query_bool(request, "recurse")
-    max_length = request.app[SETTINGS].names.max_length
+    max_length = main_app(request)[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenants: list[int] | None
         if recurse and not request.headers.get(TENANT_HEADER, "").strip():
@@ -243,7 +245,7 @@ async def create_number(request: web.Request) -> web.Response:
 
 async def get_number(request: web.Request) -> web.Response:
     await principal(request)
-    max_length = request.app[SETTINGS].names.max_length
+    max_length = main_app(request)[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=False)
         number = await phone_numbers.get_number(
@@ -275,7 +277,7 @@ async def delete_number(request: web.Request) -> web.Response:
 async def create_range(request: web.Request) -> web.Response:
     await principal(request)
     body = await json_object(request)
-    max_span = request.app[SETTINGS].ranges.max_span
+    max_span = main_app(request)[SETTINGS].ranges.max_span
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=True)
         span = phone_numbers.number_range(
@@ -295,7 +297,7 @@ async def create_range(request: web.Request) -> web.Response:
 
 async def get_main(request: web.Request) -> web.Response:
     await principal(request)
-    max_length = request.app[SETTINGS].names.max_length
+    max_length = main_app(request)[SETTINGS].names.max_length
     async with connection(request) as conn:
         tenant = await _tenant(request, conn, manage=False)
         number = await phone_numbers.get_main(conn, tenant, max_length)
@@ -317,7 +319,8 @@ async def set_main(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Location": _href(request, wanted)})
 
 
-ROUTES = (
+# /ranges and /main come before /{uuid}, which would match them too
+ROUTES: tuple[Route, ...] = (
     ("GET", BASE, list_numbers),
     ("POST", BASE, create_number),
     ("POST", f"{BASE}/ranges", create_range),
@@ -327,8 +330,3 @@ ROUTES = (
     ("PUT", f"{BASE}/{{uuid}}", update_number),
     ("DELETE", f"{BASE}/{{uuid}}", delete_number),
 )
-
-
-def add_routes(app: web.Application) -> None:
-    """``/ranges`` and ``/main`` come before ``/{uuid}``, which would match them too."""
-    add_shaped_routes(app, ROUTES, _shape)

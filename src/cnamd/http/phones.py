@@ -35,12 +35,13 @@ from cnamd.errors import InvalidNumber, NotFound
 from cnamd.http.answers import ask, context
 from cnamd.http.auth import lookup_principal
 from cnamd.http.db import connection
-from cnamd.http.keys import DIRECTORY, SETTINGS
+from cnamd.http.family import Route
+from cnamd.http.keys import DIRECTORY, SETTINGS, main_app
 from cnamd.phonebooks import Entry
 from cnamd.presentation import Unavailable, unavailable
 from cnamd.store import directories
 
-__all__ = ["VENDORS", "add_routes"]
+__all__ = ["ROUTES", "VENDORS"]
 
 _EXPORTS: dict[str, Callable[[Iterable[Entry]], bytes]] = {
     "snom": phonebooks.snom,
@@ -62,7 +63,7 @@ async def directory(request: web.Request) -> web.Response:
             f"no phone directory {vendor[:32]!r}; one of {', '.join(VENDORS)}", field="vendor"
         )
     who = lookup_principal(request)
-    limits = request.app[SETTINGS].directory
+    limits = main_app(request)[SETTINGS].directory
     query = request.query
     if vendor in _EXPORTS:
         body = _EXPORTS[vendor](await _names(request, who, None, limits.export_limit))
@@ -96,7 +97,7 @@ async def _search(request: web.Request, who: Principal | None, term: str | None)
     text = (term or "").strip()
     if term and term[0] == " " and text[:1].isdigit():
         text = "+" + text  # an unencoded "+" in a query string arrives as a space
-    limit = request.app[SETTINGS].directory.search_limit
+    limit = main_app(request)[SETTINGS].directory.search_limit
     if not text:
         return await _names(request, who, None, limit)
     if not (_NUMBER.fullmatch(text) or unavailable(text) is not None):
@@ -106,7 +107,7 @@ async def _search(request: web.Request, who: Principal | None, term: str | None)
     except InvalidNumber:
         return []  # a phone can show "not found", not an error
     if answer.unavailable is Unavailable.PRIVATE:
-        return [Entry(request.app[SETTINGS].names.private_name, text)]
+        return [Entry(main_app(request)[SETTINGS].names.private_name, text)]
     return [] if answer.found is None else [Entry(answer.found.name, text)]
 
 
@@ -117,7 +118,7 @@ async def _names(
     ctx, _ = context(request, who)
     async with connection(request) as conn:
         rows = await directories.visible_numbers(conn, ctx, term, limit)
-    cache = request.app[DIRECTORY]
+    cache = main_app(request)[DIRECTORY]
     entries = []
     for number, stored in rows:
         found = cache.resolve(number, ctx)
@@ -128,5 +129,4 @@ async def _names(
     return entries
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/directory/{vendor}", directory)
+ROUTES: tuple[Route, ...] = (("GET", "/v1/directory/{vendor}", directory),)

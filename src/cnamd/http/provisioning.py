@@ -21,10 +21,11 @@ from cnamd.errors import InvalidRequest, NotFound
 from cnamd.http.auth import principal
 from cnamd.http.bodies import json_object, string_field
 from cnamd.http.db import connection
+from cnamd.http.family import Route
 from cnamd.model import Role
 from cnamd.store import apikeys, tenants
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES"]
 
 BASE = "/api/operator"
 MAX_LABEL = 256
@@ -330,24 +331,24 @@ async def revoke_key(request: web.Request) -> web.Response:
     return web.json_response(info.to_json())
 
 
-def add_routes(app: web.Application) -> None:
-    tenant = f"{BASE}/tenants/{{tenant}}"
-    router = app.router
-    router.add_get(f"{BASE}/tenants", list_tenants)
-    router.add_post(f"{BASE}/tenants", create_tenant)
-    router.add_get(tenant, get_tenant)
-    router.add_put(tenant, replace_tenant)
-    router.add_delete(tenant, delete_tenant)
-    router.add_get(f"{tenant}/usergroups", list_usergroups)
-    router.add_post(f"{tenant}/usergroups", create_usergroup)
-    router.add_get(f"{tenant}/usergroups/{{usergroup}}", get_usergroup)
-    router.add_delete(f"{tenant}/usergroups/{{usergroup}}", delete_usergroup)
-    router.add_get(f"{tenant}/users", list_users)
-    router.add_post(f"{tenant}/users", create_user)
-    router.add_get(f"{tenant}/users/{{user}}", get_user)
-    router.add_put(f"{tenant}/users/{{user}}", replace_user)
-    router.add_delete(f"{tenant}/users/{{user}}", delete_user)
-    router.add_get(f"{BASE}/keys", list_keys)
-    router.add_post(f"{BASE}/keys", create_key)
-    router.add_get(f"{BASE}/keys/{{key_id}}", get_key)
-    router.add_delete(f"{BASE}/keys/{{key_id}}", revoke_key)
+_TENANT = f"{BASE}/tenants/{{tenant}}"
+ROUTES: tuple[Route, ...] = (
+    ("GET", f"{BASE}/tenants", list_tenants),
+    ("POST", f"{BASE}/tenants", create_tenant),
+    ("GET", _TENANT, get_tenant),
+    ("PUT", _TENANT, replace_tenant),
+    ("DELETE", _TENANT, delete_tenant),
+    ("GET", f"{_TENANT}/usergroups", list_usergroups),
+    ("POST", f"{_TENANT}/usergroups", create_usergroup),
+    ("GET", f"{_TENANT}/usergroups/{{usergroup}}", get_usergroup),
+    ("DELETE", f"{_TENANT}/usergroups/{{usergroup}}", delete_usergroup),
+    ("GET", f"{_TENANT}/users", list_users),
+    ("POST", f"{_TENANT}/users", create_user),
+    ("GET", f"{_TENANT}/users/{{user}}", get_user),
+    ("PUT", f"{_TENANT}/users/{{user}}", replace_user),
+    ("DELETE", f"{_TENANT}/users/{{user}}", delete_user),
+    ("GET", f"{BASE}/keys", list_keys),
+    ("POST", f"{BASE}/keys", create_key),
+    ("GET", f"{BASE}/keys/{{key_id}}", get_key),
+    ("DELETE", f"{BASE}/keys/{{key_id}}", revoke_key),
+)

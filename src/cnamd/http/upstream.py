@@ -12,14 +12,15 @@ from cnamd.errors import InvalidRequest, NotFound
 from cnamd.http.auth import principal
 from cnamd.http.bodies import MAX_JSON_BYTES, BodyTooLarge, json_object
 from cnamd.http.db import connection
-from cnamd.http.keys import SETTINGS
+from cnamd.http.family import Route
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.numbers import normalize_number
 from cnamd.store import upstream as store
 from cnamd.upstream.account import Account, parse
 from cnamd.upstream.imports import check_source, read_csv
 from cnamd.upstream.source import clean_name
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES"]
 
 BASE = "/api/operator/upstream/answers"
 _PIN_FIELDS = frozenset({"name"})
@@ -76,7 +77,7 @@ async def pin(request: web.Request) -> web.Response:
     name = None
     if body.get("name") is not None:
         raw = body["name"]
-        name = clean_name(raw, request.app[SETTINGS].names.max_length)
+        name = clean_name(raw, main_app(request)[SETTINGS].names.max_length)
         if name is None:
             raise InvalidRequest("name does not follow the name rule", field="name")
     async with connection(request) as conn:
@@ -108,7 +109,7 @@ async def import_csv(request: web.Request) -> web.Response:
         text.splitlines(),
         source=source,
         ttl=days * _DAY,
-        max_length=request.app[SETTINGS].names.max_length,
+        max_length=main_app(request)[SETTINGS].names.max_length,
     )
     async with connection(request) as conn:
         imported = await store.save_all(conn, read.answers)
@@ -136,7 +137,7 @@ def _accounts(request: web.Request, raw: object) -> dict[str, Account]:
         raise InvalidRequest(
             "accounts must be an object: source name -> credentials", field="accounts"
         )
-    sources = {s.name: s for s in request.app[SETTINGS].upstream.sources}
+    sources = {s.name: s for s in main_app(request)[SETTINGS].upstream.sources}
     accounts = {}
     for name, given in raw.items():
         source = sources.get(name)
@@ -171,12 +172,12 @@ async def set_tenant_policy(request: web.Request) -> web.Response:
     return web.json_response({"tenant": slug} | _shown(policy, shown))
 
 
-def add_routes(app: web.Application) -> None:
-    router = app.router
-    router.add_get("/api/operator/upstream/tenants", tenant_policies)
-    router.add_put("/api/operator/upstream/tenants/{tenant}", set_tenant_policy)
-    router.add_get(BASE, list_answers)
-    router.add_delete(BASE, purge_all)
-    router.add_post(f"{BASE}/import", import_csv)
-    router.add_delete(f"{BASE}/{{number}}", purge_one)
-    router.add_put(f"{BASE}/{{number}}/pin", pin)
+ROUTES: tuple[Route, ...] = (
+    ("GET", "/api/operator/upstream/tenants", tenant_policies),
+    ("PUT", "/api/operator/upstream/tenants/{tenant}", set_tenant_policy),
+    ("GET", BASE, list_answers),
+    ("DELETE", BASE, purge_all),
+    ("POST", f"{BASE}/import", import_csv),
+    ("DELETE", f"{BASE}/{{number}}", purge_one),
+    ("PUT", f"{BASE}/{{number}}/pin", pin),
+)

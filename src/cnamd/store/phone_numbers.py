@@ -24,10 +24,9 @@ sentence or null}`` with status ``published``, ``pending-approval``,
 existed, or whose name an operator removed: writing it again publishes it).
 
 Access: user keys read their own tenant's numbers; operator and partner keys
-manage the numbers of a tenant they reach whole. The tenant is the key's own
-(a user key's, a partner's single whole enterprise) or the one named by the
-``Wazo-Tenant`` header, a tenant uuid (or slug); a header naming a tenant the
-key does not reach is refused exactly like one naming no tenant. Another
+manage the numbers of a tenant they reach whole. Which tenant a request acts
+on (the key's own, or the one its vendor's tenant header names) is decided in
+the HTTP front (http/tenant_header.py); here tenants are only found. Another
 tenant's number uuid answers 404, like one that does not exist.
 """
 
@@ -40,9 +39,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from cnamd.access import Duty, Principal, Target, Verb, reaches, readable_tenants, require
-from cnamd.errors import Forbidden, InvalidName, InvalidNumber, InvalidRequest, NotFound
-from cnamd.model import Role, Scope
+from cnamd.access import Duty, Principal, readable_tenants, require
+from cnamd.errors import InvalidName, InvalidNumber, InvalidRequest, NotFound
 from cnamd.names import validate_name
 from cnamd.numbers import normalize_number, parse_number
 
@@ -63,6 +61,7 @@ __all__ = [
     "create_range",
     "delete_number",
     "directory_key",
+    "find_tenant",
     "get_main",
     "get_number",
     "list_numbers",
@@ -72,8 +71,8 @@ __all__ = [
     "publication",
     "publish_names",
     "require_manager",
-    "select_tenant",
     "set_main",
+    "tenant_by_id",
     "update_number",
 ]
 
@@ -82,9 +81,6 @@ MAX_DIGITS = 32
 #: wazo-confd's schema: ``caller_id_name`` Length(min=1, max=256)
 MAX_CALLER_ID_NAME = 256
 _NUMBER = re.compile(r"\+?[0-9]+")
-
-TENANT_HEADER = "Wazo-Tenant"
-
 
 # --- values ---
 
@@ -392,58 +388,29 @@ def canonical_uuid(text: str) -> str | None:
         return None
 
 
-async def select_tenant(conn: asyncpg.Connection, who: Principal, header: str | None) -> TenantRef:
-    """The tenant a request acts on: the ``Wazo-Tenant`` header's, else the key's own."""
-    if header is not None and header.strip():
-        wanted = header.strip()
-        by_uuid = canonical_uuid(wanted)
-        row = await conn.fetchrow(
-            "SELECT id, uuid, slug FROM tenants WHERE "
-            + ("uuid = $1::uuid" if by_uuid else "slug = $1"),
-            by_uuid or wanted,
-        )
-        if row is None or not _reaches(who, row["id"]):
-            raise Forbidden(
-                f"{TENANT_HEADER} {wanted[:64]!r} is not a tenant this key reaches",
-                field=TENANT_HEADER,
-            )
-        return TenantRef(row["id"], str(row["uuid"]), row["slug"])
-    tenant_id = _own_tenant(who)
+async def find_tenant(conn: asyncpg.Connection, wanted: str) -> TenantRef | None:
+    """The tenant ``wanted`` names, by uuid or else by slug; None when none does."""
+    by_uuid = canonical_uuid(wanted)
+    row = await conn.fetchrow(
+        "SELECT id, uuid, slug FROM tenants WHERE "
+        + ("uuid = $1::uuid" if by_uuid else "slug = $1"),
+        by_uuid or wanted,
+    )
+    return None if row is None else TenantRef(row["id"], str(row["uuid"]), row["slug"])
+
+
+async def tenant_by_id(conn: asyncpg.Connection, tenant_id: int) -> TenantRef | None:
+    """The tenant with this id; None when it was deleted."""
     row = await conn.fetchrow("SELECT id, uuid, slug FROM tenants WHERE id = $1", tenant_id)
-    if row is None:  # the key's tenant was deleted since it was read
-        raise Forbidden("this key's tenant no longer exists", field=TENANT_HEADER)
-    return TenantRef(row["id"], str(row["uuid"]), row["slug"])
+    return None if row is None else TenantRef(row["id"], str(row["uuid"]), row["slug"])
 
 
 def listed_tenants(who: Principal, selected: TenantRef | None) -> list[int] | None:
-    """The tenants a ``recurse=true`` list covers: the ``Wazo-Tenant`` one (cnamd has
-    no sub-tenants), else every tenant the key reaches whole (None: all, an operator)."""
+    """The tenants a ``recurse=true`` list covers: the selected one (cnamd has no
+    sub-tenants), else every tenant the key reaches whole (None: all, an operator)."""
     if selected is not None:
         return [selected.id]
     return readable_tenants(who)
-
-
-def _reaches(who: Principal, tenant_id: int) -> bool:
-    """A tenant's phone numbers are read by its user keys and by keys reaching it whole."""
-    return reaches(who, Verb.READ, Target(Scope.ENTERPRISE, tenant_id))
-
-
-def _own_tenant(who: Principal) -> int:
-    if who.role is Role.USER and who.tenant_id is not None:
-        return who.tenant_id
-    whole = {g.tenant_id for g in who.grants if g.usergroup_id is None}
-    if who.role is Role.PARTNER and len(whole) == 1:
-        return next(iter(whole))
-    if who.role is Role.PARTNER and not whole:
-        raise Forbidden(
-            "phone numbers belong to a whole tenant; this key reaches only usergroups",
-            field=TENANT_HEADER,
-        )
-    raise InvalidRequest(
-        f"this key reaches several tenants: name one in the {TENANT_HEADER} header"
-        " (its uuid or slug)",
-        field=TENANT_HEADER,
-    )
 
 
 # --- reads ---
