@@ -207,6 +207,7 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
     stop = asyncio.Event()
     latencies: list[float] = []
     failures = 0
+    failed: dict[str, int] = {}  # what each failure was: a status line, or "no answer in 1 s"
 
     async def local_dips() -> None:  # 500 dips/s of a demo (local) name over UDP
         nonlocal failures
@@ -223,9 +224,13 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
                 async with asyncio.timeout(1):
                     answer = await loop.sock_recv(sock, 65535)
                 latencies.append(time.perf_counter() - started)
-                failures += not answer.startswith(b"SIP/2.0 302")
+                if not answer.startswith(b"SIP/2.0 302"):
+                    failures += 1
+                    line = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+                    failed[line] = failed.get(line, 0) + 1
             except TimeoutError:
                 failures += 1
+                failed["no answer in 1 s"] = failed.get("no answer in 1 s", 0) + 1
             i += 1
             await asyncio.sleep(0.002)
         sock.close()
@@ -249,6 +254,12 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
     stop.set()
     await dipper
     commits = await db.fetchval("SELECT sum(xact_commit) FROM pg_stat_database") - commits0
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        sip_metrics = [
+            line
+            for line in (await response.text()).splitlines()
+            if line.startswith(("cnamd_sip_dropped_total", "cnamd_sip_responses_total"))
+        ]
     await db.close()
     lat = sorted(latencies)
     print(f"{count} distinct unknown numbers, provider 200 ms, max_concurrency {provider.peak}:")
@@ -266,6 +277,9 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
         f" p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms,"
         f" max {lat[-1] * 1e3:.2f} ms"
     )
+    if failed:
+        print(f"  the failures: {failed}")
+    print("  the daemon's SIP counters:", "; ".join(sip_metrics))
 
 
 async def _stored(work: Path) -> tuple[int, int]:
