@@ -232,16 +232,16 @@ def _valid(reading: str | _Problem | None) -> str | None:
     decided by validity.py's compiled form of it: ~5 us instead of 20-90)."""
     if not isinstance(reading, str):
         return None
-    number = _e164_number(reading[1:])
-    if number is None:
+    split = _e164_split(reading[1:])
+    if split is None:
         number = phonenumbers.parse(reading)
-    nsn = phonenumbers.national_significant_number(number)
-    return reading if is_valid(number.country_code or 0, nsn) else None
+        split = (number.country_code or 0, phonenumbers.national_significant_number(number))
+    return reading if is_valid(*split) else None
 
 
-def _e164_number(digits: str) -> PhoneNumber | None:
-    """The PhoneNumber phonenumbers.parse() makes of ``+digits`` (an E.164 reading), built
-    without its parser; None when only the parser can say.
+def _e164_split(digits: str) -> tuple[int, str] | None:
+    """The country code and national significant number phonenumbers.parse() finds in
+    ``+digits`` (an E.164 reading), without its parser; None when only the parser can say.
 
     The same cases as _read_e164_fast() go to the parser (a national part starting with
     0 or with the country's national prefix, an unknown country); otherwise the parser
@@ -261,7 +261,7 @@ def _e164_number(digits: str) -> PhoneNumber | None:
     trunk = _trunk_prefix(country)
     if trunk is None or (trunk and (not trunk.isdigit() or national.startswith(trunk))):
         return None
-    return PhoneNumber(country_code=country, national_number=int(national))
+    return country, national
 
 
 @functools.cache
@@ -483,7 +483,8 @@ def _read_national_fast(digits: str, region: str) -> str | _Problem | None:
     e164 = f"+{rule.code}{national}"
     if len(e164) > _MAX_E164_DIGITS + 1:
         return _Problem.TOO_MANY_DIGITS
-    return _possible(PhoneNumber(country_code=rule.country, national_number=int(national)), e164)
+    problem = _length_verdict(rule.country, len(national))  # no leading zero: length decides
+    return e164 if problem is None else problem
 
 
 @dataclass(frozen=True, slots=True)
