@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,11 +14,10 @@ from cnamd.settings import load
 from cnamd.store.demo import load_demo
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.migrations import migrate
+from databases import ADMIN_SECONDS, TEMPLATE, Database
 from test_daemon import Daemon
 
-TEMPLATE = "cnamd_template"
 DEMO_TEMPLATE = "cnamd_demo_template"  # TEMPLATE plus the demo data, made once per run
-ADMIN_SECONDS = 20.0  # bounds each CREATE / DROP DATABASE: a stall fails well inside the 60 s
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +69,7 @@ async def demo_template(pg: EmbeddedPostgres) -> str:
 @pytest.fixture
 async def demo_db_url(pg: EmbeddedPostgres, demo_template: str) -> AsyncIterator[str]:
     """A database of its own for this test, holding the demo data."""
-    async with _Database(pg, demo_template) as url:
+    async with Database(pg, demo_template) as url:
         yield url
 
 
@@ -82,7 +80,7 @@ async def demo_snapshot(
     """A snapshot of the demo template, made by one full load for the whole run."""
     path = tmp_path_factory.mktemp("demo-snapshot") / "s"
     settings = load(environ={}, overrides=[f"cache.snapshot_path={path}"])
-    async with _Database(pg, demo_template) as url:
+    async with Database(pg, demo_template) as url:
         feed = ChangeFeed(url, Directory(), settings.cache, settings.database, settings.sip.allow)
         await feed.start()
         await feed.stop()
@@ -93,21 +91,21 @@ async def demo_snapshot(
 @pytest.fixture
 async def empty_db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     """A database with no schema at all."""
-    async with _Database(pg, None) as url:
+    async with Database(pg, None) as url:
         yield url
 
 
 @pytest.fixture
 async def db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     """A freshly migrated database of its own for this test."""
-    async with _Database(pg, TEMPLATE) as url:
+    async with Database(pg, TEMPLATE) as url:
         yield url
 
 
 @pytest.fixture
 async def other_db_url(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     """A second migrated database, for "the wrong database" cases."""
-    async with _Database(pg, TEMPLATE) as url:
+    async with Database(pg, TEMPLATE) as url:
         yield url
 
 
@@ -127,38 +125,6 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(db_url)
     yield connection
     await connection.close()
-
-
-class _Database:
-    """Create a database (from a template) for one test and drop it afterwards."""
-
-    def __init__(self, pg: EmbeddedPostgres, template: str | None) -> None:
-        self.pg = pg
-        self.template = template
-        self.name = "t_" + uuid.uuid4().hex[:12]
-
-    async def __aenter__(self) -> str:
-        admin = await asyncpg.connect(self.pg.url("postgres"), timeout=ADMIN_SECONDS)
-        try:
-            if self.template:
-                await admin.execute(
-                    f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY',
-                    timeout=ADMIN_SECONDS,
-                )
-            else:
-                await admin.execute(f'CREATE DATABASE "{self.name}"', timeout=ADMIN_SECONDS)
-        finally:
-            await admin.close()
-        return self.pg.url(self.name)
-
-    async def __aexit__(self, *_exc: object) -> None:
-        admin = await asyncpg.connect(self.pg.url("postgres"), timeout=ADMIN_SECONDS)
-        try:
-            await admin.execute(
-                f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)', timeout=ADMIN_SECONDS
-            )
-        finally:
-            await admin.close()
 
 
 @pytest.fixture

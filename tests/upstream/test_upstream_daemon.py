@@ -15,7 +15,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from fake_provider import LATE, FakeProvider
 from sip_peer import parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
+from databases import TEMPLATE, Database
 from ops_daemon import CLI, Daemon, eventually, http_get, invite, sip_exchange, value
 from test_daemon import free_port
 
@@ -33,18 +33,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 async def consumer_db(pg: EmbeddedPostgres) -> AsyncIterator[str]:
-    name = "t_up_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(pg.url("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE cnamd_template')
-    finally:
-        await admin.close()
-    yield pg.url(name)
-    admin = await asyncpg.connect(pg.url("postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with Database(pg, TEMPLATE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

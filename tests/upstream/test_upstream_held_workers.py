@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import asyncpg
 import pytest
 
 from cnamd.store.embedded import EmbeddedPostgres
+from databases import TEMPLATE, Database
 from ops_daemon import CLI, Daemon, eventually, http_get, value
 
 pytestmark = pytest.mark.timeout(180)
@@ -35,50 +35,40 @@ ASKS = 8  # new connections per number: the kernel spreads them over both worker
 
 @pytest.fixture(scope="module")
 async def db(pg: EmbeddedPostgres) -> AsyncIterator[str]:
-    name = "t_uph_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(pg.url("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE cnamd_template')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(pg.url(name))
-    try:
-        await conn.execute(
-            "INSERT INTO upstream_answers (number, name, source, expires_at)"
-            " SELECT n, 'Held ' || right(n, 4), 'opencnam', now() + interval '1 day'"
-            " FROM unnest($1::text[]) n",
-            POSITIVE,
-        )
-        await conn.execute(
-            "INSERT INTO upstream_answers (number, name, source, expires_at)"
-            " SELECT n, NULL, 'telnyx', now() + interval '1 day' FROM unnest($1::text[]) n",
-            NEGATIVE,
-        )
-        await conn.execute(
-            "INSERT INTO upstream_answers (number, name, source, pinned)"
-            " VALUES ($1, 'Always Here', 'operator', true)",
-            PINNED,
-        )
-        await conn.execute(
-            "INSERT INTO upstream_answers (number, name, source, expires_at)"
-            f" VALUES ($1, 'Soon Gone', 'opencnam', now() + interval '{SOON_SECONDS} seconds')",
-            SOON,
-        )
-        SOON_AT.append(
-            await conn.fetchval(
-                "SELECT extract(epoch FROM expires_at)::float8 FROM upstream_answers"
-                " WHERE number = $1",
+    async with Database(pg, TEMPLATE) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "INSERT INTO upstream_answers (number, name, source, expires_at)"
+                " SELECT n, 'Held ' || right(n, 4), 'opencnam', now() + interval '1 day'"
+                " FROM unnest($1::text[]) n",
+                POSITIVE,
+            )
+            await conn.execute(
+                "INSERT INTO upstream_answers (number, name, source, expires_at)"
+                " SELECT n, NULL, 'telnyx', now() + interval '1 day' FROM unnest($1::text[]) n",
+                NEGATIVE,
+            )
+            await conn.execute(
+                "INSERT INTO upstream_answers (number, name, source, pinned)"
+                " VALUES ($1, 'Always Here', 'operator', true)",
+                PINNED,
+            )
+            await conn.execute(
+                "INSERT INTO upstream_answers (number, name, source, expires_at)"
+                f" VALUES ($1, 'Soon Gone', 'opencnam', now() + interval '{SOON_SECONDS} seconds')",
                 SOON,
             )
-        )
-    finally:
-        await conn.close()
-    yield pg.url(name)
-    admin = await asyncpg.connect(pg.url("postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+            SOON_AT.append(
+                await conn.fetchval(
+                    "SELECT extract(epoch FROM expires_at)::float8 FROM upstream_answers"
+                    " WHERE number = $1",
+                    SOON,
+                )
+            )
+        finally:
+            await conn.close()
+        yield url
 
 
 def start(home: Path, db: str) -> Daemon:

@@ -10,7 +10,6 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ from sip_peer import parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.upstream.budget import block_for
+from databases import TEMPLATE, Database
 from ops_daemon import CLI, Daemon, eventually, http_get, invite, sip_exchange, value
 from test_daemon import free_port
 
@@ -32,18 +32,8 @@ BUDGET = 300
 
 @pytest.fixture(scope="module")
 async def db(pg: EmbeddedPostgres) -> AsyncIterator[str]:
-    name = "t_upw_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(pg.url("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE cnamd_template')
-    finally:
-        await admin.close()
-    yield pg.url(name)
-    admin = await asyncpg.connect(pg.url("postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with Database(pg, TEMPLATE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
