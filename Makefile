@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 COMPILED := src/cnamd/sip/message.py src/cnamd/sip/dip.py src/cnamd/lookup.py src/cnamd/ratelimit.py src/cnamd/callers.py \
   $(addprefix src/cnamd/cache/,directory.py contexts.py resolver.py trie.py overlay.py upstream.py) \
   src/cnamd/sip/_scan.c src/cnamd/sip/_udp.c src/cnamd/cache/_index.c src/cnamd/cache/_builder.c src/cnamd/cache/_index_layout.h \
-  src/cnamd/cache/_held.c src/cnamd/_buckets.c
+  src/cnamd/cache/_probe.h src/cnamd/cache/_held.c src/cnamd/_buckets.c
 
 $(STAMP): pyproject.toml setup.py $(COMPILED)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -32,7 +32,8 @@ if not os.environ.get("CNAMD_PURE_PYTHON"):
     # The parser's C fast path for requests of the common shape (sip/_scan.c says why).
     ext_modules.append(Extension("cnamd.sip._scan", ["src/cnamd/sip/_scan.c"]))
     # The global directory's hash index (cache/_index.c says why).
-    layout = ["src/cnamd/cache/_index_layout.h"]  # the index section both write
+    probe = ["src/cnamd/cache/_probe.h"]  # the hash and probe every table shares
+    layout = ["src/cnamd/cache/_index_layout.h", *probe]  # the index section both write
     ext_modules.append(
         Extension("cnamd.cache._index", ["src/cnamd/cache/_index.c"], depends=layout)
     )
@@ -41,7 +42,7 @@ if not os.environ.get("CNAMD_PURE_PYTHON"):
         Extension("cnamd.cache._builder", ["src/cnamd/cache/_builder.c"], depends=layout)
     )
     # The held upstream answers' table, mapped by every worker (cache/_held.c says why).
-    ext_modules.append(Extension("cnamd.cache._held", ["src/cnamd/cache/_held.c"]))
+    ext_modules.append(Extension("cnamd.cache._held", ["src/cnamd/cache/_held.c"], depends=probe))
     # Per-source limits shared by the workers (_buckets.c says why).
     ext_modules.append(Extension("cnamd._buckets", ["src/cnamd/_buckets.c"]))
     if sys.platform == "linux":  # recvmmsg/sendmmsg; elsewhere uvloop's transport serves UDP

@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_probe.h"
+
 #define MAGIC 0x50554e43u /* "CNUP" read as little-endian uint32 */
 #define VERSION 1u
 #define HEADER 32
@@ -44,26 +46,6 @@
 #define LENGTH_BITS 16
 #define NO_NAME UINT64_MAX
 #define SLOT_BYTES 28 /* key 8 + expires 8 + ref 8 + source 4 */
-
-static inline uint64_t mix(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
-
-static inline uint64_t first_slot(uint64_t packed, uint64_t capacity)
-{
-    return ((mix(packed) >> 32) * capacity) >> 32;
-}
-
-static inline uint64_t next_slot(uint64_t slot, uint64_t capacity)
-{
-    return slot + 1 == capacity ? 0 : slot + 1;
-}
 
 /* Pack "+" and 1-15 ASCII digits; 0 if `number` is not such a str. */
 static uint64_t pack(PyObject *number)
