@@ -41,7 +41,7 @@ class FixedNames:
     def caller_name(self, calling: str, called: str, source_ip: str) -> NameAnswer:
         return self.answer
 
-    def later(self, number: str, done: object) -> None:
+    def later(self, pending: object, done: object) -> None:
         raise AssertionError("never PENDING")
 
 

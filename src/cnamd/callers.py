@@ -12,7 +12,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 from cnamd import metrics
-from cnamd.cache.directory import Directory
+from cnamd.cache.directory import NAMELESS, Directory
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.lookup import NameAnswer, NameKind, UpstreamAsker
 from cnamd.model import Scope
@@ -21,8 +21,9 @@ _INVALID = NameAnswer(NameKind.INVALID)
 
 
 class DirectoryCallers:
-    """``CallerNames`` over the live Directory, then the held upstream answers, then
-    (PENDING) the upstream chain within ``deadline``; each lookup counted once."""
+    """``CallerNames`` over the live Directory and the held upstream answers (read by
+    ``Directory.caller_lookup``), then (PENDING) the upstream chain within ``deadline``;
+    each lookup counted once."""
 
     def __init__(
         self,
@@ -35,8 +36,6 @@ class DirectoryCallers:
         self.upstream = upstream
         self.chain = chain
         self.deadline = deadline
-        #: (number, asking tenant) of the PENDING answer just given, for later()
-        self._pending: tuple[str, int | None] | None = None
         tally = metrics.Tally
         self._hit = {s: tally(metrics.LOOKUPS.labels("sip", "hit", s.label)) for s in Scope}
         self._miss = tally(metrics.LOOKUPS.labels("sip", "miss", "none"))
@@ -54,48 +53,28 @@ class DirectoryCallers:
 
     def caller_name(self, calling: str, called: str, source_ip: str) -> NameAnswer:
         started = perf_counter()
-        number, found = self.directory.caller_lookup(calling, called, source_ip)
+        upstream = self.upstream
+        number, found, ctx = self.directory.caller_lookup(calling, called, source_ip, upstream)
         self._duration.observe(perf_counter() - started)
         if number is None:
             self._invalid.n += 1
             return _INVALID
         if found is None:
-            upstream = self.upstream
-            tenant = None
-            if upstream is not None and (upstream.off_tenants or upstream.accounts):
-                tenant = self._tenant(called, source_ip)
-            if upstream is not None and (
-                not upstream.off_tenants or tenant not in upstream.off_tenants
-            ):
-                held = upstream.get(number)
-                if held is not None:
-                    if held.name is None:  # a negative answer: known to have no name
-                        self._miss.n += 1
-                        return NameAnswer(NameKind.MISS, number=number)
-                    self._hit[Scope.UPSTREAM].n += 1
-                    return NameAnswer(NameKind.HIT, held.name, number)
-                chain = self.chain
-                if chain is not None and chain.wants(number):
-                    # the dip calls later() for this answer at once, in the same call
-                    self._pending = (number, tenant)
-                    return NameAnswer(NameKind.PENDING, number=number)
+            chain = self.chain
+            if upstream is not None and chain is not None and chain.wants(number):
+                tenant = None if ctx is None else ctx.tenant_id
+                if tenant is None or tenant not in upstream.off_tenants:
+                    return NameAnswer(NameKind.PENDING, number=number, tenant=tenant)
+            self._miss.n += 1
+            return NameAnswer(NameKind.MISS, number=number)
+        if found is NAMELESS:  # held from upstream: known to have no name
             self._miss.n += 1
             return NameAnswer(NameKind.MISS, number=number)
         self._hit[found.scope].n += 1
         return NameAnswer(NameKind.HIT, found.name, number)
 
-    def _tenant(self, called: str, source_ip: str) -> int | None:
-        """The asking tenant, chosen as ``Directory.caller_lookup`` chooses the context."""
-        contexts = self.directory.contexts
-        if contexts is None:
-            return None
-        owner = contexts.called_context(called)
-        if owner is None and called and called[0] != "+":
-            owner = contexts.called_context("+" + called)
-        ctx = owner if owner is not None else contexts.source_context(source_ip)
-        return ctx.tenant_id
-
-    def later(self, number: str, done: Callable[[NameAnswer], None]) -> None:
+    def later(self, pending: NameAnswer, done: Callable[[NameAnswer], None]) -> None:
+        number = pending.number
         chain = self.chain
         if chain is None:
             self._miss.n += 1
@@ -111,8 +90,7 @@ class DirectoryCallers:
                 done(NameAnswer(NameKind.HIT, name, number))
 
         accounts = None
-        pending, self._pending = self._pending, None
         upstream = self.upstream
-        if pending is not None and pending[0] == number and pending[1] is not None and upstream:
-            accounts = upstream.accounts.get(pending[1])
+        if pending.tenant is not None and upstream is not None:
+            accounts = upstream.accounts.get(pending.tenant)
         chain.later(number, self.deadline, "sip", settled, accounts)

@@ -37,10 +37,14 @@ class NameAnswer:
     Treat it as immutable.
     """
 
-    def __init__(self, kind: NameKind, name: str = "", number: str = "") -> None:
+    def __init__(
+        self, kind: NameKind, name: str = "", number: str = "", tenant: int | None = None
+    ) -> None:
         self.kind = kind
         self.name = name
         self.number = number
+        #: on PENDING: the asking tenant, whose own provider accounts ``later()`` uses
+        self.tenant = tenant
 
     def __repr__(self) -> str:
         return f"NameAnswer({self.kind}, {self.name!r}, {self.number!r})"
@@ -82,7 +86,7 @@ class CallerNames(Protocol):
         """
         ...
 
-    def later(self, number: str, done: Callable[[NameAnswer], None]) -> None:
-        """Ask upstream for a PENDING answer's ``number``; ``done`` is called once, with
-        HIT or MISS, within the front's deadline. Never raises."""
+    def later(self, pending: NameAnswer, done: Callable[[NameAnswer], None]) -> None:
+        """Ask upstream for a PENDING answer's number (with its tenant's accounts);
+        ``done`` is called once, with HIT or MISS, within the front's deadline. Never raises."""
         ...

@@ -37,5 +37,5 @@ class MemoryNames:
             return NameAnswer(NameKind.MISS, number=number)
         return NameAnswer(NameKind.HIT, name, number)
 
-    def later(self, number: str, done: Callable[[NameAnswer], None]) -> None:
-        done(NameAnswer(NameKind.MISS, number=number))  # never PENDING: no upstream here
+    def later(self, pending: NameAnswer, done: Callable[[NameAnswer], None]) -> None:
+        done(NameAnswer(NameKind.MISS, number=pending.number))  # never PENDING: no upstream here

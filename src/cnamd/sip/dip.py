@@ -342,7 +342,7 @@ class Dip:
         )
         if answer.kind is NameKind.PENDING:
             if late is not None:
-                self._later(req, source, transport, answer.number, user=user, host=host, late=late)
+                self._later(req, source, transport, answer, user=user, host=host, late=late)
                 return None
             answer = NameAnswer(NameKind.MISS, number=answer.number)
         return self._named(req, source, transport, answer, user=user, host=host)
@@ -352,7 +352,7 @@ class Dip:
         req: Request,
         source: tuple[str, int],
         transport: str,
-        number: str,
+        pending: NameAnswer,
         *,
         user: bytes,
         host: bytes,
@@ -368,7 +368,7 @@ class Dip:
             except Exception:  # a bug, not a peer's fault
                 self.dropped["internal"].inc()
 
-        self.names.later(number, deliver)
+        self.names.later(pending, deliver)
 
     def _named(
         self,
