@@ -14,7 +14,7 @@ import pytest
 
 from cnamd.cache.held_file import FORMAT, HeldFile, write_held
 from cnamd.cache.snapshot import write_sections
-from cnamd.cache.upstream import Held, UpstreamAnswers
+from cnamd.cache.upstream import NO_NAME, Held, UpstreamAnswers
 from cnamd.errors import SnapshotError
 
 NOW = 1_800_000_000.0
@@ -78,6 +78,36 @@ def test_changes_since_the_build_win_and_the_count_stays_true(tmp_path: Path) ->
         answers.close()
 
 
+def _name_as_get_says(answers: UpstreamAnswers, number: str, now: float) -> str | None:
+    held = answers.get(number, now)
+    if held is None:
+        return None
+    return NO_NAME if held.name is None else held.name
+
+
+def test_the_dips_probe_says_what_get_says(tmp_path: Path) -> None:
+    """``name_of`` (the dip's probe, no Held built) against ``get``, file and overlay."""
+    answers = UpstreamAnswers()
+    answers.use_file(HeldFile.open(written(tmp_path, ROWS)))
+    try:
+        answers.put("+13135550001", None, None, None)  # purged from the base
+        answers.put("+13135550003", None, "telnyx", NOW + 5)  # now negative, in the overlay
+        answers.put("+13135550005", "New One", "opencnam", NOW + 5)
+        answers.put("+13135550006", "Gone Soon", "opencnam", NOW - 5)  # expired overlay
+        numbers = [f"+131355500{i:02d}" for i in range(10)] + ["+1313555000x", "", "13135550002"]
+        for now in (NOW - 100, NOW, NOW + 5, NOW + 60, NOW + 1e9):
+            for number in numbers:
+                assert answers.name_of(number, now) == _name_as_get_says(answers, number, now)
+        assert answers.name_of("+13135550002", NOW) == NO_NAME
+        assert answers.name_of("+13135550005", NOW) == "New One"
+        overlay = UpstreamAnswers()
+        overlay.replace(ROWS)
+        for number in numbers:
+            assert overlay.name_of(number, NOW) == _name_as_get_says(overlay, number, NOW)
+    finally:
+        answers.close()
+
+
 def test_a_pure_overlay_holds_everything_without_a_file() -> None:
     answers = UpstreamAnswers()
     answers.replace(ROWS)
@@ -132,6 +162,7 @@ def test_a_large_table_probes_every_number(tmp_path: Path) -> None:
         started = time.perf_counter()
         for number, name, source, expires in rows:
             assert answers.get(number, NOW) == Held(name, source, expires)
+            assert answers.name_of(number, NOW) == name
         assert time.perf_counter() - started < 30  # bounded, not a benchmark
         assert answers.get("+14140020000", NOW) is None
     finally:

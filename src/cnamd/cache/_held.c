@@ -29,6 +29,9 @@
  * Table.get(number, now) -> (name|None, source index, expires) | None
  *                             the answer held for exactly `number`, None if none or
  *                             expired (expires <= now)
+ * Table.name(number, now) -> name | "" | None
+ *                             the same answer's name alone ("" for a held negative
+ *                             answer): a dip's probe, without a tuple and a float
  * Table.release()             drops the buffer (before the file unmaps)
  */
 #define PY_SSIZE_T_CLEAN
@@ -276,6 +279,19 @@ static int64_t find(const Table *t, uint64_t packed)
     return -1;
 }
 
+/* The held name of slot `slot` as a new str, or "" when the answer is negative. */
+static PyObject *slot_name(Table *t, int64_t slot)
+{
+    uint64_t ref = t->refs[slot];
+    if (ref == NO_NAME)
+        return PyUnicode_New(0, 0);
+    if ((ref >> LENGTH_BITS) + (ref & 0xffff) > t->blob) {
+        PyErr_SetString(PyExc_ValueError, "upstream table unreadable: a name past the blob");
+        return NULL;
+    }
+    return PyUnicode_DecodeUTF8(t->names + (ref >> LENGTH_BITS), (Py_ssize_t)(ref & 0xffff), NULL);
+}
+
 PyDoc_STRVAR(get_doc,
 "get(number, now) -> (name | None, source index, expires) | None\n\n"
 "The answer held for exactly `number`; None if there is none or it expired\n"
@@ -283,10 +299,10 @@ PyDoc_STRVAR(get_doc,
 
 static PyObject *table_get(Table *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t packed, ref;
+    uint64_t packed;
     int64_t slot;
     double now, until;
-    PyObject *name, *out;
+    PyObject *name;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "get(number, now)");
         return NULL;
@@ -307,21 +323,43 @@ static PyObject *table_get(Table *t, PyObject *const *args, Py_ssize_t nargs)
     until = t->expires[slot];
     if (until <= now)
         Py_RETURN_NONE;
-    ref = t->refs[slot];
-    if (ref == NO_NAME) {
+    if (t->refs[slot] == NO_NAME) {
         name = Py_None;
         Py_INCREF(name);
-    } else {
-        if ((ref >> LENGTH_BITS) + (ref & 0xffff) > t->blob) {
-            PyErr_SetString(PyExc_ValueError, "upstream table unreadable: a name past the blob");
-            return NULL;
-        }
-        name = PyUnicode_DecodeUTF8(t->names + (ref >> LENGTH_BITS), (Py_ssize_t)(ref & 0xffff), NULL);
-        if (name == NULL)
-            return NULL;
+    } else if ((name = slot_name(t, slot)) == NULL) {
+        return NULL;
     }
-    out = Py_BuildValue("(NId)", name, (unsigned int)t->sources[slot], until);
-    return out;
+    return Py_BuildValue("(NId)", name, (unsigned int)t->sources[slot], until);
+}
+
+PyDoc_STRVAR(name_doc,
+"name(number, now) -> str | None\n\n"
+"The name held for exactly `number`, \"\" when the answer held is that it has\n"
+"none, None when nothing live is held (never asked, or expired).");
+
+static PyObject *table_name(Table *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t packed;
+    int64_t slot;
+    double now;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "name(number, now)");
+        return NULL;
+    }
+    if (!t->held) {
+        PyErr_SetString(PyExc_ValueError, "table released");
+        return NULL;
+    }
+    now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    packed = pack(args[0]);
+    if (packed == 0)
+        Py_RETURN_NONE;
+    slot = find(t, packed);
+    if (slot < 0 || t->expires[slot] <= now)
+        Py_RETURN_NONE;
+    return slot_name(t, slot);
 }
 
 PyDoc_STRVAR(holds_doc,
@@ -354,6 +392,7 @@ static PyObject *table_count(Table *t, void *closure)
 
 static PyMethodDef table_methods[] = {
     {"get", (PyCFunction)(void (*)(void))table_get, METH_FASTCALL, get_doc},
+    {"name", (PyCFunction)(void (*)(void))table_name, METH_FASTCALL, name_doc},
     {"holds", (PyCFunction)table_holds, METH_O, holds_doc},
     {"release", (PyCFunction)table_release, METH_NOARGS, "Drop the buffer; get() then raises."},
     {NULL, NULL, 0, NULL},

@@ -18,9 +18,13 @@ from cnamd.access import (
 )
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.trie import NameCache
+from cnamd.cache.upstream import NO_NAME, UpstreamAnswers
 from cnamd.errors import InvalidRequest, NotFound
 from cnamd.model import GLOBAL_ONLY, Digest, LookupContext, LookupResult, Role, Scope
 from cnamd.numbers import normalize_number, parse_number
+
+#: ``caller_lookup``'s answer for a held negative upstream answer: known to have no name
+NAMELESS = LookupResult("", "", Scope.UPSTREAM)
 
 
 class Directory:
@@ -144,17 +148,22 @@ class Directory:
         return number, self.resolve(number, ctx)
 
     def caller_lookup(
-        self, calling: str, called: str, source_ip: str
-    ) -> tuple[str | None, LookupResult | None]:
-        """The SIP dip's question, never raising: (E.164 or None if unreadable, result).
+        self, calling: str, called: str, source_ip: str, held: UpstreamAnswers | None = None
+    ) -> tuple[str | None, LookupResult | None, LookupContext | None]:
+        """The SIP dip's question, never raising: (E.164 or None if unreadable, result,
+        the context asked in). After the local scopes, the ``held`` upstream answers
+        (unless the context's tenant turned upstream off); ``NAMELESS`` for a held
+        negative answer.
 
         An E.164-looking caller is looked up as sent first: a hit means a stored
-        (normalized) key prefixes it, and skipping phonenumbers saves ~4 us per
-        dip. Only a miss pays for normalization, to tell a miss from a bad number.
+        (normalized) key prefixes it, and skipping phonenumbers saves ~2-4 us per
+        dip; so does an upstream answer held for exactly it, since only normalized
+        numbers are held. Only a miss pays for normalization, to tell a miss from a
+        bad number.
         """
         contexts = self.contexts
         if contexts is None:
-            return parse_number(calling, None), None
+            return parse_number(calling, None), None, None
         owner = contexts.called_context(called)
         if owner is None and called and called[0] != "+":
             owner = contexts.called_context("+" + called)
@@ -167,16 +176,34 @@ class Directory:
         )
         if looks_e164:
             found = self.resolve(calling, ctx)
+            if found is None and held is not None:
+                found = _held_answer(held, calling, ctx)
             if found is not None:
-                return calling, found
+                return calling, found, ctx
         number = parse_number(calling, contexts.region_of(ctx))
         if number is None or (looks_e164 and number == calling):
-            return number, None
-        return number, self.resolve(number, ctx)
+            return number, None, ctx
+        found = self.resolve(number, ctx)
+        if found is None and held is not None:
+            found = _held_answer(held, number, ctx)
+        return number, found, ctx
 
     def admit(self, source_ip: str) -> bool:
         contexts = self.contexts
         return contexts is not None and contexts.source(source_ip)[0]
+
+
+def _held_answer(held: UpstreamAnswers, number: str, ctx: LookupContext) -> LookupResult | None:
+    """The upstream scope's answer for ``number`` asked in ``ctx``, or None."""
+    off = held.off_tenants
+    if off and ctx.tenant_id in off:
+        return None
+    name = held.name_of(number)
+    if name is None:
+        return None
+    if name == NO_NAME:
+        return NAMELESS
+    return LookupResult(name, number, Scope.UPSTREAM)
 
 
 def _user_target(ctx: LookupContext) -> Target:

@@ -23,12 +23,14 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from cnamd.cache.held_file import HeldFile
 from cnamd.upstream.account import Account
 
 _INF: Final = math.inf
+#: ``name_of``'s answer for a held negative answer (a name is never empty: the name rule)
+NO_NAME: Final = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class UpstreamAnswers:
 
     def __init__(self) -> None:
         self._file: HeldFile | None = None
+        self._table: Any = None  # self._file.table, one attribute away from a dip
         self._sources: tuple[str, ...] = ()
         #: answers put since the base was built (all of them when there is no base)
         self._overlay: dict[str, Held] = {}
@@ -88,6 +91,22 @@ class UpstreamAnswers:
         name, source, expires = found
         return Held(name, self._sources[source], expires)
 
+    def name_of(self, number: str, now: float | None = None) -> str | None:
+        """``get``'s answer as a dip needs it, without building a ``Held``: the live
+        name, ``NO_NAME`` for a live negative answer, None when nothing live is held."""
+        when = time.time() if now is None else now
+        held = self._overlay.get(number)
+        if held is not None:
+            if held.expires <= when:
+                return None
+            name = held.name
+            return NO_NAME if name is None else name
+        table = self._table
+        if table is None or number in self._removed:
+            return None
+        found: str | None = table.name(number, when)
+        return found
+
     def put(self, number: str, name: str | None, source: str | None, expires: float | None) -> None:
         """Apply one change: ``source`` None removes the answer; ``expires`` None: pinned."""
         present = self._holds(number)
@@ -127,6 +146,7 @@ class UpstreamAnswers:
         """Hold exactly the answers of ``hf`` from now on (this object closes it)."""
         self._drop_file()
         self._file = hf
+        self._table = hf.table
         self._sources = hf.sources
         self._overlay = {}
         self._removed = set()
@@ -142,11 +162,13 @@ class UpstreamAnswers:
         if self._file is not other._file:
             self._drop_file()
         self._file = other._file
+        self._table = other._table
         self._sources = other._sources
         self._overlay = other._overlay
         self._removed = other._removed
         self._count = other._count
         other._file = None
+        other._table = None
 
     def close(self) -> None:
         """Unmap the base, if any; the answers are then those of the overlay alone."""
@@ -155,6 +177,7 @@ class UpstreamAnswers:
     def _drop_file(self) -> None:
         hf = self._file
         self._file = None
+        self._table = None
         self._sources = ()
         if hf is not None:
             hf.close()
