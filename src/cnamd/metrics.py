@@ -87,6 +87,13 @@ HTTP_DURATION = Histogram(
     ["route"],
     buckets=LOOKUP_BUCKETS,
 )
+LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+LOOP_LAG = Histogram(
+    "cnamd_event_loop_lag_seconds",
+    "How late a worker's event loop ran a timer due every 20 ms (loop_lag.py): "
+    "the wait anything arriving then had. Whole milliseconds; an idle loop reads 0-1 ms.",
+    buckets=LOOP_LAG_BUCKETS,
+)
 # Gauges across workers (multiprocess_mode; "live" drops a dead worker's value):
 # every worker holds the whole cache, so entries take the largest count, the
 # change id and the load time the most-behind worker (a laggard shows), stale

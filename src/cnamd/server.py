@@ -35,6 +35,7 @@ from cnamd.http.app import make_app
 from cnamd.http.fastpath import LookupRunner
 from cnamd.http.keys import AUTH_LIMITER, TRUSTED, UPSTREAM
 from cnamd.listeners import ListenSpec, adopt, bind_all
+from cnamd.loop_lag import LoopLag
 from cnamd.order_worker import OrderWorker
 from cnamd.reload import ReloadPlan, plan_reload
 from cnamd.replica.feed import ChangeFeed
@@ -144,6 +145,7 @@ class Server:
         self.reload_settings = reload_settings
         self.http_app: web.Application | None = None
         self._metrics_tick: asyncio.Task[None] | None = None
+        self._loop_lag = LoopLag()
         self.directory = Directory()
         # a worker uses the supervisor's database; it never starts one
         self.database = DatabaseServer(settings.database) if worker is None else None
@@ -243,6 +245,7 @@ class Server:
             self.pruner = ChangeLogPruner(writes_url(self.settings, url), db)
             self.pruner.start()
         self._metrics_tick = asyncio.create_task(self._publish_metrics())
+        self._loop_lag.start()
         log.info(
             "cnamd ready",
             extra={
@@ -479,6 +482,7 @@ class Server:
         self.listeners_up = False
         if self._metrics_tick is not None:
             self._metrics_tick.cancel()
+        self._loop_lag.stop()
         if self.worker is not None and self.worker.control_fd >= 0:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self.worker.control_fd)
