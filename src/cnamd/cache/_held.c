@@ -292,6 +292,35 @@ static PyObject *slot_name(Table *t, int64_t slot)
     return PyUnicode_DecodeUTF8(t->names + (ref >> LENGTH_BITS), (Py_ssize_t)(ref & 0xffff), NULL);
 }
 
+#define PROBE_ERROR (-2)
+
+/* get()'s and name()'s common part: the live slot held for args (number, now),
+ * -1 when none is, PROBE_ERROR with an exception set. */
+static int64_t live_slot(Table *t, PyObject *const *args, Py_ssize_t nargs, const char *usage)
+{
+    uint64_t packed;
+    int64_t slot;
+    double now;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return PROBE_ERROR;
+    }
+    if (!t->held) {
+        PyErr_SetString(PyExc_ValueError, "table released");
+        return PROBE_ERROR;
+    }
+    now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return PROBE_ERROR;
+    packed = pack(args[0]);
+    if (packed == 0)
+        return -1;
+    slot = find(t, packed);
+    if (slot < 0 || t->expires[slot] <= now)
+        return -1;
+    return slot;
+}
+
 PyDoc_STRVAR(get_doc,
 "get(number, now) -> (name | None, source index, expires) | None\n\n"
 "The answer held for exactly `number`; None if there is none or it expired\n"
@@ -299,29 +328,11 @@ PyDoc_STRVAR(get_doc,
 
 static PyObject *table_get(Table *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t packed;
-    int64_t slot;
-    double now, until;
     PyObject *name;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "get(number, now)");
+    int64_t slot = live_slot(t, args, nargs, "get(number, now)");
+    if (slot == PROBE_ERROR)
         return NULL;
-    }
-    if (!t->held) {
-        PyErr_SetString(PyExc_ValueError, "table released");
-        return NULL;
-    }
-    now = PyFloat_AsDouble(args[1]);
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
-    packed = pack(args[0]);
-    if (packed == 0)
-        Py_RETURN_NONE;
-    slot = find(t, packed);
     if (slot < 0)
-        Py_RETURN_NONE;
-    until = t->expires[slot];
-    if (until <= now)
         Py_RETURN_NONE;
     if (t->refs[slot] == NO_NAME) {
         name = Py_None;
@@ -329,7 +340,7 @@ static PyObject *table_get(Table *t, PyObject *const *args, Py_ssize_t nargs)
     } else if ((name = slot_name(t, slot)) == NULL) {
         return NULL;
     }
-    return Py_BuildValue("(NId)", name, (unsigned int)t->sources[slot], until);
+    return Py_BuildValue("(NId)", name, (unsigned int)t->sources[slot], t->expires[slot]);
 }
 
 PyDoc_STRVAR(name_doc,
@@ -339,25 +350,10 @@ PyDoc_STRVAR(name_doc,
 
 static PyObject *table_name(Table *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t packed;
-    int64_t slot;
-    double now;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "name(number, now)");
+    int64_t slot = live_slot(t, args, nargs, "name(number, now)");
+    if (slot == PROBE_ERROR)
         return NULL;
-    }
-    if (!t->held) {
-        PyErr_SetString(PyExc_ValueError, "table released");
-        return NULL;
-    }
-    now = PyFloat_AsDouble(args[1]);
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
-    packed = pack(args[0]);
-    if (packed == 0)
-        Py_RETURN_NONE;
-    slot = find(t, packed);
-    if (slot < 0 || t->expires[slot] <= now)
+    if (slot < 0)
         Py_RETURN_NONE;
     return slot_name(t, slot);
 }
