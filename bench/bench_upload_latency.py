@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import loop_lag_reading
 
 from cnamd.sip.dip_client import build_invite
 
@@ -199,14 +200,19 @@ async def phases(
     await measure(base, sip, warm)
     quiet: asyncio.Future[object] = loop.create_future()
     loop.call_later(IDLE, quiet.set_result, None)
+    lag = await loop_lag_reading.buckets(base)
     dips, lookups, lost = await measure(base, sip, quiet)
+    lag, before = await loop_lag_reading.buckets(base), lag
     print(f"idle     {figures('dip', dips)}  unanswered {lost}")
-    print(f"idle     {figures('lookup', lookups)}", flush=True)
+    print(f"idle     {figures('lookup', lookups)}")
+    print(f"idle     {loop_lag_reading.described(before, lag)}", flush=True)
     began, began_wall = time.perf_counter(), time.time()
     uploads = asyncio.gather(*(upload(base, token, body) for body in bodies))
     dips, lookups, lost = await measure(base, sip, uploads)
+    lag, before = await loop_lag_reading.buckets(base), lag
     print(f"uploads  {figures('dip', dips)}  unanswered {lost}")
     print(f"uploads  {figures('lookup', lookups)}")
+    print(f"uploads  {loop_lag_reading.described(before, lag)}")
     cached = first_cache_event(log, began_wall)
     if cached is not None:
         until = began + cached

@@ -35,6 +35,8 @@ import tracemalloc
 import urllib.request
 from pathlib import Path
 
+import loop_lag_reading
+
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
 from cnamd.cache.held_file import HeldFile, write_held
@@ -237,7 +239,7 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
 
     dipper = asyncio.create_task(local_dips())
     await asyncio.sleep(1)
-    lag0 = await _loop_lag(base)
+    lag0 = await loop_lag_reading.buckets(base)
     started = time.perf_counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
 
@@ -254,7 +256,7 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
     all_stored = time.perf_counter() - started
     stop.set()
     await dipper
-    lag = {le: n - lag0.get(le, 0) for le, n in (await _loop_lag(base)).items()}
+    lag = loop_lag_reading.described(lag0, await loop_lag_reading.buckets(base))
     commits = await db.fetchval("SELECT sum(xact_commit) FROM pg_stat_database") - commits0
     async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
         sip_metrics = [
@@ -281,28 +283,8 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
     )
     if failed:
         print(f"  the failures: {failed}")
-    ticks = lag[float("inf")]
-    late = ticks - lag[0.005]
-    worst = min((le for le, n in lag.items() if n == ticks), default=float("inf"))
-    print(
-        f"  the worker's loop lag (cnamd_event_loop_lag_seconds): {ticks:.0f} timers,"
-        f" {late:.0f} over 5 ms, {ticks - lag[0.002]:.0f} over 2 ms; all within {worst * 1e3:g} ms"
-    )
+    print(f"  the worker's {lag}")
     print("  the daemon's SIP counters:", "; ".join(sip_metrics))
-
-
-async def _loop_lag(base: str) -> dict[float, float]:
-    """The loop-lag histogram's cumulative bucket counts, by upper bound."""
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
-        text = await response.text()
-    buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith("cnamd_event_loop_lag_seconds_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float(le)] = buckets.get(float(le), 0) + float(line.rsplit(" ", 1)[1])
-    return buckets
 
 
 async def _stored(work: Path) -> tuple[int, int]:
