@@ -38,6 +38,7 @@ from pathlib import Path
 
 import aiohttp
 import loop_lag_reading
+import psutil
 
 from cnamd.sip.dip_client import build_invite
 
@@ -190,6 +191,54 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -
     raise SystemExit("the daemon was not ready in time")
 
 
+def _role(proc: psutil.Process, postmasters: set[int]) -> str:
+    """Which part of the sitting a process is, from its command line ("other": not ours)."""
+    if proc.pid == os.getpid():
+        return "bench client"
+    if proc.pid in postmasters or proc.ppid() in postmasters:
+        return "PostgreSQL"
+    line = " ".join(proc.cmdline())
+    for mark, role in (
+        ("multiprocessing", "bulk workers"),
+        ("cnamd.replica.loader", "loader"),
+        ("cnamd.cli serve", "cnamd serving"),
+        ("curl", "curl"),
+    ):
+        if mark in line:
+            return role
+    return "other"
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's role and CPU seconds so far (user + system)."""
+    found = {}
+    procs = list(psutil.process_iter())
+    postmasters = set()  # this sitting's: their data directory is under the bench's own
+    for proc in procs:
+        try:
+            if "cnamd-upload-bench-" in " ".join(proc.cmdline()) and "postgres" in proc.name():
+                postmasters.add(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            found[proc.pid] = (_role(proc, postmasters), times.user + times.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def cpu_by_role(before: dict[int, tuple[str, float]], seconds: float) -> str:
+    """CPU each role used since ``before``, in % of one core over ``seconds``; processes
+    that ended meanwhile (a loader child) are not seen."""
+    used: dict[str, float] = {}
+    for pid, (role, cpu) in cpu_seconds().items():
+        used[role] = used.get(role, 0.0) + cpu - before.get(pid, (role, 0.0))[1]
+    ranked = sorted(used.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{role} {cpu / seconds * 100:.0f}%" for role, cpu in ranked if cpu > 0.05)
+
+
 async def phases(
     base: str, sip: tuple[str, int], token: str, bodies: list[Path], log: Path
 ) -> None:
@@ -207,8 +256,10 @@ async def phases(
     print(f"idle     {figures('lookup', lookups)}")
     print(f"idle     {loop_lag_reading.described(before, lag)}", flush=True)
     began, began_wall = time.perf_counter(), time.time()
+    cpu = cpu_seconds()
     uploads = asyncio.gather(*(upload(base, token, body) for body in bodies))
     dips, lookups, lost = await measure(base, sip, uploads)
+    print(f"uploads  CPU of one core: {cpu_by_role(cpu, time.perf_counter() - began)}")
     lag, before = await loop_lag_reading.buckets(base), lag
     print(f"uploads  {figures('dip', dips)}  unanswered {lost}")
     print(f"uploads  {figures('lookup', lookups)}")
