@@ -78,7 +78,7 @@ def test_negative_expired_and_off_tenants(directory: Directory, held: UpstreamAn
     assert directory.caller_lookup("+492216698799", "", "127.0.0.1")[1] is None  # none given
 
 
-def test_the_callers_answer_and_count_each_kind(directory: Directory, held: UpstreamAnswers) -> None:
+def test_the_callers_answer_and_count_each(directory: Directory, held: UpstreamAnswers) -> None:
     callers = DirectoryCallers(directory, held)
     answers = {
         calling: callers.caller_name(calling, "", "127.0.0.1")
