@@ -34,16 +34,9 @@ cleanup() {
 trap cleanup EXIT
 step() { echo "check-deploy: $*"; }
 
-need() {  # need COMMAND DEBIAN-PACKAGE
-  command -v "$1" >/dev/null && return 0
-  if [ "$(id -u)" = 0 ]; then
-    step "installing $2 for $1"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2") >/dev/null
-  fi
-  command -v "$1" >/dev/null || { echo "check-deploy: $1 is needed (apt-get install $2)" >&2; exit 2; }
-}
-need promtool prometheus
-need systemd-analyze systemd
+. "$here/scripts/need.sh"
+need check-deploy promtool prometheus --no-install-recommends
+need check-deploy systemd-analyze systemd --no-install-recommends
 
 step "promtool check rules / test rules"
 promtool check rules "$deploy/prometheus/alerts.yml"

@@ -13,14 +13,9 @@ pbx_port=${PBX_PORT:-15080}
 here=$(cd "$(dirname "$0")/.." && pwd)
 recipe="$here/deploy/integrations"
 
-if ! command -v kamailio >/dev/null || ! command -v sipp >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio sip-tester) >/dev/null
-  else
-    echo "interop-kamailio: kamailio and sipp are needed (apt-get install kamailio sip-tester)" >&2
-    exit 2
-  fi
-fi
+. "$here/scripts/need.sh"
+need interop-kamailio kamailio kamailio
+need interop-kamailio sipp sip-tester
 
 work=$(mktemp -d)
 proxy=""

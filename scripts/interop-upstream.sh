@@ -18,14 +18,9 @@ dip_port=${DIP_SERVER_PORT:-15090}
 sip_port=${SIP_PORT:-15064}
 http_port=${HTTP_PORT:-18084}
 
-if ! command -v kamailio >/dev/null || ! command -v sipp >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio sip-tester) >/dev/null
-  else
-    echo "interop-upstream: kamailio and sipp are needed (apt-get install kamailio sip-tester)" >&2
-    exit 2
-  fi
-fi
+. "$here/scripts/need.sh"
+need interop-upstream kamailio kamailio
+need interop-upstream sipp sip-tester
 
 work=$(mktemp -d)
 server="" daemon=""

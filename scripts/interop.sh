@@ -9,14 +9,9 @@ host=${2:-127.0.0.1}
 here=$(cd "$(dirname "$0")/.." && pwd)
 scenarios="$here/deploy/sipp"
 
-if ! command -v sipp >/dev/null || ! command -v sipsak >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester sipsak) >/dev/null
-  else
-    echo "interop: sipp and sipsak are needed (apt-get install sip-tester sipsak)" >&2
-    exit 2
-  fi
-fi
+. "$here/scripts/need.sh"
+need interop sipp sip-tester
+need interop sipsak sipsak
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
