@@ -74,6 +74,8 @@ _DIRECTORY_PARAMS = {
     "gigaset": _KEY_PARAMS | {"hm", "reqid"},
 }
 _SEARCHES = frozenset(_DIRECTORY_PARAMS)
+#: principals whose lookup context is remembered (FastLookups._context)
+CONTEXT_MEMO = 4096
 _DIRECTORY_ROUTE = "/v1/directory/{vendor}"
 _DIGITS = re.compile(r"[0-9]{1,20}").fullmatch
 _REQID = re.compile(r"[A-Za-z0-9_-]{1,32}").fullmatch  # http/phones.py's: echoed into XML
@@ -111,11 +113,14 @@ def _upstream_may_know(app: web.Application, number: str) -> bool:
 class FastLookups:
     """aiohttp's request handler: the plain lookup GETs here, the rest to ``fallback``."""
 
-    __slots__ = ("_app", "_fallback")
+    __slots__ = ("_app", "_asked", "_contexts", "_fallback")
 
     def __init__(self, app: web.Application, fallback: Handler) -> None:
         self._app = app
         self._fallback = fallback
+        # principal -> its request_context(), for the contexts table it was computed from
+        self._asked: dict[Principal | None, tuple[LookupContext, str | None]] = {}
+        self._contexts: object = None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET" and "Expect" not in request.headers:
@@ -219,12 +224,30 @@ class FastLookups:
     def _context(
         self, request: web.Request, params: dict[str, str]
     ) -> tuple[LookupContext, str | None] | None:
-        """Whose names answer and their region, or None: the application answers."""
+        """Whose names answer and their region, or None: the application answers.
+
+        Memoized per principal: without ``tenant``, ``user`` and ``called`` (which the
+        fast path leaves to the application), ``request_context`` depends on the
+        principal and the contexts table alone, and the change feed installs a new
+        table object for every change (the memo starts over then)."""
         try:
             who = self._principal(request, params)
-            return self._app[DIRECTORY].request_context(principal=who)
         except (CnamdError, _Refer):
             return None
+        directory = self._app[DIRECTORY]
+        if directory.contexts is not self._contexts:
+            self._contexts = directory.contexts
+            self._asked.clear()
+        asked = self._asked.get(who)
+        if asked is None:
+            try:
+                asked = directory.request_context(principal=who)
+            except CnamdError:
+                return None
+            if len(self._asked) >= CONTEXT_MEMO:
+                self._asked.clear()
+            self._asked[who] = asked
+        return asked
 
     def _principal(self, request: web.Request, params: dict[str, str]) -> Principal | None:
         """Whose lookup this is, as ``auth.lookup_principal`` decides it for a request

@@ -67,8 +67,8 @@ _REQUEST_LINE = re.compile(r"GET (/[A-Za-z0-9/+._-]*(?:\?[A-Za-z0-9_.=&-]*)?) HT
 # A header line: a token, a colon, at most one space, a value of printable ASCII that
 # neither starts nor ends with a space (no tabs, no obs-fold, no obs-text).
 _HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+): ?([!-~](?:[ -~]*[!-~])?)?").fullmatch
-#: headers that frame a body, ask for an interim answer or change the protocol
-_FRAMING = ("Content-Length", "Transfer-Encoding", "Expect", "Upgrade", "TE", "Trailer")
+#: headers that frame a body, ask for an interim answer or change the protocol (lowercase)
+_FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "upgrade", "te", "trailer"})
 
 
 def scan_head(head: bytes) -> tuple[str, CIMultiDictProxy[str]] | None:
@@ -84,18 +84,23 @@ def scan_head(head: bytes) -> tuple[str, CIMultiDictProxy[str]] | None:
     line = _REQUEST_LINE(lines[0])
     if line is None or len(lines) > MAX_HEADERS + 1:
         return None
-    headers: CIMultiDict[str] = CIMultiDict()
+    seen: set[str] = set()
+    fields: list[tuple[str, str]] = []
     for raw in lines[1:]:
         field = _HEADER(raw)
-        if field is None or field[1] in headers:
+        if field is None:
             return None
-        headers.add(field[1], field[2] or "")
-    if "Host" not in headers or any(name in headers for name in _FRAMING):
+        name, value = field[1], field[2] or ""
+        low = name.lower()
+        if low in seen or low in _FRAMING:
+            return None
+        if low == "connection" and value.lower() != "keep-alive":
+            return None
+        seen.add(low)
+        fields.append((name, value))
+    if "host" not in seen:
         return None
-    connection = headers.get("Connection")
-    if connection is not None and connection.lower() != "keep-alive":
-        return None
-    return line[1], CIMultiDictProxy(headers)
+    return line[1], CIMultiDictProxy(CIMultiDict(fields))
 
 
 def _may_be_ours(partial: bytes) -> bool:
