@@ -15,6 +15,13 @@ connection for good to aiohttp's ``RequestHandler``, made as aiohttp's
 ``Server`` makes it, which parses the rest itself. From then on the front only
 passes the transport's calls through.
 
+One difference is by design: where aiohttp's parser refuses a request, it also
+drops the requests it parsed before it *in the same read* (it raises for the
+whole read), so what it answers depends on how TCP cut the bytes. The front
+answers each of its requests as aiohttp does when that request arrives in a read
+of its own, then aiohttp refuses the bad one: the same bytes as aiohttp on one
+of the ways the stream may arrive.
+
 The head scanner is written by hand on purpose, and narrow: ``GET``, an
 origin-form target of plain characters, ``HTTP/1.1``, CRLF line ends, header
 lines ``Name: value`` of printable ASCII without folding or padding, each name
@@ -266,17 +273,16 @@ class LookupFront(asyncio.Protocol):
             self._transport.close()
 
     def _serve(self) -> None:
-        """Answer the complete heads in the buffer, in order, in one write."""
+        """Answer the complete heads in the buffer, in order, in one write; at the first
+        one that is not the front's, aiohttp's from there on."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         buffer, pos = self._buffer, 0
         out: list[bytes] = []
-        while not self._writing_paused:
-            end = buffer.find(b"\r\n\r\n", pos)
-            if end < 0:
-                break
-            answer = self._answer(buffer[pos:end])
+        while not self._writing_paused and (end := buffer.find(b"\r\n\r\n", pos)) >= 0:
+            scanned = scan_head(buffer[pos:end])
+            answer = None if scanned is None else self._answer(scanned)
             if answer is None:
                 self._write(out)
                 self._hand_over(buffer[pos:])
@@ -289,11 +295,8 @@ class LookupFront(asyncio.Protocol):
         if rest and not self._writing_paused and not _may_be_ours(rest):
             self._hand_over(rest)
 
-    def _answer(self, head: bytes) -> bytes | None:
-        """The bytes answering one head, or None: aiohttp's from this request on."""
-        scanned = scan_head(head)
-        if scanned is None:
-            return None
+    def _answer(self, scanned: tuple[str, CIMultiDictProxy[str]]) -> bytes | None:
+        """The bytes answering one scanned head, or None: aiohttp's from this request on."""
         server = self._server
         logger = server.access_logger
         logged = logger is not None and logger.enabled
