@@ -68,12 +68,17 @@ MAX_HEADERS = 32
 _DEFAULTS = inspect.signature(RequestHandler.__init__).parameters
 KEEPALIVE_TIMEOUT: float = _DEFAULTS["keepalive_timeout"].default
 
-# The request line: GET, an origin-form target of characters that need no decoding
-# (the fast path refers anything else, percent escapes included), HTTP/1.1.
-_REQUEST_LINE = re.compile(r"GET (/[A-Za-z0-9/+._-]*(?:\?[A-Za-z0-9_.=&-]*)?) HTTP/1\.1").fullmatch
-# A header line: a token, a colon, at most one space, a value of printable ASCII that
-# neither starts nor ends with a space (no tabs, no obs-fold, no obs-text).
-_HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+): ?([!-~](?:[ -~]*[!-~])?)?").fullmatch
+# The head: the request line -- GET, an origin-form target of characters that need no
+# decoding (the fast path refers anything else, percent escapes included), HTTP/1.1 --
+# then header lines: a token, a colon, at most one space, a value of printable ASCII that
+# neither starts nor ends with a space (no tabs, no obs-fold, no obs-text, no bare CR/LF).
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_VALUE = r"(?:[!-~](?:[ -~]*[!-~])?)?"
+_HEAD = re.compile(
+    r"GET (/[A-Za-z0-9/+._-]*(?:\?[A-Za-z0-9_.=&-]*)?) HTTP/1\.1"
+    rf"((?:\r\n{_TOKEN}: ?{_VALUE})*)"
+).fullmatch
+_FIELDS = re.compile(rf"\r\n({_TOKEN}): ?({_VALUE})").findall
 #: headers that frame a body, ask for an interim answer or change the protocol (lowercase)
 _FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "upgrade", "te", "trailer"})
 
@@ -84,30 +89,21 @@ def scan_head(head: bytes) -> tuple[str, CIMultiDictProxy[str]] | None:
     if len(head) > MAX_HEAD:
         return None
     try:
-        text = head.decode("ascii")
+        found = _HEAD(head.decode("ascii"))
     except UnicodeDecodeError:
         return None
-    lines = text.split("\r\n")
-    line = _REQUEST_LINE(lines[0])
-    if line is None or len(lines) > MAX_HEADERS + 1:
+    if found is None:
         return None
-    seen: set[str] = set()
-    fields: list[tuple[str, str]] = []
-    for raw in lines[1:]:
-        field = _HEADER(raw)
-        if field is None:
-            return None
-        name, value = field[1], field[2] or ""
-        low = name.lower()
-        if low in seen or low in _FRAMING:
-            return None
-        if low == "connection" and value.lower() != "keep-alive":
-            return None
-        seen.add(low)
-        fields.append((name, value))
-    if "host" not in seen:
+    fields: list[tuple[str, str]] = _FIELDS(found[2])
+    names = [name.lower() for name, _ in fields]
+    seen = set(names)
+    if len(seen) != len(names) or len(names) > MAX_HEADERS or "host" not in seen:
+        return None  # a name twice, too many, no Host
+    if not _FRAMING.isdisjoint(seen):
         return None
-    return line[1], CIMultiDictProxy(CIMultiDict(fields))
+    if "connection" in seen and fields[names.index("connection")][1].lower() != "keep-alive":
+        return None
+    return found[1], CIMultiDictProxy(CIMultiDict(fields))
 
 
 def _may_be_ours(partial: bytes) -> bool:
@@ -302,7 +298,7 @@ class LookupFront(asyncio.Protocol):
         logged = logger is not None and logger.enabled
         if logged and not server.front_logs:
             return None
-        started = self._loop.time()
+        started = self._loop.time() if logged else 0.0
         request = ScannedRequest(*scanned, self._remote)
         response = server.fast.answer(cast(web.Request, request))
         if response is None:
