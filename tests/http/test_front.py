@@ -515,3 +515,35 @@ async def test_the_access_log_has_the_fronts_answers(servers: Servers) -> None:
         logger.removeHandler(handler)
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+async def test_a_tenants_new_region_reads_the_next_lookup(servers: Servers) -> None:
+    """A partner key's lookup context is remembered per contexts table: once the feed
+    installs the table with the tenant's new region, the next lookup through the front
+    reads bare national digits in it, as the application does."""
+    api = servers.api
+    operator = await api.key(Role.OPERATOR)
+    await _until_key(api, operator.split(".")[0])
+    key_id, secret = servers.partner.split(".")
+    target = f"/v3/phone/02216698713?format=pbx&account_sid={key_id}&auth_token={secret}"
+    raw = f"GET {target} HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode()
+
+    def ask(port: int) -> list[Answer]:
+        return exchange(port, TRUSTED_SOURCE, [raw, CLOSING])[0]
+
+    front = await asyncio.to_thread(ask, servers.port)
+    assert front == await asyncio.to_thread(ask, servers.general)
+    assert front[0].status_line == b"HTTP/1.1 200 OK"  # Cologne, in the tenant's DE
+    tenant = (await api.call("GET", "/api/operator/tenants/demo", operator)).body
+    change = {"name": tenant["name"], "region": "US", "networks": tenant["networks"]}
+    replaced = await api.call("PUT", "/api/operator/tenants/demo", operator, json=change)
+    assert replaced.status == 200
+    before = FrontCounted.front
+    for _ in range(400):  # bounded: until the feed has installed the new table
+        front = await asyncio.to_thread(ask, servers.port)
+        if front[0].status_line != b"HTTP/1.1 200 OK":
+            break
+        await asyncio.sleep(0.025)
+    assert front[0].status_line == b"HTTP/1.1 400 Bad Request"  # 0221... is no US number
+    assert front == await asyncio.to_thread(ask, servers.general)
+    assert FrontCounted.front > before
