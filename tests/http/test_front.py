@@ -18,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -547,3 +550,51 @@ async def test_a_tenants_new_region_reads_the_next_lookup(servers: Servers) -> N
     assert front[0].status_line == b"HTTP/1.1 400 Bad Request"  # 0221... is no US number
     assert front == await asyncio.to_thread(ask, servers.general)
     assert FrontCounted.front > before
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed key and certificate for 127.0.0.1 (openssl)."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return key, cert
+
+
+async def test_the_front_answers_over_tls_and_hands_over_there_too(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """On a TLS listener the front reads what the TLS transport decrypted: it answers a
+    lookup, then a request it leaves to aiohttp takes the connection, as over TCP."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    key, cert = await asyncio.to_thread(_certificate, tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    client_ctx.check_hostname = False
+    api = servers.api
+    server = FrontTestServer(
+        make_app(servers.settings, api.directory, AlwaysReady(), api.pool), host="127.0.0.1"
+    )
+    await server.start_server(ssl=server_ctx)
+    try:
+        assert server.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=client_ctx)
+        before = FrontCounted.front
+        handed = PIZZA.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+        writer.write(PIZZA + PIZZA + handed + CLOSING)
+        data = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        answers, rest = read_answers_of(data)
+        assert rest == b"" and [a.status_line for a in answers] == [b"HTTP/1.1 200 OK"] * 4
+        assert all(b'"NYC Pizza"' in a.body for a in answers)
+        assert FrontCounted.front == before + 2  # the last two were aiohttp's
+        writer.close()
+    finally:
+        await server.close()
