@@ -10,7 +10,8 @@ headers but Date, body) and where the connection closes must be the same.
 Then what only the front shows: a client resetting in the middle of a long
 pipeline while others keep being answered, a client that does not read (the
 front stops reading until it does), the keep-alive idle timeout, shutdown,
-and the access log.
+the access log, the metrics, a TLS listener, and a tenant's change reaching
+the next lookup.
 """
 
 from __future__ import annotations
@@ -598,3 +599,33 @@ async def test_the_front_answers_over_tls_and_hands_over_there_too(
         writer.close()
     finally:
         await server.close()
+
+
+def _counted(exposition: str, route: str, status: str) -> float:
+    """``cnamd_http_requests_total`` for a GET of ``route`` answered ``status``."""
+    wanted = ("cnamd_http_requests_total{", f'route="{route}"', f'status="{status}"')
+    lines = [line for line in exposition.splitlines() if all(w in line for w in wanted)]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+async def test_the_fronts_answers_are_counted_by_route_template(servers: Servers) -> None:
+    """What the front answers is in ``cnamd_http_requests_total`` by route template and
+    status, as the application counts it; the raw number never becomes a label."""
+    metrics_url = f"http://127.0.0.1:{servers.general}/metrics"
+
+    async def exposition() -> str:
+        async with servers.api.session.get(metrics_url) as reply:
+            return await reply.text()
+
+    before = await exposition()
+    refused = b"GET /v3/phone/19576339411?format=pbx HTTP/1.1\r\nHost: cnamd\r\n\r\n"
+    pieces = [PIZZA * 3 + refused * 2 + CLOSING]
+    front = FrontCounted.front
+    answers, _ = await asyncio.to_thread(exchange, servers.port, TRUSTED_SOURCE, pieces)
+    assert FrontCounted.front == front + 5  # all but CLOSING, which is aiohttp's
+    assert [a.status_line[9:12] for a in answers] == [b"200"] * 3 + [b"400"] * 2 + [b"200"]
+    after = await exposition()
+    lookups, phones = "/v1/lookup/{number}", "/v3/phone/{number}"
+    assert _counted(after, lookups, "200") - _counted(before, lookups, "200") == 4
+    assert _counted(after, phones, "400") - _counted(before, phones, "400") == 2
+    assert "19576339411" not in after and "12125550001" not in after
