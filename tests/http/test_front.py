@@ -629,3 +629,45 @@ async def test_the_fronts_answers_are_counted_by_route_template(servers: Servers
     assert _counted(after, lookups, "200") - _counted(before, lookups, "200") == 4
     assert _counted(after, phones, "400") - _counted(before, phones, "400") == 2
     assert "19576339411" not in after and "12125550001" not in after
+
+
+class Exploding(FrontCounted):
+    """A fast path with a defect: it raises for one number."""
+
+    def answer(self, request: web.Request) -> web.StreamResponse | None:
+        if request.raw_path == "/v1/lookup/+19995550000":
+            raise RuntimeError("a defect")
+        return super().answer(request)
+
+
+class ExplodingRunner(LookupRunner):
+    handler_class = Exploding
+
+
+class ExplodingServer(TestServer):
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        assert isinstance(self.app, web.Application)
+        return ExplodingRunner(self.app, **kwargs)
+
+
+async def test_a_defect_in_the_fast_path_is_aiohttps_500_not_a_dropped_connection(
+    servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The front catches what ``FastLookups.answer`` raises and hands the connection to
+    aiohttp, which answers that request as it did before the front (its 500)."""
+    api = servers.api
+    server = ExplodingServer(
+        make_app(servers.settings, api.directory, AlwaysReady(), api.pool), host="127.0.0.1"
+    )
+    await server.start_server()
+    try:
+        assert server.port is not None
+        boom = b"GET /v1/lookup/+19995550000 HTTP/1.1\r\nHost: cnamd\r\n\r\n"
+        answers, _ = await asyncio.to_thread(
+            exchange, server.port, TRUSTED_SOURCE, [PIZZA + boom + CLOSING]
+        )
+        assert answers[0].status_line == b"HTTP/1.1 200 OK" and b"NYC Pizza" in answers[0].body
+        assert answers[1].status_line == b"HTTP/1.1 500 Internal Server Error"
+        assert "the lookup front failed" in caplog.text
+    finally:
+        await server.close()

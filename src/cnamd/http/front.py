@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 from typing import Any, Protocol, cast
 
@@ -59,6 +60,8 @@ from cnamd.http.access_log import AccessLog
 from cnamd.http.raw_answer import RawAnswer
 
 __all__ = ["FrontServer", "LookupFront", "scan_head"]
+
+log = logging.getLogger(__name__)
 
 #: the longest head the front reads; a longer one (or a partial one past it) is aiohttp's
 MAX_HEAD = 4096
@@ -300,7 +303,11 @@ class LookupFront(asyncio.Protocol):
             return None
         started = self._loop.time() if logged else 0.0
         request = ScannedRequest(*scanned, self._remote)
-        response = server.fast.answer(cast(web.Request, request))
+        try:
+            response = server.fast.answer(cast(web.Request, request))
+        except Exception:  # a defect: aiohttp answers it (a 500), the connection goes on
+            log.exception("the lookup front failed on a request; aiohttp takes the connection")
+            return None
         if response is None:
             return None
         if not isinstance(response, RawAnswer):  # FastLookups answers a keep-alive 1.1 GET raw
