@@ -20,6 +20,9 @@
 # To run another commit's cnamd in the same sitting (compiled modules are the same unless the Makefile's
 # COMPILED changed): git archive COMMIT src | tar -x -C /tmp/base; copy src/**/*.so beside it; then
 #   PYTHONPATH=/tmp/base/src bench/http_anchor.sh DATA_DIR
+# or alternate the two in one sitting, --workers 1 only (ROUNDS times: the bare handler, BASE's cnamd, this
+# tree's cnamd, each on /v1/lookup/{n} and the keyed /v3/phone/{d}?format=pbx):
+#   BASE=/tmp/base/src ROUNDS=2 bench/http_anchor.sh DATA_DIR
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
 ANCHOR=${ANCHOR:-$repo/../shared/bench/http-anchor}
@@ -109,6 +112,17 @@ CNAMD_ARGS=${CNAMD_ARGS:-}
 # server's fight for the same cores (one-process runs only: --workers 2 is skipped)
 SERVER_CPU="" CLIENT_CPU=""
 [ "${PIN:-0}" = 1 ] && SERVER_CPU="taskset -c 0" CLIENT_CPU="taskset -c 1"
+
+if [ -n "${BASE:-}" ]; then
+  say "# $(date -u +%FT%TZ) A/B${SERVER_CPU:+ PIN}: base PYTHONPATH=$BASE against $(git -C "$repo" rev-parse --short HEAD), ${SECS}s c$CONNS per run"
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    start_bare; bench "r$round bare-v1" $BPORT '/v1/lookup/{n}'; stop
+    PYTHONPATH=$BASE start_cnamd 1; bench "r$round base-w1-v1" $HPORT '/v1/lookup/{n}'
+    bench "r$round base-w1-pbx" $HPORT "$PBX"; stop
+    start_cnamd 1; bench "r$round cnamd-w1-v1" $HPORT '/v1/lookup/{n}'; bench "r$round cnamd-w1-pbx" $HPORT "$PBX"; stop
+  done
+  exit 0
+fi
 
 say "# $(date -u +%FT%TZ)${SERVER_CPU:+ PIN (server on CPU 0, wrk on CPU 1)} $(nproc) cores, $(git -C "$repo" rev-parse --short HEAD)${PYTHONPATH:+ (cnamd from PYTHONPATH=$PYTHONPATH)}, ${SECS}s c$CONNS per run"
 start_bare; bench bare-v1 $BPORT '/v1/lookup/{n}'; stop

@@ -8,6 +8,7 @@ from the cache, never the database (DESIGN.md "The cache").
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from cnamd.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from cnamd.http.errors import CHALLENGE, status_of
+from cnamd.http.errors import CHALLENGE, error_body, status_of
 from cnamd.http.keys import DIRECTORY, SETTINGS, UPSTREAM, main_app
 from cnamd.model import LookupContext, LookupResult, Scope
 from cnamd.numbers import number_readings
@@ -254,6 +255,13 @@ def bare_error(exc: CnamdError) -> web.Response:
     elif isinstance(exc, TooManyRequests):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
+
+
+def json_invalid(exc: InvalidNumber) -> Rendered:
+    """cnamd's JSON error of a number refused (errors.cnamd_error), as the fast path
+    writes it: the bytes ``web.json_response`` gives for the same dict."""
+    body = json.dumps(error_body(exc.status, exc.reason, exc.field))
+    return Rendered(status_of(exc), JSON_TYPE, body.encode())
 
 
 def bare_invalid(exc: InvalidNumber) -> Rendered:

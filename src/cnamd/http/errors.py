@@ -53,7 +53,14 @@ def error_body(status: str, message: str, field: str | None = None) -> dict[str,
 
 def status_of(exc: errors.CnamdError) -> int:
     """The HTTP status of ``exc`` (STATUS_OF: the first kind it is)."""
-    return next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+    kind = type(exc)
+    code = _STATUS_BY_KIND.get(kind)
+    if code is None:  # remembered per class: a refused number is a PBX's most common answer
+        code = _STATUS_BY_KIND[kind] = next(c for base, c in STATUS_OF if issubclass(kind, base))
+    return code
+
+
+_STATUS_BY_KIND: dict[type[errors.CnamdError], int] = {}
 
 
 def json_error(

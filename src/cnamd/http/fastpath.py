@@ -27,11 +27,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web, web_response
-from aiohttp.helpers import rfc822_formatted_time
+from aiohttp import web
 from aiohttp.http import HttpVersion11
 from aiohttp.web_server import Server
 
@@ -39,9 +37,18 @@ from cnamd import metrics, phonebooks
 from cnamd.access import Principal
 from cnamd.errors import CnamdError, InvalidNumber
 from cnamd.http import lookup, opencnam
-from cnamd.http.answers import Rendered, bare_invalid, count, resolved, text_answer
+from cnamd.http.answers import (
+    Rendered,
+    bare_invalid,
+    count,
+    json_invalid,
+    resolved,
+    text_answer,
+)
 from cnamd.http.auth import credentials, live_key
-from cnamd.http.keys import DIRECTORY, SETTINGS, TRUSTED, UPSTREAM, ErrorShape
+from cnamd.http.front import FrontServer
+from cnamd.http.keys import DIRECTORY, PRINCIPAL, SETTINGS, TRUSTED, UPSTREAM
+from cnamd.http.raw_answer import RawAnswer
 from cnamd.model import LookupContext
 from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
@@ -50,11 +57,11 @@ __all__ = ["FastLookups", "LookupRunner"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: path before the number -> (route template, OpenCNAM's formats, the family's error shape)
-_ROUTES: dict[str, tuple[str, bool, ErrorShape]] = {
-    "/v1/lookup": ("/v1/lookup/{number}", False, lookup.error_shape),
-    "/v3/phone": ("/v3/phone/{number}", True, opencnam.error_shape),
-    "/v2/phone": ("/v2/phone/{number}", True, opencnam.error_shape),
+#: path before the number -> (route template, OpenCNAM's formats)
+_ROUTES: dict[str, tuple[str, bool]] = {
+    "/v1/lookup": ("/v1/lookup/{number}", False),
+    "/v3/phone": ("/v3/phone/{number}", True),
+    "/v2/phone": ("/v2/phone/{number}", True),
 }
 _NUMBER = re.compile(r"\+?[0-9]{1,20}").fullmatch
 _VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,256}").fullmatch
@@ -67,6 +74,8 @@ _DIRECTORY_PARAMS = {
     "gigaset": _KEY_PARAMS | {"hm", "reqid"},
 }
 _SEARCHES = frozenset(_DIRECTORY_PARAMS)
+#: principals whose lookup context is remembered (FastLookups._context)
+CONTEXT_MEMO = 4096
 _DIRECTORY_ROUTE = "/v1/directory/{vendor}"
 _DIGITS = re.compile(r"[0-9]{1,20}").fullmatch
 _REQID = re.compile(r"[A-Za-z0-9_-]{1,32}").fullmatch  # http/phones.py's: echoed into XML
@@ -75,10 +84,6 @@ XML_TYPE = "text/xml; charset=utf-8"
 
 class _Refer(Exception):
     """A request the application answers (FastLookups._principal)."""
-
-
-#: status -> "200 OK", as aiohttp writes the status line
-_REASONS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 def plain_params(query: str, known: frozenset[str] = _PARAMS) -> dict[str, str] | None:
@@ -108,11 +113,14 @@ def _upstream_may_know(app: web.Application, number: str) -> bool:
 class FastLookups:
     """aiohttp's request handler: the plain lookup GETs here, the rest to ``fallback``."""
 
-    __slots__ = ("_app", "_fallback")
+    __slots__ = ("_app", "_asked", "_contexts", "_fallback")
 
     def __init__(self, app: web.Application, fallback: Handler) -> None:
         self._app = app
         self._fallback = fallback
+        # principal -> its request_context(), for the contexts table it was computed from
+        self._asked: dict[Principal | None, tuple[LookupContext, str | None]] = {}
+        self._contexts: object = None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET" and "Expect" not in request.headers:
@@ -140,7 +148,7 @@ class FastLookups:
         directory = app[DIRECTORY]
         if not directory.serving or unavailable(raw) is not None:
             return None
-        template, vendor, shape = route
+        template, vendor = route
         headers = request.headers
         fmt, accept = params.get("format"), headers.get("Accept", "")
         try:
@@ -156,10 +164,10 @@ class FastLookups:
         try:
             answer = resolved(directory, raw, *asked)
         except InvalidNumber as exc:
-            if kind == "json":
-                response = shape(request, exc)
-            else:  # a PBX's refusal: every text format's error has an empty body
-                response = _written(request, bare_invalid(exc))
+            # the error shapes' answer to a refused number (lookup.error_shape,
+            # opencnam.error_shape): cnamd's JSON error, or in a text format an empty body
+            refusal = json_invalid(exc) if kind == "json" else bare_invalid(exc)
+            response = _written(request, refusal)
         else:
             if answer.found is None and _upstream_may_know(app, answer.number):
                 return None  # the application asks the upstream scope (answers.ask_all)
@@ -216,12 +224,30 @@ class FastLookups:
     def _context(
         self, request: web.Request, params: dict[str, str]
     ) -> tuple[LookupContext, str | None] | None:
-        """Whose names answer and their region, or None: the application answers."""
+        """Whose names answer and their region, or None: the application answers.
+
+        Memoized per principal: without ``tenant``, ``user`` and ``called`` (which the
+        fast path leaves to the application), ``request_context`` depends on the
+        principal and the contexts table alone, and the change feed installs a new
+        table object for every change (the memo starts over then)."""
         try:
             who = self._principal(request, params)
-            return self._app[DIRECTORY].request_context(principal=who)
         except (CnamdError, _Refer):
             return None
+        directory = self._app[DIRECTORY]
+        if directory.contexts is not self._contexts:
+            self._contexts = directory.contexts
+            self._asked.clear()
+        asked = self._asked.get(who)
+        if asked is None:
+            try:
+                asked = directory.request_context(principal=who)
+            except CnamdError:
+                return None
+            if len(self._asked) >= CONTEXT_MEMO:
+                self._asked.clear()
+            self._asked[who] = asked
+        return asked
 
     def _principal(self, request: web.Request, params: dict[str, str]) -> Principal | None:
         """Whose lookup this is, as ``auth.lookup_principal`` decides it for a request
@@ -238,6 +264,7 @@ class FastLookups:
         who = live_key(self._app, *found)
         if who is None:
             raise _Refer
+        request[PRINCIPAL] = who  # the access log's key_id, as auth.lookup_principal records it
         return who
 
 
@@ -248,52 +275,19 @@ def _written(request: web.Request, rendered: Rendered) -> web.StreamResponse:
     return rendered.response()
 
 
-class RawAnswer(web.StreamResponse):
-    """A lookup's answer written in one transport write, head and body together.
-
-    For an HTTP/1.1 keep-alive request only, where aiohttp's own answer would be
-    exactly this: the status line, Content-Type, Content-Length, Date and Server,
-    the body. It skips building a response's header multidict, serializing it
-    and the writer's bookkeeping (bench/README.md, "HTTP lookups"). aiohttp's
-    request handler asks only what is set here: ``prepare``, ``write_eof``, the
-    status, the body's length (access log) and ``keep_alive``.
-    """
-
-    def __init__(self, rendered: Rendered) -> None:  # no super(): nothing else is read
-        self._status = rendered.status
-        self._keep_alive = True
-        self._body_length = len(rendered.body)
-        self._eof_sent = False
-        self._payload_writer = None
-        self._rendered = rendered
-
-    async def prepare(self, request: web.BaseRequest) -> None:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("Cannot write to closing transport")
-        rendered = self._rendered
-        body = rendered.body
-        head = (
-            f"HTTP/1.1 {_REASONS[rendered.status]}\r\n"
-            f"Content-Type: {rendered.content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            f"Date: {rfc822_formatted_time()}\r\n"
-            f"Server: {web_response.SERVER_SOFTWARE}\r\n\r\n"  # type: ignore[attr-defined]
-        )
-        transport.write(head.encode() + body)
-        self._eof_sent = True
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
 class LookupRunner(web.AppRunner):
-    """``web.AppRunner`` whose server hands every request to ``FastLookups`` first."""
+    """``web.AppRunner`` whose connections start on the lookup front (http/front.py),
+    and whose server hands every request to ``FastLookups`` first."""
 
     handler_class = FastLookups
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         fallback: Any = server.request_handler
-        server.request_handler = self.handler_class(self.app, fallback)  # type: ignore[assignment]
-        return server
+        # the same server, made again as a FrontServer from what aiohttp's app gave it
+        return FrontServer(
+            self.handler_class(self.app, fallback),
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            **server._kwargs,
+        )
