@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed
 # setup.py compiles the SIP hot path with mypyc; the compiled modules shadow the
 # .py files, so editing one of them rebuilds (CNAMD_PURE_PYTHON=1 skips compiling).
 COMPILED := src/cnamd/sip/message.py src/cnamd/sip/dip.py src/cnamd/lookup.py src/cnamd/ratelimit.py src/cnamd/callers.py \
+  src/cnamd/numbers.py src/cnamd/validity.py \
   $(addprefix src/cnamd/cache/,directory.py contexts.py resolver.py trie.py overlay.py upstream.py) \
   src/cnamd/sip/_scan.c src/cnamd/sip/_udp.c src/cnamd/cache/_index.c src/cnamd/cache/_builder.c src/cnamd/cache/_index_layout.h \
   src/cnamd/cache/_probe.h src/cnamd/cache/_held.c src/cnamd/_buckets.c

@@ -8,9 +8,6 @@ InvalidNumber (reason, status, field), for every input.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import phonenumbers
 import pytest
 from hypothesis import example, given, settings
@@ -30,24 +27,12 @@ def old_valid(reading: object) -> str | None:
     return reading if phonenumbers.is_valid_number(phonenumbers.parse(reading)) else None
 
 
-@contextlib.contextmanager
-def parse_only() -> Iterator[None]:
-    """numbers._read_digits as it was: national digits read by phonenumbers.parse()."""
-    fast = numbers._read_national_fast
-    numbers._read_national_fast = lambda digits, region: None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        numbers._read_national_fast = fast  # type: ignore[assignment]
-
-
 def old_readings(raw: str, region: str | None) -> tuple[str, ...]:
     """The old number_readings, built from the module's unchanged reading steps."""
     digits = numbers._bare_digits(raw)
     if digits is None:
         return (numbers.normalize_number(raw, region, field="number"),)
-    with parse_only():
-        read = numbers._read_digits(False, digits, region)
+    read = numbers._read_digits(False, digits, region, national_fast=False)
     international = numbers._read_digits(True, digits, None)
     valid = old_valid(read)
     other = valid if international == read else old_valid(international)
