@@ -53,6 +53,9 @@ for _ in $(seq 1 600); do
 done
 pids="$sup $(pgrep -P $sup | tr '\n' ' ')"
 curl -s 127.0.0.1:$HPORT/metrics | grep -E '^cnamd_cache_entries\{scope="(global|upstream)"\}'
+for calls in "$D/calls.csv" "$D/calls-upstream.csv"; do  # warm-up, not counted: pages mapped in
+  SERVER_PIDS="$pids" CALLS=$calls "$ANCHOR/dip.sh" $CPORT $RATE 3 u1 >/dev/null
+done
 for round in $(seq 1 "$ROUNDS"); do
   for list in local upstream; do
     calls=$D/calls.csv; [ $list = upstream ] && calls=$D/calls-upstream.csv
