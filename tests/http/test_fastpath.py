@@ -17,6 +17,7 @@ import asyncio
 import base64
 import datetime
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,13 @@ from api_client import AlwaysReady, Api
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.http.app import make_app
 from cnamd.http.fastpath import FastLookups, LookupRunner
+from cnamd.http.keys import UPSTREAM
 from cnamd.model import Role
 from cnamd.settings import load
+from cnamd.upstream.chain import Upstream
 
 TRUSTED_SOURCE, UNTRUSTED_SOURCE = "127.0.0.1", "127.0.0.2"
 OVERRIDES = [f"http.trusted_networks={TRUSTED_SOURCE}/32", "http.auth_failure_burst=1000000"]
@@ -378,3 +382,75 @@ async def test_a_remembered_key_is_refused_once_it_expires(pair: Pair) -> None:
             break
         await asyncio.sleep(0.025)
     assert answer.status == 401 and datetime.datetime.now(datetime.UTC) >= expires
+
+
+HELD_NAMED, HELD_NEGATIVE, HELD_EXPIRED = "+442079460123", "+442079460124", "+442079460125"
+
+
+@pytest.fixture
+async def held_pair(api: Api, tmp_path: Path) -> AsyncIterator[tuple[Pair, UpstreamAnswers]]:
+    """``pair`` with held upstream answers (no sources to ask) in both applications."""
+    settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 'h'}", *OVERRIDES])
+    held = UpstreamAnswers()
+    later = time.time() + 3600
+    held.replace(
+        [
+            (HELD_NAMED, "Up Named", "provider-a", later),
+            (HELD_NEGATIVE, None, "provider-a", later),
+            (HELD_EXPIRED, "Long Gone", "provider-a", time.time() - 1),
+        ]
+    )
+    servers = []
+    for server_class in (TestServer, FastServer):
+        app = make_app(settings, api.directory, AlwaysReady(), api.pool)
+        app[UPSTREAM] = Upstream(held, None, settings.upstream)
+        servers.append(server_class(app, host="127.0.0.1"))
+        await servers[-1].start_server()
+    partner = await api.key(Role.PARTNER, enterprises=["demo"])
+    await _until_key(api, partner.split(".")[0], True)
+    general, fast = (s.port for s in servers)
+    assert general is not None and fast is not None
+    yield Pair(api, general, fast, partner, "", ""), held
+    for server in servers:
+        await server.close()
+
+
+async def test_held_upstream_answers_are_answered_as_the_application_does(
+    held_pair: tuple[Pair, UpstreamAnswers],
+) -> None:
+    """A local miss held from upstream is answered by the fast path (it needs no wait):
+    named (with its source), held negative, expired, for a tenant that turned upstream
+    off: the same bytes as the application's."""
+    pair, held = held_pair
+    key_id, secret = pair.partner.split(".")
+    keyed = f"?account_sid={key_id}&auth_token={secret}"
+    targets = [
+        f"{route}{number}{query}"
+        for route in PLAIN_ROUTES
+        for number in (HELD_NAMED, HELD_NEGATIVE, HELD_EXPIRED, HELD_NAMED[1:])
+        for query in ("", "?format=text", "?format=pbx", keyed)
+    ]
+
+    def compare(source: str) -> list[Answer]:
+        answers = []
+        for target in targets:
+            raw = f"GET {target} HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode()
+            general = ask(pair.general, source, raw)
+            assert ask(pair.fast, source, raw) == general, target
+            answers.append(general)
+        return answers
+
+    before = CountedLookups.answered
+    answers = await asyncio.to_thread(compare, TRUSTED_SOURCE)
+    assert CountedLookups.answered - before >= len(targets) // 2  # not referred to the app
+    named = [a for t, a in zip(targets, answers, strict=True) if HELD_NAMED in t]
+    assert any(b"Up Named" in a.body for a in named) and any(a.status == 200 for a in named)
+    assert all(a.status != 200 for t, a in zip(targets, answers, strict=True) if "460124" in t)
+    # the demo tenant turns upstream off: its keyed lookups no longer read the held answers
+    contexts = pair.api.directory.contexts
+    demo = contexts.tenant("demo") if contexts is not None else None
+    assert demo is not None
+    held.off_tenants = frozenset({demo.id})  # one object, shared by both applications
+    off = await asyncio.to_thread(compare, UNTRUSTED_SOURCE)
+    with_key = [a for t, a in zip(targets, off, strict=True) if "account_sid" in t]
+    assert with_key and not any(b"Up Named" in a.body for a in with_key)

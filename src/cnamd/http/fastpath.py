@@ -10,9 +10,11 @@ paths whose every part is plain -- a number of digits (with or without ``+``
 on the lookup routes), no percent escapes, only the route's own parameters of
 plain characters, each once -- is answered here, by the same functions as the
 routes' handlers (http/answers.py, lookup.py, opencnam.py, phonebooks.py) and
-counted in the same metrics. Anything else, and anything that is going to be
-refused (no or bad credentials, a tenant parameter, a cache still loading), goes
-to the application untouched, whose answer is the reference:
+counted in the same metrics; a local miss goes on to the held upstream answers
+(``_after_upstream``), from memory as ``answers.ask_all`` reads them. Anything
+else, anything that is going to be refused (no or bad credentials, a tenant
+parameter, a cache still loading) and a miss an upstream source must be asked
+for go to the application untouched, whose answer is the reference:
 tests/http/test_fastpath.py holds this path to it.
 
 What the skipped middleware does is done here as cheaply: the input guard
@@ -38,6 +40,7 @@ from cnamd.access import Principal
 from cnamd.errors import CnamdError, InvalidNumber
 from cnamd.http import lookup, opencnam
 from cnamd.http.answers import (
+    Answer,
     Rendered,
     bare_invalid,
     count,
@@ -49,7 +52,7 @@ from cnamd.http.auth import credentials, live_key
 from cnamd.http.front import FrontServer
 from cnamd.http.keys import DIRECTORY, PRINCIPAL, SETTINGS, TRUSTED, UPSTREAM
 from cnamd.http.raw_answer import RawAnswer
-from cnamd.model import LookupContext
+from cnamd.model import LookupContext, LookupResult, Scope
 from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
 
@@ -100,14 +103,27 @@ def plain_params(query: str, known: frozenset[str] = _PARAMS) -> dict[str, str] 
     return params
 
 
-def _upstream_may_know(app: web.Application, number: str) -> bool:
-    """A local miss the upstream scope may name: a held answer, or a source to ask."""
+def _after_upstream(app: web.Application, answer: Answer, ctx: LookupContext) -> Answer | None:
+    """A local miss as ``answers.ask_all`` completes it from memory: named by a held
+    upstream answer, or still a miss (held negative, upstream off for the tenant,
+    no source for the number). None when a source must be asked: the application
+    waits for it."""
     upstream = app.get(UPSTREAM)
     if upstream is None:
-        return False
-    if upstream.held.get(number) is not None:
-        return True
-    return upstream.chain is not None and upstream.chain.wants(number)
+        return answer
+    held_answers = upstream.held
+    if held_answers.off_tenants and ctx.tenant_id in held_answers.off_tenants:
+        return answer
+    held = held_answers.get(answer.number)
+    if held is not None:
+        if held.name is None:
+            return answer
+        found = LookupResult(held.name, answer.number, Scope.UPSTREAM)
+        return Answer(answer.number, found, None, held.source)
+    chain = upstream.chain
+    if chain is not None and chain.wants(answer.number):
+        return None
+    return answer
 
 
 class FastLookups:
@@ -169,8 +185,11 @@ class FastLookups:
             refusal = json_invalid(exc) if kind == "json" else bare_invalid(exc)
             response = _written(request, refusal)
         else:
-            if answer.found is None and _upstream_may_know(app, answer.number):
-                return None  # the application asks the upstream scope (answers.ask_all)
+            if answer.found is None:
+                after = _after_upstream(app, answer, asked[0])
+                if after is None:
+                    return None  # the application asks the upstream sources (answers.ask_all)
+                answer = after
             count(answer, started)
             names = app[SETTINGS].names
             if kind != "json":
