@@ -21,6 +21,7 @@ from databases import ADMIN_SECONDS, TEMPLATE, Database
 from test_daemon import Daemon
 
 DEMO_TEMPLATE = "cnamd_demo_template"  # TEMPLATE plus the demo data, made once per run
+SHM_FREE_NEEDED = 1 << 30  # bytes free in /dev/shm to put the session PostgreSQL there
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +45,18 @@ async def pg(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embedded
 
 
 def _in_memory_dir() -> Path | None:
-    """A new directory in /dev/shm for ``pg``'s data, or None where there is none.
+    """A new directory in /dev/shm for ``pg``'s data, or None where there is none to spare.
 
     Most tests clone a database from a template and drop it; on this VM's disk
     each clone waited 0.1-0.25 s even without fsync, against about 13 ms in
-    memory. The server holds only throwaway databases (tens of MB).
+    memory. The server holds only throwaway databases (tens of MB); a small
+    /dev/shm (a container's 64 MB) is left to PostgreSQL's shared memory.
     """
     shm = Path("/dev/shm")
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        return None
+    fs = os.statvfs(shm)
+    if fs.f_bavail * fs.f_frsize < SHM_FREE_NEEDED:
         return None
     return Path(tempfile.mkdtemp(prefix="cnamd-test-pg-", dir=shm))
 
