@@ -47,8 +47,13 @@ typecheck: $(STAMP)
 # filterwarnings=error; a fixed --basetemp has no sweep.
 TEST_TMP ?= $(or $(TMPDIR),/tmp)/cnamd-test-$(shell printf %s '$(CURDIR)' | cksum | cut -d' ' -f1)
 
+# pytest-xdist: one test process per core (TEST_WORKERS=0 runs them all in this one), each
+# with its own PostgreSQL and its own directory under TEST_TMP; a module's tests stay in one
+# process (--dist loadscope) so a module-scoped daemon starts once.
+TEST_WORKERS ?= auto
+
 unit: $(STAMP)
-	$(BIN)/pytest --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
 ## interop: start the demo daemon and drive it with real SIP peers (sipp, sipsak; apt-get when missing)
 interop: $(STAMP)

@@ -23,6 +23,21 @@ from pristine_pgdata import seed
 CLI = [sys.executable, "-m", "cnamd.cli"]
 
 
+def _port_range() -> tuple[int, int]:
+    """20000-32000, or this pytest-xdist worker's own slice of it.
+
+    Two workers could otherwise both find one port free and hand it to two
+    daemons before either binds it.
+    """
+    low, high = 20000, 32000
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1 ... under pytest -n
+    if not worker:
+        return low, high
+    width = (high - low) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    start = low + int(worker.removeprefix("gw")) * width
+    return start, start + width - 1
+
+
 def free_port() -> int:
     """A loopback port free for both TCP and UDP now, below Linux's ephemeral range.
 
@@ -30,8 +45,9 @@ def free_port() -> int:
     where any test's outgoing connection may take the port before the daemon
     binds it ("Address already in use"); below it only listeners compete.
     """
+    low, high = _port_range()
     for _ in range(1000):
-        port = random.randint(20000, 32000)
+        port = random.randint(low, high)
         try:
             with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
                 tcp.bind(("127.0.0.1", port))
