@@ -230,3 +230,22 @@ def test_stream_content_length_reads_as_python_reads_it(head: bytes) -> None:
         assert b"\r\n " in head or b"\r\n\t" in head
     else:
         assert fast == message._stream_content_length(head), head
+
+
+@pytest.mark.parametrize("letter", ["p", "u", "t", "x"])
+def test_a_one_letter_transport_leaves_the_shared_byte_alone(letter: str) -> None:
+    """The scanner upper-cases the Via transport. For one byte CPython hands out a
+    shared object (``bytes([c])`` is that one object everywhere in the process):
+    writing to it once turned every b"p" into b"P" (the suite's "siP:" failures)."""
+    code = ord(letter)  # an int: it cannot be changed behind the test's back
+    data = (
+        b"INVITE sip:+12125550001@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/" + bytes([code]) + b" 127.0.0.1:5061;branch=z9hG4bK-1\r\n"
+        b"From: <sip:+492216698712@127.0.0.1>;tag=1\r\n"
+        b"To: <sip:+12125550001@127.0.0.1>\r\n"
+        b"Call-ID: 1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    taken = scan(data)
+    assert taken is not None  # the C path did read it
+    assert taken[3][0] == bytes([code - 32])  # upper-cased
+    assert bytes([code])[0] == code and data[9] == ord("p")  # "sip:" unchanged

@@ -425,14 +425,20 @@ static PyObject *scan_message(PyObject *arg, int check_only)
         PyList_SET_ITEM(header_list, i, v);
     }
     {
-        PyObject *transport_obj = bytes_of(transport), *from_obj, *to_obj;
+        /* Upper-cased as it is copied into a new object. Never in place after
+         * bytes_of(): for one byte PyBytes_FromStringAndSize(p, 1) returns CPython's
+         * shared single-byte object, and writing to it changed that byte in every
+         * bytes object of the process (b"p" became b"P"). With a NULL source the
+         * object is always new (the empty one is not written to). */
+        PyObject *transport_obj = PyBytes_FromStringAndSize(NULL, transport.n), *from_obj, *to_obj;
         if (transport_obj == NULL)
             goto done;
-        {   /* upper-case in place: the object is new and not shared yet */
+        {
             char *t = PyBytes_AS_STRING(transport_obj);
-            for (i = 0; i < transport.n; i++)
-                if (t[i] >= 'a' && t[i] <= 'z')
-                    t[i] -= 32;
+            for (i = 0; i < transport.n; i++) {
+                char c = transport.p[i];
+                t[i] = (char)(c >= 'a' && c <= 'z' ? c - 32 : c);
+            }
         }
         from_obj = name_addr_tuple(fd, fu, fp);
         to_obj = name_addr_tuple(td, tu, tp);
