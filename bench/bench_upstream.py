@@ -13,8 +13,13 @@ UDP at a steady rate: the local dips' failures and latency, the provider's peak
 concurrency (the source's ``max_concurrency``), how long until every answer is held,
 the rows stored and the transactions PostgreSQL committed meanwhile.
 
+``callers``: the dip's question alone (``DirectoryCallers.caller_name``) at N names
+and N held answers mapped from a file, random numbers: what the upstream scope adds
+at a realistic size.
+
 Reproduce:
     .venv/bin/python bench/bench_upstream.py dip [N]
+    .venv/bin/python bench/bench_upstream.py callers [N]
     .venv/bin/python bench/bench_upstream.py burst [N] [CONCURRENCY]
 """
 
@@ -119,6 +124,44 @@ def bench_dip(count: int) -> None:
         medians = [r[3] for k, r in rounds if k == kind]
         print(f"{kind:9} INVITE: best {min(best):.2f} us, medians {[round(m, 2) for m in medians]}")
     print(f"held upstream answer: {per_entry:.0f} B each at {count} (tracemalloc)")
+
+
+def bench_callers(count: int, sample: int = 200_000) -> None:
+    """The dip's question alone (``DirectoryCallers.caller_name``, no SIP parsing) at
+    ``count`` global names and as many held answers from the host's file: random
+    numbers of each, best of 3 passes, alternated three times."""
+    import random
+
+    local = [f"+1212{i:07d}" for i in range(count)]
+    remote = [f"+4413{i:08d}" for i in range(count)]
+    builder = CacheBuilder()
+    for number in local:
+        builder.add(Scope.GLOBAL, 0, number, f"Local {number[-4:]}")
+    directory = Directory()
+    directory.install(
+        builder.build(),
+        Contexts(ContextRows([], [], [], [], []), ["0.0.0.0/0"]),
+        Digest(0, 0, 0),
+        stale=False,
+    )
+    far = time.time() + 86400
+    scratch = Path(tempfile.mkdtemp()) / "cache.snapshot.upstream"
+    rows = [(n, f"Up {n[-4:]}", "bench", far) for n in remote]
+    write_held(scratch, rows, base_id="b", last_change_id=0)
+    held = UpstreamAnswers()
+    held.use_file(HeldFile.open(scratch))
+    scratch.unlink()
+    callers = DirectoryCallers(directory, held)
+    picks = {"local": random.sample(local, sample), "upstream": random.sample(remote, sample)}
+    for _ in range(3):
+        for kind, numbers in picks.items():
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                for number in numbers:
+                    callers.caller_name(number, "+12125550001", "127.0.0.1")
+                best = min(best, (time.perf_counter() - started) / sample * 1e6)
+            print(f"{kind:9} caller_name at {count:,}: best {best:.3f} us", flush=True)
 
 
 # --- burst ---------------------------------------------------------------------------
@@ -306,6 +349,8 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "dip"
     if what == "dip":
         bench_dip(int(sys.argv[2]) if len(sys.argv) > 2 else 100000)
+    elif what == "callers":
+        bench_callers(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
     else:
         bench_burst(
             int(sys.argv[2]) if len(sys.argv) > 2 else 2000,
