@@ -75,12 +75,12 @@ def per_item_us(fn: object, items: list[bytes], passes: int = 7) -> list[float]:
     return sorted(times)
 
 
-def bench_dip(count: int) -> None:
-    local = [f"+1212{i:07d}" for i in range(count)]
-    remote = [f"+1313{i:07d}" for i in range(count)]
+def global_names(numbers: list[str]) -> Directory:
+    """A Directory naming ``numbers`` in the global scope, with names as varied as the
+    upstream answers' (the dip caches quoted names)."""
     builder = CacheBuilder()
-    for number in local:
-        builder.add(Scope.GLOBAL, 0, number, f"Local {number[-4:]}")  # as varied as upstream's
+    for number in numbers:
+        builder.add(Scope.GLOBAL, 0, number, f"Local {number[-4:]}")
     directory = Directory()
     directory.install(
         builder.build(),
@@ -88,6 +88,13 @@ def bench_dip(count: int) -> None:
         Digest(0, 0, 0),
         stale=False,
     )
+    return directory
+
+
+def bench_dip(count: int) -> None:
+    local = [f"+1212{i:07d}" for i in range(count)]
+    remote = [f"+1313{i:07d}" for i in range(count)]
+    directory = global_names(local)
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -134,16 +141,7 @@ def bench_callers(count: int, sample: int = 200_000) -> None:
 
     local = [f"+1212{i:07d}" for i in range(count)]
     remote = [f"+4413{i:08d}" for i in range(count)]
-    builder = CacheBuilder()
-    for number in local:
-        builder.add(Scope.GLOBAL, 0, number, f"Local {number[-4:]}")
-    directory = Directory()
-    directory.install(
-        builder.build(),
-        Contexts(ContextRows([], [], [], [], []), ["0.0.0.0/0"]),
-        Digest(0, 0, 0),
-        stale=False,
-    )
+    directory = global_names(local)
     far = time.time() + 86400
     scratch = Path(tempfile.mkdtemp()) / "cache.snapshot.upstream"
     rows = [(n, f"Up {n[-4:]}", "bench", far) for n in remote]
@@ -152,6 +150,7 @@ def bench_callers(count: int, sample: int = 200_000) -> None:
     held.use_file(HeldFile.open(scratch))
     scratch.unlink()
     callers = DirectoryCallers(directory, held)
+    sample = min(sample, count)
     picks = {"local": random.sample(local, sample), "upstream": random.sample(remote, sample)}
     for _ in range(3):
         for kind, numbers in picks.items():

@@ -12,9 +12,12 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from cnamd.cache.directory import Directory
+from cnamd.http.fastpath import FastLookups, LookupRunner
 from cnamd.model import Role
 from cnamd.replica.feed import ChangeFeed
 from cnamd.settings import Settings
@@ -89,6 +92,16 @@ class Api:
             _, token = await apikeys.create_key(conn, role, **kw)
         return token
 
+    async def until_key(self, key_id: str, known: bool = True) -> None:
+        """Wait (bounded) until the change feed has brought key ``key_id`` to the cache
+        (``known``) or taken it away: keys reach the cache like names."""
+        for _ in range(400):
+            contexts = self.directory.contexts
+            if contexts is not None and (key_id in contexts.keys) == known:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"key {key_id} never {'arrived' if known else 'left'}")
+
     async def until_served(self, number: str, name: str | None, **ctx: str) -> None:
         """Wait (bounded) until an HTTP lookup of ``number`` answers ``name`` (None: a miss)."""
         query = "&".join(f"{k}={v}" for k, v in ctx.items())
@@ -99,3 +112,18 @@ class Api:
                 return
             await asyncio.sleep(0.025)
         raise AssertionError(f"{number} never served {name!r} (last: {reply.status} {reply.body})")
+
+
+def daemon_test_server(handler: type[FastLookups]) -> type[TestServer]:
+    """aiohttp's TestServer with the daemon's runner (``LookupRunner``: the connection
+    front, then ``handler`` where aiohttp calls the application)."""
+
+    class Runner(LookupRunner):
+        handler_class = handler
+
+    class Server(TestServer):
+        async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+            assert isinstance(self.app, web.Application)
+            return Runner(self.app, **kwargs)
+
+    return Server

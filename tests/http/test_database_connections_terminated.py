@@ -26,15 +26,6 @@ SWEEPS = 40  # terminations, 50-100 ms apart: 2-4 s of storm
 ROUNDS_PER_CLIENT = 400  # a bound; the clients stop when the storm does
 
 
-async def _until_key_known(api: Api, key_id: str) -> None:
-    for _ in range(200):
-        contexts = api.directory.contexts
-        if contexts is not None and key_id in contexts.keys:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"key {key_id} never reached the cache")
-
-
 async def _storm(db_url: str, done: asyncio.Event) -> int:
     """Terminate the pool's backends again and again; how many were terminated."""
     admin = await asyncpg.connect(db_url)
@@ -76,7 +67,7 @@ async def test_terminated_connections_answer_2xx_or_503_and_lose_no_acknowledged
     api: Api, db_url: str
 ) -> None:
     token = await api.key(Role.PARTNER, enterprises=["demo"])
-    await _until_key_known(api, token.split(".")[0])
+    await api.until_key(token.split(".")[0])
     done = asyncio.Event()
     written: dict[str, str] = {}
     storm = asyncio.create_task(_storm(db_url, done))

@@ -21,18 +21,18 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from api_client import AlwaysReady, Api
+from api_client import AlwaysReady, Api, daemon_test_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.http.app import make_app
-from cnamd.http.fastpath import FastLookups, LookupRunner
+from cnamd.http.fastpath import FastLookups
 from cnamd.http.keys import UPSTREAM
 from cnamd.model import Role
 from cnamd.settings import load
@@ -58,16 +58,7 @@ class CountedLookups(FastLookups):
         return response
 
 
-class CountedRunner(LookupRunner):
-    handler_class = CountedLookups
-
-
-class FastServer(TestServer):
-    """aiohttp's TestServer with the daemon's runner: the fast path in front."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        assert isinstance(self.app, web.Application)
-        return CountedRunner(self.app, **kwargs)
+FastServer = daemon_test_server(CountedLookups)
 
 
 @dataclass
@@ -78,15 +69,6 @@ class Pair:
     partner: str
     user: str
     operator: str
-
-
-async def _until_key(api: Api, key_id: str, known: bool) -> None:
-    for _ in range(400):
-        contexts = api.directory.contexts
-        if contexts is not None and (key_id in contexts.keys) == known:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"key {key_id} never {'arrived' if known else 'left'}")
 
 
 @pytest.fixture
@@ -105,7 +87,7 @@ async def pair(api: Api, tmp_path: Path) -> AsyncIterator[Pair]:
         await api.key(Role.OPERATOR),
     ]
     for token in tokens:
-        await _until_key(api, token.split(".")[0], True)
+        await api.until_key(token.split(".")[0])
     assert general.port is not None and fast.port is not None
     yield Pair(api, general.port, fast.port, *tokens)
     await fast.close()
@@ -327,7 +309,7 @@ async def test_a_key_revoked_through_the_api_is_refused_from_the_next_request(
     api = pair.api
     token = await api.key(Role.PARTNER, enterprises=["demo"])
     key_id, secret = token.split(".")
-    await _until_key(api, key_id, True)
+    await api.until_key(key_id)
     target = f"/v3/phone/12125550001?format=pbx&account_sid={key_id}&auth_token={secret}"
     request = f"GET {target} HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", pair.fast)
@@ -371,7 +353,7 @@ async def test_a_remembered_key_is_refused_once_it_expires(pair: Pair) -> None:
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
     token = await api.key(Role.PARTNER, enterprises=["demo"], expires_at=expires)
     key_id, secret = token.split(".")
-    await _until_key(api, key_id, True)
+    await api.until_key(key_id)
     target = f"/v3/phone/12125550001?format=pbx&account_sid={key_id}&auth_token={secret}"
     raw = f"GET {target} HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode()
     first = await asyncio.to_thread(ask, pair.fast, TRUSTED_SOURCE, raw)
@@ -407,7 +389,7 @@ async def held_pair(api: Api, tmp_path: Path) -> AsyncIterator[tuple[Pair, Upstr
         servers.append(server_class(app, host="127.0.0.1"))
         await servers[-1].start_server()
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
-    await _until_key(api, partner.split(".")[0], True)
+    await api.until_key(partner.split(".")[0])
     general, fast = (s.port for s in servers)
     assert general is not None and fast is not None
     yield Pair(api, general, fast, partner, "", ""), held

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from api_client import AlwaysReady, Api
+from api_client import AlwaysReady, Api, daemon_test_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,16 +67,7 @@ class FrontCounted(FastLookups):
         return response
 
 
-class FrontRunner(LookupRunner):
-    handler_class = FrontCounted
-
-
-class FrontTestServer(TestServer):
-    """aiohttp's TestServer with the daemon's runner: the front first."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        assert isinstance(self.app, web.Application)
-        return FrontRunner(self.app, **kwargs)
+FrontTestServer = daemon_test_server(FrontCounted)
 
 
 def front_server(server: TestServer) -> FrontServer:
@@ -88,7 +79,7 @@ def front_server(server: TestServer) -> FrontServer:
 class Servers:
     api: Api
     general: int
-    front: FrontTestServer
+    front: TestServer
     partner: str
     settings: Any
 
@@ -96,15 +87,6 @@ class Servers:
     def port(self) -> int:
         assert self.front.port is not None
         return self.front.port
-
-
-async def _until_key(api: Api, key_id: str) -> None:
-    for _ in range(400):
-        contexts = api.directory.contexts
-        if contexts is not None and key_id in contexts.keys:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"key {key_id} never arrived")
 
 
 @pytest.fixture
@@ -120,7 +102,7 @@ async def servers(api: Api, tmp_path: Path) -> AsyncIterator[Servers]:
     await general.start_server()
     await front.start_server()
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
-    await _until_key(api, partner.split(".")[0])
+    await api.until_key(partner.split(".")[0])
     assert general.port is not None
     yield Servers(api, general.port, front, partner, settings)
     await front.close()
@@ -527,7 +509,7 @@ async def test_a_tenants_new_region_reads_the_next_lookup(servers: Servers) -> N
     reads bare national digits in it, as the application does."""
     api = servers.api
     operator = await api.key(Role.OPERATOR)
-    await _until_key(api, operator.split(".")[0])
+    await api.until_key(operator.split(".")[0])
     key_id, secret = servers.partner.split(".")
     target = f"/v3/phone/02216698713?format=pbx&account_sid={key_id}&auth_token={secret}"
     raw = f"GET {target} HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode()

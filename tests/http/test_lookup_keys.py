@@ -18,19 +18,9 @@ def api_settings() -> list[str]:
     return ["http.trusted_networks="]
 
 
-async def _until_key_known(api: Api, key_id: str, known: bool = True) -> None:
-    """Keys reach the cache through the change feed, like names."""
-    for _ in range(200):
-        contexts = api.directory.contexts
-        if contexts is not None and (key_id in contexts.keys) == known:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"key {key_id} never {'arrived' if known else 'left'}")
-
-
 async def _key(api: Api, role: Role, **kw: object) -> str:
     token = await api.key(role, **kw)
-    await _until_key_known(api, token.split(".")[0])
+    await api.until_key(token.split(".")[0])
     return token
 
 
@@ -84,7 +74,7 @@ async def test_a_revoked_key_stops_working_without_a_database_read(api: Api) -> 
     assert (await api.call("GET", LOOKUP + "?tenant=demo", token)).status == 200
     async with api.pool.acquire() as conn:
         await conn.execute("UPDATE api_keys SET revoked_at = now()")
-    await _until_key_known(api, token.split(".")[0], known=False)
+    await api.until_key(token.split(".")[0], known=False)
     assert (await api.call("GET", LOOKUP + "?tenant=demo", token)).status == 401
 
 
