@@ -18,9 +18,10 @@ from multidict import CIMultiDictProxy
 
 from cnamd.cache.directory import Directory
 from cnamd.http.fastpath import FastLookups, LookupRunner
+from cnamd.http.front import ScannedRequest
 from cnamd.model import Role
 from cnamd.replica.feed import ChangeFeed
-from cnamd.settings import Settings
+from cnamd.settings import Settings, load
 from cnamd.store import apikeys
 
 STEP_SECONDS = 20.0  # each is well under a second unloaded; the test's own timeout is 60 s
@@ -112,6 +113,47 @@ class Api:
                 return
             await asyncio.sleep(0.025)
         raise AssertionError(f"{number} never served {name!r} (last: {reply.status} {reply.body})")
+
+
+#: the fast path's tests: one trusted and one untrusted loopback source, no login limit
+TRUSTED_SOURCE, UNTRUSTED_SOURCE = "127.0.0.1", "127.0.0.2"
+FAST_PATH_OVERRIDES = [
+    f"http.trusted_networks={TRUSTED_SOURCE}/32",
+    "http.auth_failure_burst=1000000",
+]
+
+
+#: numbers of every kind a plain lookup GET carries: the demo tenant's, global names and a
+#: global prefix, national and bare digits, a number no reading makes valid, a miss
+PLAIN_NUMBER_LIST = [
+    "+492216698713",
+    "+12125550001",
+    "+18005550100",
+    "12125550001",
+    "2125550001",
+    "19576339411",
+    "+19995550000",
+]
+
+
+def fast_path_settings(snapshot: Path) -> Settings:
+    """Settings of a fast-path test's own server, with its own snapshot path."""
+    return load(environ={}, overrides=[f"cache.snapshot_path={snapshot}", *FAST_PATH_OVERRIDES])
+
+
+class CountedLookups(FastLookups):
+    """The fast path, counting what it answered (so a test knows it was used): in all,
+    and of those the answers it gave the connection front."""
+
+    answered = 0
+    front = 0
+
+    def answer(self, request: web.Request) -> web.StreamResponse | None:
+        response = super().answer(request)
+        if response is not None:
+            CountedLookups.answered += 1
+            CountedLookups.front += isinstance(request, ScannedRequest)
+        return response
 
 
 def daemon_test_server(handler: type[FastLookups]) -> type[TestServer]:

@@ -24,38 +24,31 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
-from api_client import AlwaysReady, Api, daemon_test_server
+from api_client import (
+    FAST_PATH_OVERRIDES,
+    PLAIN_NUMBER_LIST,
+    TRUSTED_SOURCE,
+    UNTRUSTED_SOURCE,
+    AlwaysReady,
+    Api,
+    CountedLookups,
+    daemon_test_server,
+    fast_path_settings,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.http.app import make_app
-from cnamd.http.fastpath import FastLookups
 from cnamd.http.keys import UPSTREAM
 from cnamd.model import Role
-from cnamd.settings import load
 from cnamd.upstream.chain import Upstream
-
-TRUSTED_SOURCE, UNTRUSTED_SOURCE = "127.0.0.1", "127.0.0.2"
-OVERRIDES = [f"http.trusted_networks={TRUSTED_SOURCE}/32", "http.auth_failure_burst=1000000"]
 
 
 @pytest.fixture
 def api_settings() -> list[str]:
-    return OVERRIDES
-
-
-class CountedLookups(FastLookups):
-    """The fast path, counting what it answers itself (so a test knows it was used)."""
-
-    answered = 0
-
-    def answer(self, request: web.Request) -> web.StreamResponse | None:
-        response = super().answer(request)
-        CountedLookups.answered += response is not None
-        return response
+    return FAST_PATH_OVERRIDES
 
 
 FastServer = daemon_test_server(CountedLookups)
@@ -74,7 +67,7 @@ class Pair:
 @pytest.fixture
 async def pair(api: Api, tmp_path: Path) -> AsyncIterator[Pair]:
     """The api fixture's server (the general path) and a fast-path server beside it."""
-    settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 'f'}", *OVERRIDES])
+    settings = fast_path_settings(tmp_path / "f")
     general = TestServer(
         make_app(settings, api.directory, AlwaysReady(), api.pool), host="127.0.0.1"
     )
@@ -169,15 +162,6 @@ TEXT = st.text(
 )
 
 
-PLAIN_NUMBER_LIST = [
-    "+492216698713",
-    "+12125550001",
-    "+18005550100",
-    "12125550001",
-    "2125550001",
-    "19576339411",
-    "+19995550000",
-]
 PLAIN_NUMBERS = st.sampled_from(PLAIN_NUMBER_LIST)
 
 
@@ -372,7 +356,7 @@ HELD_NAMED, HELD_NEGATIVE, HELD_EXPIRED = "+442079460123", "+442079460124", "+44
 @pytest.fixture
 async def held_pair(api: Api, tmp_path: Path) -> AsyncIterator[tuple[Pair, UpstreamAnswers]]:
     """``pair`` with held upstream answers (no sources to ask) in both applications."""
-    settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 'h'}", *OVERRIDES])
+    settings = fast_path_settings(tmp_path / "h")
     held = UpstreamAnswers()
     later = time.time() + 3600
     held.replace(

@@ -32,20 +32,26 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from api_client import AlwaysReady, Api, daemon_test_server
+from api_client import (
+    FAST_PATH_OVERRIDES,
+    PLAIN_NUMBER_LIST,
+    TRUSTED_SOURCE,
+    UNTRUSTED_SOURCE,
+    AlwaysReady,
+    Api,
+    CountedLookups,
+    daemon_test_server,
+    fast_path_settings,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnamd.http import access_log
 from cnamd.http.app import make_app
-from cnamd.http.fastpath import FastLookups, LookupRunner
-from cnamd.http.front import FrontServer, ScannedRequest
+from cnamd.http.front import FrontServer
 from cnamd.logs import KeyValueFormatter
 from cnamd.model import Role
-from cnamd.settings import load
 
-TRUSTED_SOURCE, UNTRUSTED_SOURCE = "127.0.0.1", "127.0.0.2"
-OVERRIDES = [f"http.trusted_networks={TRUSTED_SOURCE}/32", "http.auth_failure_burst=1000000"]
 #: the last request of every sequence: answered, then the connection closes
 CLOSING = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\nConnection: close\r\n\r\n"
 PIZZA = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\n\r\n"
@@ -53,21 +59,10 @@ PIZZA = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\n\r\n"
 
 @pytest.fixture
 def api_settings() -> list[str]:
-    return OVERRIDES
+    return FAST_PATH_OVERRIDES
 
 
-class FrontCounted(FastLookups):
-    """The fast path, counting the answers it gave the front (a test knows it was used)."""
-
-    front = 0
-
-    def answer(self, request: web.Request) -> web.StreamResponse | None:
-        response = super().answer(request)
-        FrontCounted.front += isinstance(request, ScannedRequest) and response is not None
-        return response
-
-
-FrontTestServer = daemon_test_server(FrontCounted)
+FrontTestServer = daemon_test_server(CountedLookups)
 
 
 def front_server(server: TestServer) -> FrontServer:
@@ -92,7 +87,7 @@ class Servers:
 @pytest.fixture
 async def servers(api: Api, tmp_path: Path) -> AsyncIterator[Servers]:
     """A plain aiohttp server of the application and one with the front, side by side."""
-    settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 'f'}", *OVERRIDES])
+    settings = fast_path_settings(tmp_path / "f")
     general = TestServer(
         make_app(settings, api.directory, AlwaysReady(), api.pool), host="127.0.0.1"
     )
@@ -151,17 +146,6 @@ def exchange(port: int, source: str, pieces: list[bytes]) -> tuple[list[Answer],
         return read_answers(sock)
 
 
-PLAIN_NUMBERS = [
-    "+492216698713",
-    "+12125550001",
-    "+18005550100",
-    "12125550001",
-    "2125550001",
-    "19576339411",
-    "+19995550000",
-]
-
-
 @st.composite
 def plain_request(draw: st.DrawFn, partner: str) -> bytes:
     """A lookup the front answers (or, from an untrusted source without a key, refers)."""
@@ -174,7 +158,7 @@ def plain_request(draw: st.DrawFn, partner: str) -> bytes:
     how = draw(st.sampled_from(["none", "query", "bearer", "token"]))
     if how == "query":
         params += [f"account_sid={key_id}", f"auth_token={secret}"]
-    target = route + draw(st.sampled_from(PLAIN_NUMBERS))
+    target = route + draw(st.sampled_from(PLAIN_NUMBER_LIST))
     if params:
         target += "?" + "&".join(draw(st.permutations(params)))
     host = draw(
@@ -287,9 +271,9 @@ async def test_the_front_answers_every_byte_sequence_as_aiohttp_and_the_applicat
         front = exchange(servers.port, source, pieces)
         assert front == general, pieces
 
-    before = FrontCounted.front
+    before = CountedLookups.front
     await asyncio.to_thread(check)  # blocking clients; the servers run on this loop
-    assert FrontCounted.front - before > 50  # the front did answer, often
+    assert CountedLookups.front - before > 50  # the front did answer, often
     await _until(lambda: not front_server(servers.front).fronts)  # every connection let go
 
 
@@ -434,7 +418,7 @@ async def test_an_idle_connection_is_closed_and_shutdown_closes_the_rest(
 ) -> None:
     """The keep-alive timeout closes a connection idle since its last answer (or holding
     half a head); stopping the server closes an idle keep-alive connection."""
-    settings = load(environ={}, overrides=[f"cache.snapshot_path={tmp_path / 'f'}", *OVERRIDES])
+    settings = fast_path_settings(tmp_path / "f")
     server = FrontTestServer(
         make_app(settings, api.directory, AlwaysReady(), api.pool), host="127.0.0.1"
     )
@@ -486,11 +470,11 @@ async def test_the_access_log_has_the_fronts_answers(servers: Servers) -> None:
         key_id, secret = servers.partner.split(".")
         target = f"/v3/phone/12125550001?format=pbx&account_sid={key_id}&auth_token={secret}"
         raw = f"GET {target} HTTP/1.1\r\nHost: cnamd\r\nUser-Agent: FreePBX\r\n\r\n".encode()
-        before = FrontCounted.front
+        before = CountedLookups.front
         assert server.port is not None
         answers, _ = await asyncio.to_thread(exchange, server.port, TRUSTED_SOURCE, [raw, CLOSING])
         assert answers[0].body == b"NYC Pizza"
-        assert FrontCounted.front == before + 1
+        assert CountedLookups.front == before + 1
         access_log.flush()
         line = stream.getvalue().splitlines()[0]
         assert "auth_token=REDACTED" in line and secret not in stream.getvalue()
@@ -524,7 +508,7 @@ async def test_a_tenants_new_region_reads_the_next_lookup(servers: Servers) -> N
     change = {"name": tenant["name"], "region": "US", "networks": tenant["networks"]}
     replaced = await api.call("PUT", "/api/operator/tenants/demo", operator, json=change)
     assert replaced.status == 200
-    before = FrontCounted.front
+    before = CountedLookups.front
     for _ in range(400):  # bounded: until the feed has installed the new table
         front = await asyncio.to_thread(ask, servers.port)
         if front[0].status_line != b"HTTP/1.1 200 OK":
@@ -532,7 +516,7 @@ async def test_a_tenants_new_region_reads_the_next_lookup(servers: Servers) -> N
         await asyncio.sleep(0.025)
     assert front[0].status_line == b"HTTP/1.1 400 Bad Request"  # 0221... is no US number
     assert front == await asyncio.to_thread(ask, servers.general)
-    assert FrontCounted.front > before
+    assert CountedLookups.front > before
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:
@@ -570,14 +554,14 @@ async def test_the_front_answers_over_tls_and_hands_over_there_too(
     try:
         assert server.port is not None
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=client_ctx)
-        before = FrontCounted.front
+        before = CountedLookups.front
         handed = PIZZA.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
         writer.write(PIZZA + PIZZA + handed + CLOSING)
         data = await asyncio.wait_for(reader.read(), 10)  # until the server closes
         answers, rest = read_answers_of(data)
         assert rest == b"" and [a.status_line for a in answers] == [b"HTTP/1.1 200 OK"] * 4
         assert all(b'"NYC Pizza"' in a.body for a in answers)
-        assert FrontCounted.front == before + 2  # the last two were aiohttp's
+        assert CountedLookups.front == before + 2  # the last two were aiohttp's
         writer.close()
     finally:
         await server.close()
@@ -602,9 +586,9 @@ async def test_the_fronts_answers_are_counted_by_route_template(servers: Servers
     before = await exposition()
     refused = b"GET /v3/phone/19576339411?format=pbx HTTP/1.1\r\nHost: cnamd\r\n\r\n"
     pieces = [PIZZA * 3 + refused * 2 + CLOSING]
-    front = FrontCounted.front
+    front = CountedLookups.front
     answers, _ = await asyncio.to_thread(exchange, servers.port, TRUSTED_SOURCE, pieces)
-    assert FrontCounted.front == front + 5  # all but CLOSING, which is aiohttp's
+    assert CountedLookups.front == front + 5  # all but CLOSING, which is aiohttp's
     assert [a.status_line[9:12] for a in answers] == [b"200"] * 3 + [b"400"] * 2 + [b"200"]
     after = await exposition()
     lookups, phones = "/v1/lookup/{number}", "/v3/phone/{number}"
@@ -613,7 +597,7 @@ async def test_the_fronts_answers_are_counted_by_route_template(servers: Servers
     assert "19576339411" not in after and "12125550001" not in after
 
 
-class Exploding(FrontCounted):
+class Exploding(CountedLookups):
     """A fast path with a defect: it raises for one number."""
 
     def answer(self, request: web.Request) -> web.StreamResponse | None:
@@ -622,14 +606,7 @@ class Exploding(FrontCounted):
         return super().answer(request)
 
 
-class ExplodingRunner(LookupRunner):
-    handler_class = Exploding
-
-
-class ExplodingServer(TestServer):
-    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        assert isinstance(self.app, web.Application)
-        return ExplodingRunner(self.app, **kwargs)
+ExplodingServer = daemon_test_server(Exploding)
 
 
 async def test_a_defect_in_the_fast_path_is_aiohttps_500_not_a_dropped_connection(
