@@ -30,6 +30,7 @@ from cnamd.model import LookupContext, LookupResult, Scope
 from cnamd.numbers import number_readings
 from cnamd.presentation import Unavailable, unavailable
 from cnamd.settings import NameSettings
+from cnamd.upstream.chain import Found, Upstream
 
 __all__ = [
     "JSON_TYPE",
@@ -119,19 +120,30 @@ async def ask_all(
     started = time.perf_counter() if started is None else started
     answer, ctx = _local(request, raw, principal)
     upstream = main_app(request).get(UPSTREAM)
-    if (
-        answer.found is None
-        and answer.unavailable is None
-        and upstream is not None
-        and (not upstream.held.off_tenants or ctx.tenant_id not in upstream.held.off_tenants)
-    ):
-        found = await upstream.answer(answer.number, "http", ctx.tenant_id)
-        if found.name is not None:
-            result = LookupResult(found.name, answer.number, Scope.UPSTREAM)
-            answer = Answer(answer.number, result, None, found.source)
+    if upstream is not None and goes_upstream(upstream, answer, ctx):
+        answer = named_by(answer, await upstream.answer(answer.number, "http", ctx.tenant_id))
     if answer.unavailable is None:
         count(answer, started)
     return answer
+
+
+def goes_upstream(upstream: Upstream, answer: Answer, ctx: LookupContext) -> bool:
+    """Whether a lookup's local answer goes on to the upstream scope: a miss of a
+    number, asked in a context whose tenant has not turned upstream off."""
+    off = upstream.held.off_tenants
+    return (
+        answer.found is None
+        and answer.unavailable is None
+        and (not off or ctx.tenant_id not in off)
+    )
+
+
+def named_by(answer: Answer, found: Found) -> Answer:
+    """A local miss completed by the upstream scope's answer (a negative one keeps it a miss)."""
+    if found.name is None:
+        return answer
+    result = LookupResult(found.name, answer.number, Scope.UPSTREAM)
+    return Answer(answer.number, result, None, found.source)
 
 
 def _local(

@@ -44,7 +44,9 @@ from cnamd.http.answers import (
     Rendered,
     bare_invalid,
     count,
+    goes_upstream,
     json_invalid,
+    named_by,
     resolved,
     text_answer,
 )
@@ -52,7 +54,7 @@ from cnamd.http.auth import credentials, live_key
 from cnamd.http.front import FrontServer
 from cnamd.http.keys import DIRECTORY, PRINCIPAL, SETTINGS, TRUSTED, UPSTREAM
 from cnamd.http.raw_answer import RawAnswer
-from cnamd.model import LookupContext, LookupResult, Scope
+from cnamd.model import LookupContext
 from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
 
@@ -104,26 +106,14 @@ def plain_params(query: str, known: frozenset[str] = _PARAMS) -> dict[str, str] 
 
 
 def _after_upstream(app: web.Application, answer: Answer, ctx: LookupContext) -> Answer | None:
-    """A local miss as ``answers.ask_all`` completes it from memory: named by a held
-    upstream answer, or still a miss (held negative, upstream off for the tenant,
-    no source for the number). None when a source must be asked: the application
+    """A local miss as ``answers.ask_all`` completes it, when that needs no wait
+    (``Upstream.from_memory``); None when a source must be asked: the application
     waits for it."""
     upstream = app.get(UPSTREAM)
-    if upstream is None:
+    if upstream is None or not goes_upstream(upstream, answer, ctx):
         return answer
-    held_answers = upstream.held
-    if held_answers.off_tenants and ctx.tenant_id in held_answers.off_tenants:
-        return answer
-    held = held_answers.get(answer.number)
-    if held is not None:
-        if held.name is None:
-            return answer
-        found = LookupResult(held.name, answer.number, Scope.UPSTREAM)
-        return Answer(answer.number, found, None, held.source)
-    chain = upstream.chain
-    if chain is not None and chain.wants(answer.number):
-        return None
-    return answer
+    found = upstream.from_memory(answer.number)
+    return None if found is None else named_by(answer, found)
 
 
 class FastLookups:

@@ -360,13 +360,23 @@ class Upstream:
         """SIGHUP: the new deadlines (the chain is reconfigured by its owner)."""
         self.deadlines = {"sip": settings.sip_deadline, "http": settings.http_deadline}
 
-    async def answer(self, number: str, front: str, tenant: int | None = None) -> Found:
-        """``tenant``: who asks (its own accounts, if any, are used)."""
+    def from_memory(self, number: str) -> Found | None:
+        """The answer known without waiting: the held one, or NOTHING when no source
+        covers the number; None when a source must be asked (``answer``)."""
         held = self.held.get(number)
         if held is not None:
             return Found(held.name, held.source)
         chain = self.chain
         if chain is None or not chain.wants(number):
             return NOTHING
+        return None
+
+    async def answer(self, number: str, front: str, tenant: int | None = None) -> Found:
+        """``tenant``: who asks (its own accounts, if any, are used)."""
+        found = self.from_memory(number)
+        if found is not None:
+            return found
+        chain = self.chain
+        assert chain is not None  # from_memory() answered every number no source covers
         accounts = self.held.accounts.get(tenant) if tenant is not None else None
         return await chain.within(number, self.deadlines[front], front, accounts)
