@@ -63,7 +63,7 @@ class DirectoryCallers:
             chain = self.chain
             if upstream is not None and chain is not None and chain.wants(number):
                 tenant = None if ctx is None else ctx.tenant_id
-                if tenant is None or tenant not in upstream.off_tenants:
+                if upstream.serves(tenant):
                     return NameAnswer(NameKind.PENDING, number=number, tenant=tenant)
             self._miss.n += 1
             return NameAnswer(NameKind.MISS, number=number)

@@ -195,8 +195,7 @@ class Directory:
 
 def _held_answer(held: UpstreamAnswers, number: str, ctx: LookupContext) -> LookupResult | None:
     """The upstream scope's answer for ``number`` asked in ``ctx``, or None."""
-    off = held.off_tenants
-    if off and ctx.tenant_id in off:
+    if not held.serves(ctx.tenant_id):
         return None
     name = held.name_of(number)
     if name is None:

@@ -62,6 +62,11 @@ class UpstreamAnswers:
         #: called with the number of every answer put (the chain wakes who waits for it)
         self.arrived: Callable[[str], None] | None = None
 
+    def serves(self, tenant_id: int | None) -> bool:
+        """Whether lookups asked for ``tenant_id`` (None: no tenant) reach this scope."""
+        off = self.off_tenants
+        return not off or tenant_id not in off
+
     def __len__(self) -> int:
         """Numbers held, expired ones included until the sweeper removes them."""
         return self._count

@@ -130,12 +130,8 @@ async def ask_all(
 def goes_upstream(upstream: Upstream, answer: Answer, ctx: LookupContext) -> bool:
     """Whether a lookup's local answer goes on to the upstream scope: a miss of a
     number, asked in a context whose tenant has not turned upstream off."""
-    off = upstream.held.off_tenants
-    return (
-        answer.found is None
-        and answer.unavailable is None
-        and (not off or ctx.tenant_id not in off)
-    )
+    local_miss = answer.found is None and answer.unavailable is None
+    return local_miss and upstream.held.serves(ctx.tenant_id)
 
 
 def named_by(answer: Answer, found: Found) -> Answer:
