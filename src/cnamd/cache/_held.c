@@ -8,7 +8,7 @@
  * table in one C call, as fast as the dict probe it replaces.
  *
  * Every number is "+" and 1-15 ASCII digits, so it packs exactly (no hash to
- * trust) into one uint64: length << 50 | value, as cache/_index.c packs keys.
+ * trust) into one uint64: length << 50 | value, _probe.h's pack_number(), as the global index packs keys.
  * Zero marks an empty slot. Linear probing over a table at most 3/4 full.
  *
  * Section layout (native little-endian, as the snapshot files require):
@@ -44,33 +44,14 @@
 #define MAGIC 0x50554e43u /* "CNUP" read as little-endian uint32 */
 #define VERSION 1u
 #define HEADER 32
-#define MAX_DIGITS 15
-#define VALUE_BITS 50
 #define LENGTH_BITS 16
 #define NO_NAME UINT64_MAX
 #define SLOT_BYTES 28 /* key 8 + expires 8 + ref 8 + source 4 */
 
-/* Pack "+" and 1-15 ASCII digits; 0 if `number` is not such a str. */
+/* pack_number() of a whole str; 0 for anything else. */
 static uint64_t pack(PyObject *number)
 {
-    Py_ssize_t n, i;
-    int kind;
-    const void *data;
-    uint64_t value = 0;
-    if (!PyUnicode_Check(number))
-        return 0;
-    n = PyUnicode_GET_LENGTH(number);
-    kind = PyUnicode_KIND(number);
-    data = PyUnicode_DATA(number);
-    if (n < 2 || n > MAX_DIGITS + 1 || PyUnicode_READ(kind, data, 0) != '+')
-        return 0;
-    for (i = 1; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (c < '0' || c > '9')
-            return 0;
-        value = value * 10 + (c - '0');
-    }
-    return (uint64_t)(n - 1) << VALUE_BITS | value;
+    return PyUnicode_Check(number) ? pack_number(number, 0) : 0;
 }
 
 PyDoc_STRVAR(packable_doc,

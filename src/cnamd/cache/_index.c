@@ -39,24 +39,6 @@
 
 #include "_index_layout.h"
 
-/* Pack "+" and 1-15 ASCII digits starting at `at` of a str; 0 if it is not such a key. */
-static uint64_t pack_key(PyObject *key, Py_ssize_t at)
-{
-    Py_ssize_t n = PyUnicode_GET_LENGTH(key) - at, i;
-    int kind = PyUnicode_KIND(key);
-    const void *data = PyUnicode_DATA(key);
-    uint64_t value = 0;
-    if (n < 2 || n > MAX_DIGITS + 1 || PyUnicode_READ(kind, data, at) != '+')
-        return 0;
-    for (i = 1; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, at + i);
-        if (c < '0' || c > '9')
-            return 0;
-        value = value * 10 + (c - '0');
-    }
-    return (uint64_t)(n - 1) << VALUE_BITS | value;
-}
-
 PyDoc_STRVAR(build_doc,
 "build(items, namespace) -> bytes\n\n"
 "The index section over every key of `items` ((key, key id) pairs, as\n"
@@ -110,7 +92,7 @@ static PyObject *build(PyObject *self, PyObject *args)
             }
             if (PyUnicode_GET_LENGTH(key) <= cut ||
                 PyUnicode_Tailmatch(key, namespace, 0, cut, -1) != 1 ||
-                (packed = pack_key(key, cut)) == 0)
+                (packed = pack_number(key, cut)) == 0)
                 continue;
             if (pass == 0) {
                 count++;

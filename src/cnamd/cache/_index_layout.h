@@ -11,8 +11,6 @@
 #define MAGIC 0x58494e43u /* "CNIX" read as little-endian uint32 */
 #define VERSION 1u
 #define HEADER 32
-#define MAX_DIGITS 15
-#define VALUE_BITS 50
 #define LENGTH_BITS 16 /* a name reference: offset << 16 | length */
 
 #endif
