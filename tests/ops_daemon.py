@@ -158,6 +158,19 @@ class Daemon:
     def workers(self) -> set[int]:
         return worker_pids(self.proc)
 
+    def replaced(self, victim: int, count: int, timeout: float = 30) -> set[int]:
+        """The workers once ``victim`` is gone and ``count`` run, read in one look: two looks
+        can see the victim alive in one and its replacement not yet started in the other."""
+        seen: set[int] = set()
+
+        def done() -> bool:
+            seen.clear()
+            seen.update(self.workers())
+            return len(seen) == count and victim not in seen
+
+        eventually(done, timeout, f"worker {victim} replaced")
+        return seen
+
     def stop(self) -> str:
         """SIGTERM, then kill if need be; the whole output."""
         if self.proc.poll() is None:

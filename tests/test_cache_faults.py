@@ -298,13 +298,7 @@ async def test_a_worker_that_falls_behind_is_reported_and_restarted(
 
         # the other worker answers /readyz, and says its sibling is behind
         await until(reported, 15, "/readyz reports the frozen worker")
-        await until(
-            lambda: asyncio.to_thread(
-                lambda: victim not in daemon.workers() and len(daemon.workers()) == 2
-            ),
-            20,
-            "the frozen worker replaced",
-        )
+        await asyncio.to_thread(daemon.replaced, victim, 2, 20)
         last = await head(conn)
         await until(lambda: all_workers_at(session, daemon, last, 2), 30, "ready again")
         async with session.get(daemon.base + "/metrics") as resp:

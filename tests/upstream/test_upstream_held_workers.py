@@ -230,12 +230,7 @@ async def test_a_replaced_worker_maps_the_file_and_answers_the_same(
     first = daemon.workers()
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    eventually(
-        lambda: len(daemon.workers()) == 2 and victim not in daemon.workers(),
-        30,
-        "the killed worker replaced",
-    )
-    now = daemon.workers()
+    now = daemon.replaced(victim, 2)
     daemon.wait_ready(30)
     (replacement,) = now - first
     eventually(
