@@ -312,7 +312,6 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> None:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=bool(os.environ.get("OWN_SESSION")),
         )
         try:
             wait_ready(base, daemon)
