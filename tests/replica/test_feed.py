@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,6 +384,60 @@ async def test_a_transaction_over_the_threshold_is_loaded_whole(
         assert directory.cache is not None and directory.cache.overlay_size == 0
     finally:
         await feed.stop()
+
+
+async def test_a_big_transaction_committed_during_the_full_load_loads_again_quietly(
+    demo_url: str, writer: Writer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two big imports back to back, the second committed while the full load the first
+    one caused is reading: the fresh load's catch-up meets it. The loader loads again;
+    before, it counted a feed failure and logged the database lost, on an ordinary day."""
+    feed, directory = make_feed(demo_url, tmp_path / "cache.snapshot", {"compact_threshold": 100})
+    await feed.start()
+    conn, tid = writer.conn, writer.tenant
+    second = await asyncpg.connect(demo_url)
+    failures = sum(
+        metric_value("cnamd_cache_feed_failures_total", reason=reason)
+        for reason in ("database", "internal")
+    )
+    seen: set[int] = set()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_counts(directory, seen, stop))
+    try:
+        before = directory.counts()[Scope.ENTERPRISE]
+        await conn.executemany(
+            INSERT, [("enterprise", tid, f"+4963{i:05d}", False, f"A {i}") for i in range(250)]
+        )
+        async with second.transaction():
+            # the loader child reads the names behind this lock, its snapshot already taken
+            await second.execute("LOCK TABLE cnam_entries IN ACCESS EXCLUSIVE MODE")
+            waiting = (
+                "SELECT count(*) FROM pg_locks"
+                " WHERE relation = 'cnam_entries'::regclass AND NOT granted"
+            )
+            for _ in range(300):
+                if await second.fetchval(waiting):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no full load came to read the names")
+            await second.executemany(
+                INSERT, [("enterprise", tid, f"+4964{i:05d}", False, f"B {i}") for i in range(250)]
+            )
+        await eventually(lambda: name_of(directory, "+496400249", LookupContext(tid)) == "B 249")
+    finally:
+        stop.set()
+        await watcher
+        await second.close()
+        await feed.stop()
+    assert name_of(directory, "+496300249", LookupContext(tid)) == "A 249"
+    assert seen <= {before, before + 250, before + 500}, f"half-applied states: {sorted(seen)}"
+    after = sum(
+        metric_value("cnamd_cache_feed_failures_total", reason=reason)
+        for reason in ("database", "internal")
+    )
+    assert after == failures, "a feed failure counted for an import"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_the_loader_keeps_a_tail_so_a_restart_starts_current(

@@ -79,6 +79,9 @@ _DB_ERRORS: tuple[type[BaseException], ...] = (
     StoreUnavailable,
 )
 _REMAP_RETRY = 0.5  # seconds between a follower's looks for a snapshot past its gap
+#: full loads in a row the loader makes when big transactions overtake each, before it
+#: backs off as from a failure (a run of imports, each committed during the last's load)
+_LOADS_OVERTAKEN = 3
 _DIGEST_BOUNDS = 12  # a digest scan may take this many query bounds (60 s by default)
 
 
@@ -612,6 +615,7 @@ class ChangeFeed:
         started = time.monotonic()
         await self._load_policies(conn)
         failed_base: int | None = None  # a follower's base that could not be caught up
+        overtaken = 0  # the loader's loads a big transaction committed during
         while True:
             if failed_base is not None and self._snapshot_inode() == failed_base:
                 # Only the loader's next base gets past what stopped this one (its tail
@@ -636,6 +640,11 @@ class ChangeFeed:
                     state.cache.close()
                     state.upstream.close()
                     if self.loader:
+                        # a big import committed while this one loaded (two uploads at
+                        # once): load again, not a failure of the feed
+                        overtaken += 1
+                        if again.cause == "transaction" and overtaken <= _LOADS_OVERTAKEN:
+                            continue
                         raise StoreUnavailable(
                             f"a fresh full load cannot follow the change log ({again.cause})"
                         ) from again
