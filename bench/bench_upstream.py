@@ -225,9 +225,8 @@ def bench_burst(count: int, concurrency: int) -> None:
         "--set", "upstream.http_deadline=60",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
-    daemon = subprocess.Popen(
-        cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    log = (work / "daemon.log").open("wb")
+    daemon = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{http}"
         for _ in range(600):
@@ -240,6 +239,11 @@ def bench_burst(count: int, concurrency: int) -> None:
     finally:
         daemon.terminate()
         daemon.wait(30)
+        log.close()
+    # what the daemon said above info, during the burst: a warning there is a finding
+    for line in (work / "daemon.log").read_text(errors="replace").splitlines():
+        if "level=warning" in line or "level=error" in line:
+            print("  daemon:", line[:300])
 
 
 async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: Path) -> None:
