@@ -288,7 +288,6 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
     lag0 = await loop_lag_reading.buckets(base)
     started = time.perf_counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
-
         numbers = iter(range(count))
 
         async def ask() -> int:  # one connection's requests, one after the other
