@@ -21,11 +21,14 @@ BEHAVIOUR: dict[str, str] = {
     "+15550004000": "truncated",
     "+15550005000": "reset",
     "+15550006000": "late",  # answers after LATE seconds
+    "+15550006001": "later",  # after LATER seconds: past the HTTP lookups' deadline too
+    "+15550006002": "later",
     "+15550007000": "404",
     "+15550008000": "long",
     "+15550008001": "foreign",
 }
 LATE = 1.5
+LATER = 3.5  # past upstream.http_deadline (2 s by default)
 SLOW = 0.2  # every name takes this long: concurrent misses overlap
 FAST = "+1333"  # ... but these, answered at once (many paid requests in a short test)
 
@@ -96,6 +99,9 @@ class FakeProvider:
         if what == "late":
             await asyncio.sleep(LATE)
             return _named("Late Name")
+        if what == "later":
+            await asyncio.sleep(LATER)
+            return _named("Later " + number[-4:])
         if what == "long":
             return _named("  SMITH   JOHN ANTHONY LONGNAME  ")
         if what == "foreign":

@@ -16,11 +16,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
 import pytest
-from fake_provider import LATE, FakeProvider
+from fake_provider import LATE, LATER, FakeProvider
 from sip_peer import parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
@@ -261,6 +262,39 @@ def test_past_the_deadline_the_dip_misses_and_the_late_answer_is_held(
         lambda: lookup(consumer, number)[1].get("name") == "Late Name", 10, "late answer held"
     )
     assert dip(consumer, number, "z9hG4bKlate2")[0] == 302
+    assert fake.asked[number] == 1
+
+
+def test_past_the_deadline_http_lookups_miss_together_and_the_late_answer_is_held(
+    consumer: Daemon, fake: FakeProvider
+) -> None:
+    """Twenty lookups wait on one request to a provider slower than
+    ``upstream.http_deadline``: each is answered 404 at the deadline and counted late;
+    the request goes on, and its answer is held and served."""
+    number = "+15550006001"
+    late = value(consumer.scrape(), "cnamd_upstream_late_total", front="http")
+    started = time.monotonic()
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _i: lookup(consumer, number)[0], range(20)))
+    assert answers == [404] * 20 and time.monotonic() - started < LATER
+    assert value(consumer.scrape(), "cnamd_upstream_late_total", front="http") == late + 20
+    eventually(
+        lambda: lookup(consumer, number)[1].get("name") == "Later 6001", 10, "late answer held"
+    )
+    assert fake.asked[number] == 1
+
+
+def test_a_client_gone_while_waiting_leaves_the_request_to_finish(
+    consumer: Daemon, fake: FakeProvider
+) -> None:
+    """The one request to the provider outlives a client that gave up waiting, and its
+    answer is held (aiohttp leaves the lookup's handler running; the request is the
+    chain's, shared by every caller, and no caller's end takes it down)."""
+    number = "+15550006002"
+    url = consumer.base + "/v1/lookup/" + number.replace("+", "%2B")
+    with pytest.raises(OSError):  # the client gives up (and closes) before the deadline
+        urllib.request.urlopen(url, timeout=0.5)
+    eventually(lambda: lookup(consumer, number)[1].get("name") == "Later 6002", 10, "answer held")
     assert fake.asked[number] == 1
 
 
