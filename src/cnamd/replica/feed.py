@@ -615,7 +615,7 @@ class ChangeFeed:
         started = time.monotonic()
         await self._load_policies(conn)
         failed_base: int | None = None  # a follower's base that could not be caught up
-        overtaken = 0  # the loader's loads a big transaction committed during
+        overtaken = 0  # the loader's full loads in a row that a big transaction overtook
         while True:
             if failed_base is not None and self._snapshot_inode() == failed_base:
                 # Only the loader's next base gets past what stopped this one (its tail
