@@ -292,3 +292,33 @@ async def test_a_restart_answers_as_the_database(daemon: Daemon, db: str, home: 
         assert "upstream answers read whole from PostgreSQL" not in again.output
     finally:
         again.stop()
+
+
+async def test_a_refused_file_is_written_again_and_mapped_by_every_process(
+    daemon: Daemon, db: str, home: Path
+) -> None:
+    """A held-answers file this build refuses (an older format after an upgrade; here a
+    damaged byte): the daemon serves the answers read from PostgreSQL, then the loader's
+    one full load writes a new file, and every process maps it instead of its own copy."""
+    daemon.stop()
+    path = held_path(home)
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    before = path.stat().st_ino
+    again = start(home, db)
+    try:
+        assert "held upstream answers refused" in again.output
+        await assert_equal_to_database(again, db, [*sample(), POSITIVE[1], NEGATIVE[1]])
+        eventually(lambda: path.stat().st_ino != before, 30, "a new held-answers file")
+        inode = path.stat().st_ino
+        eventually(
+            lambda: all(
+                mappings(pid, path)[0] == {inode} for pid in (again.proc.pid, *again.workers())
+            ),
+            30,
+            "every process maps the new file",
+        )
+        await assert_equal_to_database(again, db, [*sample(), POSITIVE[1], NEGATIVE[1]])
+    finally:
+        again.stop()

@@ -48,6 +48,7 @@ from cnamd import metrics
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
 from cnamd.cache.held_file import HeldFile, held_path
+from cnamd.cache.held_file import available as held_file_available
 from cnamd.cache.trie import NameCache
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.errors import SnapshotError, StoreUnavailable
@@ -164,6 +165,7 @@ class ChangeFeed:
         self._next_tail = 0.0
         self._tail_id = -1
         self._suspect = False  # an unexpected failure may have left a batch half applied
+        self._held_rewrite_tried = False  # _needs_compaction(): once per process
 
     # -- start-up ----------------------------------------------------------
 
@@ -403,8 +405,25 @@ class ChangeFeed:
         state = self._installed()
         if self.loader:
             bound = self.settings.compact_threshold
-            held = self.upstream  # without a file its overlay holds every answer: no reload
-            return state.cache.overlay_size > bound or (held.mapped and held.overlay_size > bound)
+            held = self.upstream
+            if state.cache.overlay_size > bound or (held.mapped and held.overlay_size > bound):
+                return True
+            # No file mapped though files are kept, and more answers than the bound: one
+            # was refused at start (an older format after an upgrade, a damaged file). This
+            # process and every worker then hold each answer in memory; one full load
+            # writes the file they all map. Tried once: a file that cannot be written must
+            # not loop reloads.
+            if (
+                not held.mapped
+                and held.overlay_size > bound
+                and self.snapshot_path is not None
+                and held_file_available()
+                and not self._held_rewrite_tried
+            ):
+                self._held_rewrite_tried = True
+                log.info("no held-answers file mapped: a full load writes one")
+                return True
+            return False
         path = self.snapshot_path
         try:
             return path is not None and path.stat().st_ino != state.base_inode
