@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sip_peer import request
 
 from pristine_pgdata import seed
-from test_daemon import free_port, worker_pids
+from test_daemon import free_port, replaced_workers, worker_pids
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
 
@@ -159,17 +159,8 @@ class Daemon:
         return worker_pids(self.proc)
 
     def replaced(self, victim: int, count: int, timeout: float = 30) -> set[int]:
-        """The workers once ``victim`` is gone and ``count`` run, read in one look: two looks
-        can see the victim alive in one and its replacement not yet started in the other."""
-        seen: set[int] = set()
-
-        def done() -> bool:
-            seen.clear()
-            seen.update(self.workers())
-            return len(seen) == count and victim not in seen
-
-        eventually(done, timeout, f"worker {victim} replaced")
-        return seen
+        """``replaced_workers`` of this daemon."""
+        return replaced_workers(self.proc, victim, count, timeout)
 
     def stop(self) -> str:
         """SIGTERM, then kill if need be; the whole output."""

@@ -338,6 +338,20 @@ def worker_pids(proc: subprocess.Popen[str]) -> set[int]:
     return found
 
 
+def replaced_workers(
+    proc: subprocess.Popen[str], victim: int, count: int, timeout: float
+) -> set[int]:
+    """The workers once ``victim`` is gone and ``count`` run, read in one look: two looks
+    can see the victim alive in one and its replacement not yet started in the other."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = worker_pids(proc)
+        if len(now) == count and victim not in now:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"worker {victim} was not replaced within {timeout} s")
+
+
 def udp_sockets(pid: int, port: int) -> set[int]:
     """Inodes of the UDP sockets on ``port`` that process ``pid`` holds open."""
     on_port = set()
@@ -370,14 +384,7 @@ def test_workers_serve_inherited_sockets_and_a_crashed_worker_is_restarted(tmp_p
         assert len({inode for fds in sockets.values() for inode in fds}) == 2
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            now = worker_pids(daemon.proc)
-            if len(now) == 2 and victim not in now:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the killed worker was not replaced")
+        now = replaced_workers(daemon.proc, victim, 2, 20)
         wait_ready(daemon.base, daemon.proc)
         (replacement,) = now - first
         assert udp_sockets(replacement, daemon.sip_port) == sockets[victim]  # inherited again

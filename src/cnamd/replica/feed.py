@@ -406,24 +406,21 @@ class ChangeFeed:
         if self.loader:
             bound = self.settings.compact_threshold
             held = self.upstream
-            if state.cache.overlay_size > bound or (held.mapped and held.overlay_size > bound):
+            if state.cache.overlay_size > bound:
                 return True
-            # No file mapped though files are kept, and more answers than the bound: one
-            # was refused at start (an older format after an upgrade, a damaged file). This
-            # process and every worker then hold each answer in memory; one full load
-            # writes the file they all map. Tried once: a file that cannot be written must
-            # not loop reloads.
-            if (
-                not held.mapped
-                and held.overlay_size > bound
-                and self.snapshot_path is not None
-                and held_file_available()
-                and not self._held_rewrite_tried
-            ):
-                self._held_rewrite_tried = True
-                log.info("no held-answers file mapped: a full load writes one")
+            if held.overlay_size <= bound:
+                return False
+            if held.mapped:
                 return True
-            return False
+            # No file mapped though files are kept: one was refused at start (an older
+            # format after an upgrade, a damaged file), so this process and every worker
+            # hold each answer in memory; one full load writes the file they all map.
+            # Tried once: a file that cannot be written must not loop reloads.
+            if self.snapshot_path is None or not held_file_available() or self._held_rewrite_tried:
+                return False
+            self._held_rewrite_tried = True
+            log.info("no held-answers file mapped: a full load writes one")
+            return True
         path = self.snapshot_path
         try:
             return path is not None and path.stat().st_ino != state.base_inode
