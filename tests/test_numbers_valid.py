@@ -155,3 +155,54 @@ def test_the_pbx_shapes_take_the_fast_way() -> None:
     assert numbers._read_national_fast("2125550123", "US") == "+12125550123"
     assert numbers._read_national_fast("12125550123", "US") == "+12125550123"
     assert numbers._read_national_fast("12125550123", "CA") == "+12125550123"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    region=st.sampled_from(ALL_REGIONS),
+    national=st.text(alphabet="0123456789", min_size=1, max_size=14),
+    lower=st.booleans(),
+)
+@example(region="US", national="9576339411", lower=False)
+@example(region="DE", national="22166987120", lower=False)
+@example(region="FR", national="0142685300", lower=True)
+def test_country_code_and_national_digits_read_as_the_steps_read_them(
+    region: str, national: str, lower: bool
+) -> None:
+    """The one-expression shape (numbers._code_shaped) gives what the readings' steps
+    give, readings or refusal, in every region: the digits a PBX sends after the code."""
+    digits = country_code_of(region) + national
+    asked = region.lower() if lower else region
+    assert outcome(number_readings, digits, asked) == outcome(old_readings, digits, asked)
+
+
+@pytest.mark.parametrize("region", ALL_REGIONS)
+def test_each_regions_examples_after_its_code_read_as_the_steps_read_them(region: str) -> None:
+    """Every type's example number after the country code, a digit more or less, and
+    with a leading digit changed: where the shape answers, it is the steps' answer."""
+    code, samples = country_code_of(region), set()
+    for kind in phonenumbers.PhoneNumberType.values():
+        example_number = phonenumbers.example_number_for_type(region, kind)
+        if example_number is None:
+            continue
+        nsn = phonenumbers.national_significant_number(example_number)
+        samples |= {nsn, nsn[:-1], nsn + "5", "9" + nsn[1:], "0" + nsn, "1" + nsn}
+    for national in sorted(s for s in samples if s):
+        digits = code + national
+        assert outcome(number_readings, digits, region) == outcome(old_readings, digits, region), (
+            digits
+        )
+
+
+def test_the_pbx_shapes_are_judged_in_one_expression() -> None:
+    """The code-and-national shape is taken where the saving is (else it is gone), and
+    left to the steps where a second reading may differ."""
+    assert numbers._code_shaped("12125550123", "US") is True
+    assert numbers._code_shaped("12125550123", "CA") is True
+    assert numbers._code_shaped("19576339411", "US") is False  # no such NANP area code
+    assert numbers._code_shaped("4922166987120", "DE") is True
+    assert numbers._code_shaped("2125550123", "US") is None  # national digits alone
+    assert numbers._code_shaped("492216698712", "DE") is None  # also a German national number
+    assert numbers._code_shaped("12125550123", None) is None
+    assert numbers._code_shaped("12125550123", "XX") is None
+    assert "XX" not in numbers._CODE_SHAPES  # unknown regions are not remembered

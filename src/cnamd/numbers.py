@@ -170,6 +170,11 @@ def number_readings(raw: str, region: str | None, *, field: str = "number") -> t
     digits = _bare_digits(raw)
     if digits is None:
         return (normalize_number(raw, region, field=field),)
+    shaped = _code_shaped(digits, region)
+    if shaped is not None:
+        if shaped:
+            return ("+" + digits,)
+        raise _neither(raw, region, field, "+" + digits)
     read, national, international = _bare_readings(digits, region)
     found = tuple(dict.fromkeys(n for n in (national, international) if n is not None))
     if not found:
@@ -205,6 +210,8 @@ def written_number(raw: str, region: str | None, *, field: str = "phone") -> str
 def _bare_digits(raw: str) -> str | None:
     """The digits of ``raw`` when it is bare digits not starting with 0 (separators
     allowed), the one form with two readings; else None."""
+    if raw.isdigit() and raw.isascii():  # a PBX's digits: nothing to strip or drop
+        return raw if raw[0] != "0" and len(raw) <= _MAX_INPUT else None
     if len(raw) > _MAX_INPUT:
         return None
     digits = raw.strip().translate(_SEPARATORS)
@@ -225,6 +232,86 @@ def _bare_readings(
     if international == read:  # NANP's 1NXXNXXXXXX in US: one number, validated once
         return read, valid, valid
     return read, valid, _valid(international)
+
+
+@dataclass(frozen=True, slots=True)
+class _CodeShape:
+    """A region's bare digits that are its country code and a national number, in the
+    one shape where both readings are that ``+``-number (_code_shaped)."""
+
+    country: int
+    size: int  # digits of the country code
+    lengths: frozenset[int]  # lengths of the digits (code included) the shape takes
+    shape: re.Pattern[str]
+
+
+def _code_shaped(digits: str, region: str | None) -> bool | None:
+    """For bare ``digits`` of the PBX shape -- ``region``'s country code then a national
+    number (``12125550123`` in US) -- whether ``+digits`` is valid: it is then both
+    readings, and the only one. None when the digits are not of that shape (the readings
+    steps below decide).
+
+    Why: those steps read the digits twice and split the reading again to judge it,
+    eight regular expressions and as many calls, the most of a keyed PBX lookup's own
+    work (bench/README.md "HTTP lookups"); here one expression, made per region from
+    the conditions under which each step gives ``+digits`` unchanged, says the shape,
+    and validity.py's decision judges it. bench/bench_numbers.py: 7.0 -> 2.1 us per
+    bare US number, refusals included.
+    tests/test_numbers_valid.py holds it to the steps in every region.
+    """
+    if region is None:
+        return None
+    try:
+        rule = _CODE_SHAPES[region]
+    except KeyError:
+        if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            return None  # not remembered: the table stays bounded by the regions
+        rule = _CODE_SHAPES[region] = _code_shape(region)
+    if rule is None or len(digits) not in rule.lengths or rule.shape.match(digits) is None:
+        return None
+    return is_valid(rule.country, digits[rule.size :])
+
+
+#: a known region as given -> its shape, or None: no digits take it (made on first use)
+_CODE_SHAPES: dict[str, _CodeShape | None] = {}
+
+
+def _code_shape(region: str) -> _CodeShape | None:
+    """The shape of ``region`` as _read_national_fast(), _read_e164_fast() and
+    _e164_split() decide it, or None where one of them would not give ``+digits``."""
+    rule = _national_rule(region.upper())
+    main = _national_rule(rule.main_region) if rule is not None else None
+    if rule is None or main is None or main.country != rule.country:
+        return None
+    code, country = rule.code, rule.country
+    # the E.164 reading finds this country code first (country codes are prefix-free)
+    if country not in _COUNTRY_CODES or any(
+        int(code[:size]) in _COUNTRY_CODES for size in range(1, len(code))
+    ):
+        return None
+    literal = _trunk_prefix(country)  # the E.164 reading's trunk test: a literal prefix
+    if literal is None or (literal and not literal.isdigit()):
+        return None
+    embedded = [p.pattern for p in (rule.idd, rule.trunk, main.trunk, rule.general) if p]
+    if any(re.search(r"\\[1-9]|\^|\\A", pattern) for pattern in embedded):
+        return None  # a back reference or an anchor would mean something else embedded
+    general = rule.general.pattern
+    not_after_code = "".join(f"(?!{t.pattern})" for t in (rule.trunk, main.trunk) if t)
+    shape = (
+        (f"(?!{rule.idd.pattern})" if rule.idd is not None else "")
+        + f"(?!(?:{general})\\Z)"  # not a national number as it stands ...
+        + re.escape(code)
+        + not_after_code
+        + (f"(?!{re.escape(literal)})" if literal else "")
+        + "(?!0)"
+        + f"(?=(?:{general})\\Z)"  # ... but one after the country code
+    )
+    lengths = frozenset(
+        len(code) + national
+        for national in range(2, _MAX_E164_DIGITS - len(code) + 1)
+        if _length_verdict(country, national) is None
+    )
+    return _CodeShape(country, len(code), lengths, re.compile(shape)) if lengths else None
 
 
 def _valid(reading: str | _Problem | None) -> str | None:

@@ -77,8 +77,9 @@ def _compile(country: int, length: int) -> re.Pattern[str] | None:
         typed = _typed(metadata, length)
         if metadata.leading_digits is not None:
             leading = f"(?:{metadata.leading_digits})"
-            if typed:
-                branches.append(f"{unclaimed}(?={leading}){typed}")
+            if typed:  # its own leading digits first: most numbers fail there, before
+                # the earlier regions' list (NANP's invalid numbers: 1.4 -> 1.0 us)
+                branches.append(f"(?={leading}){unclaimed}{typed}")
             claimed.append(leading)
         elif typed:
             branches.append(unclaimed + typed)
