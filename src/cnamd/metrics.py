@@ -333,6 +333,11 @@ class HttpTallies:
 
 
 HTTP = HttpTallies()
+HTTP_FRONT_HANDOVERS = Counter(
+    "cnamd_http_front_handovers",
+    "HTTP connections the lookup front handed to aiohttp's request handling, at the first"
+    " request it does not answer itself (http/front.py).",
+)
 
 # Upstream CNAM sources (issue #17); children pre-created per configured source.
 UPSTREAM_REQUESTS = Counter(

@@ -298,6 +298,72 @@ def test_a_client_gone_while_waiting_leaves_the_request_to_finish(
     assert fake.asked[number] == 1
 
 
+def read_answers(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """``count`` HTTP/1.1 answers from a keep-alive connection: (status, body) each."""
+    answers = []
+    with sock.makefile("rb") as stream:
+        for _ in range(count):
+            status = int(stream.readline().split(b" ")[1])
+            length = 0
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                name, _, field = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(field)
+            answers.append((status, stream.read(length)))
+    return answers
+
+
+def handovers(daemon: Daemon) -> float:
+    """Connections handed to aiohttp so far, this scrape's own included."""
+    return value(daemon.scrape(), "cnamd_http_front_handovers_total")
+
+
+def test_a_pbx_connection_waits_for_upstream_on_the_front_with_its_pipelined_lookups(
+    consumer: Daemon, fake: FakeProvider
+) -> None:
+    """Lookups pipelined on one keep-alive connection, as a PBX reuses it: those that go
+    upstream are answered when the provider names them, the rest after them, in order,
+    and the connection stays on the lookup front (no hand-over to aiohttp)."""
+    first, second = "+15550009101", "+15550009102"
+    before = handovers(consumer)
+    pipelined = b"".join(
+        f"GET /v1/lookup/{number}?format=text HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode()
+        for number in (first, second, "+15", first)
+    )
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", consumer.http_port), timeout=10) as sock:
+        sock.sendall(pipelined)
+        answers = read_answers(sock, 4)
+        sock.sendall(f"GET /v3/phone/{second}?format=pbx HTTP/1.1\r\nHost: c\r\n\r\n".encode())
+        answers += read_answers(sock, 1)
+    assert answers == [
+        (200, b"Fake 9101"),
+        (200, b"Fake 9102"),
+        (400, b""),  # a number no reading makes valid, answered in its turn
+        (200, b"Fake 9101"),  # held by then: from memory
+        (200, b"Fake 9102"),
+    ]
+    assert time.monotonic() - started < LATE  # two provider waits of 0.2 s, no deadline
+    assert (fake.asked[first], fake.asked[second]) == (1, 1)
+    assert handovers(consumer) == before + 1  # the scrape's own connection (/metrics)
+    # a request the front leaves to aiohttp (a percent escape) is counted as one
+    assert lookup(consumer, "+15550009101")[0] == 200
+    assert handovers(consumer) == before + 3
+
+
+def test_a_pbx_gone_while_its_lookup_waits_on_the_front_leaves_the_answer_held(
+    consumer: Daemon, fake: FakeProvider
+) -> None:
+    """The client closes while the front waits for upstream: nothing is written to the
+    closed connection, the provider's answer is held, and the daemon logs no error."""
+    number = "+15550009103"
+    with socket.create_connection(("127.0.0.1", consumer.http_port), timeout=10) as sock:
+        sock.sendall(f"GET /v1/lookup/{number} HTTP/1.1\r\nHost: cnamd\r\n\r\n".encode() * 3)
+    eventually(lambda: lookup(consumer, number)[1].get("name") == "Fake 9103", 10, "answer held")
+    assert fake.asked[number] == 1
+    assert "lookup front failed" not in consumer.output and "Traceback" not in consumer.output
+
+
 @pytest.mark.parametrize("number", ["+15550002000", "+15550003000", "+15550004000", "+15550005000"])
 def test_a_provider_failing_is_never_a_name_and_the_next_source_is_asked(
     consumer: Daemon, fake: FakeProvider, number: str

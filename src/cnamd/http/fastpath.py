@@ -12,9 +12,11 @@ plain characters, each once -- is answered here, by the same functions as the
 routes' handlers (http/answers.py, lookup.py, opencnam.py, phonebooks.py) and
 counted in the same metrics; a local miss goes on to the held upstream answers
 (``_after_upstream``), from memory as ``answers.ask_all`` reads them. Anything
-else, anything that is going to be refused (no or bad credentials, a tenant
-parameter, a cache still loading) and a miss an upstream source must be asked
-for go to the application untouched, whose answer is the reference:
+else and anything that is going to be refused (no or bad credentials, a tenant
+parameter, a cache still loading) go to the application untouched; a miss an
+upstream source must be asked for is ``Waiting``, awaited here or by the
+connection front as ``answers.ask_all`` awaits it. The application's answer is
+the reference:
 tests/http/test_fastpath.py holds this path to it.
 
 What the skipped middleware does is done here as cheaply: the input guard
@@ -131,12 +133,15 @@ class FastLookups:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET" and "Expect" not in request.headers:
             response = self.answer(request)
+            if isinstance(response, Waiting):
+                return await response.finished()
             if response is not None:
                 return response
         return await self._fallback(request)
 
-    def answer(self, request: web.Request) -> web.StreamResponse | None:
-        """The answer to a plain lookup GET, or None: the application answers it."""
+    def answer(self, request: web.Request) -> web.StreamResponse | Waiting | None:
+        """The answer to a plain lookup GET; Waiting when it is a local miss an upstream
+        source must be asked for; None: the application answers it."""
         started = time.perf_counter()
         path, _, query = request.raw_path.partition("?")
         head, _, raw = path.rpartition("/")
@@ -154,7 +159,7 @@ class FastLookups:
         directory = app[DIRECTORY]
         if not directory.serving or unavailable(raw) is not None:
             return None
-        template, vendor = route
+        vendor = route[1]
         headers = request.headers
         fmt, accept = params.get("format"), headers.get("Accept", "")
         try:
@@ -174,21 +179,36 @@ class FastLookups:
             # opencnam.error_shape): cnamd's JSON error, or in a text format an empty body
             refusal = json_invalid(exc) if kind == "json" else bare_invalid(exc)
             response = _written(request, refusal)
+            metrics.HTTP.record(route[0], "GET", response.status, time.perf_counter() - started)
+            return response
+        if answer.found is None:
+            after = _after_upstream(app, answer, asked[0])
+            if after is None:  # the sources are asked, as answers.ask_all asks them
+                return Waiting(
+                    self, request, answer, ctx=asked[0], route=route, kind=kind, started=started
+                )
+            answer = after
+        return self.respond(request, answer, route, kind, started)
+
+    def respond(
+        self,
+        request: web.Request,
+        answer: Answer,
+        route: tuple[str, bool],
+        kind: str,
+        started: float,
+    ) -> web.StreamResponse:
+        """A lookup's answer counted, rendered in its route's format, and recorded."""
+        count(answer, started)
+        names = self._app[SETTINGS].names
+        template, vendor = route
+        if kind != "json":
+            rendered = text_answer(answer, names)
+        elif vendor:
+            rendered = opencnam.json_answer(answer, names.private_name)
         else:
-            if answer.found is None:
-                after = _after_upstream(app, answer, asked[0])
-                if after is None:
-                    return None  # the application asks the upstream sources (answers.ask_all)
-                answer = after
-            count(answer, started)
-            names = app[SETTINGS].names
-            if kind != "json":
-                rendered = text_answer(answer, names)
-            elif vendor:
-                rendered = opencnam.json_answer(answer, names.private_name)
-            else:
-                rendered = lookup.json_answer(answer, names.private_name)
-            response = _written(request, rendered)
+            rendered = lookup.json_answer(answer, names.private_name)
+        response = _written(request, rendered)
         metrics.HTTP.record(template, "GET", response.status, time.perf_counter() - started)
         return response
 
@@ -275,6 +295,41 @@ class FastLookups:
             raise _Refer
         request[PRINCIPAL] = who  # the access log's key_id, as auth.lookup_principal records it
         return who
+
+
+class Waiting:
+    """A plain lookup whose local miss goes to the upstream sources: ``finished()`` is
+    its answer once the chain names the number or ``upstream.http_deadline`` passes,
+    as ``answers.ask_all`` gives it. The connection front awaits it in order with the
+    requests pipelined behind it, so a PBX's connection stays on the front."""
+
+    __slots__ = ("_ctx", "_fast", "_kind", "_miss", "_route", "_started", "request")
+
+    def __init__(
+        self,
+        fast: FastLookups,
+        request: web.Request,
+        miss: Answer,
+        *,
+        ctx: LookupContext,
+        route: tuple[str, bool],
+        kind: str,
+        started: float,
+    ) -> None:
+        self._fast = fast
+        self.request = request
+        self._miss = miss
+        self._ctx = ctx
+        self._route = route
+        self._kind = kind
+        self._started = started
+
+    async def finished(self) -> web.StreamResponse:
+        miss = self._miss
+        upstream = self._fast._app[UPSTREAM]
+        found = await upstream.answer(miss.number, "http", self._ctx.tenant_id)
+        answer = named_by(miss, found)
+        return self._fast.respond(self.request, answer, self._route, self._kind, self._started)
 
 
 def _written(request: web.Request, rendered: Rendered) -> web.StreamResponse:

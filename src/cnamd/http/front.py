@@ -58,6 +58,7 @@ from yarl import URL
 
 from cnamd.http.access_log import AccessLog
 from cnamd.http.raw_answer import RawAnswer
+from cnamd.metrics import HTTP_FRONT_HANDOVERS as HANDOVERS
 
 __all__ = ["FrontServer", "LookupFront", "scan_head"]
 
@@ -138,12 +139,19 @@ class ScannedRequest(dict[Any, Any]):
         return URL(self.raw_path, encoded=True)
 
 
+class Waits(Protocol):
+    """``fastpath.Waiting``: a lookup answered once the upstream sources have been asked."""
+
+    async def finished(self) -> web.StreamResponse: ...
+
+
 class Answers(Protocol):
-    """``FastLookups`` (http/fastpath.py): a RawAnswer for a plain keep-alive GET, or None."""
+    """``FastLookups`` (http/fastpath.py): a RawAnswer for a plain keep-alive GET, a
+    Waits for one that goes upstream, or None."""
 
     async def __call__(self, request: web.Request) -> web.StreamResponse: ...
 
-    def answer(self, request: web.Request) -> web.StreamResponse | None: ...
+    def answer(self, request: web.Request) -> web.StreamResponse | Waits | None: ...
 
 
 class FrontServer(Server):
@@ -180,6 +188,9 @@ class FrontServer(Server):
     async def shutdown(self, timeout: float | None = None) -> None:
         for front in list(self.fronts):
             front.close()
+        waiting = [front.waiting for front in self.fronts if front.waiting is not None]
+        if waiting:  # as aiohttp lets its handlers finish: the upstream lookups in flight
+            await asyncio.wait(waiting, timeout=timeout)
         await super().shutdown(timeout)
 
 
@@ -190,6 +201,7 @@ class LookupFront(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_close_at",
+        "_closing",
         "_handler",
         "_idle",
         "_loop",
@@ -197,6 +209,7 @@ class LookupFront(asyncio.Protocol):
         "_remote",
         "_server",
         "_transport",
+        "_waiting",
         "_writing_paused",
     )
 
@@ -211,6 +224,14 @@ class LookupFront(asyncio.Protocol):
         self._reading_paused = False
         self._close_at = 0.0
         self._idle: asyncio.TimerHandle | None = None
+        #: the lookup being answered from upstream; the requests behind it wait their turn
+        self._waiting: asyncio.Task[web.StreamResponse] | None = None
+        self._closing = False  # shutdown: close once the waiting lookup is answered
+
+    @property
+    def waiting(self) -> asyncio.Task[web.StreamResponse] | None:
+        """The lookup being answered from upstream, if any."""
+        return self._waiting
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
@@ -232,7 +253,8 @@ class LookupFront(asyncio.Protocol):
             self._handler.data_received(data)
             return
         self._buffer = self._buffer + data if self._buffer else data
-        self._serve()
+        if self._waiting is None:
+            self._serve()
 
     def eof_received(self) -> bool | None:
         if self._handler is not None:
@@ -261,15 +283,20 @@ class LookupFront(asyncio.Protocol):
             self._handler.resume_writing()
             return
         self._writing_paused = False
+        if self._waiting is not None:
+            return  # reading stays paused until the upstream answer is written
         if self._transport is not None and self._reading_paused:
             self._reading_paused = False
             self._transport.resume_reading()
         self._serve()
 
     def close(self) -> None:
-        """Close the connection (shutdown): the front has no request in progress, ever."""
+        """Close the connection (shutdown); a lookup waiting for upstream is answered first."""
         if self._handler is None and self._transport is not None:
-            self._transport.close()
+            if self._waiting is None:
+                self._transport.close()
+            else:
+                self._closing = True
 
     def _serve(self) -> None:
         """Answer the complete heads in the buffer, in order, in one write; at the first
@@ -286,6 +313,11 @@ class LookupFront(asyncio.Protocol):
                 self._write(out)
                 self._hand_over(buffer[pos:])
                 return
+            if not isinstance(answer, bytes):
+                self._write(out)
+                self._buffer = buffer[pos:]  # from this request on: the defect's hand-over
+                self._wait(answer, end + 4 - pos)
+                return
             out.append(answer)
             pos = end + 4
         self._write(out)
@@ -294,14 +326,17 @@ class LookupFront(asyncio.Protocol):
         if rest and not self._writing_paused and not _may_be_ours(rest):
             self._hand_over(rest)
 
-    def _answer(self, scanned: tuple[str, CIMultiDictProxy[str]]) -> bytes | None:
-        """The bytes answering one scanned head, or None: aiohttp's from this request on."""
+    def _answer(
+        self, scanned: tuple[str, CIMultiDictProxy[str]]
+    ) -> bytes | tuple[Waits, ScannedRequest, float] | None:
+        """The bytes answering one scanned head; a lookup that waits for upstream, with
+        its request and start; or None: aiohttp's from this request on."""
         server = self._server
         logger = server.access_logger
         logged = logger is not None and logger.enabled
         if logged and not server.front_logs:
             return None
-        started = self._loop.time() if logged else 0.0
+        started = self._loop.time()
         request = ScannedRequest(*scanned, self._remote)
         try:
             response = server.fast.answer(cast(web.Request, request))
@@ -310,12 +345,59 @@ class LookupFront(asyncio.Protocol):
             return None
         if response is None:
             return None
+        if not isinstance(response, web.StreamResponse):
+            return response, request, started
+        return self._encoded(request, response, started)
+
+    def _encoded(
+        self, request: ScannedRequest, response: web.StreamResponse, started: float
+    ) -> bytes:
+        """The answer's bytes, logged when the access log is on."""
         if not isinstance(response, RawAnswer):  # FastLookups answers a keep-alive 1.1 GET raw
             raise TypeError(f"the fast path gave {type(response).__name__} for a scanned head")
-        if logged:
-            assert logger is not None
+        logger = self._server.access_logger
+        if logger is not None and logger.enabled:
             logger.log(cast(web.Request, request), response, self._loop.time() - started)
         return response.encoded()
+
+    def _wait(self, waiting: tuple[Waits, ScannedRequest, float], length: int) -> None:
+        """Answer a lookup that asks upstream when its answer comes (within the HTTP
+        deadline), reading nothing more meanwhile: pipelined requests behind it are
+        answered after it, in order, as HTTP/1.1 requires."""
+        pending, request, started = waiting
+        task = self._waiting = self._loop.create_task(pending.finished())
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        task.add_done_callback(lambda done: self._waited(done, request, started, length))
+
+    def _waited(
+        self,
+        task: asyncio.Task[web.StreamResponse],
+        request: ScannedRequest,
+        started: float,
+        length: int,
+    ) -> None:
+        """The upstream lookup answered: write it, then go on with the buffer."""
+        self._waiting = None
+        transport = self._transport
+        if task.cancelled() or transport is None or transport.is_closing():
+            return  # the client left (the upstream answer is still held for the next call)
+        try:
+            answer = self._encoded(request, task.result(), started)
+        except Exception:  # a defect: aiohttp answers this request again (a 500, as above)
+            log.exception("the lookup front failed on a request; aiohttp takes the connection")
+            self._hand_over(self._buffer)
+            return
+        self._buffer = self._buffer[length:]
+        self._write([answer])
+        if self._closing:
+            transport.close()
+            return
+        if self._reading_paused and not self._writing_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        self._serve()
 
     def _write(self, out: list[bytes]) -> None:
         if not out:
@@ -330,6 +412,7 @@ class LookupFront(asyncio.Protocol):
         assert transport is not None
         self._forget()
         self._buffer = b""
+        HANDOVERS.inc()
         handler = self._handler = self._server.handler()
         if self._reading_paused:  # aiohttp reads on while its writes wait in drain()
             self._reading_paused = False
@@ -351,6 +434,8 @@ class LookupFront(asyncio.Protocol):
         self._idle = None
         if self._handler is not None or self._transport is None:
             return
+        if self._waiting is not None:  # not idle: an answer is on its way
+            self._close_at = self._loop.time() + self._server.keepalive_timeout
         if self._loop.time() < self._close_at:
             self._idle = self._loop.call_at(self._close_at, self._on_idle)
             return
