@@ -7,7 +7,9 @@ lookups"). A PBX's lookup needs none of it. ``LookupFront`` is the protocol a
 connection starts on: in ``data_received`` it answers every complete request
 head in the buffer that is a strict, plain lookup GET, by handing it to the
 same ``FastLookups.answer`` and writing its pre-formatted answer to the
-transport, in order (pipelining). At the first request it does not recognize
+transport, in order (pipelining); a lookup that goes upstream (``Waits``) is
+answered when its answer comes, the requests behind it after it, reading nothing
+more meanwhile. At the first request it does not recognize
 with certainty -- a request line or header outside the subset below, a body or
 framing header, ``Expect``, ``Upgrade``, a ``Connection`` other than
 keep-alive, a head too long, anything ``FastLookups`` refers -- it hands the
