@@ -116,6 +116,16 @@ def country_code_of(region: str) -> str:
     return str(phonenumbers.country_code_for_region(region))
 
 
+def example_nsns(region: str) -> set[str]:
+    """The national significant number of each type's example number in ``region``."""
+    found = set()
+    for kind in phonenumbers.PhoneNumberType.values():
+        example_number = phonenumbers.example_number_for_type(region, kind)
+        if example_number is not None:
+            found.add(phonenumbers.national_significant_number(example_number))
+    return found
+
+
 @settings(max_examples=1500, deadline=None)
 @given(
     region=st.sampled_from(ALL_REGIONS),
@@ -138,11 +148,7 @@ def test_each_regions_example_numbers_read_as_parse_reads_them(region: str) -> N
     """Every type's example number of the region, with and without its country code,
     national prefix and a digit more or less; where the fast reading answers, it is parse()'s."""
     code, samples = country_code_of(region), set()
-    for kind in phonenumbers.PhoneNumberType.values():
-        example_number = phonenumbers.example_number_for_type(region, kind)
-        if example_number is None:
-            continue
-        nsn = phonenumbers.national_significant_number(example_number)
+    for nsn in example_nsns(region):
         samples |= {nsn, code + nsn, nsn[:-1], nsn + "5", code + nsn[:-1], "1" + nsn}
     for digits in sorted(s for s in samples if s and s[0] != "0"):
         fast = numbers._read_national_fast(digits, region)
@@ -179,13 +185,9 @@ def test_country_code_and_national_digits_read_as_the_steps_read_them(
 @pytest.mark.parametrize("region", ALL_REGIONS)
 def test_each_regions_examples_after_its_code_read_as_the_steps_read_them(region: str) -> None:
     """Every type's example number after the country code, a digit more or less, and
-    with a leading digit changed: where the shape answers, it is the steps' answer."""
+    with a leading digit changed: the readings are the steps', shape or not."""
     code, samples = country_code_of(region), set()
-    for kind in phonenumbers.PhoneNumberType.values():
-        example_number = phonenumbers.example_number_for_type(region, kind)
-        if example_number is None:
-            continue
-        nsn = phonenumbers.national_significant_number(example_number)
+    for nsn in example_nsns(region):
         samples |= {nsn, nsn[:-1], nsn + "5", "9" + nsn[1:], "0" + nsn, "1" + nsn}
     for national in sorted(s for s in samples if s):
         digits = code + national
