@@ -20,7 +20,11 @@ at a realistic size.
 Reproduce:
     .venv/bin/python bench/bench_upstream.py dip [N]
     .venv/bin/python bench/bench_upstream.py callers [N]
-    .venv/bin/python bench/bench_upstream.py burst [N] [CONCURRENCY]
+    .venv/bin/python bench/bench_upstream.py burst [N] [CONCURRENCY] [plain]
+
+``plain`` asks ``/v1/lookup/+1414...`` as a PBX would, which the connection front
+answers (waiting for upstream there); without it the ``+`` is sent as ``%2B``, which
+the front leaves to aiohttp and the application (the figures before 2026-12-04).
 """
 
 from __future__ import annotations
@@ -206,7 +210,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def bench_burst(count: int, concurrency: int) -> None:
+def bench_burst(count: int, concurrency: int, plus: str = "%2B") -> None:
     provider = SlowProvider(0.2)
     http, sip = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="cnamd-bench-upstream-"))
@@ -235,7 +239,7 @@ def bench_burst(count: int, concurrency: int) -> None:
                     break
             except OSError:
                 time.sleep(0.1)
-        asyncio.run(_burst(base, sip, count, provider, work))
+        asyncio.run(_burst(base, sip, count, provider, work, plus=plus))
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -246,7 +250,9 @@ def bench_burst(count: int, concurrency: int) -> None:
             print("  daemon:", line[:300])
 
 
-async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: Path) -> None:
+async def _burst(
+    base: str, sip: int, count: int, provider: SlowProvider, work: Path, *, plus: str
+) -> None:
     import aiohttp
     import asyncpg
 
@@ -293,7 +299,7 @@ async def _burst(base: str, sip: int, count: int, provider: SlowProvider, work: 
         async def ask() -> int:  # one connection's requests, one after the other
             named = 0
             for i in numbers:
-                async with session.get(f"{base}/v1/lookup/%2B1414{i:07d}") as response:
+                async with session.get(f"{base}/v1/lookup/{plus}1414{i:07d}") as response:
                     named += response.status == 200
             return named
 
@@ -365,4 +371,5 @@ if __name__ == "__main__":
         bench_burst(
             int(sys.argv[2]) if len(sys.argv) > 2 else 2000,
             int(sys.argv[3]) if len(sys.argv) > 3 else 50,
+            "+" if sys.argv[4:5] == ["plain"] else "%2B",
         )
