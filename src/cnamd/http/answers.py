@@ -121,7 +121,7 @@ async def ask_all(
     answer, ctx = _local(request, raw, principal)
     upstream = main_app(request).get(UPSTREAM)
     if upstream is not None and goes_upstream(upstream, answer, ctx):
-        answer = named_by(answer, await upstream.answer(answer.number, "http", ctx.tenant_id))
+        answer = await asked_upstream(upstream, answer, ctx)
     if answer.unavailable is None:
         count(answer, started)
     return answer
@@ -132,6 +132,12 @@ def goes_upstream(upstream: Upstream, answer: Answer, ctx: LookupContext) -> boo
     number, asked in a context whose tenant has not turned upstream off."""
     local_miss = answer.found is None and answer.unavailable is None
     return local_miss and upstream.held.serves(ctx.tenant_id)
+
+
+async def asked_upstream(upstream: Upstream, miss: Answer, ctx: LookupContext) -> Answer:
+    """A local miss completed by the upstream sources, within ``upstream.http_deadline``
+    (the step ``ask_all`` and the fast path's ``Waiting`` both take)."""
+    return named_by(miss, await upstream.answer(miss.number, "http", ctx.tenant_id))
 
 
 def named_by(answer: Answer, found: Found) -> Answer:

@@ -44,6 +44,7 @@ from cnamd.http import lookup, opencnam
 from cnamd.http.answers import (
     Answer,
     Rendered,
+    asked_upstream,
     bare_invalid,
     count,
     goes_upstream,
@@ -59,6 +60,7 @@ from cnamd.http.raw_answer import RawAnswer
 from cnamd.model import LookupContext
 from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
+from cnamd.upstream.chain import Upstream
 
 __all__ = ["FastLookups", "LookupRunner"]
 
@@ -189,6 +191,11 @@ class FastLookups:
                 )
             answer = after
         return self.respond(request, answer, route, kind, started)
+
+    @property
+    def upstream(self) -> Upstream:
+        """The upstream sources: a ``Waiting`` is made only where they are set."""
+        return self._app[UPSTREAM]
 
     def respond(
         self,
@@ -325,11 +332,9 @@ class Waiting:
         self._started = started
 
     async def finished(self) -> web.StreamResponse:
-        miss = self._miss
-        upstream = self._fast._app[UPSTREAM]
-        found = await upstream.answer(miss.number, "http", self._ctx.tenant_id)
-        answer = named_by(miss, found)
-        return self._fast.respond(self.request, answer, self._route, self._kind, self._started)
+        fast = self._fast
+        answer = await asked_upstream(fast.upstream, self._miss, self._ctx)
+        return fast.respond(self.request, answer, self._route, self._kind, self._started)
 
 
 def _written(request: web.Request, rendered: Rendered) -> web.StreamResponse:
