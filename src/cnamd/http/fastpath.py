@@ -60,7 +60,7 @@ from cnamd.http.raw_answer import RawAnswer
 from cnamd.model import LookupContext
 from cnamd.phonebooks import Entry
 from cnamd.presentation import unavailable
-from cnamd.upstream.chain import Upstream
+from cnamd.upstream.chain import Found, Upstream
 
 __all__ = ["FastLookups", "LookupRunner"]
 
@@ -307,10 +307,11 @@ class FastLookups:
 class Waiting:
     """A plain lookup whose local miss goes to the upstream sources: ``finished()`` is
     its answer once the chain names the number or ``upstream.http_deadline`` passes,
-    as ``answers.ask_all`` gives it. The connection front awaits it in order with the
-    requests pipelined behind it, so a PBX's connection stays on the front."""
+    as ``answers.ask_all`` gives it. The connection front takes it through ``then()``,
+    in order with the requests pipelined behind it, so a PBX's connection stays on the
+    front."""
 
-    __slots__ = ("_ctx", "_fast", "_kind", "_miss", "_route", "_started", "request")
+    __slots__ = ("_ctx", "_done", "_fast", "_kind", "_miss", "_route", "_started", "request")
 
     def __init__(
         self,
@@ -330,11 +331,37 @@ class Waiting:
         self._route = route
         self._kind = kind
         self._started = started
+        self._done: Callable[[web.StreamResponse | Exception], None] | None = None
 
     async def finished(self) -> web.StreamResponse:
+        """The answer, awaited: aiohttp's path (a connection the front handed over)."""
         fast = self._fast
         answer = await asked_upstream(fast.upstream, self._miss, self._ctx)
         return fast.respond(self.request, answer, self._route, self._kind, self._started)
+
+    def then(self, done: Callable[[web.StreamResponse | Exception], None]) -> None:
+        """``finished()`` as a callback, called once with the answer or with the defect
+        that kept it from being rendered: the connection front's path. A burst of
+        unknown numbers parks hundreds of these; this object and the chain's wait
+        (``Chain.later``) are what one holds, where a task and its coroutine frames
+        held dozens of objects, each walked by the collector's young passes
+        (bench/README.md, "What makes the loop late during the burst")."""
+        self._done = done
+        self._fast.upstream.later(self._miss.number, "http", self._ctx.tenant_id, self._answered)
+
+    def _answered(self, name: str | None, source: str | None) -> None:
+        done = self._done
+        assert done is not None
+        try:
+            miss = self._miss
+            answer = miss if name is None else named_by(miss, Found(name, source))
+            response = self._fast.respond(
+                self.request, answer, self._route, self._kind, self._started
+            )
+        except Exception as exc:  # the front hands the request to aiohttp
+            done(exc)
+            return
+        done(response)
 
 
 def _written(request: web.Request, rendered: Rendered) -> web.StreamResponse:

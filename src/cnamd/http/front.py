@@ -46,6 +46,7 @@ import asyncio
 import inspect
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from aiohttp import web
@@ -144,7 +145,7 @@ class ScannedRequest(dict[Any, Any]):
 class Waits(Protocol):
     """``fastpath.Waiting``: a lookup answered once the upstream sources have been asked."""
 
-    async def finished(self) -> web.StreamResponse: ...
+    def then(self, done: Callable[[web.StreamResponse | Exception], None]) -> None: ...
 
 
 class Answers(Protocol):
@@ -190,7 +191,7 @@ class FrontServer(Server):
     async def shutdown(self, timeout: float | None = None) -> None:
         for front in list(self.fronts):
             front.close()
-        waiting = [front.waiting for front in self.fronts if front.waiting is not None]
+        waiting = [w for front in self.fronts if (w := front.answered()) is not None]
         if waiting:  # as aiohttp lets its handlers finish: the upstream lookups in flight
             await asyncio.wait(waiting, timeout=timeout)
         await super().shutdown(timeout)
@@ -204,6 +205,7 @@ class LookupFront(asyncio.Protocol):
         "_buffer",
         "_close_at",
         "_closing",
+        "_drained",
         "_handler",
         "_idle",
         "_loop",
@@ -227,13 +229,17 @@ class LookupFront(asyncio.Protocol):
         self._close_at = 0.0
         self._idle: asyncio.TimerHandle | None = None
         #: the lookup being answered from upstream; the requests behind it wait their turn
-        self._waiting: asyncio.Task[web.StreamResponse] | None = None
+        self._waiting: tuple[ScannedRequest, float, int] | None = None  # its request, start, length
+        self._drained: asyncio.Future[None] | None = None  # made when shutdown waits for it
         self._closing = False  # shutdown: close once the waiting lookup is answered
 
-    @property
-    def waiting(self) -> asyncio.Task[web.StreamResponse] | None:
-        """The lookup being answered from upstream, if any."""
-        return self._waiting
+    def answered(self) -> asyncio.Future[None] | None:
+        """Done once the lookup waiting for upstream is answered; None when none waits."""
+        if self._waiting is None:
+            return None
+        if self._drained is None:
+            self._drained = self._loop.create_future()
+        return self._drained
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
@@ -367,26 +373,27 @@ class LookupFront(asyncio.Protocol):
         deadline), reading nothing more meanwhile: pipelined requests behind it are
         answered after it, in order, as HTTP/1.1 requires."""
         pending, request, started = waiting
-        task = self._waiting = self._loop.create_task(pending.finished())
+        self._waiting = (request, started, length)
         if self._transport is not None and not self._reading_paused:
             self._reading_paused = True
             self._transport.pause_reading()
-        task.add_done_callback(lambda done: self._waited(done, request, started, length))
+        pending.then(self._waited)
 
-    def _waited(
-        self,
-        task: asyncio.Task[web.StreamResponse],
-        request: ScannedRequest,
-        started: float,
-        length: int,
-    ) -> None:
+    def _waited(self, response: web.StreamResponse | Exception) -> None:
         """The upstream lookup answered: write it, then go on with the buffer."""
+        assert self._waiting is not None
+        request, started, length = self._waiting
         self._waiting = None
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
         transport = self._transport
-        if task.cancelled() or transport is None or transport.is_closing():
+        if transport is None or transport.is_closing():
             return  # the client left (the upstream answer is still held for the next call)
         try:
-            answer = self._encoded(request, task.result(), started)
+            if isinstance(response, Exception):
+                raise response
+            answer = self._encoded(request, response, started)
         except Exception:  # a defect: aiohttp answers this request again (a 500, as above)
             log.exception("the lookup front failed on a request; aiohttp takes the connection")
             self._hand_over(self._buffer)

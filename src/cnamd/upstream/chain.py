@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from prometheus_client import Counter
 
 from cnamd import metrics
 from cnamd.cache.upstream import UpstreamAnswers
@@ -118,6 +119,42 @@ def make_source(
     if settings.kind == "http-json":
         return HttpJsonSource(settings, session, max_length)
     return SipDipSource(settings, max_length)
+
+
+class _Later:
+    """One caller's wait in ``Chain.later``: one object whose bound methods are the
+    timer's and the request's callbacks. A burst parks hundreds of waits, and each of
+    the collector's young passes walks what they hold: closures over the same state
+    were a dozen cells and functions per wait (bench/README.md, "What makes the loop
+    late during the burst")."""
+
+    __slots__ = ("done", "late", "timer")
+
+    def __init__(
+        self,
+        task: asyncio.Task[Found],
+        deadline: float,
+        done: Callable[[str | None, str | None], None] | None,
+        late: Counter,
+    ) -> None:
+        self.done = done
+        self.late = late
+        self.timer = asyncio.get_running_loop().call_later(deadline, self.expired)
+        task.add_done_callback(self.settled)
+
+    def expired(self) -> None:
+        if self.done is not None:
+            self.late.inc()
+        self.finish(NOTHING)
+
+    def settled(self, task: asyncio.Task[Found]) -> None:
+        self.timer.cancel()
+        self.finish(NOTHING if task.cancelled() or task.exception() else task.result())
+
+    def finish(self, found: Found) -> None:
+        done, self.done = self.done, None  # once: the answer or the deadline, whichever is first
+        if done is not None:
+            done(found.name, found.source)
 
 
 class Chain:
@@ -276,29 +313,10 @@ class Chain:
         accounts: dict[str, Account] | None = None,
     ) -> None:
         """Call ``done(name, source)`` once: the answer, or (None, None) when ``deadline``
-        passes first. Callbacks, not a task per call: the SIP dip's path."""
+        passes first. Callbacks, not a task per call: the SIP dip's and the connection
+        front's path."""
         task = self.ask(number, accounts)
-        loop = asyncio.get_running_loop()
-        fired = False
-
-        def finish(found: Found) -> None:
-            nonlocal fired
-            if not fired:
-                fired = True
-                done(found.name, found.source)
-
-        def expired() -> None:
-            if not fired:
-                self._late[front].inc()
-            finish(NOTHING)
-
-        timer = loop.call_later(deadline, expired)
-
-        def settled(task: asyncio.Task[Found]) -> None:
-            timer.cancel()
-            finish(NOTHING if task.cancelled() or task.exception() else task.result())
-
-        task.add_done_callback(settled)
+        _Later(task, deadline, done, self._late[front])
 
     async def _theirs(self, number: str) -> Found:
         """The answer of the worker asking for ``number``, as the change feed brings it."""
@@ -399,3 +417,22 @@ class Upstream:
         assert chain is not None  # from_memory() answered every number no source covers
         accounts = self.held.accounts.get(tenant) if tenant is not None else None
         return await chain.within(number, self.deadlines[front], front, accounts)
+
+    def later(
+        self,
+        number: str,
+        front: str,
+        tenant: int | None,
+        done: Callable[[str | None, str | None], None],
+    ) -> None:
+        """``answer`` as a callback, ``done(name, source)`` called once: no task, no
+        coroutine frames while it waits (the connection front's path, as ``Chain.later``
+        is the SIP dip's; bench/README.md, "What makes the loop late during the burst")."""
+        found = self.from_memory(number)
+        if found is not None:
+            done(found.name, found.source)
+            return
+        chain = self.chain
+        assert chain is not None  # from_memory() answered every number no source covers
+        accounts = self.held.accounts.get(tenant) if tenant is not None else None
+        chain.later(number, self.deadlines[front], front, done, accounts)
