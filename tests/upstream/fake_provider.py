@@ -1,13 +1,14 @@
 """A real HTTP CNAM provider that misbehaves on purpose, on loopback, in its own thread.
 
 The number asked decides the behaviour (so one server serves a whole test
-module): see ``BEHAVIOUR``. Every request is recorded (path and headers), so
-tests count what was paid for.
+module): see ``BEHAVIOUR``, and ``FAMILIES`` for many numbers of one behaviour.
+Every request is recorded (path and headers), so tests count what was paid for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -31,14 +32,26 @@ LATE = 1.5
 LATER = 3.5  # past upstream.http_deadline (2 s by default)
 SLOW = 0.2  # every name takes this long: concurrent misses overlap
 FAST = "+1333"  # ... but these, answered at once (many paid requests in a short test)
+#: families of numbers for tests that need many of each behaviour: +1556, then a digit
+#: that says the behaviour (FAMILIES), then any digits
+FAMILY = "+1556"
+FAMILIES = {
+    "0": "name",  # at once
+    "1": "404",
+    "2": "500",
+    "3": "reset",
+    "4": "late",  # a name, ``FakeProvider.late`` seconds after it is asked
+    "5": "hang",  # never answers (until the provider closes)
+}
 
 
 class FakeProvider:
     """``GET /cnam/{number}`` (http-json shape ``{"data": {"caller_name": ...}}``) and
     ``GET /v3/phone/{number}`` (OpenCNAM's shape)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, late: float = LATE) -> None:
         self.port = port
+        self.late = late  # how late the FAMILIES' late answers come
         self.asked: Counter[str] = Counter()
         self.headers: list[dict[str, str]] = []
         #: number -> the Authorization header and the query of the last request for it
@@ -81,6 +94,8 @@ class FakeProvider:
 
     async def _cnam(self, request: web.Request) -> web.StreamResponse:
         number = request.match_info["number"]
+        if number.startswith(FAMILY) and len(number) > len(FAMILY):
+            return await self._family(request, number)
         what = BEHAVIOUR.get(number, "name")
         if what == "500":
             return web.Response(status=500, text="internal error")
@@ -108,6 +123,27 @@ class FakeProvider:
             return _named("Jos\u00e9 M\u00fcller")
         if not number.startswith(FAST):
             await asyncio.sleep(SLOW)
+        return _named("Fake " + number[-4:])
+
+    async def _family(self, request: web.Request, number: str) -> web.StreamResponse:
+        """A number of one of FAMILIES: answered as its family does."""
+        what = FAMILIES.get(number[len(FAMILY)], "name")
+        if what == "404":
+            return web.json_response({"errors": [{"detail": "not found"}]}, status=404)
+        if what == "500":
+            return web.Response(status=500, text="internal error")
+        if what == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if what in ("late", "hang"):
+            assert self._stop is not None
+            with contextlib.suppress(TimeoutError):  # the provider closing ends a hang
+                async with asyncio.timeout(self.late if what == "late" else None):
+                    await self._stop.wait()
+            if what == "hang":
+                return web.Response(status=503, text="closing")
+            return _named("Late " + number[-4:])
         return _named("Fake " + number[-4:])
 
     async def _opencnam(self, request: web.Request) -> web.Response:
