@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from cnamd.cache.directory import Directory
-from cnamd.http.fastpath import FastLookups, LookupRunner
+from cnamd.http.fastpath import FastLookups, LookupRunner, Waiting
 from cnamd.http.front import ScannedRequest
 from cnamd.model import Role
 from cnamd.replica.feed import ChangeFeed
@@ -148,7 +148,7 @@ class CountedLookups(FastLookups):
     answered = 0
     front = 0
 
-    def answer(self, request: web.Request) -> web.StreamResponse | None:
+    def answer(self, request: web.Request) -> web.StreamResponse | Waiting | None:
         response = super().answer(request)
         if response is not None:
             CountedLookups.answered += 1
