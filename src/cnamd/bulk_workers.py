@@ -16,6 +16,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from concurrent.futures.process import BrokenProcessPool
 from typing import ParamSpec, TypeVar
 
+from cnamd import cpus
+
 __all__ = ["BulkWorkers"]
 
 P = ParamSpec("P")
@@ -25,9 +27,11 @@ NICE = 10
 
 
 def _yield_the_cpu() -> None:
-    """A worker's initializer: at NICE, where the spawning thread could not set it."""
+    """A worker's initializer: at NICE, where the spawning thread could not set it, and
+    off the serving CPUs when ``server.cpus`` keeps some (cpus.py)."""
     if os.getpriority(os.PRIO_PROCESS, 0) < NICE:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
+    cpus.step_aside()
 
 
 def _ready() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cnamd import __version__, logs, metrics
+from cnamd import __version__, cpus, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.callers import DirectoryCallers
@@ -178,6 +178,7 @@ class Server:
         db = self.settings.database
         if self.worker is None:
             assert self.database is not None
+            cpus.plan(self.settings.server.cpus)  # before the database and the loader start
             url = await self.database.start()
             try:
                 await prepare_schema(self.settings, url, demo=self.demo)
@@ -185,7 +186,9 @@ class Server:
                 # The feed decides: serve a snapshot, wait, or give up (database.on_unreachable).
                 log.warning("database unreachable at start-up", extra={"reason": exc.reason})
             self.sockets = bind_all(self.settings)
+            cpus.serve_here()
         else:
+            cpus.serve_here()
             url = self.worker.database_url
             self.sockets = adopt(self.worker.sockets)
             self._heartbeat = asyncio.create_task(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cnamd import __version__
+from cnamd import __version__, cpus
 from cnamd.errors import ConfigError
 
 Check = Callable[[Any], str | None]
@@ -28,6 +28,15 @@ Check = Callable[[Any], str | None]
 
 def _between(low: float, high: float) -> Check:
     return lambda v: None if low <= v <= high else f"between {low:g} and {high:g}"
+
+
+def _cpu_list(value: str) -> str | None:
+    """``cpus.parse``'s CPU list, or empty; returns what is allowed when bad."""
+    try:
+        cpus.parse(value) if value else None
+    except ValueError:
+        return "CPU numbers and ranges, e.g. 0 or 0-1,4 (empty: no pinning)"
+    return None
 
 
 def _listen_address(value: str) -> str | None:
@@ -337,6 +346,12 @@ class ServerSettings:
     shutdown_timeout: float = _setting(4.0, "seconds to drain on SIGTERM", _between(0, 600))
     expose_version: bool = _setting(
         False, "name cnamd's version in the HTTP and SIP Server headers (cnamd/0.1.0)"
+    )
+    cpus: str = _setting(
+        "",
+        "CPUs the serving workers run on (e.g. 0 or 0-1); the bulk workers, the loader"
+        " and an embedded PostgreSQL run on the others; empty: no pinning",
+        _cpu_list,
     )
 
     @property

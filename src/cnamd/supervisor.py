@@ -48,7 +48,7 @@ from pathlib import Path
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from cnamd import logs, metrics
+from cnamd import cpus, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.change_log_pruner import ChangeLogPruner
 from cnamd.database import DatabaseServer, prepare_schema, writes_url
@@ -116,6 +116,8 @@ class Supervisor:
 
     async def run(self) -> None:
         try:
+            # before the database, the loader and the workers start: each takes its side
+            cpus.plan(self.settings.server.cpus)
             self.url = await self.database.start()
             writes = writes_url(self.settings, self.url)
             self.run_dir = tempfile.mkdtemp(prefix="cnamd-run-")

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from cnamd import logs
+from cnamd import cpus, logs
 from cnamd.cache import held_file
 from cnamd.cache.snapshot import map_sections, write_sections
 from cnamd.cache.trie import CacheBuilder, NameCache
@@ -272,6 +272,7 @@ def main() -> None:
     # "CSV uploads beside dips and lookups"); lookups are answered from the old cache
     # meanwhile, so a slower load only delays when the import's names are served.
     os.setpriority(os.PRIO_PROCESS, 0, max(LOADER_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
+    cpus.step_aside()  # server.cpus: off the serving cores
     spec = json.loads(os.environ[SPEC_ENV])
     logs.configure(LogSettings(**spec["log"]))
     sys.exit(asyncio.run(_child(spec)))

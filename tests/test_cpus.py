@@ -1,0 +1,106 @@
+"""``server.cpus``: the serving workers on the CPUs it names; the bulk workers, the loader
+and the embedded PostgreSQL on the others (cpus.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from test_daemon import Daemon, partner_key, run_cli, wait_ready, worker_pids
+
+from cnamd import cpus
+from cnamd.errors import ConfigError
+from cnamd.settings import load
+
+
+def test_cpu_lists_are_read_as_taskset_and_systemd_write_them() -> None:
+    assert cpus.parse("0") == {0}
+    assert cpus.parse("0-2,5, 7") == {0, 1, 2, 5, 7}
+    for bad in ("", "x", "1-", "-1", "3-1", "0,,1", "0-99999"):
+        with pytest.raises(ValueError):
+            cpus.parse(bad)
+    assert load(environ={}, overrides=["server.cpus=0-1"]).server.cpus == "0-1"
+    with pytest.raises(ConfigError, match=r"server\.cpus"):
+        load(environ={}, overrides=["server.cpus=first"])
+
+
+def test_a_cpu_this_host_does_not_give_the_daemon_stops_it_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    missing = max(os.sched_getaffinity(0)) + 1
+    ran = run_cli(
+        "serve",
+        *("--set", f"server.cpus={missing}", "--embedded-dir", str(tmp_path / "pgdata")),
+        *("--http-listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0"),
+    )
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert f"server.cpus names CPUs this process may not run on: {missing}" in ran.stderr
+    assert not (tmp_path / "pgdata").exists()  # it stopped before starting anything
+
+
+def _affinity(process: psutil.Process) -> set[int]:
+    return set(process.cpu_affinity())
+
+
+def _postgres(data_dir: Path) -> list[psutil.Process]:
+    """The embedded PostgreSQL's postmaster and every process it has started."""
+    postmaster = psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
+    assert str(data_dir) in " ".join(postmaster.cmdline())
+    return [postmaster, *postmaster.children(recursive=True)]
+
+
+def _bulk_workers(supervisor: int) -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process(supervisor).children(recursive=True)
+        if "multiprocessing.spawn" in " ".join(child.cmdline())
+        and "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+def test_the_serving_workers_keep_their_cpus_and_the_imports_work_runs_beside(
+    tmp_path: Path,
+) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    serving = {allowed[0]}
+    aside = set(allowed) - serving
+    daemon = Daemon(tmp_path, "--workers", "2", "--set", f"server.cpus={allowed[0]}")
+    try:
+        wait_ready(daemon.base, daemon.proc, timeout=60)
+        workers = worker_pids(daemon.proc)
+        assert len(workers) == 2
+        token = partner_key(daemon)  # a CLI connection: a backend forked after the split
+        rows = "".join(f"+1212555{n:04d},Kept Apart {n}\n" for n in range(400))
+        body = f"phone,name\n{rows}".encode()  # over 4 KiB: parsed by the bulk workers
+        upload = urllib.request.Request(
+            daemon.base + "/api/partner/enterprise/demo/cnam-import",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "text/csv", "Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(upload, timeout=30) as answer:
+            assert json.loads(answer.read())["inserted"] == 400
+        supervisor = psutil.Process(daemon.proc.pid)
+        postgres = _postgres(daemon.data_dir)
+        bulk = _bulk_workers(daemon.proc.pid)
+        assert postgres and bulk  # what the split is about: PostgreSQL and the parsing
+        if aside:
+            assert all(_affinity(psutil.Process(pid)) == serving for pid in workers)
+            assert {p.pid: _affinity(p) for p in postgres} == {p.pid: aside for p in postgres}
+            assert {p.pid: _affinity(p) for p in bulk} == {p.pid: aside for p in bulk}
+            assert _affinity(supervisor) == set(allowed)  # it only watches: left alone
+        else:  # a one-CPU host: nothing to keep apart, nothing pinned
+            every = [supervisor, *(psutil.Process(pid) for pid in workers), *postgres, *bulk]
+            assert all(_affinity(p) == set(allowed) for p in every)
+    finally:
+        daemon.proc.terminate()
+        out, _ = daemon.proc.communicate(timeout=30)
+        daemon.stop()
+    if aside:
+        assert f"serving={allowed[0]}" in out, out
+    else:
+        assert "server.cpus leaves no CPU for the rest; nothing is pinned" in out, out
