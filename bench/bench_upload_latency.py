@@ -40,6 +40,7 @@ import aiohttp
 import loop_lag_reading
 import psutil
 
+from cnamd.cpus import parse
 from cnamd.sip.dip_client import build_invite
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
@@ -47,6 +48,8 @@ DIP_EVERY = 0.002
 LOOKUP_EVERY = 0.005
 IDLE = 5.0  # seconds measured idle (--idle)
 TIMELINE = False  # --timeline
+CPUS = ""  # --cpus: the daemon's server.cpus; this client on them too, curl on the others
+ASIDE: list[str] = []  # taskset prefix of the curl uploads with --cpus
 NOTABLE = 12  # the daemon's warnings, errors and cache reloads printed per sitting
 NOTABLE_MARKS = ("level=warning", "level=error", "Traceback", "too large", "mapped from snapshot")
 
@@ -151,6 +154,7 @@ def figures(name: str, samples: Samples) -> str:
 async def upload(base: str, token: str, body: Path) -> tuple[float, str]:
     started = time.perf_counter()
     curl = await asyncio.create_subprocess_exec(
+        *ASIDE,
         *("curl", "-sS", "-X", "POST", "--data-binary", f"@{body}"),
         *("-H", "Content-Type: text/csv", "-H", f"Authorization: Bearer {token}"),
         base + "/api/partner/enterprise/demo/cnam-import",
@@ -307,6 +311,7 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> None:
                 *("serve", "--demo", "--workers", str(workers)),
                 *("--http-listen", f"127.0.0.1:{http}", "--sip-listen", f"127.0.0.1:{sip}"),
                 *("--embedded-dir", str(data), "--snapshot", ""),
+                *(("--set", f"server.cpus={CPUS}") if CPUS else ()),
             ],
             cwd=where,
             env=env,
@@ -326,7 +331,13 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> None:
             )
             token = made.stdout.strip().splitlines()[-1]
             log_path = where / f"w{workers}" / "daemon.log"
-            asyncio.run(phases(base, ("127.0.0.1", sip), token, bodies, log_path))
+            every = os.sched_getaffinity(0)
+            if CPUS:  # after the daemon started: it splits the CPUs it may run on
+                os.sched_setaffinity(0, parse(CPUS))
+            try:
+                asyncio.run(phases(base, ("127.0.0.1", sip), token, bodies, log_path))
+            finally:
+                os.sched_setaffinity(0, every)
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -364,8 +375,17 @@ if __name__ == "__main__":
     parser.add_argument("--uploads", type=int, default=2, help="uploads sent at once")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds measured idle")
     parser.add_argument("--timeline", action="store_true", help="worst latency per second")
+    parser.add_argument(
+        "--cpus",
+        default="",
+        help="the daemon's server.cpus (e.g. 0); this client runs on those CPUs too (a PBX"
+        " would be another host: here it takes the serving core's time), the curls on the others",
+    )
     args = parser.parse_args()
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
-    IDLE, TIMELINE = args.idle, args.timeline
+    IDLE, TIMELINE, CPUS = args.idle, args.timeline, args.cpus
+    if CPUS:
+        aside = sorted(os.sched_getaffinity(0) - parse(CPUS))
+        ASIDE = ["taskset", "-c", ",".join(map(str, aside))]
     main(args.workers, args.mb, args.uploads)
