@@ -10,11 +10,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_daemon import Daemon, partner_key, run_cli, wait_ready, worker_pids
 
 from cnamd import cpus
 from cnamd.errors import ConfigError
 from cnamd.settings import load
+from test_daemon import Daemon, partner_key, run_cli, wait_ready, worker_pids
 
 
 def test_cpu_lists_are_read_as_taskset_and_systemd_write_them() -> None:
