@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import pytest
 
 from cnamd import cpus
 from cnamd.errors import ConfigError
-from cnamd.settings import load
+from cnamd.replica.loader import SPEC_ENV
+from cnamd.settings import NOT_SETTINGS_ENV, load
+from cnamd.supervisor import WORKER_ENV
 from test_daemon import Daemon, partner_key, run_cli, wait_ready, worker_pids
 
 
@@ -26,6 +29,15 @@ def test_cpu_lists_are_read_as_taskset_and_systemd_write_them() -> None:
     assert load(environ={}, overrides=["server.cpus=0-1"]).server.cpus == "0-1"
     with pytest.raises(ConfigError, match=r"server\.cpus"):
         load(environ={}, overrides=["server.cpus=first"])
+
+
+def test_what_the_daemon_hands_its_processes_is_not_read_as_a_setting() -> None:
+    """A SIGHUP re-reads the environment, where the split (and a worker's or the
+    loader's spec) is: refused as an unknown setting, it refused every reload."""
+    plumbing = {cpus.SPLIT_ENV, WORKER_ENV, SPEC_ENV}
+    assert plumbing <= NOT_SETTINGS_ENV
+    environ = {name: "0/1" for name in plumbing} | {"CNAMD_SERVER_CPUS": "0"}
+    assert load(environ=environ).server.cpus == "0"
 
 
 def test_a_cpu_this_host_does_not_give_the_daemon_stops_it_naming_the_setting(
@@ -73,6 +85,8 @@ def test_the_serving_workers_keep_their_cpus_and_the_imports_work_runs_beside(
         wait_ready(daemon.base, daemon.proc, timeout=60)
         workers = worker_pids(daemon.proc)
         assert len(workers) == 2
+        # a SIGHUP re-reads the environment the split is in (answered by the end: see below)
+        daemon.proc.send_signal(signal.SIGHUP)
         token = partner_key(daemon)  # a CLI connection: a backend forked after the split
         rows = "".join(f"+1212555{n:04d},Kept Apart {n}\n" for n in range(400))
         body = f"phone,name\n{rows}".encode()  # over 4 KiB: parsed by the bulk workers
@@ -100,6 +114,8 @@ def test_the_serving_workers_keep_their_cpus_and_the_imports_work_runs_beside(
         daemon.proc.terminate()
         out, _ = daemon.proc.communicate(timeout=30)
         daemon.stop()
+    assert "reload refused" not in out, out
+    assert "settings reloaded" in out, out
     if aside:
         assert f"serving={allowed[0]}" in out, out
     else:

@@ -634,11 +634,17 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}", field="--config") from None
 
 
+#: variables that are not settings: the file's path, and what the daemon hands its own
+#: processes (supervisor.WORKER_ENV, replica.loader.SPEC_ENV, cpus.SPLIT_ENV), which a
+#: SIGHUP finds in the environment it re-reads
+NOT_SETTINGS_ENV = frozenset({"CNAMD_CONFIG", "CNAMD_WORKER", "CNAMD_LOADER", "CNAMD_CPU_SPLIT"})
+
+
 def env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """``CNAMD_<SECTION>_<KEY>`` variables; section names have no underscore."""
     layer: dict[str, dict[str, str]] = {}
     for var, value in environ.items():
-        if not var.startswith("CNAMD_") or var == "CNAMD_CONFIG":
+        if not var.startswith("CNAMD_") or var in NOT_SETTINGS_ENV:
             continue
         section, _, key = var[len("CNAMD_") :].lower().partition("_")
         if section not in SECTIONS or not key:
