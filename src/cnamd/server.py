@@ -186,14 +186,13 @@ class Server:
                 # The feed decides: serve a snapshot, wait, or give up (database.on_unreachable).
                 log.warning("database unreachable at start-up", extra={"reason": exc.reason})
             self.sockets = bind_all(self.settings)
-            cpus.serve_here()
         else:
-            cpus.serve_here()
             url = self.worker.database_url
             self.sockets = adopt(self.worker.sockets)
             self._heartbeat = asyncio.create_task(
                 heartbeat(self.worker.heartbeat_fd, self._applied_change_id)
             )
+        cpus.serve_here()  # server.cpus: this process serves; the threads it starts follow
         # the API, imports and order workers write: to the primary when url is a standby
         self.pool = await open_pool(
             writes_url(self.settings, url),

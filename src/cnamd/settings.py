@@ -33,7 +33,8 @@ def _between(low: float, high: float) -> Check:
 def _cpu_list(value: str) -> str | None:
     """``cpus.parse``'s CPU list, or empty; returns what is allowed when bad."""
     try:
-        cpus.parse(value) if value else None
+        if value:
+            cpus.parse(value)
     except ValueError:
         return "CPU numbers and ranges, e.g. 0 or 0-1,4 (empty: no pinning)"
     return None

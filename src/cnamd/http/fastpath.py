@@ -353,8 +353,7 @@ class Waiting:
         done = self._done
         assert done is not None
         try:
-            miss = self._miss
-            answer = miss if name is None else named_by(miss, Found(name, source))
+            answer = named_by(self._miss, Found(name, source))
             response = self._fast.respond(
                 self.request, answer, self._route, self._kind, self._started
             )

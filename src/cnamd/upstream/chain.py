@@ -134,10 +134,10 @@ class _Later:
         self,
         task: asyncio.Task[Found],
         deadline: float,
-        done: Callable[[str | None, str | None], None] | None,
+        done: Callable[[str | None, str | None], None],
         late: Counter,
     ) -> None:
-        self.done = done
+        self.done: Callable[[str | None, str | None], None] | None = done  # None once called
         self.late = late
         self.timer = asyncio.get_running_loop().call_later(deadline, self.expired)
         task.add_done_callback(self.settled)
@@ -421,9 +421,7 @@ class Upstream:
         found = self.from_memory(number)
         if found is not None:
             return found
-        chain = self.chain
-        assert chain is not None  # from_memory() answered every number no source covers
-        accounts = self.held.accounts.get(tenant) if tenant is not None else None
+        chain, accounts = self._asking(tenant)
         return await chain.within(number, self.deadlines[front], front, accounts)
 
     def later(
@@ -440,7 +438,12 @@ class Upstream:
         if found is not None:
             done(found.name, found.source)
             return
-        chain = self.chain
-        assert chain is not None  # from_memory() answered every number no source covers
-        accounts = self.held.accounts.get(tenant) if tenant is not None else None
+        chain, accounts = self._asking(tenant)
         chain.later(number, self.deadlines[front], front, done, accounts)
+
+    def _asking(self, tenant: int | None) -> tuple[Chain, dict[str, Account] | None]:
+        """The chain, and the tenant's own accounts, once ``from_memory()`` said a source
+        must be asked (it answers every number no source covers)."""
+        chain = self.chain
+        assert chain is not None
+        return chain, self.held.accounts.get(tenant) if tenant is not None else None
