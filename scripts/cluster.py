@@ -123,7 +123,7 @@ def smoke(pair: ReplicatedPair, daemons: list[Daemon]) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--dir", default="var/cluster", help="where the servers keep their data")
     parser.add_argument("--pg-ports", default="16432,16433", help="primary,standby")
     parser.add_argument("--http-ports", default="18180,18181,18182")

@@ -15,17 +15,17 @@ import pytest
 from cnamd import cpus
 from cnamd.errors import ConfigError
 from cnamd.replica.loader import SPEC_ENV
-from cnamd.settings import NOT_SETTINGS_ENV, load
+from cnamd.settings import NOT_SETTINGS_ENV, load, parse_cpus
 from cnamd.supervisor import WORKER_ENV
 from test_daemon import Daemon, partner_key, run_cli, wait_ready, worker_pids
 
 
 def test_cpu_lists_are_read_as_taskset_and_systemd_write_them() -> None:
-    assert cpus.parse("0") == {0}
-    assert cpus.parse("0-2,5, 7") == {0, 1, 2, 5, 7}
+    assert parse_cpus("0") == {0}
+    assert parse_cpus("0-2,5, 7") == {0, 1, 2, 5, 7}
     for bad in ("", "x", "1-", "-1", "3-1", "0,,1", "0-99999"):
         with pytest.raises(ValueError):
-            cpus.parse(bad)
+            parse_cpus(bad)
     assert load(environ={}, overrides=["server.cpus=0-1"]).server.cpus == "0-1"
     with pytest.raises(ConfigError, match=r"server\.cpus"):
         load(environ={}, overrides=["server.cpus=first"])

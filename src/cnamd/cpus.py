@@ -23,25 +23,12 @@ import os
 import psutil
 
 from cnamd.errors import ConfigError
+from cnamd.settings import parse_cpus
 
 log = logging.getLogger(__name__)
 
 #: "SERVING/ASIDE" as ``plan`` decided them, for the processes the daemon starts
 SPLIT_ENV = "CNAMD_CPU_SPLIT"
-
-
-def parse(text: str) -> frozenset[int]:
-    """``0``, ``0-1,4``: CPU numbers and ranges, as taskset and systemd write them."""
-    cpus: set[int] = set()
-    for part in text.replace(" ", "").split(","):
-        low, dash, high = part.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise ValueError(f"{part!r} is not a CPU number or range (e.g. 0 or 0-3)")
-        first, last = int(low), int(high) if dash else int(low)
-        if last < first or last > 4095:
-            raise ValueError(f"{part!r} is not a CPU range")
-        cpus.update(range(first, last + 1))
-    return frozenset(cpus)
 
 
 def _text(cpus: frozenset[int]) -> str:
@@ -56,7 +43,7 @@ def plan(setting: str) -> None:
     os.environ.pop(SPLIT_ENV, None)
     if not setting:
         return
-    serving = parse(setting)
+    serving = parse_cpus(setting)
     allowed = frozenset(os.sched_getaffinity(0))
     if not serving <= allowed:
         raise ConfigError(
@@ -79,7 +66,7 @@ def _split() -> tuple[frozenset[int], frozenset[int]] | None:
     if not value:
         return None
     serving, _, aside = value.partition("/")
-    return parse(serving), parse(aside)
+    return parse_cpus(serving), parse_cpus(aside)
 
 
 def serve_here() -> None:

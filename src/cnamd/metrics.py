@@ -53,7 +53,7 @@ LOOKUP_BUCKETS = (
 PROPAGATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 # Label values, all from fixed sets: front sip|http; result hit|miss|invalid|
-# anonymous|denied; scope user|usergroup|enterprise|global|none.
+# anonymous|denied; scope user|usergroup|enterprise|global|upstream|none.
 
 LOOKUPS = Counter(
     "cnamd_lookups",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cnamd import __version__, cpus
+from cnamd import __version__
 from cnamd.errors import ConfigError
 
 Check = Callable[[Any], str | None]
@@ -30,11 +30,26 @@ def _between(low: float, high: float) -> Check:
     return lambda v: None if low <= v <= high else f"between {low:g} and {high:g}"
 
 
+def parse_cpus(text: str) -> frozenset[int]:
+    """``server.cpus``: ``0``, ``0-1,4``, CPU numbers and ranges as taskset and systemd
+    write them. Here, not in cpus.py, so that the settings check no process placement."""
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"{part!r} is not a CPU number or range (e.g. 0 or 0-3)")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first or last > 4095:
+            raise ValueError(f"{part!r} is not a CPU range")
+        cpus.update(range(first, last + 1))
+    return frozenset(cpus)
+
+
 def _cpu_list(value: str) -> str | None:
-    """``cpus.parse``'s CPU list, or empty; returns what is allowed when bad."""
+    """``parse_cpus``'s CPU list, or empty; returns what is allowed when bad."""
     try:
         if value:
-            cpus.parse(value)
+            parse_cpus(value)
     except ValueError:
         return "CPU numbers and ranges, e.g. 0 or 0-1,4 (empty: no pinning)"
     return None

@@ -23,10 +23,12 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cnamd.cache.held_file import HeldFile
-from cnamd.upstream.account import Account
+
+if TYPE_CHECKING:  # held for the chain, never used here: no import of upstream/ at run time
+    from cnamd.upstream.account import Account
 
 _INF: Final = math.inf
 #: ``name_of``'s answer for a held negative answer (a name is never empty: the name rule)
