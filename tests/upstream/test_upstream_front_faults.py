@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from fake_provider import FAMILY, FakeProvider
 
@@ -141,3 +142,104 @@ async def test_sigterm_answers_every_parked_lookup_within_the_grace_period(
     assert answered < grace + 0.9  # the grace period, not the deadline nor twice the grace
     assert code == 0
     assert "did not stop in time" not in output and "Traceback" not in output
+
+
+DEADLINE = 1.5  # the module daemon's upstream.http_deadline
+HIT = ("+12125550001", b"NYC Pizza")  # a name of the demo data: a local hit
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, db: str, fake: FakeProvider
+) -> Iterator[Daemon]:
+    """Two workers sharing the claims on numbers (upstream/claims.py), sources in a file."""
+    started = Daemon(
+        tmp_path_factory.mktemp("front-faults"),
+        workers=2,
+        database_url=db,
+        demo=False,
+        config=config(fake, http_deadline=DEADLINE),
+    )
+    try:
+        started.wait_ready(60)
+        yield started
+    finally:
+        started.stop()
+
+
+def worker_of(daemon: Daemon, ports: set[int]) -> dict[int, int]:
+    """Which worker (pid) accepted each of the client ports it can be told for now."""
+    found = {}
+    for pid in daemon.workers():
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if conn.raddr and conn.raddr.port in ports and conn.laddr.port == daemon.http_port:
+                found[conn.raddr.port] = pid
+    return found
+
+
+async def on_each_worker(
+    daemon: Daemon, each: int, streams: list[Stream]
+) -> dict[int, list[Stream]]:
+    """Connections (into ``streams``) until each worker has accepted ``each`` of them: the
+    listening socket is the workers' shared one, and which accepts is the kernel's choice."""
+    by_port: dict[int, Stream] = {}
+    placed: dict[int, int] = {}
+    workers = daemon.workers()
+    chosen: dict[int, list[Stream]] = {w: [] for w in workers}
+    for _ in range(4):  # batches; in practice the first does
+        for _ in range(3 * each):
+            stream = await asyncio.open_connection("127.0.0.1", daemon.http_port)
+            streams.append(stream)
+            by_port[stream[1].get_extra_info("sockname")[1]] = stream
+
+        def accepted() -> bool:
+            placed.update(worker_of(daemon, set(by_port) - set(placed)))
+            return set(placed) == set(by_port)
+
+        await asyncio.to_thread(eventually, accepted, 10, "the connections accepted")
+        chosen = {w: [by_port[p] for p, pid in placed.items() if pid == w] for w in workers}
+        if all(len(chosen[w]) >= each for w in workers):
+            return chosen
+    raise AssertionError(f"the workers did not both accept {each} connections")
+
+
+async def test_a_worker_killed_while_lookups_wait_on_its_claims_leaves_the_survivor_in_time(
+    daemon: Daemon, fake: FakeProvider
+) -> None:
+    """Worker A asks the provider for eight numbers (its claims); the survivor B, asked for
+    the same numbers on sixteen connections, waits for A's answers through the change
+    feed rather than asking again, beside lookups of its own parked on the provider.
+    A is SIGKILLed: its connections close, and every lookup on B is answered the miss
+    at B's own deadline, none asked twice; the supervisor replaces A."""
+    streams: list[Stream] = []
+    try:
+        victim, survivor = sorted(daemon.workers())
+        placed = await on_each_worker(daemon, 16, streams)
+        claimed = [f"{HANG}{n:04d}02" for n in range(8)]
+        own = [f"{HANG}{n:04d}03" for n in range(8)]
+        for number, (_, writer) in zip(claimed, placed[victim], strict=False):
+            writer.write(lookup(number, escaped=False))
+        await asyncio.to_thread(
+            eventually, lambda: all(fake.asked[n] for n in claimed), 10, "A asked"
+        )
+        asked = time.monotonic()
+        on_b = placed[survivor][:16]
+        for i, (_, writer) in enumerate(on_b):  # each claimed number twice, own ones once
+            number = claimed[i % 8] if i < 8 else own[i - 8]
+            writer.write(lookup(number, escaped=False) + lookup(HIT[0], escaped=False))
+        await asyncio.to_thread(eventually, lambda: all(fake.asked[n] for n in own), 10, "B asked")
+        psutil.Process(victim).send_signal(signal.SIGKILL)
+        gone = await asyncio.gather(*(answer(reader, 10) for reader, _ in placed[victim][:8]))
+        answers = await asyncio.gather(
+            *(answer(reader, DEADLINE + 5) for reader, _ in on_b),
+        )
+        waited = time.monotonic() - asked
+        after = await asyncio.gather(*(answer(reader, 5) for reader, _ in on_b))
+    finally:
+        close(streams)
+    assert gone == [None] * 8
+    assert answers == [(404, b"")] * 16 and waited < DEADLINE + 0.9
+    assert after == [(200, HIT[1])] * 16  # the pipelined hit, in order behind each
+    assert all(fake.asked[n] == 1 for n in claimed + own)  # B never asked A's numbers
+    assert victim not in daemon.replaced(victim, 2)
+    assert "Traceback" not in daemon.output
