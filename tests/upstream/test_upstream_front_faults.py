@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -177,30 +179,42 @@ def worker_of(daemon: Daemon, ports: set[int]) -> dict[int, int]:
     return found
 
 
+def accepted_by(daemon: Daemon, ports: set[int], worker: int) -> bool:
+    """Whether ``worker`` accepted the connections from every one of ``ports``."""
+    found = worker_of(daemon, ports)
+    return len(found) == len(ports) and set(found.values()) == {worker}
+
+
 async def on_each_worker(
     daemon: Daemon, each: int, streams: list[Stream]
 ) -> dict[int, list[Stream]]:
-    """Connections (into ``streams``) until each worker has accepted ``each`` of them: the
-    listening socket is the workers' shared one, and which accepts is the kernel's choice."""
-    by_port: dict[int, Stream] = {}
-    placed: dict[int, int] = {}
-    workers = daemon.workers()
-    chosen: dict[int, list[Stream]] = {w: [] for w in workers}
-    for _ in range(4):  # batches; in practice the first does
-        for _ in range(3 * each):
-            stream = await asyncio.open_connection("127.0.0.1", daemon.http_port)
-            streams.append(stream)
-            by_port[stream[1].get_extra_info("sockname")[1]] = stream
-
-        def accepted() -> bool:
-            placed.update(worker_of(daemon, set(by_port) - set(placed)))
-            return set(placed) == set(by_port)
-
-        await asyncio.to_thread(eventually, accepted, 10, "the connections accepted")
-        chosen = {w: [by_port[p] for p, pid in placed.items() if pid == w] for w in workers}
-        if all(len(chosen[w]) >= each for w in workers):
-            return chosen
-    raise AssertionError(f"the workers did not both accept {each} connections")
+    """``each`` connections (into ``streams``) accepted by each worker: the listening socket
+    is the workers' shared one, and the kernel often gives one worker every connection,
+    so the others are stopped (SIGSTOP, well within the heartbeat's patience) while a
+    worker accepts its own."""
+    workers = sorted(daemon.workers())
+    chosen: dict[int, list[Stream]] = {}
+    for worker in workers:
+        others = [other for other in workers if other != worker]
+        for other in others:
+            os.kill(other, signal.SIGSTOP)
+        try:
+            mine = [
+                await asyncio.open_connection("127.0.0.1", daemon.http_port) for _ in range(each)
+            ]
+            streams.extend(mine)
+            ports = {writer.get_extra_info("sockname")[1] for _, writer in mine}
+            await asyncio.to_thread(
+                eventually,
+                partial(accepted_by, daemon, ports, worker),
+                10,
+                f"worker {worker} accepted its connections",
+            )
+        finally:
+            for other in others:
+                os.kill(other, signal.SIGCONT)
+        chosen[worker] = mine
+    return chosen
 
 
 async def test_a_worker_killed_while_lookups_wait_on_its_claims_leaves_the_survivor_in_time(
@@ -228,7 +242,7 @@ async def test_a_worker_killed_while_lookups_wait_on_its_claims_leaves_the_survi
             number = claimed[i % 8] if i < 8 else own[i - 8]
             writer.write(lookup(number, escaped=False) + lookup(HIT[0], escaped=False))
         await asyncio.to_thread(eventually, lambda: all(fake.asked[n] for n in own), 10, "B asked")
-        psutil.Process(victim).send_signal(signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
         gone = await asyncio.gather(*(answer(reader, 10) for reader, _ in placed[victim][:8]))
         answers = await asyncio.gather(
             *(answer(reader, DEADLINE + 5) for reader, _ in on_b),
@@ -242,4 +256,46 @@ async def test_a_worker_killed_while_lookups_wait_on_its_claims_leaves_the_survi
     assert after == [(200, HIT[1])] * 16  # the pipelined hit, in order behind each
     assert all(fake.asked[n] == 1 for n in claimed + own)  # B never asked A's numbers
     assert victim not in daemon.replaced(victim, 2)
+    assert "Traceback" not in daemon.output
+
+
+def reload(daemon: Daemon, text: str) -> None:
+    """Write the daemon's file and SIGHUP it; return once both workers applied it."""
+    applied = sum("settings applied" in line for line in list(daemon.lines))
+    daemon.config.write_text(text)
+    daemon.sighup()
+    daemon.wait_lines("settings applied", count=applied + 2)
+
+
+async def test_a_sighup_taking_every_source_away_leaves_parked_lookups_to_their_deadline(
+    daemon: Daemon, fake: FakeProvider
+) -> None:
+    """Lookups parked on both workers, each with a number the provider would name and a
+    local hit pipelined behind it; a SIGHUP takes every source away and shortens the
+    deadline. Each parked lookup is answered the miss at the deadline it was asked
+    with (the request it waits on is not dropped with its source), then the numbers
+    behind it, in order: the miss without asking anyone, and the hit."""
+    slow, short = 3.0, 0.2
+    await asyncio.to_thread(reload, daemon, config(fake, http_deadline=slow))
+    streams: list[Stream] = []
+    try:
+        placed = await on_each_worker(daemon, 4, streams)
+        on_both = [stream for conns in placed.values() for stream in conns[:4]]
+        parked = [f"{HANG}{n:04d}04" for n in range(len(on_both))]
+        named = [f"{FAMILY}0{n:04d}05" for n in range(len(on_both))]  # at once, if asked
+        asked = time.monotonic()
+        for (_, writer), number, behind in zip(on_both, parked, named, strict=True):
+            writer.write(b"".join(lookup(n, escaped=False) for n in (number, behind, HIT[0])))
+        await asyncio.to_thread(eventually, lambda: all(fake.asked[n] for n in parked), 10, "asked")
+        await asyncio.to_thread(reload, daemon, config(fake, http_deadline=short, sources=False))
+        assert time.monotonic() - asked < slow  # taken while every lookup waits
+        first = await asyncio.gather(*(answer(reader, slow + 5) for reader, _ in on_both))
+        waited = time.monotonic() - asked
+        rest = [[await answer(reader, 5) for _ in range(2)] for reader, _ in on_both]
+    finally:
+        close(streams)
+        await asyncio.to_thread(reload, daemon, config(fake, http_deadline=DEADLINE))
+    assert first == [(404, b"")] * len(on_both) and slow <= waited < slow + 0.9
+    assert rest == [[(404, b""), (200, HIT[1])]] * len(on_both)
+    assert not any(fake.asked[n] for n in named)  # no source to ask
     assert "Traceback" not in daemon.output
