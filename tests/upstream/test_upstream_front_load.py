@@ -272,3 +272,39 @@ async def test_the_front_waits_for_upstream_under_load_with_a_misbehaving_provid
     assert await asyncio.to_thread(ask_once, port, fresh) == [ask.expected for ask in fresh]
     assert await asyncio.to_thread(handovers, daemon) == before + 1
     assert "lookup front failed" not in daemon.output and "Traceback" not in daemon.output
+
+
+def half_closing(connection: int) -> list[Ask]:
+    """A number the provider answers past the deadline, a hit, a number it names."""
+    return [upstream(connection, 0, "4"), hit("/v3/phone/"), upstream(connection, 1, "0")]
+
+
+async def half_closer(port: int, connection: int) -> tuple[list[tuple[int, bytes]], bytes]:
+    """A client that pipelines ``half_closing`` and half-closes at once (FIN: it sends no
+    more) while the front waits: every answer, then what comes before the server closes."""
+    asks = half_closing(connection)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(ask.raw for ask in asks))
+        writer.write_eof()
+        answers = [await answer(reader) for _ in asks]
+        async with asyncio.timeout(10):
+            return answers, await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_clients_half_closing_while_the_front_waits_get_every_answer(
+    daemon: Daemon, fake: FakeProvider
+) -> None:
+    """Thirty-two clients half-close right after pipelining, while the front waits for the
+    first lookup's upstream answer: each gets all its answers in order (the miss at the
+    deadline, the hit, the name), then the connection closes; each number asked once."""
+    clients = range(5000, 5032)
+    answered = await asyncio.gather(*(half_closer(daemon.http_port, c) for c in clients))
+    for connection, (answers, rest) in zip(clients, answered, strict=True):
+        asks = half_closing(connection)
+        assert (answers, rest) == ([ask.expected for ask in asks], b""), connection
+        assert [fake.asked[ask.number] for ask in asks if ask.number] == [1, 1]
+    assert "lookup front failed" not in daemon.output and "Traceback" not in daemon.output

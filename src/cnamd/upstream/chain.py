@@ -121,6 +121,11 @@ def make_source(
     return SipDipSource(settings, max_length)
 
 
+def _outcome(task: asyncio.Task[Found]) -> Found:
+    """A finished request's answer; NOTHING for one given up (``Chain.give_up``) or failed."""
+    return NOTHING if task.cancelled() or task.exception() else task.result()
+
+
 class _Later:
     """One caller's wait in ``Chain.later``: one object whose bound methods are the
     timer's and the request's callbacks. A burst parks hundreds of waits, and each of
@@ -149,7 +154,7 @@ class _Later:
 
     def settled(self, task: asyncio.Task[Found]) -> None:
         self.timer.cancel()
-        self.finish(NOTHING if task.cancelled() or task.exception() else task.result())
+        self.finish(_outcome(task))
 
     def finish(self, found: Found) -> None:
         done, self.done = self.done, None  # once: the answer or the deadline, whichever is first
@@ -235,10 +240,17 @@ class Chain:
             return None
         return Ledger(writer.pool, source.name, source.daily_budget, timeout=writer.timeout)
 
-    async def close(self) -> None:
-        self.claims.close()
+    def give_up(self) -> None:
+        """Shutdown's grace period is over: every wait for a source ends now with NOTHING,
+        as at its deadline (the requests are cancelled; a late answer is not kept). A
+        deadline may be longer than the grace period; without this, aiohttp's handlers
+        and the front's parked lookups outlived it, and the supervisor killed the worker."""
         for task in list(self._inflight.values()):
             task.cancel()
+
+    async def close(self) -> None:
+        self.claims.close()
+        self.give_up()
         for link in self.links:  # budget reserved and not spent: the others may spend it
             if link.guard.ledger is not None:
                 await link.guard.ledger.give_back()
@@ -307,7 +319,7 @@ class Chain:
             if not task.done():
                 self._late[front].inc()
                 return NOTHING
-        return task.result()
+        return _outcome(task)
 
     def later(
         self,
