@@ -333,6 +333,8 @@ class Server:
             access_log=logging.getLogger(access_log.LOGGER),
             access_log_class=access_log.AccessLog,
             shutdown_timeout=self.settings.server.shutdown_timeout,
+            # aiohttp's own default is an hour: every idle PBX or scanner connection a socket
+            keepalive_timeout=self.settings.http.idle_timeout,
             handle_signals=False,
         )
         await self.http_runner.setup()

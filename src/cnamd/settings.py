@@ -191,6 +191,12 @@ class HttpSettings:
         "one log line per HTTP request (logger cnamd.access, in log.format); API key"
         " secrets and auth_token parameters are never written",
     )
+    idle_timeout: float = _setting(
+        75.0,
+        "seconds an HTTP connection stays open without a request answered (idle between"
+        " requests, or part-way through a lookup's head); then it is closed",
+        _between(1, 86400),
+    )
     max_upload_bytes: int = _setting(
         512 * 1024 * 1024,
         "largest CSV upload (POST .../cnam-import) taken, in bytes; cnamd import has no limit",

@@ -24,6 +24,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -630,3 +631,42 @@ async def test_a_defect_in_the_fast_path_is_aiohttps_500_not_a_dropped_connectio
         assert "the lookup front failed" in caplog.text
     finally:
         await server.close()
+
+
+def test_the_daemon_closes_an_idle_http_connection_at_http_idle_timeout(tmp_path: Path) -> None:
+    """``http.idle_timeout`` reaches the daemon's HTTP server (aiohttp's own default would
+    keep an idle connection an hour): an answered connection left idle, and one trickling
+    half a lookup's head, are both closed at it; a busy one is not."""
+    from test_daemon import Daemon, wait_ready
+
+    daemon = Daemon(tmp_path, "--workers", "1", "--set", "http.idle_timeout=1")
+    try:
+        wait_ready(daemon.base, daemon.proc)
+
+        def closed_after(first: bytes, trickle: bytes = b"") -> float:
+            """Seconds from ``first`` sent until the server closes the connection."""
+            with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10) as sock:
+                sock.sendall(first)
+                started = time.monotonic()
+                sock.settimeout(0.25)
+                for _ in range(80):  # at most 20 s
+                    try:
+                        if sock.recv(65536) == b"":
+                            return time.monotonic() - started
+                    except TimeoutError:
+                        if trickle:
+                            sock.sendall(trickle[:1])
+                            trickle = trickle[1:]
+            raise AssertionError("still open after 20 s")
+
+        assert 0.5 < closed_after(PIZZA) < 4
+        assert 0.5 < closed_after(b"GET /v1/lookup/+1212", trickle=b"5550001 HTTP/1.1") < 4
+        with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10) as sock:
+            for _ in range(6):  # 3 s of a request every 0.5 s: each answer resets the clock
+                sock.sendall(PIZZA)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+                time.sleep(0.5)  # the client's pace, not a wait for the server
+            sock.sendall(PIZZA)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        daemon.stop()
