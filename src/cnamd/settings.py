@@ -194,7 +194,7 @@ class HttpSettings:
     idle_timeout: float = _setting(
         75.0,
         "seconds an HTTP connection stays open without a request answered (idle between"
-        " requests, or part-way through a lookup's head); then it is closed",
+        " requests, or part-way through a request's head); then it is closed",
         _between(1, 86400),
     )
     max_upload_bytes: int = _setting(

@@ -635,8 +635,9 @@ async def test_a_defect_in_the_fast_path_is_aiohttps_500_not_a_dropped_connectio
 
 def test_the_daemon_closes_an_idle_http_connection_at_http_idle_timeout(tmp_path: Path) -> None:
     """``http.idle_timeout`` reaches the daemon's HTTP server (aiohttp's own default would
-    keep an idle connection an hour): an answered connection left idle, and one trickling
-    half a lookup's head, are both closed at it; a busy one is not."""
+    keep an idle connection an hour): an answered connection left idle, one trickling half
+    a lookup's head (the front's) and one trickling half another head (aiohttp's) are
+    each closed at it; a busy one is not."""
     from test_daemon import Daemon, wait_ready
 
     daemon = Daemon(tmp_path, "--workers", "1", "--set", "http.idle_timeout=1")
@@ -661,6 +662,8 @@ def test_the_daemon_closes_an_idle_http_connection_at_http_idle_timeout(tmp_path
 
         assert 0.5 < closed_after(PIZZA) < 4
         assert 0.5 < closed_after(b"GET /v1/lookup/+1212", trickle=b"5550001 HTTP/1.1") < 4
+        head = b"POST /api/operator/tenants HTTP/1.1\r\nHost: cnamd\r\n"
+        assert 0.5 < closed_after(head, trickle=b"X-Slow: " + b"a" * 40) < 4
         with socket.create_connection(("127.0.0.1", daemon.http_port), timeout=10) as sock:
             for _ in range(6):  # 3 s of a request every 0.5 s: each answer resets the clock
                 sock.sendall(PIZZA)
