@@ -197,6 +197,12 @@ class HttpSettings:
         " requests, or part-way through a request's head); then it is closed",
         _between(1, 86400),
     )
+    body_timeout: float = _setting(
+        60.0,
+        "seconds a CSV upload may send nothing; past it the upload is answered 408 and"
+        " nothing of it is stored (its transaction and database connection are let go)",
+        _between(1, 3600),
+    )
     max_upload_bytes: int = _setting(
         512 * 1024 * 1024,
         "largest CSV upload (POST .../cnam-import) taken, in bytes; cnamd import has no limit",

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
     "PARAMETER_HEADERS",
+    "BodyTimeout",
     "BodyTooLarge",
     "check_request",
     "check_text",
@@ -56,6 +57,12 @@ class BodyTooLarge(InvalidRequest):
     """A body over the size a route reads (HTTP 413)."""
 
     status = "body-too-large"
+
+
+class BodyTimeout(InvalidRequest):
+    """A body that stopped arriving (HTTP 408)."""
+
+    status = "body-timeout"
 
 
 def _problem(value: str) -> str | None:

@@ -18,6 +18,7 @@ itself: 109 ms / 311 ms).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 
@@ -26,7 +27,7 @@ from aiohttp import web
 from cnamd.bulk_workers import BulkWorkers
 from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
-from cnamd.http.bodies import BodyTooLarge
+from cnamd.http.bodies import BodyTimeout, BodyTooLarge
 from cnamd.http.cnam import BOOKS, Resolve
 from cnamd.http.db import connection
 from cnamd.http.family import Route
@@ -50,15 +51,31 @@ def _size(limit: int) -> str:
     return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
 
 
-async def _limited(request: web.Request, limit: int) -> AsyncIterator[bytes]:
-    """The body in chunks of at most _READ_BYTES, refusing it once it passes ``limit``."""
+async def _limited(request: web.Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
+    """The body in chunks of at most _READ_BYTES, refusing it once it passes ``limit``,
+    or once ``timeout`` passes without a byte: the import's transaction holds a database
+    connection (and its rows' locks) for as long as the body takes to arrive, so a
+    sender that stops must not hold them for ever (a wait between reads, as nginx's
+    client_body_timeout: a slow upload that keeps sending is not cut off)."""
     refusal = BodyTooLarge(
         f"the upload passes {_size(limit)}; use cnamd import for larger files", field="body"
     )
     if (request.content_length or 0) > limit:
         raise refusal
     seen = 0
-    async for chunk in request.content.iter_chunked(_READ_BYTES):
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.read(_READ_BYTES)  # iter_chunked's step, bounded in time
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the upload sent nothing for {timeout:g} s (http.body_timeout); nothing of"
+                " it is stored",
+                field="body",
+            ) from None
+        if not chunk:
+            return
         seen += len(chunk)
         if seen > limit:
             raise refusal
@@ -104,7 +121,9 @@ class CsvBook:
             report = await import_blocks(
                 conn,
                 owner,
-                read_blocks(_limited(request, settings.http.max_upload_bytes)),
+                read_blocks(
+                    _limited(request, settings.http.max_upload_bytes, settings.http.body_timeout)
+                ),
                 max_name_length=settings.names.max_length,
                 replace=replace,
                 on_reject=note,

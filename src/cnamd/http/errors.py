@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cnamd import errors, metrics
-from cnamd.http.bodies import BodyTooLarge, check_request
+from cnamd.http.bodies import BodyTimeout, BodyTooLarge, check_request
 from cnamd.http.keys import ERROR_SHAPE, ErrorShape
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATUS_OF: list[tuple[type[errors.CnamdError], int]] = [
     (BodyTooLarge, 413),
+    (BodyTimeout, 408),
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.Unauthorized, 401),

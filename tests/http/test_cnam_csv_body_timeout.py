@@ -1,0 +1,77 @@
+"""An upload that stops sending: answered 408 at http.body_timeout, nothing of it stored,
+its transaction and database connection let go (they were held for as long as it stalled)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from api_client import Api
+
+from cnamd.model import Role
+
+ENTERPRISE = "/api/partner/enterprise/demo"
+
+
+@pytest.fixture
+def api_settings() -> list[str]:
+    return ["http.body_timeout=1"]
+
+
+def rows(block: int) -> bytes:
+    return "".join(f"+1212556{block}{i:03d},Stalled {i}\n" for i in range(1000)).encode()
+
+
+async def test_an_upload_that_stops_is_answered_408_and_stores_nothing(api: Api) -> None:
+    partner = await api.key(Role.PARTNER, enterprises=["demo"])
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"phone,name\n" + rows(0)
+        # the sender stops; the generator is cancelled once the answer has come
+        await asyncio.wait_for(never.wait(), timeout=20)
+        yield rows(1)
+
+    started = asyncio.get_running_loop().time()
+    reply = await api.call(
+        "POST",
+        ENTERPRISE + "/cnam-import",
+        partner,
+        data=stalls(),
+        headers={"Content-Type": "text/csv"},
+    )
+    waited = asyncio.get_running_loop().time() - started
+    assert reply.status == 408, reply.body
+    assert (reply.body["status"], reply.body["field"]) == ("body-timeout", "body")
+    assert "http.body_timeout" in reply.body["message"]
+    assert 0.9 < waited < 10
+    async with api.pool.acquire() as conn:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM cnam_entries WHERE key LIKE '+12125560%'"
+        )
+        open_transactions = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'"
+        )
+    assert (stored, open_transactions) == (0, 0)
+
+
+async def test_an_upload_that_keeps_sending_is_not_cut_off(api: Api) -> None:
+    """The deadline is between reads: 1.6 s of sending in pieces 0.4 s apart is imported."""
+    partner = await api.key(Role.PARTNER, enterprises=["demo"])
+
+    async def steadily() -> AsyncIterator[bytes]:
+        yield b"phone,name\n"
+        for block in range(4):
+            await asyncio.sleep(0.4)  # the sender's pace, under the 1 s between reads
+            yield rows(block)
+
+    reply = await api.call(
+        "POST",
+        ENTERPRISE + "/cnam-import",
+        partner,
+        data=steadily(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert (reply.status, reply.body["inserted"]) == (200, 4000), reply.body
