@@ -199,8 +199,8 @@ class HttpSettings:
     )
     body_timeout: float = _setting(
         60.0,
-        "seconds a CSV upload may send nothing; past it the upload is answered 408 and"
-        " nothing of it is stored (its transaction and database connection are let go)",
+        "seconds a JSON or form body may take to arrive whole, and a CSV upload between"
+        " two reads; past it the request is answered 408 and nothing of it is stored",
         _between(1, 3600),
     )
     max_upload_bytes: int = _setting(

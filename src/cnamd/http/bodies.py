@@ -10,6 +10,7 @@ hold NUL, and the json module recurses once per nesting level.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from cnamd.errors import CnamdError, InvalidRequest
+from cnamd.http.keys import SETTINGS, main_app
 from cnamd.http.tenant_header import TENANT_HEADER
 
 __all__ = [
@@ -63,6 +65,16 @@ class BodyTimeout(InvalidRequest):
     """A body that stopped arriving (HTTP 408)."""
 
     status = "body-timeout"
+
+
+def _arriving(request: web.Request) -> tuple[float, BodyTimeout]:
+    """How long a JSON or form body (at most MAX_JSON_BYTES) may take to arrive whole, and
+    the refusal past it: a sender that trickles one must not hold a handler for ever."""
+    timeout = main_app(request)[SETTINGS].http.body_timeout
+    refusal = BodyTimeout(
+        f"the body did not arrive within {timeout:g} s (http.body_timeout)", field="body"
+    )
+    return timeout, refusal
 
 
 def _problem(value: str) -> str | None:
@@ -159,10 +171,14 @@ async def read_json(
     too_large = BodyTooLarge(f"the body passes {MAX_JSON_BYTES} bytes", field=field)
     if (request.content_length or 0) > MAX_JSON_BYTES:
         raise too_large
+    timeout, late = _arriving(request)
     try:
-        raw = await request.read()  # the app's client_max_size is MAX_JSON_BYTES
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # the app's client_max_size is MAX_JSON_BYTES
     except web.HTTPRequestEntityTooLarge as exc:
         raise too_large from exc
+    except TimeoutError:
+        raise late from None
     if len(raw) > MAX_JSON_BYTES:
         raise too_large
     if not raw.strip():
@@ -198,10 +214,14 @@ async def read_form(
 ) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
     """The form fields of a urlencoded or multipart body; a malformed one
     (multipart without a boundary, broken parts) is InvalidRequest naming the body."""
+    timeout, late = _arriving(request)
     try:
-        form = await request.post()
+        async with asyncio.timeout(timeout):
+            form = await request.post()
     except web.HTTPRequestEntityTooLarge as exc:
         raise BodyTooLarge("the form is too large", field="body") from exc
+    except TimeoutError:
+        raise late from None
     except (ValueError, AssertionError, LookupError, RuntimeError) as exc:
         raise InvalidRequest(f"the form could not be read: {exc}", field="body") from exc
     for name, value in form.items():
