@@ -333,6 +333,10 @@ class HttpTallies:
 
 
 HTTP = HttpTallies()
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "cnamd_http_connections_refused",
+    "HTTP connections closed as they were accepted: the worker held http.max_connections.",
+)
 HTTP_FRONT_HANDOVERS = Counter(
     "cnamd_http_front_handovers",
     "HTTP connections the lookup front handed to aiohttp's request handling, at the first"

@@ -335,6 +335,7 @@ class Server:
             shutdown_timeout=self.settings.server.shutdown_timeout,
             # aiohttp's own default is an hour: every idle PBX or scanner connection a socket
             keepalive_timeout=self.settings.http.idle_timeout,
+            max_connections=self.settings.http.max_connections,
             handle_signals=False,
         )
         await self.http_runner.setup()

@@ -191,6 +191,11 @@ class HttpSettings:
         "one log line per HTTP request (logger cnamd.access, in log.format); API key"
         " secrets and auth_token parameters are never written",
     )
+    max_connections: int = _setting(
+        4096,
+        "open HTTP connections per worker; one over it is closed as it is accepted",
+        _between(1, 1_000_000),
+    )
     idle_timeout: float = _setting(
         75.0,
         "seconds an HTTP connection stays open without a request answered (idle between"

@@ -17,6 +17,7 @@ the next lookup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import shutil
@@ -449,6 +450,55 @@ async def test_an_idle_connection_is_closed_and_shutdown_closes_the_rest(
     assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server
     writer.close()
     await writer.wait_closed()
+
+
+async def test_connections_over_the_cap_are_closed_at_accept(api: Api, tmp_path: Path) -> None:
+    """``http.max_connections``: with two open (one on the front, one handed to aiohttp),
+    a third is closed as it is accepted and counted; once one closes, a new one is served."""
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        return REGISTRY.get_sample_value("cnamd_http_connections_refused_total") or 0.0
+
+    settings = fast_path_settings(tmp_path / "f")
+    server = FrontTestServer(
+        make_app(settings, api.directory, AlwaysReady(), api.pool), host="127.0.0.1"
+    )
+    await server.start_server(max_connections=2)
+    assert server.port is not None
+    port, counts = server.port, front_server(server)
+    before = refused()
+    front = await asyncio.open_connection("127.0.0.1", port)
+    front[1].write(PIZZA)
+    await asyncio.wait_for(front[0].readuntil(b'"}'), 10)
+    handed = await asyncio.open_connection("127.0.0.1", port)
+    handed[1].write(b"GET /healthz HTTP/1.1\r\nHost: cnamd\r\n\r\n")
+    await asyncio.wait_for(handed[0].readuntil(b"\r\n\r\n"), 10)
+    assert counts.open == 2
+    third = await asyncio.open_connection("127.0.0.1", port)
+    third[1].write(PIZZA)
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(third[0].read(), 10) == b""  # closed, unanswered
+    assert refused() == before + 1
+    handed[1].close()
+    await handed[1].wait_closed()
+    for _ in range(200):  # bounded: until the server has seen the close
+        if counts.open == 1:
+            break
+        await asyncio.sleep(0.01)
+    fourth = await asyncio.open_connection("127.0.0.1", port)
+    fourth[1].write(PIZZA)
+    assert b"NYC Pizza" in await asyncio.wait_for(fourth[0].readuntil(b'"}'), 10)
+    for _, writer in (front, third, fourth):
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    await server.close()
+    for _ in range(200):  # bounded: every connection_lost run
+        if counts.open == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert counts.open == 0
 
 
 async def test_the_access_log_has_the_fronts_answers(servers: Servers) -> None:

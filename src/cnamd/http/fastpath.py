@@ -376,6 +376,11 @@ class LookupRunner(web.AppRunner):
 
     handler_class = FastLookups
 
+    def __init__(self, app: web.Application, *, max_connections: int = 0, **kwargs: Any) -> None:
+        """``max_connections``: the FrontServer's cap (0: none); the rest as AppRunner's."""
+        super().__init__(app, **kwargs)
+        self.max_connections = max_connections
+
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         fallback: Any = server.request_handler
@@ -384,5 +389,6 @@ class LookupRunner(web.AppRunner):
             self.handler_class(self.app, fallback),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
+            max_connections=self.max_connections,
             **server._kwargs,
         )

@@ -61,6 +61,7 @@ from yarl import URL
 
 from cnamd.http.access_log import AccessLog
 from cnamd.http.raw_answer import RawAnswer
+from cnamd.metrics import HTTP_CONNECTIONS_REFUSED as REFUSED
 from cnamd.metrics import HTTP_FRONT_HANDOVERS as HANDOVERS
 
 __all__ = ["FrontServer", "LookupFront", "scan_head"]
@@ -163,10 +164,13 @@ class FrontServer(Server):
     ``fast`` is its request handler too, for the connections handed to aiohttp.
     """
 
-    def __init__(self, fast: Answers, **kwargs: Any) -> None:
+    def __init__(self, fast: Answers, *, max_connections: int = 0, **kwargs: Any) -> None:
         super().__init__(fast, **kwargs)  # type: ignore[arg-type]  # takes web.Request
         self.fast = fast
         self.fronts: set[LookupFront] = set()
+        #: open connections, the front's and those handed to aiohttp; 0: no cap
+        self.open = 0
+        self.max_connections = max_connections
         self.keepalive_timeout = float(kwargs.get("keepalive_timeout", KEEPALIVE_TIMEOUT))
         self.tcp_keepalive = bool(kwargs.get("tcp_keepalive", True))
         logger = kwargs.get("access_log", access_logger)
@@ -205,6 +209,7 @@ class LookupFront(asyncio.Protocol):
         "_buffer",
         "_close_at",
         "_closing",
+        "_counted",
         "_drained",
         "_handler",
         "_idle",
@@ -232,6 +237,7 @@ class LookupFront(asyncio.Protocol):
         self._waiting: tuple[ScannedRequest, float, int] | None = None  # its request, start, length
         self._drained: asyncio.Future[None] | None = None  # made when shutdown waits for it
         self._closing = False  # shutdown: close once the waiting lookup is answered
+        self._counted = False  # in server.open (not a connection refused at accept)
 
     def answered(self) -> asyncio.Future[None] | None:
         """Done once the lookup waiting for upstream is answered; None when none waits."""
@@ -243,9 +249,17 @@ class LookupFront(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
+        server = self._server
+        if server.max_connections and server.open >= server.max_connections:
+            # over http.max_connections: closed at once, as sip.tcp_max_connections does,
+            # so a flood of idle connections cannot use up the worker's file descriptors
+            REFUSED.inc()
+            tr.abort()
+            return
+        server.open += 1
+        self._counted = True
         self._transport = tr
         tcp_nodelay(tr, True)
-        server = self._server
         if server.tcp_keepalive:
             tcp_keepalive(tr)
         peer = tr.get_extra_info("peername")  # as aiohttp's BaseRequest.remote reads it
@@ -270,6 +284,9 @@ class LookupFront(asyncio.Protocol):
         return None  # every complete request is answered: close, as aiohttp does
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._server.open -= 1
         if self._handler is not None:
             self._handler.connection_lost(exc)
             return
