@@ -10,16 +10,22 @@ An SBC would rather have the miss than a timeout: every parked dip is answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import signal
 import socket
+import ssl
+import struct
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from fake_provider import FAMILY, FakeProvider
-from sip_peer import parse_reply
+from sip_peer import param, parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
 from databases import TEMPLATE, Database
@@ -71,14 +77,13 @@ async def udp_answers(sock: socket.socket, count: int, within: float) -> list[by
     """Up to ``count`` datagrams that reach ``sock`` within ``within`` seconds."""
     loop = asyncio.get_running_loop()
     got: list[bytes] = []
-    with sock:
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(within):
-                while len(got) < count:
-                    got.append(await loop.sock_recv(sock, 65535))
-        except TimeoutError:
-            pass
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(within):
+            while len(got) < count:
+                got.append(await loop.sock_recv(sock, 65535))
+    except TimeoutError:
+        pass
     return got
 
 
@@ -161,3 +166,172 @@ async def test_sigterm_answers_every_parked_dip_the_miss_before_the_sockets_clos
     assert answered < grace + 1.5  # the grace period, not the deadline
     assert code == 0
     assert "did not stop in time" not in output and "Traceback" not in output
+
+
+LATE = FAMILY + "4"  # numbers the provider names ``fake.late`` seconds after it is asked
+DEADLINE = 6.0  # the module daemon's upstream.sip_deadline: past the provider's lateness
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory,
+    db: str,
+    fake: FakeProvider,
+    tls_files: tuple[Path, Path],
+) -> Iterator[Daemon]:
+    """Two workers sharing the claims on numbers, SIP over UDP, TCP and TLS."""
+    cert, key = tls_files
+    tls_port = free_port()
+    sip = (
+        f'[sip]\ntls_listen = ["127.0.0.1:{tls_port}"]\ntls_cert = "{cert}"\ntls_key = "{key}"\n\n'
+    )
+    started = Daemon(
+        tmp_path_factory.mktemp("sip-faults"),
+        workers=2,
+        database_url=db,
+        demo=False,
+        config=sip + config(fake, sip_deadline=DEADLINE),
+    )
+    started.tls_port = tls_port  # type: ignore[attr-defined]
+    try:
+        started.wait_ready(60)
+        yield started
+    finally:
+        started.stop()
+
+
+def to_tag(reply: bytes) -> str | None:
+    return param(parse_reply(reply).one("To"), "tag")
+
+
+async def test_retransmissions_of_a_parked_invite_make_one_request_and_get_one_answer(
+    daemon: Daemon, fake: FakeProvider
+) -> None:
+    """An SBC retransmits a parked INVITE (same branch) over UDP before the provider
+    answers and after, while other SBCs park dips of their own on both workers: the
+    number is asked once, and every copy is answered with the same 302 (same To-tag)."""
+    port = daemon.sip_port
+    number = f"{LATE}999001"
+    data = invite(port, number, branch="z9hG4bKretrans1")
+    with contextlib.ExitStack() as stack:
+        sbc, *others = (stack.enter_context(udp_socket()) for _ in range(4))
+        for s, sock in enumerate(others):
+            for n in range(40):
+                dip = invite(port, f"{LATE}9{s}{n:04d}", branch=f"z9hG4bKo{s}x{n}")
+                sock.sendto(dip, ("127.0.0.1", port))
+        for _ in range(4):  # timer A's retransmissions, before the answer
+            sbc.sendto(data, ("127.0.0.1", port))
+        before = await udp_answers(sbc, 4, fake.late + 5)
+        for _ in range(2):  # ... and after it
+            sbc.sendto(data, ("127.0.0.1", port))
+        after = await udp_answers(sbc, 2, 3)
+        rest = await asyncio.gather(*(udp_answers(sock, 40, fake.late + 5) for sock in others))
+    assert len(before) == 4 and len(after) == 2
+    assert parse_reply(before[0]).status == 302
+    assert len(set(before + after)) == 1  # one answer, byte for byte: same To-tag, same name
+    assert to_tag(before[0])
+    assert fake.asked[number] == 1
+    assert [len(answers) for answers in rest] == [40] * 3
+    assert {parse_reply(reply).status for answers in rest for reply in answers} == {302}
+
+
+def udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def test_peers_that_reset_or_close_while_their_dips_are_parked_leave_the_answers_held(
+    daemon: Daemon, fake: FakeProvider, tls_files: tuple[Path, Path]
+) -> None:
+    """TCP and TLS peers pipeline dips that park on upstream, then half of them reset and
+    the others close: when the provider answers, nothing is written to a closed
+    transport and nothing fails (no exception logged, no "internal" drop), and every
+    answer is held: the next dip for each number is answered at once, from memory."""
+    cert, _ = tls_files
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    client_tls.check_hostname = False
+    port, tls_port = daemon.sip_port, daemon.tls_port  # type: ignore[attr-defined]
+    per_connection, connections = 10, 8
+    samples = daemon.scrape()
+    internal = value(samples, "cnamd_sip_dropped_total", reason="internal")
+    read_before = invites(daemon, "tcp") + invites(daemon, "tls")
+    lines = len(daemon.lines)
+    numbers: list[str] = []
+    writers: list[asyncio.StreamWriter] = []
+    for c in range(connections):
+        tls = c % 2 == 1
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", tls_port if tls else port, ssl=client_tls if tls else None
+        )
+        writers.append(writer)
+        mine = [f"{LATE}8{c}{n:04d}" for n in range(per_connection)]
+        numbers += mine
+        writer.write(
+            b"".join(
+                invite(port, number, branch=f"z9hG4bKr{c}x{n}", tcp=True)
+                for n, number in enumerate(mine)
+            )
+        )
+        await writer.drain()
+    sent = connections * per_connection
+    await asyncio.to_thread(
+        eventually,
+        lambda: invites(daemon, "tcp") + invites(daemon, "tls") - read_before == sent,
+        10,
+        "every dip read",
+    )
+    for c, writer in enumerate(writers):
+        if c % 4 < 2:  # a reset: RST, no FIN (TLS: no close_notify either)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        else:
+            writer.close()
+    await asyncio.to_thread(
+        eventually, lambda: all(fake.asked[n] == 1 for n in numbers), 10, "every number asked"
+    )
+    with udp_socket() as sbc:  # once held, each is answered from memory, long before a wait
+        for n, number in enumerate(numbers):
+            await asyncio.to_thread(
+                eventually,
+                partial(answered_302, sbc, port, number, f"z9hG4bKafter{n}"),
+                fake.late + 5,
+                f"{number} held",
+            )
+    assert all(fake.asked[n] == 1 for n in numbers)
+    assert value(daemon.scrape(), "cnamd_sip_dropped_total", reason="internal") == internal
+    log = "\n".join(daemon.lines[lines:])
+    assert "Traceback" not in log and "exception" not in log.lower()
+
+
+def answered_302(sock: socket.socket, port: int, number: str, branch: str) -> bool:
+    """Whether one dip from ``sock`` is answered 302 within a short wait (else: parked)."""
+    sock.setblocking(True)
+    sock.settimeout(0.3)
+    sock.sendto(invite(port, number, branch=branch), ("127.0.0.1", port))
+    try:
+        while True:
+            reply = parse_reply(sock.recv(65535))
+            if param(reply.one("Via"), "branch") == branch:
+                return reply.status == 302
+    except TimeoutError:
+        return False
