@@ -54,13 +54,14 @@ def fake() -> Iterator[FakeProvider]:
 
 
 def config(fake: FakeProvider, *, sip_deadline: float) -> str:
-    """The provider for FAMILY numbers, room for every request at once, no breaker."""
+    """The provider for FAMILY numbers (and the BEHAVIOUR ones), room for every request
+    at once, no breaker."""
     source = {
         "name": "fake",
         "kind": "http-json",
         "url": f"http://127.0.0.1:{fake.port}/cnam/{{e164}}",
         "name_pointer": "/data/caller_name/caller_name",
-        "countries": [FAMILY],
+        "countries": [FAMILY, "+155500"],  # and fake_provider.BEHAVIOUR's garbage
         "timeout": SOURCE_TIMEOUT,
         "max_concurrency": 1000,
         "breaker_errors": 1000,
@@ -335,3 +336,43 @@ def answered_302(sock: socket.socket, port: int, number: str, branch: str) -> bo
                 return reply.status == 302
     except TimeoutError:
         return False
+
+
+async def test_a_provider_that_hangs_resets_or_answers_garbage_under_parked_load(
+    daemon: Daemon, fake: FakeProvider
+) -> None:
+    """144 dips at once over both workers, two SBCs asking each number, for numbers the
+    provider names, knows no name for, resets on, answers 500, HTML or truncated JSON
+    for, or never answers: each number is asked once; a name is a 302, everything else
+    the miss, at once for a failure and at the deadline for a hang; nothing fails."""
+    port = daemon.sip_port
+    behaviours = {"0": 302, "1": 404, "2": 404, "3": 404}
+    numbers = {
+        f"{FAMILY}{b}7{n:05d}": status for b, status in behaviours.items() for n in range(15)
+    }
+    numbers |= {f"{HANG}6{n:05d}": 404 for n in range(10)}
+    numbers |= {"+15550003000": 404, "+15550004000": 404}  # HTML, truncated JSON
+    internal = value(daemon.scrape(), "cnamd_sip_dropped_total", reason="internal")
+    lines = len(daemon.lines)
+    started = time.monotonic()
+    with udp_socket() as one, udp_socket() as two:
+        for i, number in enumerate(numbers):
+            for s, sock in enumerate((one, two)):
+                sock.sendto(invite(port, number, branch=f"z9hG4bKg{s}x{i}"), ("127.0.0.1", port))
+        answers = await asyncio.gather(
+            *(udp_answers(sock, len(numbers), DEADLINE + 3) for sock in (one, two))
+        )
+    took = time.monotonic() - started
+    for replies in answers:
+        got = {}
+        for data in replies:
+            reply = parse_reply(data)
+            branch = param(reply.one("Via"), "branch")
+            assert branch is not None
+            got[list(numbers)[int(branch.partition("x")[2])]] = reply.status
+        assert got == numbers
+    assert {n: fake.asked[n] for n in numbers if fake.asked[n] != 1} == {}
+    assert took < DEADLINE + 2
+    assert value(daemon.scrape(), "cnamd_sip_dropped_total", reason="internal") == internal
+    log = "\n".join(daemon.lines[lines:])
+    assert "Traceback" not in log

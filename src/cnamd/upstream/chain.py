@@ -205,6 +205,11 @@ class Chain:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             raise_for_status=False,
         )
+        # aiohttp sends a GET again, once, when the connection is reset or closed before
+        # the answer (RFC 9112 §9.3.1.1): a provider that resets after reading the request
+        # was paid twice for one number and the daily budget counted one. No constructor
+        # argument turns it off; a failed request is the next source's turn instead.
+        self.session._retry_connection = False
         for source in self.settings.sources:
             client = make_source(source, self.session, self.max_length)
             self.links.append(_Link(client, source, ledger=self._ledger(source)))
