@@ -492,11 +492,13 @@ class Server:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self.worker.control_fd)
         for udp in self.sip_udp:
-            udp.close()
+            udp.pause()  # open until the drain has answered the dips parked on upstream
         for stream in self.sip_streams:
             stream.close()
+        await self._drain()
+        for udp in self.sip_udp:
+            udp.close()
         if self.http_runner is not None:
-            await self._drain_http()
             access_log.flush()  # the last batch of the access log
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -523,23 +525,27 @@ class Server:
             await self.database.stop()
         log.info("stopped")
 
-    async def _drain_http(self) -> None:
-        """Answer the HTTP requests in flight within ``server.shutdown_timeout``, the lookups
-        waiting for upstream included: past it, their waits end as at their deadline.
+    async def _drain(self) -> None:
+        """Answer the HTTP requests in flight and the SIP dips parked on upstream within
+        ``server.shutdown_timeout``: past it, their waits end as at their deadline (the
+        miss), still before the SIP sockets close. An SBC would rather have the miss than
+        a timeout; before, the UDP sockets closed first and every parked dip went unanswered.
 
         The front's parked lookups and aiohttp's handlers are drained one after the other,
         and aiohttp waits for a handler twice (before and after asking it to stop), so a
         wait for upstream longer than the grace period (``upstream.http_deadline`` may be)
         held the drain for three of them: past the supervisor's patience, which killed the
         worker with its lookups unanswered and its upstream answers unwritten."""
-        assert self.http_runner is not None
         chain = self.upstream.chain if self.upstream is not None else None
         grace = None
         if chain is not None:
             loop = asyncio.get_running_loop()
             grace = loop.call_later(self.settings.server.shutdown_timeout, chain.give_up)
         try:
-            await self.http_runner.cleanup()
+            if self.http_runner is not None:
+                await self.http_runner.cleanup()
+            if chain is not None:
+                await chain.unparked()
         finally:
             if grace is not None:
                 grace.cancel()

@@ -354,6 +354,18 @@ class UdpListener:
         except OSError:
             self._dip.dropped["send"].inc()
 
+    def pause(self) -> None:
+        """Stop reading (shutdown's drain); the answers of dips parked on upstream still
+        leave from the socket until ``close()``."""
+        if self._transport is not None:
+            pause_reading = getattr(self._transport, "pause_reading", None)
+            if pause_reading is not None:
+                with contextlib.suppress(RuntimeError, NotImplementedError):
+                    pause_reading()
+        else:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._fd)
+
     def close(self) -> None:
         """Stop answering and close the socket (this process's copy of it)."""
         if self._closed:

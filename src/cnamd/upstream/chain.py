@@ -133,17 +133,20 @@ class _Later:
     were a dozen cells and functions per wait (bench/README.md, "What makes the loop
     late during the burst")."""
 
-    __slots__ = ("done", "late", "timer")
+    __slots__ = ("chain", "done", "late", "timer")
 
     def __init__(
         self,
+        chain: Chain,
         task: asyncio.Task[Found],
         deadline: float,
         done: Callable[[str | None, str | None], None],
         late: Counter,
     ) -> None:
+        self.chain = chain
         self.done: Callable[[str | None, str | None], None] | None = done  # None once called
         self.late = late
+        chain.parked += 1
         self.timer = asyncio.get_running_loop().call_later(deadline, self.expired)
         task.add_done_callback(self.settled)
 
@@ -159,6 +162,7 @@ class _Later:
     def finish(self, found: Found) -> None:
         done, self.done = self.done, None  # once: the answer or the deadline, whichever is first
         if done is not None:
+            self.chain.unpark()
             done(found.name, found.source)
 
 
@@ -186,6 +190,10 @@ class Chain:
         # a number another worker of the host asks is awaited from it, not asked again
         self.claims = Claims(held, claim_window(settings))
         self._late = {front: metrics.UPSTREAM_LATE.labels(front) for front in FRONTS}
+        #: callers waiting in ``later()`` (shutdown answers them before the SIP sockets close)
+        self.parked = 0
+        self._unparked: asyncio.Event | None = None
+        self.given_up = False  # shutdown's grace is over: a new wait ends at once
 
     async def start(self) -> None:
         self.begin()
@@ -197,6 +205,11 @@ class Chain:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             raise_for_status=False,
         )
+        # aiohttp sends a GET again, once, when the connection is reset or closed before
+        # the answer (RFC 9112 §9.3.1.1): a provider that resets after reading the request
+        # was paid twice for one number and the daily budget counted one. No constructor
+        # argument turns it off; a failed request is the next source's turn instead.
+        self.session._retry_connection = False
         for source in self.settings.sources:
             client = make_source(source, self.session, self.max_length)
             self.links.append(_Link(client, source, ledger=self._ledger(source)))
@@ -245,8 +258,23 @@ class Chain:
         as at its deadline (the requests are cancelled; a late answer is not kept). A
         deadline may be longer than the grace period; without this, aiohttp's handlers
         and the front's parked lookups outlived it, and the supervisor killed the worker."""
+        self.given_up = True
         for task in list(self._inflight.values()):
             task.cancel()
+
+    def unpark(self) -> None:
+        """One wait in ``later()`` has ended."""
+        self.parked -= 1
+        if not self.parked and self._unparked is not None:
+            self._unparked.set()
+
+    async def unparked(self) -> None:
+        """Until no caller waits in ``later()``: shutdown's drain, which keeps the SIP
+        sockets open for their answers (the miss once ``give_up`` ends the waits)."""
+        while self.parked:
+            self._unparked = asyncio.Event()
+            await self._unparked.wait()
+        self._unparked = None
 
     async def close(self) -> None:
         self.claims.close()
@@ -300,6 +328,8 @@ class Chain:
         passes walks their objects (11 per wait where those made 25; bench/README.md,
         "What makes the loop late during the burst"). A cancelled caller leaves the
         request running, as the shield did."""
+        if self.given_up:
+            return NOTHING
         task = self.ask(number, accounts)
         if not task.done():
             loop = asyncio.get_running_loop()
@@ -331,9 +361,13 @@ class Chain:
     ) -> None:
         """Call ``done(name, source)`` once: the answer, or (None, None) when ``deadline``
         passes first. Callbacks, not a task per call: the SIP dip's and the connection
-        front's path."""
+        front's path. After ``give_up`` (shutdown) it is the miss at once: a dip read
+        during the drain must not hold the sockets open for its deadline."""
+        if self.given_up:
+            done(None, None)
+            return
         task = self.ask(number, accounts)
-        _Later(task, deadline, done, self._late[front])
+        _Later(self, task, deadline, done, self._late[front])
 
     async def _theirs(self, number: str) -> Found:
         """The answer of the worker asking for ``number``, as the change feed brings it."""
