@@ -49,15 +49,6 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         started.stop()
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    server = FakeProvider(free_port())
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def consumer_args(fake: FakeProvider, provider: Daemon, silent: socket.socket) -> tuple[str, ...]:
     base = f"http://127.0.0.1:{fake.port}"
     sources = [

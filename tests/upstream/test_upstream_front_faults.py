@@ -27,7 +27,6 @@ from fake_provider import FAMILY, FakeProvider
 from cnamd.store.embedded import EmbeddedPostgres
 from databases import Database
 from ops_daemon import Daemon, eventually
-from test_daemon import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,15 +39,6 @@ LOOKUPS = 64  # parked lookups per path (the front's, aiohttp's)
 async def db(pg: EmbeddedPostgres, demo_template: str) -> AsyncIterator[str]:
     async with Database(pg, demo_template) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    server = FakeProvider(free_port())
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def config(fake: FakeProvider, *, http_deadline: float, sources: bool = True) -> str:

@@ -44,15 +44,6 @@ async def db(pg: EmbeddedPostgres) -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    server = FakeProvider(free_port())
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def config(fake: FakeProvider, *, sip_deadline: float) -> str:
     """The provider for FAMILY numbers (and the BEHAVIOUR ones), room for every request
     at once, no breaker."""

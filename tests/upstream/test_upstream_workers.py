@@ -23,7 +23,6 @@ from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.upstream.budget import block_for
 from databases import TEMPLATE, Database
 from ops_daemon import CLI, Daemon, eventually, http_get, invite, sip_exchange, value
-from test_daemon import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,15 +33,6 @@ BUDGET = 300
 async def db(pg: EmbeddedPostgres) -> AsyncIterator[str]:
     async with Database(pg, TEMPLATE) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    server = FakeProvider(free_port())
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def sources(fake: FakeProvider) -> list[dict[str, object]]:
