@@ -45,6 +45,24 @@ FAMILIES = {
 }
 
 
+def unguarded_source(
+    port: int, *, timeout: float, countries: tuple[str, ...] = (FAMILY,)
+) -> dict[str, object]:
+    """The daemon's source for this provider on ``port`` (``{"data": {"caller_name"}}``),
+    for ``countries``, with room for every request at once and a breaker that never opens:
+    what such a test looks at is the wait for upstream, not the source's guard."""
+    return {
+        "name": "fake",
+        "kind": "http-json",
+        "url": f"http://127.0.0.1:{port}/cnam/{{e164}}",
+        "name_pointer": "/data/caller_name/caller_name",
+        "countries": list(countries),
+        "timeout": timeout,
+        "max_concurrency": 1000,
+        "breaker_errors": 1000,
+    }
+
+
 class FakeProvider:
     """``GET /cnam/{number}`` (http-json shape ``{"data": {"caller_name": ...}}``) and
     ``GET /v3/phone/{number}`` (OpenCNAM's shape)."""

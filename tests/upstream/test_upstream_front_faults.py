@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fake_provider import FAMILY, FakeProvider
+from fake_provider import FAMILY, FakeProvider, unguarded_source
 
 from cnamd.store.embedded import EmbeddedPostgres
 from databases import Database
@@ -44,16 +44,7 @@ async def db(pg: EmbeddedPostgres, demo_template: str) -> AsyncIterator[str]:
 def config(fake: FakeProvider, *, http_deadline: float, sources: bool = True) -> str:
     """The daemon's file: the provider for FAMILY numbers (a SIGHUP may take it away),
     room for every request at once, a breaker that never opens."""
-    source = {
-        "name": "fake",
-        "kind": "http-json",
-        "url": f"http://127.0.0.1:{fake.port}/cnam/{{e164}}",
-        "name_pointer": "/data/caller_name/caller_name",
-        "countries": [FAMILY],
-        "timeout": SOURCE_TIMEOUT,
-        "max_concurrency": 1000,
-        "breaker_errors": 1000,
-    }
+    source = unguarded_source(fake.port, timeout=SOURCE_TIMEOUT)
     table = "".join(f"{key} = {json.dumps(value)}\n" for key, value in source.items())
     text = f"[upstream]\nhttp_deadline = {http_deadline}\n"
     return text + ("\n[[upstream.sources]]\n" + table if sources else "")

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
-from fake_provider import FAMILY, FakeProvider
+from fake_provider import FAMILY, FakeProvider, unguarded_source
 
 from cnamd.store.embedded import EmbeddedPostgres
 from databases import Database
@@ -60,16 +60,7 @@ def daemon(
     """A daemon with the demo names and one source: the provider, for FAMILY numbers,
     with room for every request at once and a breaker that never opens (what is
     tested is the front's wait, not the source's guard)."""
-    source = {
-        "name": "fake",
-        "kind": "http-json",
-        "url": f"http://127.0.0.1:{fake.port}/cnam/{{e164}}",
-        "name_pointer": "/data/caller_name/caller_name",
-        "countries": [FAMILY],
-        "timeout": SOURCE_TIMEOUT,
-        "max_concurrency": 1000,
-        "breaker_errors": 1000,
-    }
+    source = unguarded_source(fake.port, timeout=SOURCE_TIMEOUT)
     args = (
         *("--set", f"upstream.http_deadline={DEADLINE}"),
         *("--set", "upstream.sources=" + json.dumps([source])),

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from fake_provider import FAMILY, FakeProvider
+from fake_provider import FAMILY, FakeProvider, unguarded_source
 from sip_peer import param, parse_reply
 
 from cnamd.store.embedded import EmbeddedPostgres
@@ -47,16 +47,8 @@ async def db(pg: EmbeddedPostgres) -> AsyncIterator[str]:
 def config(fake: FakeProvider, *, sip_deadline: float) -> str:
     """The provider for FAMILY numbers (and the BEHAVIOUR ones), room for every request
     at once, no breaker."""
-    source = {
-        "name": "fake",
-        "kind": "http-json",
-        "url": f"http://127.0.0.1:{fake.port}/cnam/{{e164}}",
-        "name_pointer": "/data/caller_name/caller_name",
-        "countries": [FAMILY, "+155500"],  # and fake_provider.BEHAVIOUR's garbage
-        "timeout": SOURCE_TIMEOUT,
-        "max_concurrency": 1000,
-        "breaker_errors": 1000,
-    }
+    # FAMILY, and fake_provider.BEHAVIOUR's garbage
+    source = unguarded_source(fake.port, timeout=SOURCE_TIMEOUT, countries=(FAMILY, "+155500"))
     table = "".join(f"{key} = {json.dumps(value)}\n" for key, value in source.items())
     return f"[upstream]\nsip_deadline = {sip_deadline}\n\n[[upstream.sources]]\n" + table
 
