@@ -24,7 +24,6 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from api_client import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from certificates import self_signed
 from cnamd.http import access_log
 from cnamd.http.app import make_app
 from cnamd.http.front import FrontServer
@@ -570,21 +570,6 @@ async def test_a_tenants_new_region_reads_the_next_lookup(servers: Servers) -> N
     assert CountedLookups.front > before
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed key and certificate for 127.0.0.1 (openssl)."""
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
-            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return key, cert
-
-
 async def test_the_front_answers_over_tls_and_hands_over_there_too(
     servers: Servers, tmp_path: Path
 ) -> None:
@@ -592,7 +577,7 @@ async def test_the_front_answers_over_tls_and_hands_over_there_too(
     lookup, then a request it leaves to aiohttp takes the connection, as over TCP."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed")
-    key, cert = await asyncio.to_thread(_certificate, tmp_path)
+    cert, key = await asyncio.to_thread(self_signed, tmp_path, "127.0.0.1")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))

@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from memory_names import MemoryNames
 from prometheus_client import REGISTRY
 from sip_peer import display_name, parse_reply, request
 
+from certificates import self_signed
 from cnamd import metrics
 from cnamd.sip import Dip, DipSettings
 from cnamd.sip import transport as transport_module
@@ -385,29 +385,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed")
     d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    return self_signed(d)
 
 
 async def test_tls_dip_is_answered(tls_files: tuple[Path, Path]) -> None:

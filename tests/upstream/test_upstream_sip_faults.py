@@ -17,7 +17,6 @@ import signal
 import socket
 import ssl
 import struct
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
@@ -27,6 +26,7 @@ import pytest
 from fake_provider import FAMILY, FakeProvider, unguarded_source
 from sip_peer import param, parse_reply
 
+from certificates import self_signed
 from cnamd.store.embedded import EmbeddedPostgres
 from databases import TEMPLATE, Database
 from ops_daemon import Daemon, eventually, invite, value
@@ -161,17 +161,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed")
     d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
-            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    return self_signed(d)
 
 
 @pytest.fixture(scope="module")
