@@ -40,7 +40,7 @@ import aiohttp
 import loop_lag_reading
 import psutil
 
-from cnamd.cpus import parse
+from cnamd.settings import parse_cpus as parse
 from cnamd.sip.dip_client import build_invite
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
