@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from cnamd.errors import InvalidRequest
 from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_lines, read_lines_async
-from cnamd.store.imports import ImportReport, export_entries, import_entries
+from cnamd.store.imports import MERGE_LOCK, ImportReport, export_entries, import_entries
 from cnamd.store.owners import owner_from_spec
 
 Conn = Any
@@ -403,3 +404,94 @@ async def test_connection_stays_usable_after_an_import(conn: asyncpg.Connection)
     await run(conn, owner, "phone,name", "+12125550101,Pizza")
     await run(conn, owner, "phone,name", "+12125550102,Pasta")  # temp table name is free again
     assert await conn.fetchval("SELECT count(*) FROM cnam_entries") == 2
+
+
+async def _waiting_on_the_merge_lock(conn: Conn, count: int) -> None:
+    """Until ``count`` backends wait for MERGE_LOCK (bounded: ten seconds)."""
+    for _ in range(1000):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND (classid::bigint << 32 | objid::bigint) = $1",
+            MERGE_LOCK,
+        )
+        if waiting == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{waiting} imports wait for the merge lock, not {count}")
+
+
+async def test_an_import_copies_then_waits_for_the_merge_another_holds(
+    conn: Conn, acme: Owner, db_url: str
+) -> None:
+    """One merge at a time per database: the second import's rows are staged while it waits."""
+    holder = await asyncpg.connect(db_url)
+    importer = await asyncpg.connect(db_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK)
+            task = asyncio.ensure_future(run(importer, acme, "phone,name", "+492216698712,John"))
+            await _waiting_on_the_merge_lock(conn, 1)
+            staged = await conn.fetchval(
+                "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND wait_event = 'advisory'"
+            )
+            assert "pg_advisory_xact_lock" in staged  # past its COPY, before the merge
+            assert not task.done()
+            assert await book(conn, acme) == {}
+        report, _ = await asyncio.wait_for(task, 10)
+        assert report == ImportReport(inserted=1)
+        assert await book(conn, acme) == {"+492216698712": ("John", False)}
+    finally:
+        await holder.close()
+        await importer.close()
+
+
+async def test_concurrent_replacing_imports_leave_one_listing_not_their_union(
+    conn: Conn, acme: Owner, db_url: str
+) -> None:
+    """Two replacing imports into an empty book, both staged before either merges: the
+    second to merge must see the first's rows and delete them, as if they ran in turn."""
+    holder = await asyncpg.connect(db_url)
+    first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK)
+            tasks = [
+                asyncio.ensure_future(run(importer, acme, "phone,name", *lines, replace=True))
+                for importer, lines in (
+                    (first, [f"+4930{n:08d},A{n}" for n in range(0, 300)]),
+                    (second, [f"+4930{n:08d},B{n}" for n in range(200, 500)]),
+                )
+            ]
+            await _waiting_on_the_merge_lock(conn, 2)
+        reports = [report for report, _ in await asyncio.wait_for(asyncio.gather(*tasks), 10)]
+        names = {name[0] for name, _ in (await book(conn, acme)).values()}
+        assert len(await book(conn, acme)) == 300
+        assert names in ({"A"}, {"B"})  # one listing whole, whichever merged last
+        earlier, later = reports if names == {"B"} else reports[::-1]
+        assert earlier == ImportReport(inserted=300)
+        assert later == ImportReport(inserted=200, updated=100, deleted=200)
+    finally:
+        for c in (holder, first, second):
+            await c.close()
+
+
+async def test_an_import_whose_client_left_stops_waiting_for_the_merge(
+    conn: Conn, acme: Owner, db_url: str
+) -> None:
+    """A client killed while its import waits its turn frees the wait within the
+    connection check's second, not when the merge ahead of it ends."""
+    holder = await asyncpg.connect(db_url)
+    importer = await asyncpg.connect(db_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK)
+            task = asyncio.ensure_future(run(importer, acme, "phone,name", "+492216698712,John"))
+            await _waiting_on_the_merge_lock(conn, 1)
+            importer.terminate()
+            with pytest.raises(asyncpg.InterfaceError):
+                await task
+            await _waiting_on_the_merge_lock(conn, 0)
+        assert await book(conn, acme) == {}
+    finally:
+        await holder.close()
