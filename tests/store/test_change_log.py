@@ -8,7 +8,13 @@ from typing import Any
 import asyncpg
 
 from cnamd.model import Scope
-from cnamd.store.entries import changes_after, entry_hash, served_digest
+from cnamd.store.entries import (
+    Transactions,
+    changes_after,
+    entry_hash,
+    served_digest,
+    transactions_after,
+)
 
 Conn = Any
 
@@ -210,3 +216,62 @@ async def test_deleting_a_tenant_logs_the_removal_of_its_served_names(conn: Conn
     await conn.execute("DELETE FROM tenants WHERE id = $1", tenant)
     entries = [c for c in await changes_after(conn, start) if c.kind == "entry"]
     assert [(c.key, c.name, c.old_name) for c in entries] == [("+4930", None, "Berlin")]
+
+
+class _Counting(asyncpg.Connection):
+    """A real connection that counts the rows its fetches bring back."""
+
+    fetched = 0
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> list[Any]:
+        rows: list[Any] = await super().fetch(*args, **kwargs)
+        self.fetched += len(rows)
+        return rows
+
+
+async def _many(conn: Conn, tenant: int, first: int, count: int) -> None:
+    """One statement, one transaction: ``count`` entries logged as one transaction."""
+    await conn.execute(
+        "INSERT INTO cnam_entries (scope, tenant_id, key, name, approval, approved_at)"
+        " SELECT 'enterprise', $1, '+4930' || n, 'N', 'approved', now()"
+        " FROM generate_series($2::int, $2::int + $3::int - 1) AS n",
+        tenant,
+        first,
+        count,
+    )
+
+
+async def test_an_oversized_transaction_is_counted_not_fetched(conn: Conn, db_url: str) -> None:
+    """Every follower meets each big import: it must not decode thousands of its rows
+    on its event loop only to find that the import is to be loaded whole."""
+    tenant = await _tenant(conn)
+    start = (await changes_after(conn, 0))[-1].id
+    await _many(conn, tenant, 0, 3000)
+    reader: _Counting = await asyncpg.connect(db_url, connection_class=_Counting)
+    try:
+        batch = await transactions_after(reader, start, limit=5000, max_rows=2000)
+        assert batch == Transactions([], oversized=True)
+        assert reader.fetched <= 64
+    finally:
+        await reader.close()
+
+
+async def test_transactions_are_cut_whole_around_the_probe(conn: Conn) -> None:
+    """Small transactions, then one that fills the probe but fits: each returned whole."""
+    tenant = await _tenant(conn)
+    start = (await changes_after(conn, 0))[-1].id
+    for n in range(10):
+        await conn.execute(INSERT, tenant, f"+4940{n}", "One", "approved")
+    await _many(conn, tenant, 0, 150)
+    await _many(conn, tenant, 1000, 30)
+    # 10 singles, then the 150: past the limit, but a transaction is never cut
+    batch = await transactions_after(conn, start, limit=100, max_rows=200)
+    assert len(batch.changes) == 160 and not batch.oversized
+    # from the 150 on: it fills the probe, is counted (fits), is read whole with what follows
+    after = batch.changes[9].id
+    batch = await transactions_after(conn, after, limit=5000, max_rows=200)
+    assert len(batch.changes) == 180 and not batch.oversized
+    # the limit ends inside a 150 over max_rows: the singles come, the big one is left
+    batch = await transactions_after(conn, start, limit=100, max_rows=120)
+    assert len(batch.changes) == 10 and batch.oversized is False
+    assert [c.id for c in batch.changes] == list(range(start + 1, start + 11))

@@ -100,6 +100,10 @@ async def share_snapshot(conn: Connection, snapshot: str) -> None:
     await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
 
 
+#: changes read first: a notification's catch-up fits in them; a transaction that fills
+#: them is counted before more of it is fetched
+_PROBE = 64
+
 _CHANGE_COLUMNS = (
     "id, at, kind, scope, owner_id, key, name, old_name, xact::text::bigint AS xact,"
     " source, expires_at"
@@ -139,6 +143,18 @@ async def changes_after(
     return _changes(rows)
 
 
+async def _rest_of(conn: Connection, last: Change, bound: int) -> int:
+    """How many changes of ``last``'s transaction follow it, counted up to ``bound``."""
+    more: int = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM change_log"
+        " WHERE id > $1 AND id <= $1 + $2 AND xact = $3::text::xid8) AS t",
+        last.id,
+        bound,
+        str(last.xact),
+    )
+    return more
+
+
 async def transactions_after(
     conn: Connection,
     after: int,
@@ -155,21 +171,23 @@ async def transactions_after(
     returned at all (``oversized``): the caller loads it whole instead.
     ``upto`` must be a transaction boundary (a snapshot's last change id).
     """
-    changes = await changes_after(conn, after, upto, limit)
+    # Counted before fetched: an oversized transaction's rows are not wanted, and
+    # fetching and decoding max_rows of them cost every worker's event loop ~0.1-1 s
+    # each time it met one (bench/README.md, "CSV uploads beside dips and lookups").
+    # A probe first, for the same reason: the ``limit`` rows of a big import that
+    # will be loaded whole cost each follower ~10-20 ms of its loop per look.
+    changes = await changes_after(conn, after, upto, min(limit, _PROBE))
+    if len(changes) == _PROBE < limit:
+        head, tail = changes[0], changes[-1]
+        one = head.xact is not None and tail.xact == head.xact  # all one transaction so far
+        if one and _PROBE + await _rest_of(conn, tail, max_rows + 1) > max_rows:
+            return Transactions([], oversized=True)
+        changes += await changes_after(conn, tail.id, upto, limit - _PROBE)
     if not changes or changes[-1].xact is None:
         return Transactions(changes)
     last = changes[-1]
     first = next(i for i, c in enumerate(changes) if c.xact == last.xact)
-    # Counted before fetched: an oversized transaction's rows are not wanted, and
-    # fetching and decoding max_rows of them cost every worker's event loop ~0.1-1 s
-    # each time it met one (bench/README.md, "CSV uploads beside dips and lookups").
-    more = await conn.fetchval(
-        "SELECT count(*) FROM (SELECT 1 FROM change_log"
-        " WHERE id > $1 AND id <= $1 + $2 AND xact = $3::text::xid8) AS t",
-        last.id,
-        max_rows + 1,
-        str(last.xact),
-    )
+    more = await _rest_of(conn, last, max_rows + 1)
     if len(changes) - first + more > max_rows:
         return Transactions(changes[:first], oversized=first == 0)
     if not more:
