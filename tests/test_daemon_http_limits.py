@@ -1,0 +1,206 @@
+"""The HTTP connection limits of a real ``cnamd serve --workers 2``, tried while it serves:
+heads that trickle are closed at ``http.idle_timeout``, bodies that stall are answered 408
+at ``http.body_timeout``, connections over ``http.max_connections`` are refused at accept
+and counted, and meanwhile every SIP dip and HTTP lookup of the legitimate clients, whose
+connections were open before the attack, is answered."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from sip_peer import parse_reply
+
+from ops_daemon import Daemon, eventually, invite, value
+from test_daemon import partner_key
+
+pytestmark = pytest.mark.timeout(120)
+
+CAP = 40  # http.max_connections, per worker
+LOOKUP = "/v1/lookup/+492216698712?tenant=demo"
+IMPORT = "/api/partner/enterprise/demo/cnam-import"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    started = Daemon(
+        tmp_path_factory.mktemp("http-limits"),
+        workers=2,
+        args=(
+            *("--set", "http.idle_timeout=1", "--set", "http.body_timeout=1"),
+            *("--set", f"http.max_connections={CAP}"),
+        ),
+    )
+    try:
+        started.wait_ready(60)
+        eventually(lambda: len(started.workers()) == 2, 30, "two workers")
+        yield started
+    finally:
+        started.stop()
+
+
+class _Clients:
+    """The legitimate side, on a loop of its own thread: 6 keep-alive HTTP clients, a
+    lookup each every 20 ms, and UDP dips every 4 ms, until ``stop``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.statuses: Counter[object] = Counter()
+        self.sent: set[str] = set()
+        self.answered: Counter[int] = Counter()
+        self.answered_branches: set[str] = set()
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self.ready.wait(30), "the legitimate clients did not connect"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        clients = self
+
+        class Replies(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                reply = parse_reply(data)
+                clients.answered[reply.status] += 1
+                clients.answered_branches.add(reply.one("Call-ID").split("@")[0])
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Replies, remote_addr=("127.0.0.1", self.daemon.sip_port)
+        )
+        connector = aiohttp.TCPConnector(limit=6, keepalive_timeout=30)
+        async with aiohttp.ClientSession(self.daemon.base, connector=connector) as session:
+
+            async def lookups() -> None:
+                while not self._stop.is_set():
+                    try:
+                        async with session.get(LOOKUP) as answer:
+                            await answer.read()
+                            self.statuses[answer.status] += 1
+                    except (aiohttp.ClientError, OSError) as exc:
+                        self.statuses[type(exc).__name__] += 1
+                    await asyncio.sleep(0.02)
+
+            # the six connections open (and answered once) before the attack starts
+            await asyncio.gather(*(session.get(LOOKUP) for _ in range(6)))
+            self.ready.set()
+            clients_done = asyncio.gather(*(lookups() for _ in range(6)))
+            n = 0
+            while not self._stop.is_set():
+                branch = f"z9hG4bKlim{n}"
+                transport.sendto(invite(self.daemon.sip_port, "+492216698712", branch=branch))
+                self.sent.add(branch)
+                n += 1
+                await asyncio.sleep(0.004)
+            await clients_done
+            for _ in range(100):  # the last dips' answers: at most 2 s
+                if self.sent <= self.answered_branches:
+                    break
+                await asyncio.sleep(0.02)
+        transport.close()
+
+
+async def _slow_head(port: int) -> float:
+    """A head sent a byte every 0.25 s: seconds until the daemon closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(b"GET /v1/lookup/+1212")
+    try:
+        for _ in range(80):  # at most 20 s
+            try:
+                if await asyncio.wait_for(reader.read(65536), 0.25) == b"":
+                    return time.monotonic() - started
+            except TimeoutError:
+                writer.write(b"5")
+            except ConnectionError:
+                return time.monotonic() - started
+        return float("inf")
+    finally:
+        writer.close()
+
+
+async def _stalled_body(port: int, token: str) -> bytes:
+    """An upload that stops after its first thousand bytes: the daemon's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST {IMPORT} HTTP/1.1\r\nHost: cnamd\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: text/csv\r\nContent-Length: 100000\r\n\r\n"
+    )
+    rows = "".join(f"+1212557{i:04d},Stalled {i}\n" for i in range(40))
+    writer.write(head.encode() + b"phone,name\n" + rows.encode()[:1000])
+    try:
+        return await asyncio.wait_for(reader.read(65536), 15)
+    finally:
+        writer.close()
+
+
+async def _surplus(port: int, count: int) -> int:
+    """``count`` connections opened at once and held 2 s: how many the daemon closed
+    without a word (refused at accept, or idle) by then."""
+
+    async def one() -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return True
+        try:
+            return await asyncio.wait_for(reader.read(1), 2) == b""
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+        finally:
+            writer.close()
+
+    return sum(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def test_slow_stalled_and_surplus_connections_cost_the_serving_nothing(daemon: Daemon) -> None:
+    token = partner_key(daemon)  # type: ignore[arg-type]  # ops_daemon.Daemon: same data_dir
+    refused_before = value(daemon.scrape(), "cnamd_http_connections_refused_total")
+    clients = _Clients(daemon)
+    clients.start()
+    try:
+
+        async def attack() -> tuple[list[float], list[bytes], int]:
+            port = daemon.http_port
+            heads = asyncio.gather(*(_slow_head(port) for _ in range(24)))
+            bodies = asyncio.gather(*(_stalled_body(port, token) for _ in range(4)))
+            answered = await bodies
+            closed = await _surplus(port, 2 * CAP + 40)
+            return await heads, answered, closed
+
+        heads, bodies, closed = asyncio.run(attack())
+    finally:
+        clients.stop()
+    assert max(heads) < 5, heads  # each closed about idle_timeout after its first byte
+    assert all(body.startswith(b"HTTP/1.1 408 ") for body in bodies), bodies
+    assert closed > 0
+    refused = value(daemon.scrape(), "cnamd_http_connections_refused_total") - refused_before
+    assert refused > 0
+    # the legitimate side, throughout
+    assert set(clients.statuses) == {200}, clients.statuses
+    assert clients.statuses[200] > 100
+    assert clients.sent and clients.sent <= clients.answered_branches
+    assert set(clients.answered) == {302}, clients.answered
+    # and after: new connections are taken again
+    eventually(lambda: _lookup_answers(daemon), 10, "a new connection answered")
+
+
+def _lookup_answers(daemon: Daemon) -> bool:
+    from ops_daemon import http_get
+
+    status, _ = http_get(daemon.base + LOOKUP)
+    return status == 200
