@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from api_client import Api
 
 from cnamd.model import Role
-from cnamd.store.imports import MERGE_LOCK
+from merge_turns import merge_turn_held, waiting_for_a_turn
 
 ENTERPRISE = "/api/partner/enterprise/demo"
 UPLOADS = 3
@@ -23,30 +22,11 @@ def rows(upload: int) -> bytes:
     return ("phone,name\n" + "".join(lines)).encode()
 
 
-async def _waiting(conn: asyncpg.Connection, count: int) -> list[int]:
-    """The backends waiting for MERGE_LOCK, once there are ``count`` (at most 10 s)."""
-    pids: list[int] = []
-    for _ in range(1000):
-        pids = [
-            r["pid"]
-            for r in await conn.fetch(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND (classid::bigint << 32 | objid::bigint) = $1",
-                MERGE_LOCK,
-            )
-        ]
-        if len(pids) == count:
-            return pids
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{len(pids)} uploads wait their turn, not {count}")
-
-
 async def test_an_upload_cut_off_while_waiting_its_turn_is_a_503_and_the_rest_merge(
     api: Api, db_url: str
 ) -> None:
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
     await api.until_key(partner.split(".")[0])  # the lookups' key known to the cache
-    holder = await asyncpg.connect(db_url)
     lookups_done = asyncio.Event()
 
     async def lookups() -> list[int]:
@@ -59,8 +39,7 @@ async def test_an_upload_cut_off_while_waiting_its_turn_is_a_503_and_the_rest_me
 
     looking = asyncio.gather(*(lookups() for _ in range(3)))
     try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK)
+        async with merge_turn_held(db_url) as holder:
             uploads = [
                 asyncio.ensure_future(
                     api.call(
@@ -73,15 +52,14 @@ async def test_an_upload_cut_off_while_waiting_its_turn_is_a_503_and_the_rest_me
                 )
                 for i in range(UPLOADS)
             ]
-            waiting = await _waiting(holder, UPLOADS)
+            waiting = await waiting_for_a_turn(holder, UPLOADS)
             await holder.execute("SELECT pg_terminate_backend($1)", waiting[0])
-            await _waiting(holder, UPLOADS - 1)
+            await waiting_for_a_turn(holder, UPLOADS - 1)
             assert not any(upload.done() and upload.result().status == 200 for upload in uploads)
         replies = await asyncio.wait_for(asyncio.gather(*uploads), 60)
     finally:
         lookups_done.set()
         statuses = await looking
-        await holder.close()
 
     assert sorted(reply.status for reply in replies) == [200] * (UPLOADS - 1) + [503]
     async with api.pool.acquire() as conn:

@@ -13,8 +13,9 @@ import pytest
 from cnamd.errors import InvalidRequest
 from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_lines, read_lines_async
-from cnamd.store.imports import MERGE_LOCK, ImportReport, export_entries, import_entries
+from cnamd.store.imports import ImportReport, export_entries, import_entries
 from cnamd.store.owners import owner_from_spec
+from merge_turns import merge_turn_held, waiting_for_a_turn
 
 Conn = Any
 MAX = 15
@@ -406,31 +407,15 @@ async def test_connection_stays_usable_after_an_import(conn: asyncpg.Connection)
     assert await conn.fetchval("SELECT count(*) FROM cnam_entries") == 2
 
 
-async def _waiting_on_the_merge_lock(conn: Conn, count: int) -> None:
-    """Until ``count`` backends wait for MERGE_LOCK (bounded: ten seconds)."""
-    for _ in range(1000):
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            " AND (classid::bigint << 32 | objid::bigint) = $1",
-            MERGE_LOCK,
-        )
-        if waiting == count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{waiting} imports wait for the merge lock, not {count}")
-
-
 async def test_an_import_copies_then_waits_for_the_merge_another_holds(
     conn: Conn, acme: Owner, db_url: str
 ) -> None:
     """One merge at a time per database: the second import's rows are staged while it waits."""
-    holder = await asyncpg.connect(db_url)
     importer = await asyncpg.connect(db_url)
     try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK)
+        async with merge_turn_held(db_url):
             task = asyncio.ensure_future(run(importer, acme, "phone,name", "+492216698712,John"))
-            await _waiting_on_the_merge_lock(conn, 1)
+            await waiting_for_a_turn(conn, 1)
             staged = await conn.fetchval(
                 "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 " AND wait_event = 'advisory'"
@@ -442,7 +427,6 @@ async def test_an_import_copies_then_waits_for_the_merge_another_holds(
         assert report == ImportReport(inserted=1)
         assert await book(conn, acme) == {"+492216698712": ("John", False)}
     finally:
-        await holder.close()
         await importer.close()
 
 
@@ -451,11 +435,9 @@ async def test_concurrent_replacing_imports_leave_one_listing_not_their_union(
 ) -> None:
     """Two replacing imports into an empty book, both staged before either merges: the
     second to merge must see the first's rows and delete them, as if they ran in turn."""
-    holder = await asyncpg.connect(db_url)
     first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
     try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK)
+        async with merge_turn_held(db_url):
             tasks = [
                 asyncio.ensure_future(run(importer, acme, "phone,name", *lines, replace=True))
                 for importer, lines in (
@@ -463,7 +445,7 @@ async def test_concurrent_replacing_imports_leave_one_listing_not_their_union(
                     (second, [f"+4930{n:08d},B{n}" for n in range(200, 500)]),
                 )
             ]
-            await _waiting_on_the_merge_lock(conn, 2)
+            await waiting_for_a_turn(conn, 2)
         reports = [report for report, _ in await asyncio.wait_for(asyncio.gather(*tasks), 10)]
         names = {name[0] for name, _ in (await book(conn, acme)).values()}
         assert len(await book(conn, acme)) == 300
@@ -472,8 +454,8 @@ async def test_concurrent_replacing_imports_leave_one_listing_not_their_union(
         assert earlier == ImportReport(inserted=300)
         assert later == ImportReport(inserted=200, updated=100, deleted=200)
     finally:
-        for c in (holder, first, second):
-            await c.close()
+        await first.close()
+        await second.close()
 
 
 async def test_an_import_whose_client_left_stops_waiting_for_the_merge(
@@ -481,17 +463,12 @@ async def test_an_import_whose_client_left_stops_waiting_for_the_merge(
 ) -> None:
     """A client killed while its import waits its turn frees the wait within the
     connection check's second, not when the merge ahead of it ends."""
-    holder = await asyncpg.connect(db_url)
     importer = await asyncpg.connect(db_url)
-    try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK)
-            task = asyncio.ensure_future(run(importer, acme, "phone,name", "+492216698712,John"))
-            await _waiting_on_the_merge_lock(conn, 1)
-            importer.terminate()
-            with pytest.raises(asyncpg.InterfaceError):
-                await task
-            await _waiting_on_the_merge_lock(conn, 0)
-        assert await book(conn, acme) == {}
-    finally:
-        await holder.close()
+    async with merge_turn_held(db_url):
+        task = asyncio.ensure_future(run(importer, acme, "phone,name", "+492216698712,John"))
+        await waiting_for_a_turn(conn, 1)
+        importer.terminate()
+        with pytest.raises(asyncpg.InterfaceError):
+            await task
+        await waiting_for_a_turn(conn, 0)
+    assert await book(conn, acme) == {}

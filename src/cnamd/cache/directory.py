@@ -7,6 +7,8 @@ synchronously, without touching the database.
 
 from __future__ import annotations
 
+from typing import Final
+
 from cnamd.access import (
     Principal,
     Target,
@@ -17,7 +19,7 @@ from cnamd.access import (
     sees_tenant,
 )
 from cnamd.cache.contexts import Contexts
-from cnamd.cache.trie import NameCache
+from cnamd.cache.trie import NameCache, lookup_result
 from cnamd.cache.upstream import NO_NAME, UpstreamAnswers
 from cnamd.errors import InvalidRequest, NotFound
 from cnamd.model import GLOBAL_ONLY, Digest, LookupContext, LookupResult, Role, Scope
@@ -25,6 +27,7 @@ from cnamd.numbers import normalize_number, parse_number
 
 #: ``caller_lookup``'s answer for a held negative upstream answer: known to have no name
 NAMELESS = LookupResult("", "", Scope.UPSTREAM)
+_UPSTREAM: Final = Scope.UPSTREAM  # compiled, a Final module name is a C static
 
 
 class Directory:
@@ -202,7 +205,7 @@ def _held_answer(held: UpstreamAnswers, number: str, ctx: LookupContext) -> Look
         return None
     if name == NO_NAME:
         return NAMELESS
-    return LookupResult(name, number, Scope.UPSTREAM)
+    return lookup_result(name, number, _UPSTREAM)
 
 
 def _user_target(ctx: LookupContext) -> Target:

@@ -96,7 +96,9 @@ _SET_MATCHED: Final = vars(LookupResult)["matched"].__set__
 _SET_SCOPE: Final = vars(LookupResult)["scope"].__set__
 
 
-def _result(name: str, matched: str, scope: Scope) -> LookupResult:
+def lookup_result(name: str, matched: str, scope: Scope) -> LookupResult:
+    """``LookupResult(name, matched, scope)`` at a third of the cost: for the dip's
+    hot path, here and for the held upstream answers (cache/directory.py)."""
     result: LookupResult = _new_object(LookupResult)
     _SET_NAME(result, name)
     _SET_MATCHED(result, matched)
@@ -514,13 +516,13 @@ class NameCache:
                 match = index.match(number)
                 if match is None:
                     return None
-                return _result(match[0], number[: match[1]], _GLOBAL_SCOPE)
+                return lookup_result(match[0], number[: match[1]], _GLOBAL_SCOPE)
             hit = None
             for hit in self._trie.iter_prefixes_with_ids(_GLOBAL_PREFIX + number):  # noqa: B007
                 pass
             if hit is None:
                 return None
-            return _result(self._base.name(hit[1]), hit[0][_GLOBAL_CUT:], _GLOBAL_SCOPE)
+            return lookup_result(self._base.name(hit[1]), hit[0][_GLOBAL_CUT:], _GLOBAL_SCOPE)
         except UnicodeEncodeError:
             return None
 
@@ -533,7 +535,7 @@ class NameCache:
         if hit is None:
             return None
         cut = len(query) - len(number)
-        return _result(self._base.name(hit[1]), hit[0][cut:], _SCOPES[scope])
+        return lookup_result(self._base.name(hit[1]), hit[0][cut:], _SCOPES[scope])
 
     def _match_pending(
         self, scope: int, owner: int, number: str, pending: Pending
@@ -556,7 +558,7 @@ class NameCache:
         longer = pending.longest_put(number, len(best[0]) if best else 1)
         if longer is not None:
             best = longer
-        return None if best is None else _result(best[1], best[0], _SCOPES[scope])
+        return None if best is None else lookup_result(best[1], best[0], _SCOPES[scope])
 
     def get(self, scope: Scope, owner: int, key: str) -> str | None:
         """The live name stored under exactly this key, or None."""
