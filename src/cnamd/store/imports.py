@@ -20,8 +20,9 @@ One merge at a time per database: each import's COPY runs as its data arrives,
 then it waits for an advisory transaction lock (``MERGE_LOCK``) before it
 classifies and merges. A merge of 400k rows keeps a core busy for seconds, and
 two at once took both cores of a 2-core host that also served dips; one at a
-time halved the dips' p99 during two concurrent 10 MB uploads and finished the
-pair in the same total time (bench/README.md, "One merge at a time").
+time lowered the dips' p99 during two concurrent 10 MB uploads by about a third
+and finished the pair in the same total time (bench/README.md, "One merge at a
+time").
 
 Within one input the last row for a phone wins; the earlier ones are
 reported as superseded. An existing entry keeps its approval state (the
