@@ -408,9 +408,12 @@ async def test_connection_stays_usable_after_an_import(conn: asyncpg.Connection)
 
 
 async def test_an_import_copies_then_waits_for_the_merge_another_holds(
-    conn: Conn, acme: Owner, db_url: str
+    conn: Conn, acme: Owner, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One merge at a time per database: the second import's rows are staged while it waits."""
+    """One merge at a time per database: the second import's rows are staged while it
+    waits, and the wait is logged (only when there is one)."""
+    caplog.set_level("INFO", logger="cnamd.store.imports")
+    waiting = "waiting for another import's merge to end"
     importer = await asyncpg.connect(db_url)
     try:
         async with merge_turn_held(db_url):
@@ -426,6 +429,9 @@ async def test_an_import_copies_then_waits_for_the_merge_another_holds(
         report, _ = await asyncio.wait_for(task, 10)
         assert report == ImportReport(inserted=1)
         assert await book(conn, acme) == {"+492216698712": ("John", False)}
+        assert caplog.text.count(waiting) == 1
+        await run(importer, acme, "phone,name", "+492216698713,Jane")  # nobody ahead of it
+        assert caplog.text.count(waiting) == 1
     finally:
         await importer.close()
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import struct
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -58,6 +59,8 @@ __all__ = [
     "stage_rows",
     "validate_rows",
 ]
+
+log = logging.getLogger(__name__)
 
 Row = RawRow | Rejected
 Record = tuple[int, str, bool, str]  # line, key, is_prefix, name: a staging row
@@ -230,6 +233,11 @@ def _read_flag(flag: str) -> bool:
     return value
 
 
+def _described(owner: Owner) -> dict[str, object]:
+    """The book an import writes, for its log lines."""
+    return {"scope": owner.scope.label, "owner_id": owner.owner_id}
+
+
 def _owner_values(owner: Owner) -> tuple[str, int | None, int | None, int | None]:
     """scope, tenant_id, usergroup_id, user_id: what the scope needs, so owner_id follows."""
     tenant = None if owner.scope is Scope.GLOBAL else owner.tenant_id
@@ -395,7 +403,13 @@ async def _merge(
         )
         # after the COPY: the data is staged, the body read; waiting here holds no
         # upload open, and a client that leaves ends the wait (_ABANDON_CHECK)
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MERGE_LOCK, timeout=_BULK_TIMEOUT)
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MERGE_LOCK):
+            # said, since the wait can be as long as another import's merge (tens of
+            # seconds at 1M rows): a CLI import or an upload seen to hang is explained
+            log.info("waiting for another import's merge to end", extra=_described(owner))
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", MERGE_LOCK, timeout=_BULK_TIMEOUT
+            )
         # read committed: under the lock, this sees the imports that merged before
         empty_book = not await conn.fetchval(
             "SELECT EXISTS (SELECT FROM cnam_entries WHERE scope = $1 AND owner_id = $2)", *where
