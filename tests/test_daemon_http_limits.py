@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from sip_peer import parse_reply
 
-from ops_daemon import Daemon, eventually, invite, value
+from ops_daemon import Daemon, eventually, http_get, invite, value
 from test_daemon import partner_key
 
 pytestmark = pytest.mark.timeout(120)
@@ -200,7 +200,5 @@ def test_slow_stalled_and_surplus_connections_cost_the_serving_nothing(daemon: D
 
 
 def _lookup_answers(daemon: Daemon) -> bool:
-    from ops_daemon import http_get
-
     status, _ = http_get(daemon.base + LOOKUP)
     return status == 200

@@ -233,11 +233,6 @@ def _read_flag(flag: str) -> bool:
     return value
 
 
-def _described(owner: Owner) -> dict[str, object]:
-    """The book an import writes, for its log lines."""
-    return {"scope": owner.scope.label, "owner_id": owner.owner_id}
-
-
 def _owner_values(owner: Owner) -> tuple[str, int | None, int | None, int | None]:
     """scope, tenant_id, usergroup_id, user_id: what the scope needs, so owner_id follows."""
     tenant = None if owner.scope is Scope.GLOBAL else owner.tenant_id
@@ -406,7 +401,8 @@ async def _merge(
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MERGE_LOCK):
             # said, since the wait can be as long as another import's merge (tens of
             # seconds at 1M rows): a CLI import or an upload seen to hang is explained
-            log.info("waiting for another import's merge to end", extra=_described(owner))
+            book = {"scope": where[0], "owner_id": where[1]}
+            log.info("waiting for another import's merge to end", extra=book)
             await conn.execute(
                 "SELECT pg_advisory_xact_lock($1)", MERGE_LOCK, timeout=_BULK_TIMEOUT
             )
