@@ -42,6 +42,7 @@ import threading
 import time
 import tracemalloc
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import loop_lag_reading
@@ -49,10 +50,10 @@ import loop_lag_reading
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
 from cnamd.cache.held_file import HeldFile, write_held
-from cnamd.cache.trie import CacheBuilder
+from cnamd.cache.trie import CacheBuilder, lookup_result
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.callers import DirectoryCallers
-from cnamd.model import ContextRows, Digest, Scope
+from cnamd.model import ContextRows, Digest, LookupResult, Scope
 from cnamd.ratelimit import TokenBucket
 from cnamd.sip import Dip, DipSettings
 
@@ -165,6 +166,28 @@ def bench_callers(count: int, sample: int = 200_000) -> None:
                     callers.caller_name(number, "+12125550001", "127.0.0.1")
                 best = min(best, (time.perf_counter() - started) / sample * 1e6)
             print(f"{kind:9} caller_name at {count:,}: best {best:.3f} us", flush=True)
+    # the parts of an upstream answer's question, each less the loop's own cost
+    ctx = directory.contexts.source_context("127.0.0.1")
+
+    def best_us(part: Callable[[str], object], numbers: list[str]) -> float:
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for number in numbers:
+                part(number)
+            best = min(best, (time.perf_counter() - started) / len(numbers) * 1e6)
+        return best
+
+    alone = best_us(lambda n: None, picks["local"])
+    print(f"the parts, each less the loop's own {alone:.3f} us:")
+    for label, part, numbers in (
+        ("local scopes, a hit", lambda n: directory.resolve(n, ctx), picks["local"]),
+        ("local scopes, a miss", lambda n: directory.resolve(n, ctx), picks["upstream"]),
+        ("held table probe (name_of)", held.name_of, picks["upstream"]),
+        ("LookupResult(...)", lambda n: LookupResult(n, n, Scope.UPSTREAM), picks["upstream"]),
+        ("lookup_result(...)", lambda n: lookup_result(n, n, Scope.UPSTREAM), picks["upstream"]),
+    ):
+        print(f"  {label:28} {best_us(part, numbers) - alone:.3f} us", flush=True)
 
 
 # --- burst ---------------------------------------------------------------------------
