@@ -169,15 +169,20 @@ async def upload(base: str, token: str, body: Path) -> tuple[float, str]:
         return took, out[:200].decode(errors="replace")
 
 
-def timeline(began: float, dips: Samples, lookups: Samples) -> None:
-    """The largest dip and lookup latency of each second of the uploads."""
+def timeline(began: float, dips: Samples, lookups: Samples, over: float) -> None:
+    """Per second of the uploads: the worst dip and lookup, and how many of each took
+    longer than ``over`` (twice the idle p99 of dips: the issue's bound)."""
+    print(f"  per second: worst latency, and answers over {over * 1e3:.2f} ms")
     for second in range(int(max(t for t, _ in dips) - began) + 1):
-        worst = [
-            max((lat for t, lat in samples if second <= t - began < second + 1), default=0.0)
-            for samples in (dips, lookups)
-        ]
-        dip, lookup = (w * 1e3 for w in worst)
-        print(f"  t={second:3d} s  worst dip {dip:6.1f} ms  lookup {lookup:6.1f} ms")
+        worst, late = [], []
+        for samples in (dips, lookups):
+            here = [lat for t, lat in samples if second <= t - began < second + 1]
+            worst.append(max(here, default=0.0) * 1e3)
+            late.append(sum(lat > over for lat in here))
+        print(
+            f"  t={second:3d} s  dip {worst[0]:6.1f} ms {late[0]:3d} over"
+            f"  lookup {worst[1]:6.1f} ms {late[1]:3d} over"
+        )
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -257,6 +262,7 @@ async def phases(
     dips, lookups, lost = await measure(base, sip, quiet)
     lag, before = await loop_lag_reading.buckets(base), lag
     print(f"idle     {figures('dip', dips)}  unanswered {lost}")
+    idle_p99 = statistics.quantiles([lat for _, lat in dips], n=100)[98]
     print(f"idle     {figures('lookup', lookups)}")
     print(f"idle     {loop_lag_reading.described(before, lag)}", flush=True)
     began, began_wall = time.perf_counter(), time.time()
@@ -275,7 +281,7 @@ async def phases(
         print(f"reading  {figures('dip', [d for d in dips if d[0] < until])}")
         print(f"reading  {figures('lookup', [d for d in lookups if d[0] < until])}")
     if TIMELINE:
-        timeline(began, dips, lookups)
+        timeline(began, dips, lookups, 2 * idle_p99)
     for took, what in uploads.result():
         print(f"upload   {took:.1f} s  {what}", flush=True)
 

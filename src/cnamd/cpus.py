@@ -61,6 +61,13 @@ def plan(setting: str) -> None:
     log.info("cores kept for serving", extra={"serving": _text(serving), "aside": _text(aside)})
 
 
+def usable() -> int:
+    """How many CPUs this process may run on (its affinity, where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _split() -> tuple[frozenset[int], frozenset[int]] | None:
     value = os.environ.get(SPLIT_ENV)
     if not value:

@@ -33,7 +33,7 @@ from cnamd.errors import ConfigError, StoreUnavailable
 from cnamd.http import access_log
 from cnamd.http.app import make_app
 from cnamd.http.fastpath import LookupRunner
-from cnamd.http.keys import AUTH_LIMITER, TRUSTED, UPSTREAM
+from cnamd.http.keys import AUTH_LIMITER, SERVED, TRUSTED, UPSTREAM
 from cnamd.listeners import ListenSpec, adopt, bind_all
 from cnamd.loop_lag import LoopLag
 from cnamd.order_worker import OrderWorker
@@ -267,6 +267,11 @@ class Server:
             return None
         return feed.last_change_id
 
+    async def _served(self, change_id: int) -> None:
+        """Returns once this process's cache serves ``change_id`` (an upload's turn)."""
+        if self.feed is not None:
+            await self.feed.reached(change_id)
+
     def _feed_failed(self) -> None:
         """The change feed stopped for good: stop serving, so the supervisor (or the
         service manager) starts a fresh process instead of one with a frozen cache."""
@@ -328,6 +333,7 @@ class Server:
         app = self.http_app = make_app(self.settings, self.directory, self, self.pool, auth)
         assert self.upstream is not None
         app[UPSTREAM] = self.upstream
+        app[SERVED] = self._served
         self.http_runner = LookupRunner(
             app,
             access_log=logging.getLogger(access_log.LOGGER),

@@ -23,6 +23,7 @@ from api_client import AlwaysReady, Api, demo_feed, step
 
 from cnamd.cache.directory import Directory
 from cnamd.http.app import make_app
+from cnamd.http.keys import SERVED
 from cnamd.settings import load
 from cnamd.store.pool import open_pool
 
@@ -58,7 +59,9 @@ async def api(
             statement_timeout=db.statement_timeout,
         ),
     )
-    server = TestServer(make_app(settings, directory, AlwaysReady(), pool), host="127.0.0.1")
+    app = make_app(settings, directory, AlwaysReady(), pool)
+    app[SERVED] = feed.reached  # as server.py does: an upload is answered once served
+    server = TestServer(app, host="127.0.0.1")
     await step("starting the test server", server.start_server())
     async with aiohttp.ClientSession() as session:
         yield Api(session, f"http://127.0.0.1:{server.port}", pool, directory)

@@ -1,4 +1,5 @@
-"""A CSV upload outlasting database.statement_timeout: bulk statements are not API steps."""
+"""A CSV upload outlasting database.statement_timeout: the body is spooled before the
+import's bulk statements, which are not API steps, begin."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def api_settings() -> list[str]:
 
 
 async def test_an_upload_slower_than_the_statement_timeout_is_imported(api: Api) -> None:
-    """The COPY lasts as long as the body takes to arrive: here over 1 s against 0.2 s."""
+    """The body takes over 1 s to arrive, against a 0.2 s statement timeout."""
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
 
     async def slowly() -> AsyncIterator[bytes]:

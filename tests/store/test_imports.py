@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
@@ -13,7 +13,8 @@ import pytest
 from cnamd.errors import InvalidRequest
 from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_lines, read_lines_async
-from cnamd.store.imports import ImportReport, export_entries, import_entries
+from cnamd.store import imports
+from cnamd.store.imports import IMPORT_TURN, ImportReport, export_entries, import_entries
 from cnamd.store.owners import owner_from_spec
 from merge_turns import merge_turn_held, waiting_for_a_turn
 
@@ -407,33 +408,142 @@ async def test_connection_stays_usable_after_an_import(conn: asyncpg.Connection)
     assert await conn.fetchval("SELECT count(*) FROM cnam_entries") == 2
 
 
-async def test_an_import_copies_then_waits_for_the_merge_another_holds(
+async def test_an_import_waits_for_the_turn_another_holds_before_its_copy(
     conn: Conn, acme: Owner, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One merge at a time per database: the second import's rows are staged while it
-    waits, and the wait is logged (only when there is one)."""
+    """One import at a time per database, its COPY included: the second waits before it
+    reads a row, and the wait is logged (only when there is one)."""
     caplog.set_level("INFO", logger="cnamd.store.imports")
-    waiting = "waiting for another import's merge to end"
+    waiting = "waiting for another import to end"
     importer = await asyncpg.connect(db_url)
+    read: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in ("phone,name", "+492216698712,John"):
+            read.append(line)
+            yield line
+
     try:
         async with merge_turn_held(db_url):
-            task = asyncio.ensure_future(run(importer, acme, "phone,name", "+492216698712,John"))
-            await waiting_for_a_turn(conn, 1)
-            staged = await conn.fetchval(
-                "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND wait_event = 'advisory'"
+            task = asyncio.ensure_future(
+                import_entries(importer, acme, read_lines(lines()), max_name_length=MAX)
             )
-            assert "pg_advisory_xact_lock" in staged  # past its COPY, before the merge
-            assert not task.done()
+            await waiting_for_a_turn(conn, 1)
+            assert read == [] and not task.done()  # not a row read, let alone staged
             assert await book(conn, acme) == {}
-        report, _ = await asyncio.wait_for(task, 10)
+        report = await asyncio.wait_for(task, 10)
         assert report == ImportReport(inserted=1)
         assert await book(conn, acme) == {"+492216698712": ("John", False)}
         assert caplog.text.count(waiting) == 1
         await run(importer, acme, "phone,name", "+492216698713,Jane")  # nobody ahead of it
         assert caplog.text.count(waiting) == 1
+        assert not await turn_holders(conn)
     finally:
         await importer.close()
+
+
+async def turn_holders(conn: Conn) -> list[int]:
+    """The backends holding the import turn."""
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND (classid::bigint << 32 | objid::bigint) = $1",
+        IMPORT_TURN,
+    )
+    return [row["pid"] for row in rows]
+
+
+async def test_an_import_keeps_its_turn_until_its_changes_are_served(
+    conn: Conn, acme: Owner, db_url: str
+) -> None:
+    """``settled`` is asked for the import's last change id after the commit, and the
+    next import waits until it returns: a cache's reload of the one does not run beside
+    the other's parsing and merge."""
+    first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    asked: list[int] = []
+    served = asyncio.Event()
+
+    async def settled(change_id: int) -> None:
+        asked.append(change_id)
+        await served.wait()
+
+    try:
+        settling = asyncio.ensure_future(
+            import_entries(
+                first,
+                acme,
+                read_lines(["phone,name", "+492216698712,John", "+492216698713,Jane"]),
+                max_name_length=MAX,
+                settled=settled,
+            )
+        )
+        for _ in range(500):
+            if asked:
+                break
+            await asyncio.sleep(0.01)
+        assert asked == [await last_change(conn)]  # committed: visible, its last change
+        assert await book(conn, acme) != {}
+        after = asyncio.ensure_future(run(second, acme, "phone,name", "+492216698714,Joe"))
+        await waiting_for_a_turn(conn, 1)
+        assert not settling.done() and not after.done()
+        served.set()
+        assert (await asyncio.wait_for(settling, 10)).inserted == 2
+        assert (await asyncio.wait_for(after, 10))[0].inserted == 1
+        assert not await turn_holders(conn)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_import_that_changes_nothing_does_not_wait_to_be_served(
+    conn: Conn, acme: Owner
+) -> None:
+    await run(conn, acme, "phone,name", "+492216698712,John")
+
+    async def settled(change_id: int) -> None:
+        raise AssertionError(f"asked to wait for change {change_id}")
+
+    report = await import_entries(
+        conn,
+        acme,
+        read_lines(["phone,name", "+492216698712,John"]),
+        max_name_length=MAX,
+        settled=settled,
+    )
+    assert report == ImportReport(unchanged=1)
+
+
+async def test_a_cache_that_never_serves_the_import_holds_the_turn_for_a_bound(
+    conn: Conn, acme: Owner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A feed reloading from scratch or cut off from the database: the import is
+    answered and the turn given up after _SETTLE_TIMEOUT, with a warning."""
+    monkeypatch.setattr(imports, "_SETTLE_TIMEOUT", 0.2)
+    never = asyncio.Event()
+
+    async def settled(change_id: int) -> None:
+        await never.wait()
+
+    report = await asyncio.wait_for(
+        import_entries(
+            conn,
+            acme,
+            read_lines(["phone,name", "+492216698712,John"]),
+            max_name_length=MAX,
+            settled=settled,
+        ),
+        10,
+    )
+    assert report == ImportReport(inserted=1)
+    assert "were not served here in time" in caplog.text
+    assert not await turn_holders(conn)
+
+
+async def test_a_failed_import_gives_its_turn_up(conn: Conn, acme: Owner) -> None:
+    """A session lock outlives a rollback: the turn is given up whatever happened."""
+    with pytest.raises(InvalidRequest):
+        await run(conn, acme, "number,name", "+492216698712,John")  # an unknown column
+    assert not await turn_holders(conn)
+    assert (await run(conn, acme, "phone,name", "+492216698712,John"))[0].inserted == 1
 
 
 async def test_concurrent_replacing_imports_leave_one_listing_not_their_union(
@@ -464,7 +574,7 @@ async def test_concurrent_replacing_imports_leave_one_listing_not_their_union(
         await second.close()
 
 
-async def test_an_import_whose_client_left_stops_waiting_for_the_merge(
+async def test_an_import_whose_client_left_stops_waiting_for_its_turn(
     conn: Conn, acme: Owner, db_url: str
 ) -> None:
     """A client killed while its import waits its turn frees the wait within the

@@ -2,11 +2,14 @@
 
 The same CSV and the same one-transaction importer as ``cnamd import`` /
 ``cnamd export`` (store/imports.py): a failed or abandoned upload leaves the
-book as it was. The body is read in bounded chunks up to
-``http.max_upload_bytes``, never held whole, and cut into blocks of whole
-lines that worker processes parse, validate and encode for COPY: the event
-loop, which also answers this process's SIP dips and lookups, only moves
-bytes.
+book as it was. The body is read first, in bounded chunks up to
+``http.max_upload_bytes``, into a spool (memory up to 1 MiB, then an unnamed
+temporary file), holding neither a database connection nor the import turn
+while a sender takes its time. Then, in the import's turn, it is cut into
+blocks of whole lines that worker processes parse, validate and encode for
+COPY: the event loop, which also answers this process's SIP dips and lookups,
+only moves bytes. The answer comes once this process serves the upload's
+names, and the turn passes on only then (store/imports.py says why).
 
 Why processes, not threads (bench/bench_loop_lag.py, bench/README.md
 "CSV uploads beside dips and lookups"): the parsing is pure Python and holds
@@ -19,8 +22,11 @@ itself: 109 ms / 311 ms).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import tempfile
 from collections.abc import AsyncIterator
+from typing import IO
 
 from aiohttp import web
 
@@ -31,7 +37,7 @@ from cnamd.http.bodies import BodyTimeout, BodyTooLarge
 from cnamd.http.cnam import BOOKS, Resolve
 from cnamd.http.db import connection
 from cnamd.http.family import Route
-from cnamd.http.keys import BULK_WORKERS, SETTINGS, main_app
+from cnamd.http.keys import BULK_WORKERS, SERVED, SETTINGS, main_app
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_blocks
 from cnamd.store.imports import export_entries, import_blocks
 
@@ -41,8 +47,10 @@ __all__ = ["ROUTES", "add_bulk_workers"]
 MAX_LISTED = 1000
 #: up to this a body is parsed on the loop (~100 rows, ~1 ms), sparing a round trip
 _INLINE_BYTES = 4 * 1024
-#: the most one read from the socket returns
+#: the most one read from the socket (or the spool) returns
 _READ_BYTES = 64 * 1024
+#: a body up to this is spooled in memory, a larger one in a temporary file
+_SPOOL_IN_MEMORY = 1 << 20
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
@@ -53,9 +61,8 @@ def _size(limit: int) -> str:
 
 async def _limited(request: web.Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
     """The body in chunks of at most _READ_BYTES, refusing it once it passes ``limit``,
-    or once ``timeout`` passes without a byte: the import's transaction holds a database
-    connection (and its rows' locks) for as long as the body takes to arrive, so a
-    sender that stops must not hold them for ever (a wait between reads, as nginx's
+    or once ``timeout`` passes without a byte: a sender that stops must not hold its
+    connection and spool for ever (a wait between reads, as nginx's
     client_body_timeout: a slow upload that keeps sending is not cut off)."""
     refusal = BodyTooLarge(
         f"the upload passes {_size(limit)}; use cnamd import for larger files", field="body"
@@ -79,6 +86,25 @@ async def _limited(request: web.Request, limit: int, timeout: float) -> AsyncIte
         seen += len(chunk)
         if seen > limit:
             raise refusal
+        yield chunk
+
+
+@contextlib.asynccontextmanager
+async def _spooled(request: web.Request, limit: int, timeout: float) -> AsyncIterator[IO[bytes]]:
+    """The whole body (``_limited``), spooled and rewound.
+
+    Written and read back on the event loop: a 64 KiB write to the page cache
+    takes microseconds, less than a hop to a thread and back (why not aiofiles).
+    """
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+        async for chunk in _limited(request, limit, timeout):
+            spool.write(chunk)
+        spool.seek(0)
+        yield spool
+
+
+async def _read_back(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := spool.read(_READ_BYTES):
         yield chunk
 
 
@@ -110,25 +136,29 @@ class CsvBook:
                     }
                 )
 
-        settings = main_app(request)[SETTINGS]
-        length = request.content_length
-        workers = None
-        if length is None or length > _INLINE_BYTES:
-            workers = main_app(request)[BULK_WORKERS]
-            await workers.start()
+        app = main_app(request)
+        settings = app[SETTINGS]
         async with connection(request) as conn:
-            owner = await self.resolve(request, conn, who)
-            report = await import_blocks(
-                conn,
-                owner,
-                read_blocks(
-                    _limited(request, settings.http.max_upload_bytes, settings.http.body_timeout)
-                ),
-                max_name_length=settings.names.max_length,
-                replace=replace,
-                on_reject=note,
-                executor=workers,
-            )
+            await self.resolve(request, conn, who)  # a book that is not there: before the body
+        http = settings.http
+        async with _spooled(request, http.max_upload_bytes, http.body_timeout) as spool:
+            workers = None
+            if spool.seek(0, os.SEEK_END) > _INLINE_BYTES:
+                workers = app[BULK_WORKERS]
+                await workers.start()
+            spool.seek(0)
+            async with connection(request) as conn:
+                owner = await self.resolve(request, conn, who)
+                report = await import_blocks(
+                    conn,
+                    owner,
+                    read_blocks(_read_back(spool)),
+                    max_name_length=settings.names.max_length,
+                    replace=replace,
+                    on_reject=note,
+                    executor=workers,
+                    settled=app.get(SERVED),
+                )
         return web.json_response(
             {
                 "inserted": report.inserted,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -48,6 +49,9 @@ VERIFIED = web.AppKey("verified", VerifiedKeys)
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 # the worker processes that parse CSV uploads (http.cnam_csv), started on first use
 BULK_WORKERS = web.AppKey("bulk_workers", BulkWorkers)
+# returns once this process's cache serves a change id: an upload keeps its import turn
+# until then (store/imports.py); absent, an upload does not wait
+SERVED: web.AppKey[Callable[[int], Awaitable[None]]] = web.AppKey("served")
 # on a family's sub-application: the shape of its errors (cnamd's own when absent)
 ERROR_SHAPE = web.AppKey("error_shape", ErrorShape)
 # the authenticated principal of one request (a request key, set by http.auth)

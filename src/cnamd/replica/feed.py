@@ -166,6 +166,8 @@ class ChangeFeed:
         self._tail_id = -1
         self._suspect = False  # an unexpected failure may have left a batch half applied
         self._held_rewrite_tried = False  # _needs_compaction(): once per process
+        # reached(): (change id, future) of callers waiting until it is served
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- start-up ----------------------------------------------------------
 
@@ -290,6 +292,30 @@ class ChangeFeed:
             task.remove_done_callback(self._ended)
             task.cancel()
             await asyncio.wait({task})
+
+    async def reached(self, change_id: int) -> None:
+        """Returns once this process serves change ``change_id`` or a later one: an
+        import keeps its turn until then (store/imports.py)."""
+        if self.last_change_id >= change_id:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((change_id, waiter))
+        try:
+            await waiter
+        finally:
+            with contextlib.suppress(ValueError):  # cancelled: no longer waited for
+                self._waiters.remove((change_id, waiter))
+
+    def _wake_waiters(self, served: int) -> None:
+        if not self._waiters:
+            return
+        still = []
+        for change_id, waiter in self._waiters:
+            if change_id > served:
+                still.append((change_id, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        self._waiters = still
 
     # -- following ---------------------------------------------------------
 
@@ -734,6 +760,8 @@ class ChangeFeed:
             metrics.CACHE_ENTRIES.labels(scope.label).set(n)
         metrics.CACHE_ENTRIES.labels("upstream").set(len(self.upstream))
         metrics.CACHE_LAST_CHANGE_ID.set(state.last_id)
+        if state is self._state:
+            self._wake_waiters(state.last_id)
 
     async def _write_tail(self) -> None:
         """Loader: every ``snapshot_interval``, the overlay since the base, if it moved.

@@ -3,7 +3,7 @@
 Building in the serving process would stall every lookup: marisa-trie's build
 holds the GIL (~20 s at 10M entries). So a child process streams the served
 names from PostgreSQL in one REPEATABLE READ snapshot (one binary COPY, parsed
-in C by ``cache/_builder.c``; the digest meanwhile on a second connection in the
+in C by ``cache/_builder.c``; the digest on a second connection in the
 same exported snapshot), builds, and writes a snapshot file (temp file, fsync,
 rename); the serving process maps that file (its pages shared with every other
 worker) and catches up from the change id recorded in it. The child's heap dies
@@ -40,6 +40,11 @@ SPEC_ENV = "CNAMD_LOADER"
 META_FORMAT = 2  # 2: contexts carry API keys
 EXIT_UNREACHABLE = 2
 _PROGRESS_EVERY = 5.0
+# With fewer CPUs the digest waits for the stream: the two database backends and this
+# process's parsing side by side took every core of a 2-core host, and the dips' p99
+# during a pair of 10 MB uploads went from about 1.7 to 3.5 ms (bench/README.md,
+# "One import at a time"); in series a reload takes longer, the serving does not wait.
+_PARALLEL_DIGEST_CPUS = 4
 
 
 def read_meta(meta: bytes) -> dict[str, Any]:
@@ -139,7 +144,8 @@ async def build_snapshot(
     """Stream every served name in one snapshot, build, write ``path``; the entry count.
 
     The digest (a count and an md5 per row, seconds at 10M) runs on ``digest_conn``
-    in the same exported snapshot while ``conn`` streams, instead of before it.
+    in the same exported snapshot: while ``conn`` streams when the loader may use
+    _PARALLEL_DIGEST_CPUS, after the stream on a smaller host.
     """
     started = time.monotonic()
     next_progress = started + _PROGRESS_EVERY
@@ -156,14 +162,16 @@ async def build_snapshot(
         snapshot = await entries.export_snapshot(conn)
         async with digest_conn.transaction(isolation="repeatable_read", readonly=True):
             await entries.share_snapshot(digest_conn, snapshot)
-            digesting = asyncio.ensure_future(entries.digest_now(digest_conn))
+            digesting = None
+            if cpus.usable() >= _PARALLEL_DIGEST_CPUS:
+                digesting = asyncio.ensure_future(entries.digest_now(digest_conn))
             try:
                 rows = await load_context_rows(conn)
                 held = await upstream.load_live(conn) if held_file.available() else None
                 await entries.copy_served(conn, take)
-                digest = await digesting
+                digest = await (digesting or entries.digest_now(digest_conn))
             finally:
-                if not digesting.done():
+                if digesting is not None and not digesting.done():
                     digesting.cancel()
                     await asyncio.gather(digesting, return_exceptions=True)
     streamed = time.monotonic()

@@ -16,13 +16,15 @@ the two ``(scope, owner_id, key)`` indexes; one sorted merge inserts them in
 index order. Measured at 1M scrambled rows (bench/README.md "Bulk import"):
 20 merges of 50k rows took 36 s, one merge 22 s.
 
-One merge at a time per database: each import's COPY runs as its data arrives,
-then it waits for an advisory transaction lock (``MERGE_LOCK``) before it
-classifies and merges. A merge of 400k rows keeps a core busy for seconds, and
-two at once took both cores of a 2-core host that also served dips; one at a
-time lowered the dips' p99 during two concurrent 10 MB uploads by about a third
-and finished the pair in the same total time (bench/README.md, "One merge at a
-time").
+One import at a time per database, for its whole cost: an import takes its turn
+(the session advisory lock ``IMPORT_TURN``) before its COPY and gives it up once
+the caller's cache serves what it wrote (``settled``), or at once when there is
+no cache to wait for (``cnamd import``). On a 2-core host that also served dips,
+two 10 MB uploads side by side took both cores: their parsing and COPYs first,
+then a merge of one beside the cache's reload of the other. In turn, each costs
+the dips what one upload alone does (bench/README.md, "One import at a time").
+The HTTP front reads an upload's body before it asks for the turn
+(http/cnam_csv.py), so a wait holds no sender and a slow sender holds no turn.
 
 Within one input the last row for a phone wins; the earlier ones are
 reported as superseded. An existing entry keeps its approval state (the
@@ -37,7 +39,7 @@ import itertools
 import logging
 import struct
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -49,6 +51,7 @@ from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.names import validate_name
 from cnamd.numbers import normalize_prefix, written_number
 from cnamd.phonebook_csv import Block, RawRow, Rejected
+from cnamd.store.pool import CONNECTION_LOST
 
 __all__ = [
     "ImportReport",
@@ -67,6 +70,8 @@ Record = tuple[int, str, bool, str]  # line, key, is_prefix, name: a staging row
 #: a batch made ready for COPY: its binary tuples, how many, and the rejected rows
 Staged = tuple[bytes, int, list[Rejected]]
 OnReject = Callable[[Rejected], object]
+#: returns once the caller's cache has applied the change log up to the id given
+Settled = Callable[[int], Awaitable[None]]
 T = TypeVar("T")
 
 # Rows validated at a time: per-chunk costs vanish, memory stays small, and
@@ -76,9 +81,12 @@ _CHUNK_ROWS = 5000
 _IN_FLIGHT = 4
 _FLAGS = {"": False, "false": False, "0": False, "true": True, "1": True}
 _BULK_TIMEOUT = 3600.0  # seconds one statement of an import may take, in the client
-#: pg_advisory_xact_lock key: one import merges at a time per database (the
+#: advisory lock key of an import's turn: one import at a time per database (the
 #: change log's ids use ...601, its pruner ...602)
-MERGE_LOCK = 7210315377642189603
+IMPORT_TURN = 7210315377642189603
+#: how long an import keeps its turn waiting for the caller's cache to serve it: past
+#: this (a feed that is reloading from scratch, a database gone) the next import goes
+_SETTLE_TIMEOUT = 60.0
 
 # PostgreSQL's binary COPY format ("COPY", File Formats): a signature, flags
 # and header-extension length, then per tuple its field count and each field
@@ -94,9 +102,10 @@ _PREFIX = {True: b"\x00\x00\x00\x01\x01", False: b"\x00\x00\x00\x01\x00"}  # boo
 # polling the socket every second ends it within a second.
 _ABANDON_CHECK = "SET LOCAL client_connection_check_interval = '1s'"
 
-# The COPY lasts as long as the upload or file takes to arrive, and the merge of
-# a million rows tens of seconds: database.statement_timeout, which bounds the
-# API's quick steps, would cancel them. Client-side, _BULK_TIMEOUT bounds each.
+# The COPY lasts as long as the file takes to read, and the merge of a million
+# rows tens of seconds, as may the wait for the import turn: database.statement_timeout,
+# which bounds the API's quick steps, would cancel them. Client-side, _BULK_TIMEOUT
+# bounds each.
 _SETUP = """
 SET LOCAL work_mem = '128MB';
 SET LOCAL statement_timeout = 0;
@@ -323,6 +332,7 @@ async def import_entries(
     replace: bool = False,
     on_reject: OnReject | None = None,
     executor: Executor | None = None,
+    settled: Settled | None = None,
 ) -> ImportReport:
     """Merge ``rows`` into ``owner``'s phone book in one transaction.
 
@@ -335,7 +345,9 @@ async def import_entries(
     superseded by a later one for the same phone, is passed to
     ``on_reject``. ``replace`` deletes the owner's entries the input does
     not list, unless a row was rejected. Errors of the input as a whole (a
-    bad header) and of the database propagate after the rollback.
+    bad header) and of the database propagate after the rollback. The import
+    waits for its turn (``IMPORT_TURN``) and, when it changed anything, keeps it
+    until ``settled`` returns for its last change (at most _SETTLE_TIMEOUT).
     """
     staging = _Staging(
         stage_rows,
@@ -345,7 +357,7 @@ async def import_entries(
         on_reject=on_reject,
         executor=executor,
     )
-    return await _merge(conn, owner, staging, replace=replace, on_reject=on_reject)
+    return await _merge(conn, owner, staging, replace=replace, on_reject=on_reject, settled=settled)
 
 
 async def import_blocks(
@@ -357,6 +369,7 @@ async def import_blocks(
     replace: bool = False,
     on_reject: OnReject | None = None,
     executor: Executor | None = None,
+    settled: Settled | None = None,
 ) -> ImportReport:
     """``import_entries`` for a CSV cut into blocks (``phonebook_csv.read_blocks``).
 
@@ -371,7 +384,7 @@ async def import_blocks(
         on_reject=on_reject,
         executor=executor,
     )
-    return await _merge(conn, owner, staging, replace=replace, on_reject=on_reject)
+    return await _merge(conn, owner, staging, replace=replace, on_reject=on_reject, settled=settled)
 
 
 async def _merge(
@@ -381,62 +394,71 @@ async def _merge(
     *,
     replace: bool,
     on_reject: OnReject | None,
+    settled: Settled | None,
 ) -> ImportReport:
     values = _owner_values(owner)
     where = (values[0], owner.owner_id)
-    async with conn.transaction():
-        await conn.execute(_SETUP)
-        with contextlib.suppress(asyncpg.PostgresError):
-            async with conn.transaction():  # a savepoint: not every platform has the check
-                await conn.execute(_ABANDON_CHECK)
-        await conn.copy_to_table(
-            "cnamd_import",
-            source=staging.copy_data(),
-            columns=["line", "key", "is_prefix", "name"],
-            format="binary",
-            timeout=_BULK_TIMEOUT,
-        )
-        # after the COPY: the data is staged, the body read; waiting here holds no
-        # upload open, and a client that leaves ends the wait (_ABANDON_CHECK)
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MERGE_LOCK):
-            # said, since the wait can be as long as another import's merge (tens of
-            # seconds at 1M rows): a CLI import or an upload seen to hang is explained
-            book = {"scope": where[0], "owner_id": where[1]}
-            log.info("waiting for another import's merge to end", extra=book)
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1)", MERGE_LOCK, timeout=_BULK_TIMEOUT
+    try:
+        async with conn.transaction():
+            await conn.execute(_SETUP)
+            with contextlib.suppress(asyncpg.PostgresError):
+                async with conn.transaction():  # a savepoint: not every platform has the check
+                    await conn.execute(_ABANDON_CHECK)
+            # in the transaction: _SETUP lifted the statement timeout for the wait, and a
+            # client that leaves ends it (_ABANDON_CHECK)
+            await _take_turn(conn, where)
+            await conn.copy_to_table(
+                "cnamd_import",
+                source=staging.copy_data(),
+                columns=["line", "key", "is_prefix", "name"],
+                format="binary",
+                timeout=_BULK_TIMEOUT,
             )
-        # read committed: under the lock, this sees the imports that merged before
-        empty_book = not await conn.fetchval(
-            "SELECT EXISTS (SELECT FROM cnam_entries WHERE scope = $1 AND owner_id = $2)", *where
-        )
-        if empty_book:
-            await conn.execute(_CLASSIFY.format(lookup=_NO_JOIN), timeout=_BULK_TIMEOUT)
-        else:
-            await conn.execute("ANALYZE cnamd_import", timeout=_BULK_TIMEOUT)
-            await conn.execute(_CLASSIFY.format(lookup=_JOIN), *where, timeout=_BULK_TIMEOUT)
-        counts = dict.fromkeys("iun", 0)
-        for row in await conn.fetch(
-            "SELECT outcome, count(*) FROM cnamd_import_latest GROUP BY outcome",
-            timeout=_BULK_TIMEOUT,
-        ):
-            counts[row[0]] = row[1]
-        refused = replace and staging.rejected > 0
-        deleted = 0
-        if replace and not refused and not empty_book:
-            await conn.execute("ANALYZE cnamd_import_latest", timeout=_BULK_TIMEOUT)
-            status = await conn.execute(_DELETE_UNLISTED, *where, timeout=_BULK_TIMEOUT)
-            deleted = int(status.split()[-1])
-        if counts["i"] or counts["u"]:
-            await conn.execute(_MERGE, *values, timeout=_BULK_TIMEOUT)
-        superseded = staging.staged - sum(counts.values())
-        if superseded and on_reject is not None:
-            async for r in conn.cursor(_SUPERSEDED, timeout=_BULK_TIMEOUT):
-                on_reject(
-                    Rejected(
-                        r["line"], r["key"], r["name"], f"phone: superseded by line {r['winner']}"
+            # read committed: in turn, this sees the imports that merged before
+            empty_book = not await conn.fetchval(
+                "SELECT EXISTS (SELECT FROM cnam_entries WHERE scope = $1 AND owner_id = $2)",
+                *where,
+            )
+            if empty_book:
+                await conn.execute(_CLASSIFY.format(lookup=_NO_JOIN), timeout=_BULK_TIMEOUT)
+            else:
+                await conn.execute("ANALYZE cnamd_import", timeout=_BULK_TIMEOUT)
+                await conn.execute(_CLASSIFY.format(lookup=_JOIN), *where, timeout=_BULK_TIMEOUT)
+            counts = dict.fromkeys("iun", 0)
+            for row in await conn.fetch(
+                "SELECT outcome, count(*) FROM cnamd_import_latest GROUP BY outcome",
+                timeout=_BULK_TIMEOUT,
+            ):
+                counts[row[0]] = row[1]
+            refused = replace and staging.rejected > 0
+            deleted = 0
+            if replace and not refused and not empty_book:
+                await conn.execute("ANALYZE cnamd_import_latest", timeout=_BULK_TIMEOUT)
+                status = await conn.execute(_DELETE_UNLISTED, *where, timeout=_BULK_TIMEOUT)
+                deleted = int(status.split()[-1])
+            if counts["i"] or counts["u"]:
+                await conn.execute(_MERGE, *values, timeout=_BULK_TIMEOUT)
+            superseded = staging.staged - sum(counts.values())
+            if superseded and on_reject is not None:
+                async for r in conn.cursor(_SUPERSEDED, timeout=_BULK_TIMEOUT):
+                    on_reject(
+                        Rejected(
+                            r["line"],
+                            r["key"],
+                            r["name"],
+                            f"phone: superseded by line {r['winner']}",
+                        )
                     )
-                )
+            # the change log's triggers hold its id lock until the commit: nobody else
+            # has appended since, so the newest id is this import's last
+            last = None
+            if settled is not None and (deleted or counts["i"] or counts["u"]):
+                last = await conn.fetchval("SELECT max(id) FROM change_log")
+        if last is not None:
+            assert settled is not None
+            await _settle(settled, last, where)
+    finally:
+        await _end_turn(conn)
     return ImportReport(
         inserted=counts["i"],
         updated=counts["u"],
@@ -446,6 +468,39 @@ async def _merge(
         deleted=deleted,
         replace_refused=refused,
     )
+
+
+async def _take_turn(conn: asyncpg.Connection, where: tuple[str, int]) -> None:
+    """Wait for the import ahead, if any, to end; a wait is logged, since it can be as
+    long as another import (tens of seconds at 1M rows): a CLI import or an upload
+    seen to hang is explained."""
+    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", IMPORT_TURN):
+        return
+    log.info("waiting for another import to end", extra={"scope": where[0], "owner_id": where[1]})
+    await conn.execute("SELECT pg_advisory_lock($1)", IMPORT_TURN, timeout=_BULK_TIMEOUT)
+
+
+async def _settle(settled: Settled, last: int, where: tuple[str, int]) -> None:
+    """Keep the turn until the caller's cache serves change ``last``: its reload of a big
+    import would otherwise run beside the next import's parsing and merge."""
+    try:
+        async with asyncio.timeout(_SETTLE_TIMEOUT):
+            await settled(last)
+    except TimeoutError:
+        log.warning(
+            "an import's changes were not served here in time; the next import goes ahead",
+            extra={"scope": where[0], "owner_id": where[1], "change_id": last},
+        )
+
+
+async def _end_turn(conn: asyncpg.Connection) -> None:
+    """Give the turn up. A session lock outlives a rollback, so this runs whatever
+    happened; on a connection that failed, the lock went with its session (and a
+    pool's reset unlocks all a connection holds)."""
+    if conn.is_closed():
+        return
+    with contextlib.suppress(*CONNECTION_LOST, asyncpg.PostgresError):
+        await conn.execute("SELECT pg_advisory_unlock($1)", IMPORT_TURN)
 
 
 async def export_entries(
