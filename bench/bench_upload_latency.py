@@ -48,10 +48,20 @@ DIP_EVERY = 0.002
 LOOKUP_EVERY = 0.005
 IDLE = 5.0  # seconds measured idle (--idle)
 TIMELINE = False  # --timeline
+WARM = False  # --warm-upload
+WARM_UPLOAD: Path | None = None  # then a small upload sent before the idle phase
 CPUS = ""  # --cpus: the daemon's server.cpus; this client on them too, curl on the others
 ASIDE: list[str] = []  # taskset prefix of the curl uploads with --cpus
 NOTABLE = 12  # the daemon's warnings, errors and cache reloads printed per sitting
-NOTABLE_MARKS = ("level=warning", "level=error", "Traceback", "too large", "mapped from snapshot")
+NOTABLE_MARKS = (
+    "level=warning",
+    "level=error",
+    "Traceback",
+    "too large",
+    "mapped from snapshot",
+    "cache load built",
+    "cache swapped",
+)
 
 
 def free_port() -> int:
@@ -253,6 +263,8 @@ async def phases(
 ) -> None:
     """Warm-up (1 s, not counted), idle, then during the uploads; prints each phase."""
     loop = asyncio.get_running_loop()
+    if WARM_UPLOAD:
+        print(f"warm-up  {(await upload(base, token, WARM_UPLOAD))[1]}")
     warm: asyncio.Future[object] = loop.create_future()
     loop.call_later(1.0, warm.set_result, None)
     await measure(base, sip, warm)
@@ -370,6 +382,10 @@ def main(workers: list[int], mb: int, count: int) -> None:
             path = where / f"upload{n}.csv"
             path.write_bytes(csv_body(mb, n))
             bodies.append(path)
+        if WARM:
+            global WARM_UPLOAD
+            WARM_UPLOAD = where / "warm.csv"  # over the inline limit: the bulk workers start
+            WARM_UPLOAD.write_bytes(csv_body(1, 99)[:100_000].rsplit(b"\n", 1)[0] + b"\n")
         for n in workers:
             sitting(n, bodies, where)
 
@@ -382,6 +398,11 @@ if __name__ == "__main__":
     parser.add_argument("--idle", type=float, default=5.0, help="seconds measured idle")
     parser.add_argument("--timeline", action="store_true", help="worst latency per second")
     parser.add_argument(
+        "--warm-upload",
+        action="store_true",
+        help="a 100 kB upload before the idle phase: the bulk workers' start not measured",
+    )
+    parser.add_argument(
         "--cpus",
         default="",
         help="the daemon's server.cpus (e.g. 0); this client runs on those CPUs too (a PBX"
@@ -390,7 +411,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
-    IDLE, TIMELINE, CPUS = args.idle, args.timeline, args.cpus
+    IDLE, TIMELINE, CPUS, WARM = args.idle, args.timeline, args.cpus, args.warm_upload
     if CPUS:
         aside = sorted(os.sched_getaffinity(0) - parse(CPUS))
         ASIDE = ["taskset", "-c", ",".join(map(str, aside))]

@@ -54,6 +54,22 @@ def test_a_cpu_this_host_does_not_give_the_daemon_stops_it_naming_the_setting(
     assert not (tmp_path / "pgdata").exists()  # it stopped before starting anything
 
 
+def test_background_work_leaves_serving_a_cpu_or_takes_the_cpus_set_aside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """How many bulk workers a daemon starts (http/cnam_csv.py: at most two of these)."""
+    monkeypatch.delenv(cpus.SPLIT_ENV, raising=False)
+    monkeypatch.setattr(cpus, "usable", lambda: 2)
+    assert cpus.for_background() == 1
+    monkeypatch.setattr(cpus, "usable", lambda: 1)
+    assert cpus.for_background() == 1  # one CPU: still a worker, at NICE
+    monkeypatch.setattr(cpus, "usable", lambda: 8)
+    assert cpus.for_background() == 7
+    monkeypatch.setenv(cpus.SPLIT_ENV, "0/1-3")
+    assert cpus.for_background() == 3
+    assert cpus.usable() == 8  # the serving process's own affinity is not what counts
+
+
 def _affinity(process: psutil.Process) -> set[int]:
     return set(process.cpu_affinity())
 

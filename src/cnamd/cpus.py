@@ -68,6 +68,15 @@ def usable() -> int:
     return os.cpu_count() or 1
 
 
+def for_background() -> int:
+    """CPUs background work (the bulk workers) may take without taking serving's: the
+    aside set when ``server.cpus`` splits them, else all this process may use but one."""
+    split = _split()
+    if split is not None:
+        return len(split[1])
+    return max(1, usable() - 1)
+
+
 def _split() -> tuple[frozenset[int], frozenset[int]] | None:
     value = os.environ.get(SPLIT_ENV)
     if not value:

@@ -30,6 +30,7 @@ from typing import IO
 
 from aiohttp import web
 
+from cnamd import cpus
 from cnamd.bulk_workers import BulkWorkers
 from cnamd.errors import InvalidRequest
 from cnamd.http.auth import principal
@@ -197,8 +198,10 @@ async def _close_workers(app: web.Application) -> None:
 
 def add_bulk_workers(app: web.Application) -> None:
     """The parsing processes, on the main application: every phone book's uploads share them."""
-    # two workers keep up with the database's COPY; more would take cores from serving
-    app[BULK_WORKERS] = BulkWorkers(min(2, os.cpu_count() or 1))
+    # Two workers keep up with the database's COPY; more would take cores from serving.
+    # On a 2-CPU host one: two beside the COPY took both cores, and the dips waited
+    # (bench/README.md, "One import at a time").
+    app[BULK_WORKERS] = BulkWorkers(min(2, cpus.for_background()))
     app.on_cleanup.append(_close_workers)
 
 
