@@ -213,6 +213,11 @@ class HttpSettings:
         "largest CSV upload (POST .../cnam-import) taken, in bytes; cnamd import has no limit",
         _between(1024, 1 << 40),
     )
+    spool_dir: str = _setting(
+        "",
+        "directory where a CSV upload over 1 MiB is held (an unnamed file) until its import's"
+        " turn; empty: the system's temporary directory (TMPDIR)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from cnamd import cpus
 from cnamd.bulk_workers import BulkWorkers
-from cnamd.errors import InvalidRequest
+from cnamd.errors import InvalidRequest, StoreUnavailable
 from cnamd.http.auth import principal
 from cnamd.http.bodies import BodyTimeout, BodyTooLarge
 from cnamd.http.cnam import BOOKS, Resolve
@@ -40,6 +40,7 @@ from cnamd.http.db import connection
 from cnamd.http.family import Route
 from cnamd.http.keys import BULK_WORKERS, SERVED, SETTINGS, main_app
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_blocks
+from cnamd.settings import HttpSettings
 from cnamd.store.imports import export_entries, import_blocks
 
 __all__ = ["ROUTES", "add_bulk_workers"]
@@ -91,16 +92,25 @@ async def _limited(request: web.Request, limit: int, timeout: float) -> AsyncIte
 
 
 @contextlib.asynccontextmanager
-async def _spooled(request: web.Request, limit: int, timeout: float) -> AsyncIterator[IO[bytes]]:
-    """The whole body (``_limited``), spooled and rewound.
+async def _spooled(request: web.Request, http: HttpSettings) -> AsyncIterator[IO[bytes]]:
+    """The whole body (``_limited``), spooled in ``http.spool_dir`` and rewound; a spool
+    that cannot be written (a full disk) is a 503 naming ``body``, nothing stored.
 
     Written and read back on the event loop: a 64 KiB write to the page cache
     takes microseconds, less than a hop to a thread and back (why not aiofiles).
     """
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
-        async for chunk in _limited(request, limit, timeout):
-            spool.write(chunk)
-        spool.seek(0)
+    where = http.spool_dir or None
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=where) as spool:
+        try:
+            async for chunk in _limited(request, http.max_upload_bytes, http.body_timeout):
+                spool.write(chunk)
+            spool.seek(0)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"the upload could not be held for its import ({exc.strerror or exc});"
+                " nothing of it is stored",
+                field="body",
+            ) from exc
         yield spool
 
 
@@ -141,8 +151,7 @@ class CsvBook:
         settings = app[SETTINGS]
         async with connection(request) as conn:
             await self.resolve(request, conn, who)  # a book that is not there: before the body
-        http = settings.http
-        async with _spooled(request, http.max_upload_bytes, http.body_timeout) as spool:
+        async with _spooled(request, settings.http) as spool:
             workers = None
             if spool.seek(0, os.SEEK_END) > _INLINE_BYTES:
                 workers = app[BULK_WORKERS]

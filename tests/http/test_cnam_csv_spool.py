@@ -1,0 +1,53 @@
+"""Where an upload waits for its import (http/cnam_csv.py): in memory up to 1 MiB, then in
+a file in ``http.spool_dir``; a spool that cannot be written is a 503 naming ``body``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from api_client import Api
+
+from cnamd.model import Role
+
+ENTERPRISE = "/api/partner/enterprise/demo"
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> list[str]:
+    return [f"http.spool_dir={tmp_path / 'not-made'}"]  # a directory that is not there
+
+
+def rows(count: int, name: str) -> bytes:
+    lines = (f"+12135{i:06d},{name} {i}\n" for i in range(count))
+    return ("phone,name\n" + "".join(lines)).encode()
+
+
+async def test_an_upload_the_spool_cannot_hold_is_a_503_and_stores_nothing(api: Api) -> None:
+    partner = await api.key(Role.PARTNER, enterprises=["demo"])
+    body = rows(20000, "A name long enough to pass one mebibyte in all")
+    assert len(body) > 1 << 20, len(body)  # over 1 MiB: it goes to a file
+    reply = await api.call(
+        "POST",
+        ENTERPRISE + "/cnam-import",
+        partner,
+        data=io.BytesIO(body),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert reply.status == 503, reply.body
+    assert (reply.body["status"], reply.body["field"]) == ("store-unavailable", "body")
+    assert "No such file or directory" in reply.body["message"]
+    async with api.pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT count(*) FROM cnam_entries WHERE key LIKE '+12135%'")
+    assert stored == 0
+    # under 1 MiB it stays in memory: the same setting does not matter
+    small = rows(100, "Kept")
+    reply = await api.call(
+        "POST",
+        ENTERPRISE + "/cnam-import",
+        partner,
+        data=small,
+        headers={"Content-Type": "text/csv"},
+    )
+    assert (reply.status, reply.body["inserted"]) == (200, 100), reply.body
