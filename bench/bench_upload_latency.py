@@ -48,8 +48,7 @@ DIP_EVERY = 0.002
 LOOKUP_EVERY = 0.005
 IDLE = 5.0  # seconds measured idle (--idle)
 TIMELINE = False  # --timeline
-WARM = False  # --warm-upload
-WARM_UPLOAD: Path | None = None  # then a small upload sent before the idle phase
+WARM = False  # --warm-upload: the first body is a small upload sent before the idle phase
 CPUS = ""  # --cpus: the daemon's server.cpus; this client on them too, curl on the others
 ASIDE: list[str] = []  # taskset prefix of the curl uploads with --cpus
 NOTABLE = 12  # the daemon's warnings, errors and cache reloads printed per sitting
@@ -263,8 +262,9 @@ async def phases(
 ) -> None:
     """Warm-up (1 s, not counted), idle, then during the uploads; prints each phase."""
     loop = asyncio.get_running_loop()
-    if WARM_UPLOAD:
-        print(f"warm-up  {(await upload(base, token, WARM_UPLOAD))[1]}")
+    if WARM:
+        warm, *bodies = bodies
+        print(f"warm-up  {(await upload(base, token, warm))[1]}")
     warm: asyncio.Future[object] = loop.create_future()
     loop.call_later(1.0, warm.set_result, None)
     await measure(base, sip, warm)
@@ -383,9 +383,9 @@ def main(workers: list[int], mb: int, count: int) -> None:
             path.write_bytes(csv_body(mb, n))
             bodies.append(path)
         if WARM:
-            global WARM_UPLOAD
-            WARM_UPLOAD = where / "warm.csv"  # over the inline limit: the bulk workers start
-            WARM_UPLOAD.write_bytes(csv_body(1, 99)[:100_000].rsplit(b"\n", 1)[0] + b"\n")
+            warm = where / "warm.csv"  # over the inline limit: the bulk workers start
+            warm.write_bytes(csv_body(1, 99)[:100_000].rsplit(b"\n", 1)[0] + b"\n")
+            bodies.insert(0, warm)
         for n in workers:
             sitting(n, bodies, where)
 

@@ -21,8 +21,9 @@ One import at a time per database, for its whole cost: an import takes its turn
 the caller's cache serves what it wrote (``settled``), or at once when there is
 no cache to wait for (``cnamd import``). On a 2-core host that also served dips,
 two 10 MB uploads side by side took both cores: their parsing and COPYs first,
-then a merge of one beside the cache's reload of the other. In turn, each costs
-the dips what one upload alone does (bench/README.md, "One import at a time").
+then a merge of one beside the cache's reload of the other. In turn, the dips'
+p99 during the pair fell from 2.7-3.7x idle to 2.2-2.8x (bench/README.md, "One
+import at a time").
 The HTTP front reads an upload's body before it asks for the turn
 (http/cnam_csv.py), so a wait holds no sender and a slow sender holds no turn.
 
