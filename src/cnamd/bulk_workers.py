@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -18,7 +19,7 @@ from typing import ParamSpec, TypeVar
 
 from cnamd import cpus
 
-__all__ = ["BulkWorkers"]
+__all__ = ["BulkWorkers", "exit_with"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,12 +27,33 @@ R = TypeVar("R")
 NICE = 10
 
 
-def _yield_the_cpu() -> None:
+def exit_with(parent: int) -> None:
+    """A pool worker's initializer: exit once ``parent``, the process that made the
+    pool, is gone (not this process's parent with a forkserver: ``cnamd import``).
+
+    The workers of a killed process would otherwise wait forever on a queue whose
+    other end they hold themselves: a serving worker SIGKILLed after an upload left
+    its bulk workers running, holding the daemon's output open.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _yield_the_cpu(parent: int) -> None:
     """A worker's initializer: at NICE, where the spawning thread could not set it, and
-    off the serving CPUs when ``server.cpus`` keeps some (cpus.py)."""
+    off the serving CPUs when ``server.cpus`` keeps some (cpus.py); gone with ``parent``."""
     if os.getpriority(os.PRIO_PROCESS, 0) < NICE:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
     cpus.step_aside()
+    exit_with(parent)
 
 
 def _ready() -> None:
@@ -74,6 +96,7 @@ class BulkWorkers(Executor):
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_yield_the_cpu,
+            initargs=(os.getpid(),),
         )
         futures = [pool.submit(_ready) for _ in range(self.workers)]
         old, self._pool = self._pool, pool

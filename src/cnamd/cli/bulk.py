@@ -7,7 +7,6 @@ import contextlib
 import csv
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -125,6 +124,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from cnamd.bulk_workers import exit_with
     from cnamd.phonebook_csv import read_lines
     from cnamd.store.imports import import_entries
     from cnamd.store.owners import owner_from_spec
@@ -147,7 +147,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
                 # one with its event loop, database socket and threads
                 context = multiprocessing.get_context("forkserver")
                 executor = ProcessPoolExecutor(
-                    jobs, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+                    jobs, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
                 )
             async with store(settings) as conn:
                 owner = await owner_from_spec(conn, args.scope)
@@ -178,24 +178,6 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _exit_with(parent: int) -> None:
-    """Pool worker initializer: exit once ``parent`` is gone.
-
-    The workers of a killed import would otherwise wait forever on a queue
-    whose other end they hold themselves.
-    """
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            try:
-                os.kill(parent, 0)
-            except ProcessLookupError:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
