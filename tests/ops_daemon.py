@@ -6,6 +6,7 @@ share it. Everything runs on loopback and every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import json
@@ -18,13 +19,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
-from sip_peer import request
+from sip_peer import parse_reply, request
 
 from pristine_pgdata import seed
 from test_daemon import free_port, replaced_workers, worker_pids
@@ -315,3 +318,75 @@ class DatabaseProxy:
         self.cut()
         self.listener.close()
         self._thread.join(timeout=2)
+
+
+LOOKUP = "/v1/lookup/+492216698712?tenant=demo"
+
+
+class ServingClients:
+    """The legitimate side of a fault test, on a loop of its own thread: 6 keep-alive
+    HTTP clients, a lookup each every 20 ms, and UDP dips every 4 ms, until ``stop``.
+    ``statuses`` counts the lookups' statuses (or their exceptions' names)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.statuses: Counter[object] = Counter()
+        self.sent: set[str] = set()
+        self.answered: Counter[int] = Counter()
+        self.answered_branches: set[str] = set()
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self.ready.wait(30), "the legitimate clients did not connect"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        clients = self
+
+        class Replies(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                reply = parse_reply(data)
+                clients.answered[reply.status] += 1
+                clients.answered_branches.add(reply.one("Call-ID").split("@")[0])
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Replies, remote_addr=("127.0.0.1", self.daemon.sip_port)
+        )
+        connector = aiohttp.TCPConnector(limit=6, keepalive_timeout=30)
+        async with aiohttp.ClientSession(self.daemon.base, connector=connector) as session:
+
+            async def lookups() -> None:
+                while not self._stop.is_set():
+                    try:
+                        async with session.get(LOOKUP) as answer:
+                            await answer.read()
+                            self.statuses[answer.status] += 1
+                    except (aiohttp.ClientError, OSError) as exc:
+                        self.statuses[type(exc).__name__] += 1
+                    await asyncio.sleep(0.02)
+
+            # the six connections open (and answered once) before the attack starts
+            await asyncio.gather(*(session.get(LOOKUP) for _ in range(6)))
+            self.ready.set()
+            clients_done = asyncio.gather(*(lookups() for _ in range(6)))
+            n = 0
+            while not self._stop.is_set():
+                branch = f"z9hG4bKlim{n}"
+                transport.sendto(invite(self.daemon.sip_port, "+492216698712", branch=branch))
+                self.sent.add(branch)
+                n += 1
+                await asyncio.sleep(0.004)
+            await clients_done
+            for _ in range(100):  # the last dips' answers: at most 2 s
+                if self.sent <= self.answered_branches:
+                    break
+                await asyncio.sleep(0.02)
+        transport.close()

@@ -7,22 +7,17 @@ connections were open before the attack, is answered."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 
-import aiohttp
 import pytest
-from sip_peer import parse_reply
 
-from ops_daemon import Daemon, eventually, http_get, invite, value
+from ops_daemon import LOOKUP, Daemon, ServingClients, eventually, http_get, value
 from test_daemon import partner_key
 
 pytestmark = pytest.mark.timeout(120)
 
 CAP = 40  # http.max_connections, per worker
-LOOKUP = "/v1/lookup/+492216698712?tenant=demo"
 IMPORT = "/api/partner/enterprise/demo/cnam-import"
 
 
@@ -42,74 +37,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield started
     finally:
         started.stop()
-
-
-class _Clients:
-    """The legitimate side, on a loop of its own thread: 6 keep-alive HTTP clients, a
-    lookup each every 20 ms, and UDP dips every 4 ms, until ``stop``."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.statuses: Counter[object] = Counter()
-        self.sent: set[str] = set()
-        self.answered: Counter[int] = Counter()
-        self.answered_branches: set[str] = set()
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self.ready.wait(30), "the legitimate clients did not connect"
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-        assert not self._thread.is_alive()
-
-    async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
-        clients = self
-
-        class Replies(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: object) -> None:
-                reply = parse_reply(data)
-                clients.answered[reply.status] += 1
-                clients.answered_branches.add(reply.one("Call-ID").split("@")[0])
-
-        transport, _ = await loop.create_datagram_endpoint(
-            Replies, remote_addr=("127.0.0.1", self.daemon.sip_port)
-        )
-        connector = aiohttp.TCPConnector(limit=6, keepalive_timeout=30)
-        async with aiohttp.ClientSession(self.daemon.base, connector=connector) as session:
-
-            async def lookups() -> None:
-                while not self._stop.is_set():
-                    try:
-                        async with session.get(LOOKUP) as answer:
-                            await answer.read()
-                            self.statuses[answer.status] += 1
-                    except (aiohttp.ClientError, OSError) as exc:
-                        self.statuses[type(exc).__name__] += 1
-                    await asyncio.sleep(0.02)
-
-            # the six connections open (and answered once) before the attack starts
-            await asyncio.gather(*(session.get(LOOKUP) for _ in range(6)))
-            self.ready.set()
-            clients_done = asyncio.gather(*(lookups() for _ in range(6)))
-            n = 0
-            while not self._stop.is_set():
-                branch = f"z9hG4bKlim{n}"
-                transport.sendto(invite(self.daemon.sip_port, "+492216698712", branch=branch))
-                self.sent.add(branch)
-                n += 1
-                await asyncio.sleep(0.004)
-            await clients_done
-            for _ in range(100):  # the last dips' answers: at most 2 s
-                if self.sent <= self.answered_branches:
-                    break
-                await asyncio.sleep(0.02)
-        transport.close()
 
 
 async def _slow_head(port: int) -> float:
@@ -170,7 +97,7 @@ async def _surplus(port: int, count: int) -> int:
 def test_slow_stalled_and_surplus_connections_cost_the_serving_nothing(daemon: Daemon) -> None:
     token = partner_key(daemon)  # type: ignore[arg-type]  # ops_daemon.Daemon: same data_dir
     refused_before = value(daemon.scrape(), "cnamd_http_connections_refused_total")
-    clients = _Clients(daemon)
+    clients = ServingClients(daemon)
     clients.start()
     try:
 
