@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -182,6 +182,18 @@ class Daemon:
             if proc.info["name"] == "postgres" and str(self.data_dir) in cmdline:
                 proc.kill()
         return self.output
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, *, workers: int, args: tuple[str, ...] = ()) -> Iterator[Daemon]:
+    """A demo daemon with all its ``workers`` up (bounded), stopped at the end."""
+    started = Daemon(tmp_path, workers=workers, args=args)
+    try:
+        started.wait_ready(60)
+        eventually(lambda: len(started.workers()) == workers, 30, f"{workers} workers")
+        yield started
+    finally:
+        started.stop()
 
 
 def parse_metrics(text: str) -> Samples:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ops_daemon import LOOKUP, Daemon, ServingClients, eventually, http_get, value
+from ops_daemon import LOOKUP, Daemon, ServingClients, eventually, http_get, serving, value
 from test_daemon import partner_key
 
 pytestmark = pytest.mark.timeout(120)
@@ -23,20 +23,15 @@ IMPORT = "/api/partner/enterprise/demo/cnam-import"
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    started = Daemon(
+    with serving(
         tmp_path_factory.mktemp("http-limits"),
         workers=2,
         args=(
             *("--set", "http.idle_timeout=1", "--set", "http.body_timeout=1"),
             *("--set", f"http.max_connections={CAP}"),
         ),
-    )
-    try:
-        started.wait_ready(60)
-        eventually(lambda: len(started.workers()) == 2, 30, "two workers")
+    ) as started:
         yield started
-    finally:
-        started.stop()
 
 
 async def _slow_head(port: int) -> float:

@@ -21,7 +21,7 @@ import pytest
 from cnamd.store.embedded import EmbeddedPostgres
 from cnamd.store.imports import IMPORT_TURN
 from merge_turns import waiting_for_a_turn
-from ops_daemon import Daemon, ServingClients, eventually, http_get
+from ops_daemon import Daemon, ServingClients, eventually, http_get, serving
 from test_daemon import partner_key
 
 pytestmark = pytest.mark.timeout(180)
@@ -32,18 +32,13 @@ BIG = 100_000  # rows: seconds of parsing, merging and reloading, time to kill i
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    started = Daemon(
+    with serving(
         tmp_path_factory.mktemp("import-turns"),
         workers=2,
         # the uploads are transactions too large to apply live: loaded whole, as 10 MB are
         args=("--set", "cache.compact_threshold=1000"),
-    )
-    try:
-        started.wait_ready(60)
-        eventually(lambda: len(started.workers()) == 2, 30, "two workers")
+    ) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def csv(area: int, rows: int) -> bytes:
