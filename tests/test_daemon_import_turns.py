@@ -20,8 +20,7 @@ import psutil
 import pytest
 
 from cnamd.store.embedded import EmbeddedPostgres
-from cnamd.store.imports import IMPORT_TURN
-from merge_turns import waiting_for_a_turn
+from import_turns import a_turn_held, waiting_for_a_turn
 from ops_daemon import Daemon, ServingClients, eventually, http_get, serving
 from test_daemon import partner_key
 
@@ -101,20 +100,6 @@ async def _upload_on(daemon: Daemon, avoid: int | None = None) -> tuple[Upload, 
     raise AssertionError("every connection went to the same worker")
 
 
-async def _turn_held(conn: asyncpg.Connection) -> None:
-    """Until some backend holds the import turn (bounded: 20 s)."""
-    for _ in range(2000):
-        held = await conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND (classid::bigint << 32 | objid::bigint) = $1",
-            IMPORT_TURN,
-        )
-        if held:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no import took its turn")
-
-
 def test_a_worker_killed_holding_the_import_turn_passes_it_on(daemon: Daemon) -> None:
     token = partner_key(daemon)  # type: ignore[arg-type]  # ops_daemon.Daemon: same data_dir
     clients = ServingClients(daemon)
@@ -128,7 +113,7 @@ def test_a_worker_killed_holding_the_import_turn_passes_it_on(daemon: Daemon) ->
             try:
                 first, victim = await _upload_on(daemon)
                 first.send(token, csv(303, BIG))
-                await _turn_held(admin)
+                await a_turn_held(admin)
                 second, _ = await _upload_on(daemon, avoid=victim)
                 second.send(token, csv(304, 2000))
                 await waiting_for_a_turn(admin, 1)

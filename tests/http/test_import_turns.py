@@ -15,7 +15,7 @@ import pytest
 from api_client import Api
 
 from cnamd.model import Role
-from merge_turns import merge_turn_held, waiting_for_a_turn
+from import_turns import import_turn_held, waiting_for_a_turn
 
 ENTERPRISE = "/api/partner/enterprise/demo"
 UPLOADS = 3
@@ -51,7 +51,7 @@ async def test_an_upload_cut_off_while_waiting_its_turn_is_a_503_and_the_rest_me
 
     looking = asyncio.gather(*(lookups() for _ in range(3)))
     try:
-        async with merge_turn_held(db_url) as holder:
+        async with import_turn_held(db_url) as holder:
             uploads = [
                 asyncio.ensure_future(
                     api.call(

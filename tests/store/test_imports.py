@@ -14,9 +14,9 @@ from cnamd.errors import InvalidRequest
 from cnamd.model import CnamEntry, Owner, Scope
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_lines, read_lines_async
 from cnamd.store import imports
-from cnamd.store.imports import IMPORT_TURN, ImportReport, export_entries, import_entries
+from cnamd.store.imports import ImportReport, export_entries, import_entries
 from cnamd.store.owners import owner_from_spec
-from merge_turns import merge_turn_held, waiting_for_a_turn
+from import_turns import import_turn_held, turn_backends, waiting_for_a_turn
 
 Conn = Any
 MAX = 15
@@ -424,7 +424,7 @@ async def test_an_import_waits_for_the_turn_another_holds_before_its_copy(
             yield line
 
     try:
-        async with merge_turn_held(db_url):
+        async with import_turn_held(db_url):
             task = asyncio.ensure_future(
                 import_entries(importer, acme, read_lines(lines()), max_name_length=MAX)
             )
@@ -437,19 +437,9 @@ async def test_an_import_waits_for_the_turn_another_holds_before_its_copy(
         assert caplog.text.count(waiting) == 1
         await run(importer, acme, "phone,name", "+492216698713,Jane")  # nobody ahead of it
         assert caplog.text.count(waiting) == 1
-        assert not await turn_holders(conn)
+        assert not await turn_backends(conn, granted=True)
     finally:
         await importer.close()
-
-
-async def turn_holders(conn: Conn) -> list[int]:
-    """The backends holding the import turn."""
-    rows = await conn.fetch(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND (classid::bigint << 32 | objid::bigint) = $1",
-        IMPORT_TURN,
-    )
-    return [row["pid"] for row in rows]
 
 
 async def test_an_import_keeps_its_turn_until_its_changes_are_served(
@@ -460,10 +450,11 @@ async def test_an_import_keeps_its_turn_until_its_changes_are_served(
     the other's parsing and merge."""
     first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
     asked: list[int] = []
-    served = asyncio.Event()
+    was_asked, served = asyncio.Event(), asyncio.Event()
 
     async def settled(change_id: int) -> None:
         asked.append(change_id)
+        was_asked.set()
         await served.wait()
 
     try:
@@ -476,10 +467,7 @@ async def test_an_import_keeps_its_turn_until_its_changes_are_served(
                 settled=settled,
             )
         )
-        for _ in range(500):
-            if asked:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(was_asked.wait(), 5)
         assert asked == [await last_change(conn)]  # committed: visible, its last change
         assert await book(conn, acme) != {}
         after = asyncio.ensure_future(run(second, acme, "phone,name", "+492216698714,Joe"))
@@ -488,7 +476,7 @@ async def test_an_import_keeps_its_turn_until_its_changes_are_served(
         served.set()
         assert (await asyncio.wait_for(settling, 10)).inserted == 2
         assert (await asyncio.wait_for(after, 10))[0].inserted == 1
-        assert not await turn_holders(conn)
+        assert not await turn_backends(conn, granted=True)
     finally:
         await first.close()
         await second.close()
@@ -535,14 +523,14 @@ async def test_a_cache_that_never_serves_the_import_holds_the_turn_for_a_bound(
     )
     assert report == ImportReport(inserted=1)
     assert "were not served here in time" in caplog.text
-    assert not await turn_holders(conn)
+    assert not await turn_backends(conn, granted=True)
 
 
 async def test_a_failed_import_gives_its_turn_up(conn: Conn, acme: Owner) -> None:
     """A session lock outlives a rollback: the turn is given up whatever happened."""
     with pytest.raises(InvalidRequest):
         await run(conn, acme, "number,name", "+492216698712,John")  # an unknown column
-    assert not await turn_holders(conn)
+    assert not await turn_backends(conn, granted=True)
     assert (await run(conn, acme, "phone,name", "+492216698712,John"))[0].inserted == 1
 
 
@@ -553,7 +541,7 @@ async def test_concurrent_replacing_imports_leave_one_listing_not_their_union(
     second to merge must see the first's rows and delete them, as if they ran in turn."""
     first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
     try:
-        async with merge_turn_held(db_url):
+        async with import_turn_held(db_url):
             tasks = [
                 asyncio.ensure_future(run(importer, acme, "phone,name", *lines, replace=True))
                 for importer, lines in (
@@ -580,7 +568,7 @@ async def test_an_import_whose_client_left_stops_waiting_for_its_turn(
     """A client killed while its import waits its turn frees the wait within the
     connection check's second, not when the merge ahead of it ends."""
     importer = await asyncpg.connect(db_url)
-    async with merge_turn_held(db_url):
+    async with import_turn_held(db_url):
         task = asyncio.ensure_future(run(importer, acme, "phone,name", "+492216698712,John"))
         await waiting_for_a_turn(conn, 1)
         importer.terminate()
