@@ -10,12 +10,14 @@ fixed schedule whatever the answers do, so a stall counts in full):
 - SIP dips: UDP INVITEs every 2 ms (500/s), each matched to its final
   answer by Call-ID;
 - HTTP lookups: ``GET /v1/lookup/+492216698712?tenant=demo`` every 5 ms
-  (200/s), each on its own task over one keep-alive session pool;
+  (200/s), each on its own task over a pool of keep-alive connections;
 first for ``--idle`` seconds with nothing else, then from the start of
 ``--uploads`` concurrent ``POST /api/partner/enterprise/demo/cnam-import``
 of ``--mb`` MB each (distinct numbers, sent by curl processes, so the
 uploads cost this client nothing) until the last is answered. Prints p50,
-p99 and max per phase. The daemon's code is whatever ``cnamd`` imports:
+p99 and max per phase, each answer timed on arrival (the kernel's receive
+time: the daemon's latency) and, as "seen", when this client's loop got to it
+(arrival_clients.py says why both). The daemon's code is whatever ``cnamd`` imports:
 set PYTHONPATH to another checkout's src to measure that one.
 """
 
@@ -36,12 +38,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 import loop_lag_reading
 import psutil
+from arrival_clients import Dips, Lookups, Sample
 
 from cnamd.settings import parse_cpus as parse
-from cnamd.sip.dip_client import build_invite
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
 DIP_EVERY = 0.002
@@ -80,79 +81,42 @@ def csv_body(mb: int, seed: int) -> bytes:
     return "".join(rows).encode()
 
 
-class Dips(asyncio.DatagramProtocol):
-    """Open-loop INVITEs; latency per Call-ID from send to final answer."""
-
-    def __init__(self) -> None:
-        self.sent: dict[bytes, float] = {}
-        self.latencies: list[tuple[float, float]] = []  # (sent at, latency)
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def send(self, server: tuple[str, int]) -> None:
-        assert self.transport is not None
-        local = self.transport.get_extra_info("sockname")
-        invite = build_invite("+492216698712", "+15550100", server, local, "udp")
-        call_id = invite.split(b"Call-ID: ", 1)[1].split(b"\r\n", 1)[0]
-        self.sent[call_id] = time.perf_counter()
-        self.transport.sendto(invite)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        now = time.perf_counter()
-        status = data[8:11]
-        if status.startswith(b"1"):
-            return
-        call_id = data.split(b"\r\nCall-ID: ", 1)[-1].split(b"\r\n", 1)[0]
-        sent = self.sent.pop(call_id, None)
-        if sent is not None:
-            self.latencies.append((sent, now - sent))
-
-
-Samples = list[tuple[float, float]]  # (sent at, latency), in perf_counter seconds
+Samples = list[Sample]  # (sent at on perf_counter, latency on arrival, latency seen)
 
 
 async def measure(
     base: str, sip: tuple[str, int], done: asyncio.Future[object]
 ) -> tuple[Samples, Samples, int]:
     """Dip and lookup latencies until ``done``; and how many dips went unanswered."""
-    loop = asyncio.get_running_loop()
-    transport, dips = await loop.create_datagram_endpoint(
-        Dips, local_addr=("127.0.0.1", 0), remote_addr=sip
-    )
-    dips.transport = transport  # connection_made() comes a loop turn later
-    lookups: Samples = []
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    dips = Dips(sip)
+    lookups = Lookups((host, int(port)), "/v1/lookup/+492216698712?tenant=demo")
     tasks: set[asyncio.Task[None]] = set()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
-
-        async def lookup() -> None:
-            start = time.perf_counter()
-            async with session.get(base + "/v1/lookup/+492216698712?tenant=demo") as resp:
-                await resp.read()
-                assert resp.status == 200, resp.status
-            lookups.append((start, time.perf_counter() - start))
-
+    try:
         start = time.perf_counter()
         n_dips = n_lookups = 0
         while not done.done():
             now = time.perf_counter() - start
             while n_dips * DIP_EVERY <= now:
-                dips.send(sip)
+                dips.send()
                 n_dips += 1
             while n_lookups * LOOKUP_EVERY <= now:
-                task = asyncio.create_task(lookup())
+                task = asyncio.create_task(lookups.lookup())
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 n_lookups += 1
             await asyncio.sleep(0.001)
         await asyncio.sleep(0.5)  # late answers still count
         await asyncio.gather(*tasks)
-    lost = len(dips.sent)
-    if dips.transport is not None:
-        dips.transport.close()
-    return dips.latencies, lookups, lost
+    finally:
+        dips.close()
+        lookups.close()
+    return dips.samples, lookups.samples, len(dips.sent)
 
 
-def figures(name: str, samples: Samples) -> str:
-    values = [latency for _, latency in samples]
+def figures(name: str, samples: Samples, seen: bool = False) -> str:
+    """p50, p99 and max on arrival (``seen``: as this client's loop got to them)."""
+    values = [s[2] if seen else s[1] for s in samples]
     q = statistics.quantiles(values, n=100)
     return (
         f"{name} p50 {q[49] * 1e3:6.2f} ms  p99 {q[98] * 1e3:7.2f} ms"
@@ -182,10 +146,10 @@ def timeline(began: float, dips: Samples, lookups: Samples, over: float) -> None
     """Per second of the uploads: the worst dip and lookup, and how many of each took
     longer than ``over`` (twice the idle p99 of dips: the issue's bound)."""
     print(f"  per second: worst latency, and answers over {over * 1e3:.2f} ms")
-    for second in range(int(max(t for t, _ in dips) - began) + 1):
+    for second in range(int(max(s[0] for s in dips) - began) + 1):
         worst, late = [], []
         for samples in (dips, lookups):
-            here = [lat for t, lat in samples if second <= t - began < second + 1]
+            here = [s[1] for s in samples if second <= s[0] - began < second + 1]
             worst.append(max(here, default=0.0) * 1e3)
             late.append(sum(lat > over for lat in here))
         print(
@@ -274,8 +238,10 @@ async def phases(
     dips, lookups, lost = await measure(base, sip, quiet)
     lag, before = await loop_lag_reading.buckets(base), lag
     print(f"idle     {figures('dip', dips)}  unanswered {lost}")
-    idle_p99 = statistics.quantiles([lat for _, lat in dips], n=100)[98]
+    idle_p99 = statistics.quantiles([s[1] for s in dips], n=100)[98]
     print(f"idle     {figures('lookup', lookups)}")
+    print(f"idle     seen {figures('dip', dips, seen=True)}")
+    print(f"idle     seen {figures('lookup', lookups, seen=True)}")
     print(f"idle     {loop_lag_reading.described(before, lag)}", flush=True)
     began, began_wall = time.perf_counter(), time.time()
     cpu = cpu_seconds()
@@ -285,6 +251,8 @@ async def phases(
     lag, before = await loop_lag_reading.buckets(base), lag
     print(f"uploads  {figures('dip', dips)}  unanswered {lost}")
     print(f"uploads  {figures('lookup', lookups)}")
+    print(f"uploads  seen {figures('dip', dips, seen=True)}")
+    print(f"uploads  seen {figures('lookup', lookups, seen=True)}")
     print(f"uploads  {loop_lag_reading.described(before, lag)}")
     cached = first_cache_event(log, began_wall)
     if cached is not None:

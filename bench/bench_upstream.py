@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import loop_lag_reading
+import psutil
 
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
@@ -262,7 +263,7 @@ def bench_burst(count: int, concurrency: int, plus: str = "%2B") -> None:
                     break
             except OSError:
                 time.sleep(0.1)
-        asyncio.run(_burst(base, sip, count, provider, work, plus=plus))
+        asyncio.run(_burst(base, sip, count, provider, work, plus=plus, pid=daemon.pid))
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -274,7 +275,7 @@ def bench_burst(count: int, concurrency: int, plus: str = "%2B") -> None:
 
 
 async def _burst(
-    base: str, sip: int, count: int, provider: SlowProvider, work: Path, *, plus: str
+    base: str, sip: int, count: int, provider: SlowProvider, work: Path, *, plus: str, pid: int
 ) -> None:
     import aiohttp
     import asyncpg
@@ -312,10 +313,15 @@ async def _burst(
             await asyncio.sleep(0.002)
         sock.close()
 
+    worker = psutil.Process(pid)  # --workers 1: the process that serves
     dipper = asyncio.create_task(local_dips())
+    await asyncio.sleep(0.2)
+    cpu0, at0 = sum(worker.cpu_times()[:2]), time.perf_counter()
     await asyncio.sleep(1)
     lag0 = await loop_lag_reading.buckets(base)
+    cpu1 = sum(worker.cpu_times()[:2])
     started = time.perf_counter()
+    dips_rate = (cpu1 - cpu0) / (started - at0)  # CPU seconds per second of local dips alone
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
         numbers = iter(range(count))
 
@@ -331,6 +337,7 @@ async def _burst(
         # process holding 10,000 coroutines whose collections take the cores from the daemon
         named = sum(await asyncio.gather(*(ask() for _ in range(200))))
     answered = time.perf_counter() - started
+    cpu2 = sum(worker.cpu_times()[:2])
     stored = writes = 0
     while stored < count and time.perf_counter() - started < answered + 30:
         stored, writes = await _stored(work)
@@ -362,6 +369,11 @@ async def _burst(
         f"  local dips during the burst: {len(lat)} answered, {failures} failed;"
         f" p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms,"
         f" max {lat[-1] * 1e3:.2f} ms"
+    )
+    per_number = (cpu2 - cpu1 - dips_rate * answered) / count
+    print(
+        f"  the worker's CPU: {cpu2 - cpu1:.2f} s in the burst, {dips_rate * 100:.1f}% of a core"
+        f" for the local dips alone before it: about {per_number * 1e6:.0f} us per number asked"
     )
     if failed:
         print(f"  the failures: {failed}")
