@@ -2,6 +2,7 @@
 """SIP dip and HTTP lookup latency of a real daemon, idle and during concurrent CSV uploads.
 
     .venv/bin/python bench/bench_upload_latency.py [--workers 1 2] [--mb 10] [--uploads 2]
+        [--idle 5] [--timeline] [--rounds 1]
 
 For each ``--workers`` value: starts ``cnamd serve --demo --workers N`` on an
 embedded PostgreSQL in a fresh temporary directory, makes a partner key with
@@ -17,7 +18,10 @@ of ``--mb`` MB each (distinct numbers, sent by curl processes, so the
 uploads cost this client nothing) until the last is answered. Prints p50,
 p99 and max per phase, each answer timed on arrival (the kernel's receive
 time: the daemon's latency) and, as "seen", when this client's loop got to it
-(arrival_clients.py says why both). The daemon's code is whatever ``cnamd`` imports:
+(arrival_clients.py says why both). With ``--rounds K``, K fresh daemons per
+``--workers`` value, then each round's ratio and the ratio of all rounds' samples
+pooled: the idle p99 alone moves 2x from one start to the next on a small VM. The
+daemon's code is whatever ``cnamd`` imports:
 set PYTHONPATH to another checkout's src to measure that one.
 """
 
@@ -49,6 +53,7 @@ DIP_EVERY = 0.002
 LOOKUP_EVERY = 0.005
 IDLE = 5.0  # seconds measured idle (--idle)
 TIMELINE = False  # --timeline
+ROUNDS = 1  # --rounds
 WARM = False  # --warm-upload: the first body is a small upload sent before the idle phase
 CPUS = ""  # --cpus: the daemon's server.cpus; this client on them too, curl on the others
 ASIDE: list[str] = []  # taskset prefix of the curl uploads with --cpus
@@ -221,9 +226,12 @@ def cpu_by_role(before: dict[int, tuple[str, float]], seconds: float) -> str:
     return ", ".join(f"{role} {cpu / seconds * 100:.0f}%" for role, cpu in ranked if cpu > 0.05)
 
 
+Phases = tuple[Samples, Samples, Samples, Samples]  # idle dips, lookups; during the uploads
+
+
 async def phases(
     base: str, sip: tuple[str, int], token: str, bodies: list[Path], log: Path
-) -> None:
+) -> Phases:
     """Warm-up (1 s, not counted), idle, then during the uploads; prints each phase."""
     loop = asyncio.get_running_loop()
     if WARM:
@@ -236,6 +244,7 @@ async def phases(
     loop.call_later(IDLE, quiet.set_result, None)
     lag = await loop_lag_reading.buckets(base)
     dips, lookups, lost = await measure(base, sip, quiet)
+    idle = (dips, lookups)
     lag, before = await loop_lag_reading.buckets(base), lag
     print(f"idle     {figures('dip', dips)}  unanswered {lost}")
     idle_p99 = statistics.quantiles([s[1] for s in dips], n=100)[98]
@@ -264,6 +273,7 @@ async def phases(
         timeline(began, dips, lookups, 2 * idle_p99)
     for took, what in uploads.result():
         print(f"upload   {took:.1f} s  {what}", flush=True)
+    return (*idle, dips, lookups)
 
 
 def first_cache_event(log: Path, since: float) -> float | None:
@@ -282,10 +292,11 @@ def first_cache_event(log: Path, since: float) -> float | None:
     return None
 
 
-def sitting(workers: int, bodies: list[Path], where: Path) -> None:
+def sitting(workers: int, bodies: list[Path], where: Path) -> Phases:
     """One daemon with ``workers`` workers on a fresh embedded PostgreSQL, measured."""
     http, sip = free_port(), free_port()
     base = f"http://127.0.0.1:{http}"
+    where = Path(tempfile.mkdtemp(prefix=f"w{workers}-", dir=where))  # fresh per round
     data = where / f"w{workers}" / "pgdata"
     data.parent.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
@@ -321,7 +332,7 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> None:
             if CPUS:  # after the daemon started: it splits the CPUs it may run on
                 os.sched_setaffinity(0, parse(CPUS))
             try:
-                asyncio.run(phases(base, ("127.0.0.1", sip), token, bodies, log_path))
+                return asyncio.run(phases(base, ("127.0.0.1", sip), token, bodies, log_path))
             finally:
                 os.sched_setaffinity(0, every)
         finally:
@@ -355,7 +366,32 @@ def main(workers: list[int], mb: int, count: int) -> None:
             warm.write_bytes(csv_body(1, 99)[:100_000].rsplit(b"\n", 1)[0] + b"\n")
             bodies.insert(0, warm)
         for n in workers:
-            sitting(n, bodies, where)
+            rounds = [sitting(n, bodies, where) for _ in range(ROUNDS)]
+            if ROUNDS > 1:
+                pooled(n, rounds)
+
+
+def pooled(workers: int, rounds: list[Phases]) -> None:
+    """Each round's p99 during the uploads over its idle p99, and the same over all the
+    rounds' samples together: the idle p99 moves from one daemon start to the next."""
+
+    def p99(samples: Samples, seen: bool) -> float:
+        return statistics.quantiles([s[2] if seen else s[1] for s in samples], n=100)[98]
+
+    print(f"--workers {workers}, {len(rounds)} rounds: p99 during the uploads over idle p99")
+    for kind, at in (("dip", 0), ("lookup", 1)):
+        for seen in (False, True):
+            each = [p99(r[at + 2], seen) / p99(r[at], seen) for r in rounds]
+            idle = [s for r in rounds for s in r[at]]
+            busy = [s for r in rounds for s in r[at + 2]]
+            print(
+                f"  {kind:6} {'seen' if seen else 'on arrival':10}"
+                f" per round {', '.join(f'{x:.2f}x' for x in each)};"
+                f" median {statistics.median(each):.2f}x;"
+                f" pooled {p99(busy, seen) * 1e3:.2f} / {p99(idle, seen) * 1e3:.2f} ms"
+                f" = {p99(busy, seen) / p99(idle, seen):.2f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
@@ -365,6 +401,9 @@ if __name__ == "__main__":
     parser.add_argument("--uploads", type=int, default=2, help="uploads sent at once")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds measured idle")
     parser.add_argument("--timeline", action="store_true", help="worst latency per second")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="fresh daemons per --workers value, then pooled"
+    )
     parser.add_argument(
         "--warm-upload",
         action="store_true",
@@ -380,6 +419,7 @@ if __name__ == "__main__":
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
     IDLE, TIMELINE, CPUS, WARM = args.idle, args.timeline, args.cpus, args.warm_upload
+    ROUNDS = args.rounds
     if CPUS:
         aside = sorted(os.sched_getaffinity(0) - parse(CPUS))
         ASIDE = ["taskset", "-c", ",".join(map(str, aside))]
