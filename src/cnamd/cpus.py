@@ -23,7 +23,7 @@ import os
 import psutil
 
 from cnamd.errors import ConfigError
-from cnamd.settings import parse_cpus
+from cnamd.settings import Settings, parse_cpus
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ def plan(setting: str) -> None:
         return
     os.environ[SPLIT_ENV] = f"{_text(serving)}/{_text(aside)}"
     log.info("cores kept for serving", extra={"serving": _text(serving), "aside": _text(aside)})
+
+
+def worker_count(settings: Settings) -> int:
+    """The daemon's serving workers: ``server.workers``, or one per CPU when it is 0."""
+    return settings.server.workers or os.cpu_count() or 1
 
 
 def usable() -> int:

@@ -304,7 +304,7 @@ class Server:
     def _share_claims(self, chain: Chain) -> None:
         """With several workers, one of them asks for a number (upstream/claims.py)."""
         assert self.limits is not None
-        if (self.settings.server.workers or os.cpu_count() or 1) > 1:
+        if cpus.worker_count(self.settings) > 1:
             window = chain.claims.window
             chain.claims.table = self.limits.bucket("upstream", 1.0 / window, 1.0)
 

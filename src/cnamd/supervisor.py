@@ -82,10 +82,6 @@ class Worker:
     beats: bytearray = field(default_factory=bytearray)  # a heartbeat line not yet whole
 
 
-def worker_count(settings: Settings) -> int:
-    return settings.server.workers or os.cpu_count() or 1
-
-
 class Supervisor:
     """Binds, prepares, spawns and watches the workers."""
 
@@ -100,7 +96,7 @@ class Supervisor:
         self.demo = demo
         self.reload_settings = reload_settings
         self.metrics_dir = ""
-        self.count = worker_count(settings)
+        self.count = cpus.worker_count(settings)
         self.database = DatabaseServer(settings.database)
         self.sockets: list[tuple[ListenSpec, socket.socket]] = []
         self.workers: dict[int, Worker] = {}

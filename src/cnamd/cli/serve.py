@@ -47,8 +47,9 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from cnamd.cpus import worker_count
     from cnamd.server import Server
-    from cnamd.supervisor import Supervisor, worker_count
+    from cnamd.supervisor import Supervisor
 
     # SIGHUP re-reads the same sources: the file, the environment, the flags
     def reread() -> Settings:
