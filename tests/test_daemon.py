@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 from sip_peer import display_name, parse_reply, request
 
+from cnamd import fd_table
+from cnamd.settings import load
 from pristine_pgdata import seed
 
 CLI = [sys.executable, "-m", "cnamd.cli"]
@@ -338,6 +340,18 @@ def worker_pids(proc: subprocess.Popen[str]) -> set[int]:
     return found
 
 
+def fd_table_size(pid: int) -> int:
+    """The process's descriptor table (Linux's ``FDSize``): slots, open or not."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line[:7] == "FDSize:")
+
+
+def grown_to(pid: int) -> int:
+    """What fd_table grows a worker of default settings to under its own soft limit."""
+    soft = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0]
+    return min(fd_table.capacity(load(environ={})), soft)
+
+
 def replaced_workers(
     proc: subprocess.Popen[str], victim: int, count: int, timeout: float
 ) -> set[int]:
@@ -382,12 +396,15 @@ def test_workers_serve_inherited_sockets_and_a_crashed_worker_is_restarted(tmp_p
         sockets = {pid: udp_sockets(pid, daemon.sip_port) for pid in first}
         assert all(len(fds) == 1 for fds in sockets.values()), sockets
         assert len({inode for fds in sockets.values() for inode in fds}) == 2
+        # grown before serving for every connection a worker may hold (fd_table.py)
+        assert all(fd_table_size(pid) >= grown_to(pid) for pid in first)
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         now = replaced_workers(daemon.proc, victim, 2, 20)
         wait_ready(daemon.base, daemon.proc)
         (replacement,) = now - first
         assert udp_sockets(replacement, daemon.sip_port) == sockets[victim]  # inherited again
+        assert fd_table_size(replacement) >= grown_to(replacement)
         for i in range(10):  # every answer comes from some live worker
             reply = parse_reply(sip_dip(daemon.sip_port, "+492216698712", branch=f"z9hG4bK-w{i}"))
             assert reply.status == 302

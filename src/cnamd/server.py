@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cnamd import __version__, cpus, logs, metrics
+from cnamd import __version__, cpus, fd_table, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.callers import DirectoryCallers
@@ -175,6 +175,9 @@ class Server:
         metrics.BUILD_INFO.labels(__version__).set(1)
         metrics.CONFIG_RELOAD_OK.set(1)
         access_log.set_enabled(self.settings.http.access_log)
+        # before the first connection: a table grown later stalls the loop (fd_table.py)
+        slots = fd_table.grow(fd_table.capacity(self.settings))
+        log.debug("descriptor table grown", extra={"slots": slots})
         db = self.settings.database
         if self.worker is None:
             assert self.database is not None
