@@ -13,6 +13,10 @@ UDP at a steady rate: the local dips' failures and latency, the provider's peak
 concurrency (the source's ``max_concurrency``), how long until every answer is held,
 the rows stored and the transactions PostgreSQL committed meanwhile.
 
+``control``: the burst's daemon and local dips for S seconds (default 41, a burst's
+length) with nothing asked upstream: how many of this machine's timers run late with
+no burst at all, to read the burst's loop lag against.
+
 ``callers``: the dip's question alone (``DirectoryCallers.caller_name``) at N names
 and N held answers mapped from a file, random numbers: what the upstream scope adds
 at a realistic size.
@@ -21,6 +25,7 @@ Reproduce:
     .venv/bin/python bench/bench_upstream.py dip [N]
     .venv/bin/python bench/bench_upstream.py callers [N]
     .venv/bin/python bench/bench_upstream.py burst [N] [CONCURRENCY] [plain]
+    .venv/bin/python bench/bench_upstream.py control [S]
 
 ``plain`` asks ``/v1/lookup/+1414...`` as a PBX would, which the connection front
 answers (waiting for upstream there); without it the ``+`` is sent as ``%2B``, which
@@ -202,11 +207,14 @@ class SlowProvider:
 
         self.delay = delay
         self.inflight = self.peak = self.asked = 0
+        self.peers: set[object] = set()  # the client ends it saw: connections opened
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
         async def cnam(request: web.Request) -> web.Response:
             self.asked += 1
+            if request.transport is not None:
+                self.peers.add(request.transport.get_extra_info("peername"))
             self.inflight += 1
             self.peak = max(self.peak, self.inflight)
             await asyncio.sleep(self.delay)
@@ -234,7 +242,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def bench_burst(count: int, concurrency: int, plus: str = "%2B") -> None:
+def bench_burst(count: int, concurrency: int, plus: str = "%2B", hold: float = 0.0) -> None:
+    """A burst of `count` unknown numbers beside 500 local dips a second.
+
+    With `count` 0 the same daemon and local dips run for `hold` seconds with nothing
+    asked upstream: the control that says how late this machine's timers are anyway.
+    """
     provider = SlowProvider(0.2)
     http, sip = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="cnamd-bench-upstream-"))
@@ -263,7 +276,7 @@ def bench_burst(count: int, concurrency: int, plus: str = "%2B") -> None:
                     break
             except OSError:
                 time.sleep(0.1)
-        asyncio.run(_burst(base, sip, count, provider, work, plus=plus, pid=daemon.pid))
+        asyncio.run(_burst(base, sip, count, provider, work, plus=plus, pid=daemon.pid, hold=hold))
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -275,7 +288,15 @@ def bench_burst(count: int, concurrency: int, plus: str = "%2B") -> None:
 
 
 async def _burst(
-    base: str, sip: int, count: int, provider: SlowProvider, work: Path, *, plus: str, pid: int
+    base: str,
+    sip: int,
+    count: int,
+    provider: SlowProvider,
+    work: Path,
+    *,
+    plus: str,
+    pid: int,
+    hold: float,
 ) -> None:
     import aiohttp
     import asyncpg
@@ -335,7 +356,11 @@ async def _burst(
         # the connector's 200 connections, each asking the next number: the same load as
         # 10,000 gathered requests queued for 200 connections, without the bench's own
         # process holding 10,000 coroutines whose collections take the cores from the daemon
-        named = sum(await asyncio.gather(*(ask() for _ in range(200))))
+        if count:
+            named = sum(await asyncio.gather(*(ask() for _ in range(200))))
+        else:
+            named = 0
+            await asyncio.sleep(hold)
     answered = time.perf_counter() - started
     cpu2 = sum(worker.cpu_times()[:2])
     stored = writes = 0
@@ -360,7 +385,10 @@ async def _burst(
         f"  named over HTTP: {named}; all answered in {answered:.1f} s;"
         f" all stored {all_stored:.1f} s"
     )
-    print(f"  provider asked {provider.asked} times, peak in flight {provider.peak}")
+    print(
+        f"  provider asked {provider.asked} times over {len(provider.peers)} connections,"
+        f" peak in flight {provider.peak}"
+    )
     print(
         f"  rows stored {stored} in {writes} write transactions;"
         f" PostgreSQL commits meanwhile {commits} (all databases, pings and polls included)"
@@ -370,10 +398,11 @@ async def _burst(
         f" p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms,"
         f" max {lat[-1] * 1e3:.2f} ms"
     )
-    per_number = (cpu2 - cpu1 - dips_rate * answered) / count
+    per_number = (cpu2 - cpu1 - dips_rate * answered) / max(count, 1)
     print(
         f"  the worker's CPU: {cpu2 - cpu1:.2f} s in the burst, {dips_rate * 100:.1f}% of a core"
-        f" for the local dips alone before it: about {per_number * 1e6:.0f} us per number asked"
+        f" for the local dips alone before it"
+        + (f": about {per_number * 1e6:.0f} us per number asked" if count else "")
     )
     if failed:
         print(f"  the failures: {failed}")
@@ -402,6 +431,8 @@ if __name__ == "__main__":
         bench_dip(int(sys.argv[2]) if len(sys.argv) > 2 else 100000)
     elif what == "callers":
         bench_callers(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
+    elif what == "control":  # the burst's daemon and local dips, nothing asked upstream
+        bench_burst(0, 50, hold=float(sys.argv[2]) if len(sys.argv) > 2 else 41.0)
     else:
         bench_burst(
             int(sys.argv[2]) if len(sys.argv) > 2 else 2000,
