@@ -2,7 +2,7 @@
 """SIP dip and HTTP lookup latency of a real daemon, idle and during concurrent CSV uploads.
 
     .venv/bin/python bench/bench_upload_latency.py [--workers 1 2] [--mb 10] [--uploads 2]
-        [--idle 5] [--timeline] [--rounds 1]
+        [--idle 5] [--timeline] [--rounds 1] [--floor]
 
 For each ``--workers`` value: starts ``cnamd serve --demo --workers N`` on an
 embedded PostgreSQL in a fresh temporary directory, makes a partner key with
@@ -20,8 +20,11 @@ p99 and max per phase, each answer timed on arrival (the kernel's receive
 time: the daemon's latency) and, as "seen", when this client's loop got to it
 (arrival_clients.py says why both). With ``--rounds K``, K fresh daemons per
 ``--workers`` value, then each round's ratio and the ratio of all rounds' samples
-pooled: the idle p99 alone moves 2x from one start to the next on a small VM. The
-daemon's code is whatever ``cnamd`` imports:
+pooled: the idle p99 alone moves 2x from one start to the next on a small VM. With
+``--floor`` the uploads are not sent to the daemon: ``cnamd import`` runs the same
+imports into a second database of its PostgreSQL, which no worker follows, so the
+figures are this host's share of the tail without cnamd's (bench/README.md, "The
+host's share"). The daemon's code is whatever ``cnamd`` imports:
 set PYTHONPATH to another checkout's src to measure that one.
 """
 
@@ -57,6 +60,7 @@ ROUNDS = 1  # --rounds
 WARM = False  # --warm-upload: the first body is a small upload sent before the idle phase
 CPUS = ""  # --cpus: the daemon's server.cpus; this client on them too, curl on the others
 ASIDE: list[str] = []  # taskset prefix of the curl uploads with --cpus
+FLOOR = False  # --floor: the same imports by `cnamd import` into a database not served
 NOTABLE = 12  # the daemon's warnings, errors and cache reloads printed per sitting
 NOTABLE_MARKS = (
     "level=warning",
@@ -129,8 +133,11 @@ def figures(name: str, samples: Samples, seen: bool = False) -> str:
     )
 
 
-async def upload(base: str, token: str, body: Path) -> tuple[float, str]:
+async def upload(base: str, token: str, body: Path, floor: str = "") -> tuple[float, str]:
+    """One upload, sent by curl; with ``floor`` (a database URL), ``cnamd import`` instead."""
     started = time.perf_counter()
+    if floor:
+        return await floor_import(floor, body, started)
     curl = await asyncio.create_subprocess_exec(
         *ASIDE,
         *("curl", "-sS", "-X", "POST", "--data-binary", f"@{body}"),
@@ -145,6 +152,40 @@ async def upload(base: str, token: str, body: Path) -> tuple[float, str]:
         return took, f"inserted={report['inserted']} rejected={report['rejected']}"
     except (ValueError, KeyError):
         return took, out[:200].decode(errors="replace")
+
+
+async def floor_import(url: str, body: Path, started: float) -> tuple[float, str]:
+    """The upload's database work and parsing without the daemon: ``cnamd import`` (one
+    parsing process, as a 2-CPU daemon's bulk worker, at its nice 10) into a second
+    database of the same PostgreSQL, which no worker follows. What is left of the
+    dips' tail then is this host's, not the serving path's."""
+    cli = await asyncio.create_subprocess_exec(
+        *ASIDE,
+        *("nice", "-n", "10", *CLI, "import", "--database-url", url),
+        *("--scope", "enterprise:demo", "--jobs", "1", "--log-level", "warning", str(body)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = await cli.communicate()
+    return time.perf_counter() - started, out.decode(errors="replace").strip()[-200:]
+
+
+def floor_database(data: Path, env: dict[str, str]) -> str:
+    """A database ``floor`` beside the daemon's, with the same schema and demo data."""
+    url = f"postgresql://postgres@/floor?host={data}"
+    script = (
+        "import asyncio, sys, asyncpg\n"
+        "from cnamd.database import migrate_database\n"
+        "async def main():\n"
+        "    c = await asyncpg.connect(sys.argv[1])\n"
+        "    await c.execute('CREATE DATABASE floor')\n"
+        "    await c.close()\n"
+        "    await migrate_database(sys.argv[2], 30.0, demo=True)\n"
+        "asyncio.run(main())"
+    )
+    admin = f"postgresql://postgres@/postgres?host={data}"
+    subprocess.run([CLI[0], "-c", script, admin, url], check=True, env=env)
+    return url
 
 
 def timeline(began: float, dips: Samples, lookups: Samples, over: float) -> None:
@@ -230,7 +271,7 @@ Phases = tuple[Samples, Samples, Samples, Samples]  # idle dips, lookups; during
 
 
 async def phases(
-    base: str, sip: tuple[str, int], token: str, bodies: list[Path], log: Path
+    base: str, sip: tuple[str, int], token: str, bodies: list[Path], log: Path, *, floor: str
 ) -> Phases:
     """Warm-up (1 s, not counted), idle, then during the uploads; prints each phase."""
     loop = asyncio.get_running_loop()
@@ -254,7 +295,7 @@ async def phases(
     print(f"idle     {loop_lag_reading.described(before, lag)}", flush=True)
     began, began_wall = time.perf_counter(), time.time()
     cpu = cpu_seconds()
-    uploads = asyncio.gather(*(upload(base, token, body) for body in bodies))
+    uploads = asyncio.gather(*(upload(base, token, body, floor) for body in bodies))
     dips, lookups, lost = await measure(base, sip, uploads)
     print(f"uploads  CPU of one core: {cpu_by_role(cpu, time.perf_counter() - began)}")
     lag, before = await loop_lag_reading.buckets(base), lag
@@ -327,12 +368,15 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> Phases:
                 check=True,
             )
             token = made.stdout.strip().splitlines()[-1]
+            floor = floor_database(data, env) if FLOOR else ""
             log_path = where / f"w{workers}" / "daemon.log"
             every = os.sched_getaffinity(0)
             if CPUS:  # after the daemon started: it splits the CPUs it may run on
                 os.sched_setaffinity(0, parse(CPUS))
             try:
-                return asyncio.run(phases(base, ("127.0.0.1", sip), token, bodies, log_path))
+                measured = asyncio.run(
+                    phases(base, ("127.0.0.1", sip), token, bodies, log_path, floor=floor)
+                )
             finally:
                 os.sched_setaffinity(0, every)
         finally:
@@ -351,6 +395,7 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> Phases:
         print("  daemon:", line[:300])
     if len(notable) > NOTABLE:
         print(f"  daemon: ... {len(notable) - NOTABLE} more")
+    return measured
 
 
 def main(workers: list[int], mb: int, count: int) -> None:
@@ -415,11 +460,17 @@ if __name__ == "__main__":
         help="the daemon's server.cpus (e.g. 0); this client runs on those CPUs too (a PBX"
         " would be another host: here it takes the serving core's time), the curls on the others",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="the same imports by `cnamd import` into another database of the same"
+        " PostgreSQL, which the daemon does not serve: the host's share of the tail",
+    )
     args = parser.parse_args()
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
     IDLE, TIMELINE, CPUS, WARM = args.idle, args.timeline, args.cpus, args.warm_upload
-    ROUNDS = args.rounds
+    ROUNDS, FLOOR = args.rounds, args.floor
     if CPUS:
         aside = sorted(os.sched_getaffinity(0) - parse(CPUS))
         ASIDE = ["taskset", "-c", ",".join(map(str, aside))]
