@@ -19,27 +19,16 @@ import argparse
 import asyncio
 import os
 import resource
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import loop_lag_reading
 from arrival_clients import Dips
-
-CLI = [sys.executable, "-m", "cnamd.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        port: int = tcp.getsockname()[1]
-    return port
+from demo_daemon import demo
 
 
 def fd_size(pid: int) -> int:
@@ -100,38 +89,11 @@ async def phases(base: str, http: int, sip: int, pid: int, count: int) -> None:
 
 
 def sitting(count: int) -> None:
-    http, sip = free_port(), free_port()
-    base = f"http://127.0.0.1:{http}"
-    with tempfile.TemporaryDirectory(prefix="cnamd-storm-bench-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
-        with (Path(tmp) / "daemon.log").open("wb") as log:
-            daemon = subprocess.Popen(
-                [
-                    *CLI,
-                    *("serve", "--demo", "--workers", "1", "--snapshot", ""),
-                    *("--http-listen", f"127.0.0.1:{http}", "--sip-listen", f"127.0.0.1:{sip}"),
-                    *("--embedded-dir", str(Path(tmp) / "pgdata")),
-                ],
-                cwd=tmp,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                for _ in range(1200):
-                    try:
-                        if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
-                            break
-                    except OSError:
-                        time.sleep(0.1)
-                asyncio.run(phases(base, http, sip, daemon.pid, count))
-            finally:
-                daemon.send_signal(signal.SIGTERM)
-                try:
-                    daemon.wait(30)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
-                    daemon.wait()
+    with (
+        tempfile.TemporaryDirectory(prefix="cnamd-storm-bench-") as tmp,
+        demo(Path(tmp), 1) as daemon,
+    ):
+        asyncio.run(phases(daemon.base, daemon.http, daemon.sip, daemon.proc.pid, count))
 
 
 if __name__ == "__main__":

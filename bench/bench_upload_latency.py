@@ -35,23 +35,20 @@ import asyncio
 import datetime
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import loop_lag_reading
 import psutil
 from arrival_clients import Dips, Lookups, Sample
+from demo_daemon import CLI, demo, environment
 
 from cnamd.settings import parse_cpus as parse
 
-CLI = [sys.executable, "-m", "cnamd.cli"]
 DIP_EVERY = 0.002
 LOOKUP_EVERY = 0.005
 IDLE = 5.0  # seconds measured idle (--idle)
@@ -71,13 +68,6 @@ NOTABLE_MARKS = (
     "cache load built",
     "cache swapped",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        port: int = tcp.getsockname()[1]
-    return port
 
 
 def csv_body(mb: int, seed: int) -> bytes:
@@ -204,21 +194,6 @@ def timeline(began: float, dips: Samples, lookups: Samples, over: float) -> None
         )
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the daemon exited; see its log")
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the daemon was not ready in time")
-
-
 def _role(proc: psutil.Process, postmasters: set[int]) -> str:
     """Which part of the sitting a process is, from its command line ("other": not ours)."""
     if proc.pid == os.getpid():
@@ -335,60 +310,33 @@ def first_cache_event(log: Path, since: float) -> float | None:
 
 def sitting(workers: int, bodies: list[Path], where: Path) -> Phases:
     """One daemon with ``workers`` workers on a fresh embedded PostgreSQL, measured."""
-    http, sip = free_port(), free_port()
-    base = f"http://127.0.0.1:{http}"
     where = Path(tempfile.mkdtemp(prefix=f"w{workers}-", dir=where))  # fresh per round
-    data = where / f"w{workers}" / "pgdata"
-    data.parent.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
+    env = environment()
     print(f"--workers {workers}", flush=True)
-    with (where / f"w{workers}" / "daemon.log").open("wb") as log:
-        daemon = subprocess.Popen(
-            [
-                *CLI,
-                *("serve", "--demo", "--workers", str(workers)),
-                *("--http-listen", f"127.0.0.1:{http}", "--sip-listen", f"127.0.0.1:{sip}"),
-                *("--embedded-dir", str(data), "--snapshot", ""),
-                *(("--set", f"server.cpus={CPUS}") if CPUS else ()),
-            ],
-            cwd=where,
+    cpus = ("--set", f"server.cpus={CPUS}") if CPUS else ()
+    with demo(where, workers, *cpus) as daemon:
+        print(f"daemon pid {daemon.proc.pid}", flush=True)
+        key = ("apikey", "create", "--role", "partner", "--enterprise", "demo")
+        made = subprocess.run(
+            [*CLI, *key, "--embedded-dir", str(daemon.data)],
+            capture_output=True,
+            text=True,
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            check=True,
         )
+        token = made.stdout.strip().splitlines()[-1]
+        floor = floor_database(daemon.data, env) if FLOOR else ""
+        every = os.sched_getaffinity(0)
+        if CPUS:  # after the daemon started: it splits the CPUs it may run on
+            os.sched_setaffinity(0, parse(CPUS))
         try:
-            wait_ready(base, daemon)
-            print(f"daemon pid {daemon.pid}", flush=True)
-            key = ("apikey", "create", "--role", "partner", "--enterprise", "demo")
-            made = subprocess.run(
-                [*CLI, *key, "--embedded-dir", str(data)],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            )
-            token = made.stdout.strip().splitlines()[-1]
-            floor = floor_database(data, env) if FLOOR else ""
-            log_path = where / f"w{workers}" / "daemon.log"
-            every = os.sched_getaffinity(0)
-            if CPUS:  # after the daemon started: it splits the CPUs it may run on
-                os.sched_setaffinity(0, parse(CPUS))
-            try:
-                measured = asyncio.run(
-                    phases(base, ("127.0.0.1", sip), token, bodies, log_path, floor=floor)
-                )
-            finally:
-                os.sched_setaffinity(0, every)
+            sip = ("127.0.0.1", daemon.sip)
+            measured = asyncio.run(phases(daemon.base, sip, token, bodies, daemon.log, floor=floor))
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            os.sched_setaffinity(0, every)
     notable = [
         line
-        for line in (where / f"w{workers}" / "daemon.log").read_text(errors="replace").splitlines()
+        for line in daemon.log.read_text(errors="replace").splitlines()
         if any(mark in line for mark in NOTABLE_MARKS)
     ]
     for line in notable[:NOTABLE]:
