@@ -35,11 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+from demo_daemon import wait_ready
 
 from cnamd.change_log_pruner import ChangeLogPruner
 from cnamd.settings import DatabaseSettings
@@ -183,19 +183,6 @@ async def prepare(pair: ReplicatedPair) -> int:
     return tenant
 
 
-def wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    sys.exit("daemon not ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--writes", type=int, default=300)
@@ -221,7 +208,7 @@ def main() -> None:
             ],
             env={k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")},
         )  # fmt: skip
-        wait_ready(base)
+        wait_ready(base, timeout=60)
         print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} (shared, noisy)")
         found = asyncio.run(latency(pair, base, args.writes, tenant))
         print(

@@ -41,10 +41,13 @@ class Demo:
     log: Path
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def wait_ready(
+    base: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 120
+) -> None:
+    """Until ``base``'s /readyz answers 200; exits the bench if ``proc`` ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise SystemExit("the daemon exited; see its log")
         try:
             with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
