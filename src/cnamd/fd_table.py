@@ -5,10 +5,11 @@ descriptors are opened, and never shrinks it. In a process with threads (a worke
 has its executor's and libuv's) each growth waits for an RCU grace period
 (``expand_fdtable`` calls ``synchronize_rcu`` when the table is shared), and the
 thread that opened the descriptor, the event loop's, waits with it: 6-23 ms a step
-on the 2-core VM of bench/README.md ("The descriptor table's growth"), the whole loop stalled
-when a burst of connections first takes a worker past 256 descriptors. Growing the
-table at start-up to what the worker may hold moves those waits before the first
-request. The memory is 8 bytes per slot: 128 KiB for the default caps.
+on the 2-core VM of bench/README.md ("The descriptor table's growth"). So a burst of
+connections that first took a worker past 256, 512 or 1,024 descriptors stalled its
+whole loop. Growing the table at start-up to what the worker may hold moves those
+waits before the first request. The memory is 8 bytes per slot: 128 KiB for the
+default caps.
 """
 
 from __future__ import annotations
