@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -232,14 +233,28 @@ async def load_in_child(
     env[SPEC_ENV] = json.dumps(spec)
     # the child's own (zero) gauges must not join a worker's merged metrics
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cnamd.replica.loader", env=env, stdin=asyncio.subprocess.DEVNULL
+    # subprocess.Popen in a thread, not the loop's create_subprocess_exec: uvloop's
+    # forks this process, and the fork copies its page tables on the loop's thread (3-6 ms
+    # at 50 MB resident, 18-24 ms at 400 MB), a stall on every reload of a process that
+    # serves (--workers 1); Popen's vfork takes under 0.3 ms whatever the size
+    # (bench/bench_spawn.py; bench/README.md, "A reload's spawn"). The wait is a thread's.
+    spawning = asyncio.ensure_future(
+        asyncio.to_thread(
+            subprocess.Popen,
+            [sys.executable, "-m", "cnamd.replica.loader"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     )
+    child: subprocess.Popen[bytes] | None = None
     try:
-        code = await child.wait()
+        child = await asyncio.shield(spawning)
+        code = await asyncio.to_thread(child.wait)
     except asyncio.CancelledError:
+        if child is None:  # cancelled while it started: it runs all the same
+            child = await spawning
         child.kill()
-        await child.wait()
+        await asyncio.to_thread(child.wait)
         raise
     if code == EXIT_UNREACHABLE:
         raise StoreUnavailable("the cache load could not reach the database", field="database.url")
