@@ -2,7 +2,7 @@
 """SIP dip and HTTP lookup latency of a real daemon, idle and during concurrent CSV uploads.
 
     .venv/bin/python bench/bench_upload_latency.py [--workers 1 2] [--mb 10] [--uploads 2]
-        [--idle 5] [--timeline] [--rounds 1] [--floor]
+        [--idle 5] [--timeline] [--rounds 1] [--floor] [--limit-rate 10M]
 
 For each ``--workers`` value: starts ``cnamd serve --demo --workers N`` on an
 embedded PostgreSQL in a fresh temporary directory, makes a partner key with
@@ -58,6 +58,7 @@ WARM = False  # --warm-upload: the first body is a small upload sent before the 
 CPUS = ""  # --cpus: the daemon's server.cpus; this client on them too, curl on the others
 ASIDE: list[str] = []  # taskset prefix of the curl uploads with --cpus
 FLOOR = False  # --floor: the same imports by `cnamd import` into a database not served
+LIMIT_RATE = ""  # --limit-rate: each curl's sending rate (curl's syntax, e.g. 10M)
 NOTABLE = 12  # the daemon's warnings, errors and cache reloads printed per sitting
 NOTABLE_MARKS = (
     "level=warning",
@@ -131,6 +132,7 @@ async def upload(base: str, token: str, body: Path, floor: str = "") -> tuple[fl
     curl = await asyncio.create_subprocess_exec(
         *ASIDE,
         *("curl", "-sS", "-X", "POST", "--data-binary", f"@{body}"),
+        *(("--limit-rate", LIMIT_RATE) if LIMIT_RATE else ()),
         *("-H", "Content-Type: text/csv", "-H", f"Authorization: Bearer {token}"),
         base + "/api/partner/enterprise/demo/cnam-import",
         stdout=subprocess.PIPE,
@@ -414,11 +416,17 @@ if __name__ == "__main__":
         help="the same imports by `cnamd import` into another database of the same"
         " PostgreSQL, which the daemon does not serve: the host's share of the tail",
     )
+    parser.add_argument(
+        "--limit-rate",
+        default="",
+        help="each upload's sending rate, in curl's syntax (e.g. 10M): an upload from another"
+        " host, not curl pushing at loopback speed on the cores the daemon serves from",
+    )
     args = parser.parse_args()
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
     IDLE, TIMELINE, CPUS, WARM = args.idle, args.timeline, args.cpus, args.warm_upload
-    ROUNDS, FLOOR = args.rounds, args.floor
+    ROUNDS, FLOOR, LIMIT_RATE = args.rounds, args.floor, args.limit_rate
     if CPUS:
         aside = sorted(os.sched_getaffinity(0) - parse(CPUS))
         ASIDE = ["taskset", "-c", ",".join(map(str, aside))]
