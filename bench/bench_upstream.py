@@ -37,21 +37,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tracemalloc
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import loop_lag_reading
 import psutil
+from demo_daemon import demo
 
 from cnamd.cache.contexts import Contexts
 from cnamd.cache.directory import Directory
@@ -236,12 +234,6 @@ class SlowProvider:
         ready.wait(10)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bench_burst(count: int, concurrency: int, plus: str = "%2B", hold: float = 0.0) -> None:
     """A burst of `count` unknown numbers beside 500 local dips a second.
 
@@ -249,7 +241,6 @@ def bench_burst(count: int, concurrency: int, plus: str = "%2B", hold: float = 0
     asked upstream: the control that says how late this machine's timers are anyway.
     """
     provider = SlowProvider(0.2)
-    http, sip = free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="cnamd-bench-upstream-"))
     source = {
         "name": "slow",
@@ -258,29 +249,25 @@ def bench_burst(count: int, concurrency: int, plus: str = "%2B", hold: float = 0
         "max_concurrency": concurrency,
         "timeout": 30,
     }
-    cmd = [
-        sys.executable, "-m", "cnamd.cli", "serve", "--demo", "--workers", "1",
-        "--http-listen", f"127.0.0.1:{http}", "--sip-listen", f"127.0.0.1:{sip}",
-        "--embedded-dir", str(work / "pgdata"), "--snapshot", str(work / "snap"),
-        "--set", "upstream.sources=" + json.dumps([source]),
-        "--set", "upstream.http_deadline=60",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNAMD_")}
-    log = (work / "daemon.log").open("wb")
-    daemon = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{http}"
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(base + "/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        asyncio.run(_burst(base, sip, count, provider, work, plus=plus, pid=daemon.pid, hold=hold))
-    finally:
-        daemon.terminate()
-        daemon.wait(30)
-        log.close()
+    with demo(
+        work,
+        1,
+        *("--snapshot", str(work / "snap")),  # after demo()'s own: this one counts
+        *("--set", "upstream.sources=" + json.dumps([source])),
+        *("--set", "upstream.http_deadline=60"),
+    ) as daemon:
+        asyncio.run(
+            _burst(
+                daemon.base,
+                daemon.sip,
+                count,
+                provider,
+                work,
+                plus=plus,
+                pid=daemon.proc.pid,
+                hold=hold,
+            )
+        )
     # what the daemon said above info, during the burst: a warning there is a finding
     for line in (work / "daemon.log").read_text(errors="replace").splitlines():
         if "level=warning" in line or "level=error" in line:
