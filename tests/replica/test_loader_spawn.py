@@ -57,13 +57,35 @@ async def test_an_unreachable_database_is_store_unavailable_naming_the_setting(
     assert not (tmp_path / "cache.snapshot").exists()
 
 
-async def test_a_cancelled_load_kills_and_reaps_its_child(demo_url: str, tmp_path: Path) -> None:
+INSERT = (
+    "INSERT INTO cnam_entries (scope, key, is_prefix, name, approval, approved_at)"
+    " VALUES ('global', $1, false, $2, 'approved', now())"
+)
+
+
+async def test_a_cancelled_load_kills_and_reaps_its_child_while_writers_go_on(
+    demo_url: str, tmp_path: Path
+) -> None:
     holder = await asyncpg.connect(demo_url)
+    writers = [await asyncpg.connect(demo_url) for _ in range(3)]
+    stop = asyncio.Event()
+    acknowledged: list[str] = []
+
+    async def write(conn: asyncpg.Connection, lane: int) -> None:
+        n = 0
+        while not stop.is_set():
+            key = f"+1777{lane}{n:06d}"
+            await conn.execute(INSERT, key, f"Writer {lane}")
+            acknowledged.append(key)
+            n += 1
+
+    writing = [asyncio.ensure_future(write(conn, lane)) for lane, conn in enumerate(writers)]
     try:
-        # the child's stream waits behind this lock until the load is cancelled
+        # the child waits behind this lock on a table its load reads and the writers do
+        # not touch, until the load is cancelled
         transaction = holder.transaction()
         await transaction.start()
-        await holder.execute("LOCK TABLE cnam_entries IN ACCESS EXCLUSIVE MODE")
+        await holder.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
         load = asyncio.ensure_future(
             loader.load_in_child(
                 demo_url,
@@ -77,13 +99,14 @@ async def test_a_cancelled_load_kills_and_reaps_its_child(demo_url: str, tmp_pat
         for _ in range(300):  # the child started and is waiting for the lock
             children = _loader_children()
             waiting = await holder.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'cnam_entries'::regclass"
+                "SELECT count(*) FROM pg_locks WHERE relation = 'api_keys'::regclass"
                 " AND NOT granted"
             )
             if children and waiting:
                 break
             await asyncio.sleep(0.05)
         assert children and waiting, "the loader child never waited for the lock"
+        written_before = len(acknowledged)
         load.cancel()
         with pytest.raises(asyncio.CancelledError):
             await load
@@ -91,6 +114,17 @@ async def test_a_cancelled_load_kills_and_reaps_its_child(demo_url: str, tmp_pat
             assert not psutil.pid_exists(child.pid) or child.status() != psutil.STATUS_ZOMBIE
         assert _loader_children() == []
         await transaction.rollback()
+        await asyncio.sleep(0.2)  # the writers go on after the cancel
+        stop.set()
+        await asyncio.gather(*writing)
+        assert len(acknowledged) > written_before > 0
+        stored = await holder.fetchval(
+            "SELECT count(*) FROM cnam_entries WHERE key = ANY($1::text[])", acknowledged
+        )
+        assert stored == len(acknowledged)  # every acknowledged write is there
     finally:
-        await holder.close()
+        stop.set()
+        await asyncio.gather(*writing, return_exceptions=True)
+        for conn in (holder, *writers):
+            await conn.close()
     assert not (tmp_path / "cache.snapshot").exists()
