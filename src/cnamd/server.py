@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cnamd import __version__, cpus, fd_table, logs, metrics
+from cnamd import __version__, collector, cpus, fd_table, logs, metrics
 from cnamd.cache.directory import Directory
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.callers import DirectoryCallers
@@ -234,6 +234,9 @@ class Server:
         )
         for wait in waits:
             wait.cancel()
+        # start-up's objects out of every later full collection's walk (collector.py),
+        # while nothing is answered yet: the collection itself stops the loop too
+        frozen = collector.settle()
         self.directory.held = False
         assert self.dip is not None
         self.dip.available = True  # with the line above: SIP and HTTP answer from here on
@@ -258,6 +261,7 @@ class Server:
                 "worker": self.worker.index if self.worker else None,
                 "entries": sum(self.directory.counts().values()),
                 "stale": self.directory.stale,
+                "frozen": frozen,
             },
         )
 
