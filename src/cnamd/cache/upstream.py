@@ -34,6 +34,14 @@ _INF: Final = math.inf
 #: ``name_of``'s answer for a held negative answer (a name is never empty: the name rule)
 NO_NAME: Final = ""
 
+#: an answer in the overlay: (name, source, expires), a plain tuple rather than a ``Held``.
+#: The collector untracks a tuple of strings and floats at its first pass, so the
+#: overlay's answers (up to ``cache.compact_threshold`` of them) are no longer walked by
+#: any pass; as ``Held`` objects they were, in every full pass, most of what it walked
+#: after a burst of upstream answers (bench/README.md, "The burst with its callers on
+#: other cores").
+_Entry = tuple[str | None, str, float]
+
 
 @dataclass(frozen=True, slots=True)
 class Held:
@@ -53,7 +61,7 @@ class UpstreamAnswers:
         self._table: Any = None  # self._file.table, one attribute away from a dip
         self._sources: tuple[str, ...] = ()
         #: answers put since the base was built (all of them when there is no base)
-        self._overlay: dict[str, Held] = {}
+        self._overlay: dict[str, _Entry] = {}
         #: numbers of the base removed since it was built
         self._removed: set[str] = set()
         self._count = 0
@@ -86,27 +94,28 @@ class UpstreamAnswers:
     def get(self, number: str, now: float | None = None) -> Held | None:
         """The live answer for an E.164 number, or None (never asked, or expired)."""
         when = time.time() if now is None else now
-        held = self._overlay.get(number)
-        if held is not None:
-            return None if held.expires <= when else held
+        entry = self._overlay.get(number)
+        if entry is not None:
+            name, source, expires = entry
+            return None if expires <= when else Held(name, source, expires)
         hf = self._file
         if hf is None or number in self._removed:
             return None
         found = hf.table.get(number, when)
         if found is None:
             return None
-        name, source, expires = found
-        return Held(name, self._sources[source], expires)
+        found_name, source_index, found_expires = found
+        return Held(found_name, self._sources[source_index], found_expires)
 
     def name_of(self, number: str, now: float | None = None) -> str | None:
         """``get``'s answer as a dip needs it, without building a ``Held``: the live
         name, ``NO_NAME`` for a live negative answer, None when nothing live is held."""
         when = time.time() if now is None else now
-        held = self._overlay.get(number)
-        if held is not None:
-            if held.expires <= when:
+        entry = self._overlay.get(number)
+        if entry is not None:
+            name, _, expires = entry
+            if expires <= when:
                 return None
-            name = held.name
             return NO_NAME if name is None else name
         table = self._table
         if table is None or number in self._removed:
@@ -125,7 +134,7 @@ class UpstreamAnswers:
             if present:
                 self._count -= 1
         else:
-            self._overlay[number] = Held(name, source, _INF if expires is None else expires)
+            self._overlay[number] = (name, source, _INF if expires is None else expires)
             self._removed.discard(number)
             if not present:
                 self._count += 1
@@ -141,9 +150,9 @@ class UpstreamAnswers:
 
     def replace(self, rows: Iterable[tuple[str, str | None, str, float | None]]) -> None:
         """Hold exactly ``rows`` (number, name, source, expires) from now on, without a file."""
-        fresh = {}
+        fresh: dict[str, _Entry] = {}
         for number, name, source, expires in rows:
-            fresh[number] = Held(name, source, _INF if expires is None else expires)
+            fresh[number] = (name, source, _INF if expires is None else expires)
         self._drop_file()
         self._overlay = fresh
         self._removed = set()
