@@ -27,6 +27,7 @@ BEHAVIOUR: dict[str, str] = {
     "+15550007000": "404",
     "+15550008000": "long",
     "+15550008001": "foreign",
+    "+15550009000": "cookie",  # a name, and a session cookie for whoever asks next
 }
 LATE = 1.5
 LATER = 3.5  # past upstream.http_deadline (2 s by default)
@@ -139,6 +140,10 @@ class FakeProvider:
             return _named("  SMITH   JOHN ANTHONY LONGNAME  ")
         if what == "foreign":
             return _named("Jos\u00e9 M\u00fcller")
+        if what == "cookie":
+            answer = _named("Cookie Monster")
+            answer.set_cookie("provider_session", "tenant-a-secret", path="/")
+            return answer
         if not number.startswith(FAST):
             await asyncio.sleep(SLOW)
         return _named("Fake " + number[-4:])

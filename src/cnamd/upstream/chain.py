@@ -204,6 +204,9 @@ class Chain:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             raise_for_status=False,
+            # no cookie kept: the session carries every tenant's own account to a provider,
+            # and a session cookie set for one account must not go back with another's
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         # aiohttp sends a GET again, once, when the connection is reset or closed before
         # the answer (RFC 9112 §9.3.1.1): a provider that resets after reading the request

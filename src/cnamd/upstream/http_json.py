@@ -72,9 +72,10 @@ class HttpJsonSource:
         for header in settings.headers:
             name, _, value = header.partition(":")
             self.headers[name.strip()] = value.strip()
-        self.auth = (
-            aiohttp.BasicAuth(settings.username, settings.password) if settings.username else None
-        )
+        if settings.username:  # RFC 7617; it replaces an Authorization header set above
+            self.headers["Authorization"] = aiohttp.encode_basic_auth(
+                settings.username, settings.password
+            )
         self.no_name = frozenset(int(s) for s in settings.no_name_statuses)
         self.timeout = aiohttp.ClientTimeout(total=settings.timeout)
 
@@ -85,7 +86,6 @@ class HttpJsonSource:
                 url,
                 params=self.params,
                 headers=self.headers,
-                auth=self.auth,
                 timeout=self.timeout,
                 allow_redirects=False,
             ) as response:

@@ -1,0 +1,38 @@
+"""A provider's cookies are never kept (upstream/chain.py): the chain's one HTTP client
+session carries every tenant's own account to the same provider, so a session cookie
+set in answer to one tenant's credentials must not go back with another's."""
+
+from __future__ import annotations
+
+import json
+
+from fake_provider import FakeProvider, unguarded_source
+
+from cnamd.cache.upstream import UpstreamAnswers
+from cnamd.settings import load
+from cnamd.upstream.account import Account
+from cnamd.upstream.chain import Chain
+
+
+async def test_a_cookie_set_for_one_account_is_not_sent_with_another(fake: FakeProvider) -> None:
+    source = unguarded_source(fake.port, timeout=5, countries=("+1555",))
+    # by name, not 127.0.0.1: a cookie jar keeps no cookie of an IP address's answer
+    source["url"] = f"http://localhost:{fake.port}/cnam/{{e164}}"
+    source["username"], source["password"] = "deployment", "deployment-secret"
+    settings = load(environ={}, overrides=["upstream.sources=" + json.dumps([source])])
+    chain = Chain(settings.upstream, UpstreamAnswers(), None, max_length=64)
+    chain.begin()
+    try:
+        asked = len(fake.headers)
+        first = await chain.within("+15550009000", 5, "http")
+        assert first.name == "Cookie Monster"
+        tenant = {"fake": Account(username="tenant-b", password="tenant-b-secret")}
+        second = await chain.within("+15550009001", 5, "http", tenant)
+        assert second.name == "Fake 9001"
+        third = await chain.within("+15550009002", 5, "http")
+        assert third.name == "Fake 9002"
+        sent = fake.headers[asked:]
+        assert len(sent) == 3
+        assert all("Cookie" not in headers for headers in sent), sent
+    finally:
+        await chain.close()
