@@ -345,6 +345,7 @@ async def _burst(
     await asyncio.sleep(1)
     lag0 = await loop_lag_reading.buckets(base)
     cpu1 = sum(worker.cpu_times()[:2])
+    steal0 = _steal()
     started = time.perf_counter()
     dips_rate = (cpu1 - cpu0) / (started - at0)  # CPU seconds per second of local dips alone
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
@@ -367,6 +368,7 @@ async def _burst(
             await asyncio.sleep(hold)
     answered = time.perf_counter() - started
     cpu2 = sum(worker.cpu_times()[:2])
+    steal = {cpu: ticks - steal0.get(cpu, 0) for cpu, ticks in _steal().items()}
     stored = writes = 0
     while stored < count and time.perf_counter() - started < answered + 30:
         stored, writes = await _stored(work)
@@ -411,7 +413,26 @@ async def _burst(
     if failed:
         print(f"  the failures: {failed}")
     print(f"  the worker's {lag}")
+    if steal:  # a VM's vCPU not run by its host: the guest sees its task running meanwhile
+        ticks = os.sysconf("SC_CLK_TCK")
+        print(
+            "  time the VM's host took from each CPU meanwhile (steal):",
+            ", ".join(f"{cpu} {1e3 * n / ticks:.0f} ms" for cpu, n in sorted(steal.items())),
+        )
     print("  the daemon's SIP counters:", "; ".join(sip_metrics))
+
+
+def _steal() -> dict[str, int]:
+    """Each CPU's steal time in clock ticks (``/proc/stat``), {} where there is none."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return {}
+    return {
+        fields[0]: int(fields[8])
+        for fields in (line.split() for line in lines)
+        if fields[0].startswith("cpu") and fields[0] != "cpu" and len(fields) > 8
+    }
 
 
 async def _stored(work: Path) -> tuple[int, int]:
