@@ -1,0 +1,75 @@
+"""Upstream requests start a few per turn of the event loop (upstream/chain.py,
+``STARTS_PER_TURN``): a burst of misses must not start all its requests back to back
+in one turn, which held the loop 11-13 ms at the burst's first instant (bench/README.md,
+"The burst with its callers on other cores"). The requests go to the real provider;
+the source is wrapped only to note the turn in which each one starts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+from fake_provider import FAST, FakeProvider, unguarded_source
+
+from cnamd.cache.upstream import UpstreamAnswers
+from cnamd.settings import load
+from cnamd.upstream.chain import STARTS_PER_TURN, Chain
+from cnamd.upstream.source import Outcome, Source
+
+MISSES = 40
+
+
+class Turns:
+    """Counts the loop's turns: a callback that runs once a turn and schedules itself."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.now += 1
+        if self._running:
+            self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._running = False
+
+
+class Noting:
+    """The real source, noting the turn each request starts in."""
+
+    def __init__(self, source: Source, turns: Turns) -> None:
+        self.source = source
+        self.turns = turns
+        self.started: list[int] = []
+
+    async def fetch(self, number: str) -> Outcome:
+        self.started.append(self.turns.now)
+        return await self.source.fetch(number)
+
+    async def close(self) -> None:
+        await self.source.close()
+
+
+async def test_a_burst_of_misses_starts_its_requests_a_few_per_turn(fake: FakeProvider) -> None:
+    source = unguarded_source(fake.port, timeout=5, countries=(FAST,))
+    settings = load(environ={}, overrides=["upstream.sources=" + json.dumps([source])])
+    chain = Chain(settings.upstream, UpstreamAnswers(), None, max_length=64)
+    chain.begin()
+    turns = Turns()
+    noting = Noting(chain.links[0].source, turns)
+    chain.links[0].source = noting
+    try:
+        numbers = [f"{FAST}555{i:04d}" for i in range(MISSES)]
+        found = await asyncio.gather(*(chain.within(n, 5, "http") for n in numbers))
+    finally:
+        turns.stop()
+        await chain.close()
+    assert [f.name for f in found] == [f"Fake {n[-4:]}" for n in numbers]  # all answered
+    per_turn = Counter(noting.started)
+    assert len(noting.started) == MISSES
+    assert max(per_turn.values()) <= STARTS_PER_TURN, per_turn
+    assert len(per_turn) >= MISSES // STARTS_PER_TURN
