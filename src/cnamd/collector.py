@@ -4,10 +4,10 @@ A serving process makes about 57,000 objects the collector tracks at its start
 (functions, classes, modules, settings, phonenumbers' metadata) and keeps them to its
 end. Every full collection walks them all with the loop stopped: 36.6 ms during a burst
 in a worker of the 2-core bench VM, each dip and lookup waiting behind it
-(bench/README.md, "The burst with its callers on other cores"). ``settle()`` runs one collection before the
-process answers and moves what survives into the permanent generation
-(``gc.freeze``), which no later pass walks, so a full pass walks only what was made
-since. The frozen objects are never freed by the collector: that is what they are
+(bench/README.md, "The burst with its callers on other cores"). ``settle()`` runs one
+collection before the process answers and moves what survives into the permanent
+generation (``gc.freeze``), which no later pass walks, so a full pass walks only what
+was made since. The frozen objects are never freed by the collector: that is what they are
 for, since they live as long as the process anyway.
 """
 

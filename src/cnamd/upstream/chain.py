@@ -425,8 +425,9 @@ class Chain:
             return Outcome(refused)
         await guard.slots.acquire()  # not ``async with``: one coroutine less per queued number
         try:
-            while self._started >= STARTS_PER_TURN:
-                await asyncio.sleep(0)  # the next turn: its timers first
+            # a yield, not a poll: the next turn, after its timers, resets the count
+            while self._started >= STARTS_PER_TURN:  # noqa: ASYNC110
+                await asyncio.sleep(0)
             if not self._started:
                 asyncio.get_running_loop().call_soon(self._new_turn)
             self._started += 1
