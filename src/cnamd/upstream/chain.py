@@ -200,7 +200,7 @@ class Chain:
         self.parked = 0
         self._unparked: asyncio.Event | None = None
         self.given_up = False  # shutdown's grace is over: a new wait ends at once
-        self._started = 0  # requests started in this turn of the loop (``_pace``)
+        self._started = 0  # requests started in this turn of the loop (``_fetch``)
 
     async def start(self) -> None:
         self.begin()

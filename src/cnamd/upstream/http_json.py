@@ -72,7 +72,8 @@ class HttpJsonSource:
         for header in settings.headers:
             name, _, value = header.partition(":")
             self.headers[name.strip()] = value.strip()
-        if settings.username:  # RFC 7617; it replaces an Authorization header set above
+        if settings.username:  # RFC 7617, in place of any Authorization header set above
+            self.headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
             self.headers["Authorization"] = aiohttp.encode_basic_auth(
                 settings.username, settings.password
             )

@@ -1,6 +1,8 @@
-"""A provider's cookies are never kept (upstream/chain.py): the chain's one HTTP client
-session carries every tenant's own account to the same provider, so a session cookie
-set in answer to one tenant's credentials must not go back with another's."""
+"""What the chain's one HTTP client session sends a provider (upstream/chain.py,
+upstream/http_json.py): no cookie it was given, since the session carries every
+tenant's own account to the same provider and a session cookie set in answer to one
+tenant's credentials must not go back with another's; and Basic credentials as the one
+Authorization header."""
 
 from __future__ import annotations
 
@@ -36,3 +38,24 @@ async def test_a_cookie_set_for_one_account_is_not_sent_with_another(fake: FakeP
         assert all("Cookie" not in headers for headers in sent), sent
     finally:
         await chain.close()
+
+
+async def test_basic_credentials_go_as_the_one_authorization_header(fake: FakeProvider) -> None:
+    """``username``/``password`` are sent as Basic (RFC 7617), in place of an
+    Authorization header also configured, whatever its case: one header, never two."""
+    source = unguarded_source(fake.port, timeout=5, countries=("+1555",))
+    source["headers"] = ["authorization: Bearer not-this-one", "X-Account: 42"]
+    source["username"], source["password"] = "deployment", "s3cret:with colon"
+    settings = load(environ={}, overrides=["upstream.sources=" + json.dumps([source])])
+    chain = Chain(settings.upstream, UpstreamAnswers(), None, max_length=64)
+    chain.begin()
+    try:
+        asked = len(fake.headers)
+        found = await chain.within("+15550009101", 5, "http")
+        assert found.name == "Fake 9101"
+    finally:
+        await chain.close()
+    (sent,) = fake.headers[asked:]
+    assert fake.auth["+15550009101"] == "Basic ZGVwbG95bWVudDpzM2NyZXQ6d2l0aCBjb2xvbg=="
+    assert [k for k in sent if k.lower() == "authorization"] == ["Authorization"]
+    assert sent["X-Account"] == "42"
