@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+
+from cnamd.cache.upstream import UpstreamAnswers
+from cnamd.settings import load
+from cnamd.upstream.chain import Chain
 
 #: number -> what the provider does when asked for it
 BEHAVIOUR: dict[str, str] = {
@@ -62,6 +67,19 @@ def unguarded_source(
         "max_concurrency": 1000,
         "breaker_errors": 1000,
     }
+
+
+@contextlib.asynccontextmanager
+async def asking(source: dict[str, object]) -> AsyncIterator[Chain]:
+    """An upstream chain in this process whose one source is ``source``, started; closed
+    after (no database: the answers are held in memory only)."""
+    settings = load(environ={}, overrides=["upstream.sources=" + json.dumps([source])])
+    chain = Chain(settings.upstream, UpstreamAnswers(), None, max_length=64)
+    chain.begin()
+    try:
+        yield chain
+    finally:
+        await chain.close()
 
 
 class FakeProvider:

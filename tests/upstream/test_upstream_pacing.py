@@ -7,14 +7,11 @@ the source is wrapped only to note the turn in which each one starts."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 
-from fake_provider import FAST, FakeProvider, unguarded_source
+from fake_provider import FAST, FakeProvider, asking, unguarded_source
 
-from cnamd.cache.upstream import UpstreamAnswers
-from cnamd.settings import load
-from cnamd.upstream.chain import STARTS_PER_TURN, Chain
+from cnamd.upstream.chain import STARTS_PER_TURN
 from cnamd.upstream.source import Outcome, Source
 
 MISSES = 40
@@ -55,19 +52,15 @@ class Noting:
 
 
 async def test_a_burst_of_misses_starts_its_requests_a_few_per_turn(fake: FakeProvider) -> None:
-    source = unguarded_source(fake.port, timeout=5, countries=(FAST,))
-    settings = load(environ={}, overrides=["upstream.sources=" + json.dumps([source])])
-    chain = Chain(settings.upstream, UpstreamAnswers(), None, max_length=64)
-    chain.begin()
-    turns = Turns()
-    noting = Noting(chain.links[0].source, turns)
-    chain.links[0].source = noting
-    try:
-        numbers = [f"{FAST}555{i:04d}" for i in range(MISSES)]
-        found = await asyncio.gather(*(chain.within(n, 5, "http") for n in numbers))
-    finally:
-        turns.stop()
-        await chain.close()
+    numbers = [f"{FAST}555{i:04d}" for i in range(MISSES)]
+    async with asking(unguarded_source(fake.port, timeout=5, countries=(FAST,))) as chain:
+        turns = Turns()
+        noting = Noting(chain.links[0].source, turns)
+        chain.links[0].source = noting
+        try:
+            found = await asyncio.gather(*(chain.within(n, 5, "http") for n in numbers))
+        finally:
+            turns.stop()
     assert [f.name for f in found] == [f"Fake {n[-4:]}" for n in numbers]  # all answered
     per_turn = Counter(noting.started)
     assert len(noting.started) == MISSES

@@ -6,14 +6,9 @@ Authorization header."""
 
 from __future__ import annotations
 
-import json
+from fake_provider import FakeProvider, asking, unguarded_source
 
-from fake_provider import FakeProvider, unguarded_source
-
-from cnamd.cache.upstream import UpstreamAnswers
-from cnamd.settings import load
 from cnamd.upstream.account import Account
-from cnamd.upstream.chain import Chain
 
 
 async def test_a_cookie_set_for_one_account_is_not_sent_with_another(fake: FakeProvider) -> None:
@@ -21,10 +16,7 @@ async def test_a_cookie_set_for_one_account_is_not_sent_with_another(fake: FakeP
     # by name, not 127.0.0.1: a cookie jar keeps no cookie of an IP address's answer
     source["url"] = f"http://localhost:{fake.port}/cnam/{{e164}}"
     source["username"], source["password"] = "deployment", "deployment-secret"
-    settings = load(environ={}, overrides=["upstream.sources=" + json.dumps([source])])
-    chain = Chain(settings.upstream, UpstreamAnswers(), None, max_length=64)
-    chain.begin()
-    try:
+    async with asking(source) as chain:
         asked = len(fake.headers)
         first = await chain.within("+15550009000", 5, "http")
         assert first.name == "Cookie Monster"
@@ -33,11 +25,9 @@ async def test_a_cookie_set_for_one_account_is_not_sent_with_another(fake: FakeP
         assert second.name == "Fake 9001"
         third = await chain.within("+15550009002", 5, "http")
         assert third.name == "Fake 9002"
-        sent = fake.headers[asked:]
-        assert len(sent) == 3
-        assert all("Cookie" not in headers for headers in sent), sent
-    finally:
-        await chain.close()
+    sent = fake.headers[asked:]
+    assert len(sent) == 3
+    assert all("Cookie" not in headers for headers in sent), sent
 
 
 async def test_basic_credentials_go_as_the_one_authorization_header(fake: FakeProvider) -> None:
@@ -46,15 +36,10 @@ async def test_basic_credentials_go_as_the_one_authorization_header(fake: FakePr
     source = unguarded_source(fake.port, timeout=5, countries=("+1555",))
     source["headers"] = ["authorization: Bearer not-this-one", "X-Account: 42"]
     source["username"], source["password"] = "deployment", "s3cret:with colon"
-    settings = load(environ={}, overrides=["upstream.sources=" + json.dumps([source])])
-    chain = Chain(settings.upstream, UpstreamAnswers(), None, max_length=64)
-    chain.begin()
-    try:
+    async with asking(source) as chain:
         asked = len(fake.headers)
         found = await chain.within("+15550009101", 5, "http")
         assert found.name == "Fake 9101"
-    finally:
-        await chain.close()
     (sent,) = fake.headers[asked:]
     assert fake.auth["+15550009101"] == "Basic ZGVwbG95bWVudDpzM2NyZXQ6d2l0aCBjb2xvbg=="
     assert [k for k in sent if k.lower() == "authorization"] == ["Authorization"]
