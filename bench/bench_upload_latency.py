@@ -2,7 +2,8 @@
 """SIP dip and HTTP lookup latency of a real daemon, idle and during concurrent CSV uploads.
 
     .venv/bin/python bench/bench_upload_latency.py [--workers 1 2] [--mb 10] [--uploads 2]
-        [--idle 5] [--timeline] [--rounds 1] [--floor] [--limit-rate 10M]
+        [--idle 5] [--timeline] [--rounds 1] [--floor] [--limit-rate 10M] [--dump DIR]
+        [--cpus 0] [--client anywhere|serving|aside]
 
 For each ``--workers`` value: starts ``cnamd serve --demo --workers N`` on an
 embedded PostgreSQL in a fresh temporary directory, makes a partner key with
@@ -24,7 +25,10 @@ pooled: the idle p99 alone moves 2x from one start to the next on a small VM. Wi
 ``--floor`` the uploads are not sent to the daemon: ``cnamd import`` runs the same
 imports into a second database of its PostgreSQL, which no worker follows, so the
 figures are this host's share of the tail without cnamd's (bench/README.md, "The
-host's share"). The daemon's code is whatever ``cnamd`` imports:
+host's share"). ``--cpus`` sets the daemon's ``server.cpus`` and ``--client`` says where
+this client runs beside it (bench/README.md, "A core kept for serving, timed on
+arrival"). ``--dump DIR`` writes the uploads' answers over twice the idle p99 as windows
+for ``late_ticks/who_ran.py``. The daemon's code is whatever ``cnamd`` imports:
 set PYTHONPATH to another checkout's src to measure that one.
 """
 
@@ -55,10 +59,12 @@ IDLE = 5.0  # seconds measured idle (--idle)
 TIMELINE = False  # --timeline
 ROUNDS = 1  # --rounds
 WARM = False  # --warm-upload: the first body is a small upload sent before the idle phase
-CPUS = ""  # --cpus: the daemon's server.cpus; this client on them too, curl on the others
-ASIDE: list[str] = []  # taskset prefix of the curl uploads with --cpus
+CPUS = ""  # --cpus: the daemon's server.cpus
+CLIENT = "anywhere"  # --client: where this client runs with --cpus (serving: curl aside)
+ASIDE: list[str] = []  # taskset prefix of the curl uploads with --client serving or aside
 FLOOR = False  # --floor: the same imports by `cnamd import` into a database not served
 LIMIT_RATE = ""  # --limit-rate: each curl's sending rate (curl's syntax, e.g. 10M)
+DUMP = ""  # --dump: a directory for the over-bound answers, in late_ticks' format
 NOTABLE = 12  # the daemon's warnings, errors and cache reloads printed per sitting
 NOTABLE_MARKS = (
     "level=warning",
@@ -196,6 +202,22 @@ def timeline(began: float, dips: Samples, lookups: Samples, over: float) -> None
         )
 
 
+def dump(began: float, dips: Samples, lookups: Samples, over: float) -> None:
+    """Each answer of the uploads' phase that took longer than ``over`` as a window on
+    ``CLOCK_MONOTONIC`` (``perf_counter``'s clock on Linux), in the probe's format, so
+    ``late_ticks/who_ran.py`` says what the serving loop thread did while it waited."""
+    path = Path(DUMP) / f"over-{os.getpid()}-{began:.0f}.txt"
+    with path.open("w") as out:
+        for kind, samples in (("dip", dips), ("lookup", lookups)):
+            for sent, latency, _ in samples:
+                if latency > over:
+                    out.write(
+                        f"late {latency * 1e3:.2f} ms due {sent:.6f} ran {sent + latency:.6f}"
+                        f" {kind} at {sent - began:.3f} s\n"
+                    )
+    print(f"  over-bound answers written to {path}")
+
+
 def _role(proc: psutil.Process, postmasters: set[int]) -> str:
     """Which part of the sitting a process is, from its command line ("other": not ours)."""
     if proc.pid == os.getpid():
@@ -289,6 +311,8 @@ async def phases(
         print(f"reading  {figures('lookup', [d for d in lookups if d[0] < until])}")
     if TIMELINE:
         timeline(began, dips, lookups, 2 * idle_p99)
+    if DUMP:
+        dump(began, dips, lookups, 2 * idle_p99)
     for took, what in uploads.result():
         print(f"upload   {took:.1f} s  {what}", flush=True)
     return (*idle, dips, lookups)
@@ -329,8 +353,9 @@ def sitting(workers: int, bodies: list[Path], where: Path) -> Phases:
         token = made.stdout.strip().splitlines()[-1]
         floor = floor_database(daemon.data, env) if FLOOR else ""
         every = os.sched_getaffinity(0)
-        if CPUS:  # after the daemon started: it splits the CPUs it may run on
-            os.sched_setaffinity(0, parse(CPUS))
+        if CPUS and CLIENT != "anywhere":  # after the daemon started: it splits the CPUs
+            serving = parse(CPUS)
+            os.sched_setaffinity(0, serving if CLIENT == "serving" else every - serving)
         try:
             sip = ("127.0.0.1", daemon.sip)
             measured = asyncio.run(phases(daemon.base, sip, token, bodies, daemon.log, floor=floor))
@@ -407,14 +432,28 @@ if __name__ == "__main__":
     parser.add_argument(
         "--cpus",
         default="",
-        help="the daemon's server.cpus (e.g. 0); this client runs on those CPUs too (a PBX"
-        " would be another host: here it takes the serving core's time), the curls on the others",
+        help="the daemon's server.cpus (e.g. 0): its serving workers on those CPUs, an embedded"
+        " PostgreSQL, the loader and the bulk workers on the others",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("anywhere", "serving", "aside"),
+        default="anywhere",
+        help="with --cpus, where this client runs: anywhere (as the scheduler likes, as without"
+        " --cpus), on the serving CPUs (taking their time, which a PBX on another host would not)"
+        " or aside (behind PostgreSQL); with serving or aside, the curls run aside",
     )
     parser.add_argument(
         "--floor",
         action="store_true",
         help="the same imports by `cnamd import` into another database of the same"
         " PostgreSQL, which the daemon does not serve: the host's share of the tail",
+    )
+    parser.add_argument(
+        "--dump",
+        default="",
+        help="a directory: the uploads' answers over the bound written there as windows for"
+        " late_ticks/who_ran.py (with the probe's tid line and a perf record of the run)",
     )
     parser.add_argument(
         "--limit-rate",
@@ -426,8 +465,9 @@ if __name__ == "__main__":
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
     IDLE, TIMELINE, CPUS, WARM = args.idle, args.timeline, args.cpus, args.warm_upload
-    ROUNDS, FLOOR, LIMIT_RATE = args.rounds, args.floor, args.limit_rate
-    if CPUS:
+    CLIENT = args.client
+    ROUNDS, FLOOR, LIMIT_RATE, DUMP = args.rounds, args.floor, args.limit_rate, args.dump
+    if CPUS and CLIENT != "anywhere":
         aside = sorted(os.sched_getaffinity(0) - parse(CPUS))
         ASIDE = ["taskset", "-c", ",".join(map(str, aside))]
     main(args.workers, args.mb, args.uploads)

@@ -16,6 +16,10 @@ taken meanwhile. For each late tick, from its due time to when it ran:
         -o perf.data -- sleep 45
     perf script -i perf.data -F time,cpu,event,trace > sched.txt
     python3 bench/late_ticks/who_ran.py /tmp/ticks-PID.txt sched.txt
+
+The windows can also be answers: ``bench_upload_latency.py --dump DIR`` writes the
+uploads' slow answers in the same format (their ``tid`` line taken from the probe's
+file). The last lines sum all windows, and whose tasks had the core.
 """
 
 from __future__ import annotations
@@ -77,6 +81,9 @@ def main(ticks_path: str, sched_path: str) -> None:
     if not spans:
         sys.exit(f"no switch of thread {tid} in {sched_path}")
     first, last = spans[0][0], spans[-1][1]
+    overall: collections.Counter[str] = collections.Counter()
+    everyone: collections.Counter[str] = collections.Counter()
+    windows = 0
     for late, due, ran in ticks:
         if due < first or ran > last:
             continue
@@ -93,6 +100,9 @@ def main(ticks_path: str, sched_path: str) -> None:
                     overlap = min(until, high) - max(at, low)
                     if overlap > 0 and not who.endswith(f":{tid}"):
                         others[who] += overlap
+        windows += 1
+        overall.update(totals)
+        everyone.update(others)
         parts = [f"{state} {totals[state] * 1e3:.1f}" for state in ("ran", "waited", "slept")]
         woken = [w for w in wakeups if due <= w <= ran]
         extra = ""
@@ -105,6 +115,14 @@ def main(ticks_path: str, sched_path: str) -> None:
         who = ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in others.most_common(3))
         had = f"; its core had: {who}" if who else ""
         print(f"late {late:.1f} ms at {due:.3f}: {', '.join(parts)} ms{extra}{had}")
+    if windows:  # the windows' sums: several late answers may share a stretch of time
+        parts = [f"{state} {overall[state] * 1e3:.1f}" for state in ("ran", "waited", "slept")]
+        print(f"{windows} windows in all: {', '.join(parts)} ms")
+        names: collections.Counter[str] = collections.Counter()
+        for who, seconds in everyone.items():
+            names[who.rsplit(":", 1)[0]] += seconds
+        top = ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in names.most_common(8))
+        print(f"  its core had: {top}")
 
 
 if __name__ == "__main__":
