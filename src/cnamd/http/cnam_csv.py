@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tempfile
 from collections.abc import AsyncIterator
-from typing import IO
 
 from aiohttp import web
 
@@ -39,6 +36,7 @@ from cnamd.http.cnam import BOOKS, Resolve
 from cnamd.http.db import connection
 from cnamd.http.family import Route
 from cnamd.http.keys import BULK_WORKERS, SERVED, SETTINGS, main_app
+from cnamd.http.spool import Spool
 from cnamd.phonebook_csv import HEADER, Rejected, format_entry, read_blocks
 from cnamd.settings import HttpSettings
 from cnamd.store.imports import export_entries, import_blocks
@@ -49,10 +47,8 @@ __all__ = ["ROUTES", "add_bulk_workers"]
 MAX_LISTED = 1000
 #: up to this a body is parsed on the loop (~100 rows, ~1 ms), sparing a round trip
 _INLINE_BYTES = 4 * 1024
-#: the most one read from the socket (or the spool) returns
+#: the most one read from the socket returns
 _READ_BYTES = 64 * 1024
-#: a body up to this is spooled in memory, a larger one in a temporary file
-_SPOOL_IN_MEMORY = 1 << 20
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
@@ -92,20 +88,18 @@ async def _limited(request: web.Request, limit: int, timeout: float) -> AsyncIte
 
 
 @contextlib.asynccontextmanager
-async def _spooled(request: web.Request, http: HttpSettings) -> AsyncIterator[IO[bytes]]:
-    """The whole body (``_limited``), spooled in ``http.spool_dir`` and rewound; a spool
-    that cannot be written (a full disk) is a 503 naming ``body``, nothing stored.
+async def _spooled(request: web.Request, http: HttpSettings) -> AsyncIterator[Spool]:
+    """The whole body (``_limited``), spooled in ``http.spool_dir`` (http/spool.py: its
+    file on a thread, off the loop); a spool that cannot be written (a full disk) is a
+    503 naming ``body``, nothing stored.
 
-    Written and read back on the event loop: a 64 KiB chunk took 20-60 us to write
-    to the page cache and 7-8 us to read back (2-core VM), about what a hop to a
-    thread and back costs (why not aiofiles, which would add that hop per chunk).
+    Why not aiofiles: it hops to a thread per call, where the spool hops per mebibyte.
     """
-    where = http.spool_dir or None
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=where) as spool:
+    spool = Spool(http.spool_dir or None)
+    try:
         try:
             async for chunk in _limited(request, http.max_upload_bytes, http.body_timeout):
-                spool.write(chunk)
-            spool.seek(0)
+                await spool.write(chunk)
         except OSError as exc:
             raise StoreUnavailable(
                 f"the upload could not be held for its import ({exc.strerror or exc});"
@@ -113,11 +107,8 @@ async def _spooled(request: web.Request, http: HttpSettings) -> AsyncIterator[IO
                 field="body",
             ) from exc
         yield spool
-
-
-async def _read_back(spool: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := spool.read(_READ_BYTES):
-        yield chunk
+    finally:
+        spool.close()
 
 
 class CsvBook:
@@ -154,16 +145,15 @@ class CsvBook:
             await self.resolve(request, conn, who)  # a book that is not there: before the body
         async with _spooled(request, settings.http) as spool:
             workers = None
-            if spool.seek(0, os.SEEK_END) > _INLINE_BYTES:
+            if spool.size > _INLINE_BYTES:
                 workers = app[BULK_WORKERS]
                 await workers.start()
-            spool.seek(0)
             async with connection(request) as conn:
                 owner = await self.resolve(request, conn, who)
                 report = await import_blocks(
                     conn,
                     owner,
-                    read_blocks(_read_back(spool)),
+                    read_blocks(spool.read_back()),
                     max_name_length=settings.names.max_length,
                     replace=replace,
                     on_reject=note,
