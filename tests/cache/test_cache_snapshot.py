@@ -100,6 +100,27 @@ def test_close_unmaps_and_empties(saved: Path) -> None:
     cache.close()
 
 
+def mapped(path: Path) -> bool:
+    """Whether this process maps ``path`` (replaced or not)."""
+    with open("/proc/self/maps") as maps:
+        return any(str(path) in line for line in maps)
+
+
+def test_retire_empties_now_and_unmaps_when_its_answer_runs(saved: Path) -> None:
+    """What the feed splits: the cache is emptied on the loop, the snapshot unmapped (and a
+    replaced file's pages freed) where the returned callable runs, here after a rename
+    over the file, as the loader replaces a snapshot."""
+    cache = opened(saved)
+    saved.with_suffix(".new").write_bytes(saved.read_bytes())
+    saved.with_suffix(".new").rename(saved)  # the mapped file is now a replaced one
+    unmap = cache.retire()
+    assert cache.lookup(NUMBER, GLOBAL_ONLY) is None
+    assert mapped(saved)
+    unmap()
+    assert not mapped(saved)
+    cache.close()  # idempotent after it
+
+
 @pytest.mark.parametrize("keep", [0, 10, 40, 200, -1])
 def test_truncated_snapshot_refused(saved: Path, keep: int) -> None:
     data = saved.read_bytes()

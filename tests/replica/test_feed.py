@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,15 @@ async def test_gap_in_change_ids_forces_a_reload(
     await conn.execute("INSERT INTO change_log (id, kind) VALUES ($1, 'contexts')", last + 5)
     await eventually(lambda: name_of(directory, "+4971100", LookupContext(tid)) == "Stuttgart")
     assert feed.last_change_id == last + 5
+    # the replaced snapshot is unmapped on the feed's own thread, not on the loop
+    assert any(thread.name.startswith("cache-unmap") for thread in threading.enumerate())
+    await eventually(lambda: not replaced_and_mapped(feed))
+
+
+def replaced_and_mapped(feed: ChangeFeed) -> bool:
+    """Whether this process still maps a snapshot file the loader has replaced."""
+    with open("/proc/self/maps") as maps:
+        return any(f"{feed.snapshot_path} (deleted)" in line for line in maps)
 
 
 async def test_snapshot_serves_when_the_database_is_down(

@@ -7,6 +7,7 @@ synchronously, without touching the database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from cnamd.access import (
@@ -52,8 +53,12 @@ class Directory:
         """Lookups may be answered: loaded, and not held back while catching up."""
         return self.cache is not None and self.contexts is not None and not self.held
 
-    def install(self, cache: NameCache, contexts: Contexts, digest: Digest, *, stale: bool) -> None:
-        """Swap in a cache built off to the side; the old one is closed (unmapped).
+    def install(
+        self, cache: NameCache, contexts: Contexts, digest: Digest, *, stale: bool
+    ) -> Callable[[], None] | None:
+        """Swap in a cache built off to the side; the old one is emptied, and what unmaps
+        its snapshot returned (``NameCache.retire``) for the caller to run, None if there
+        is none: the feed unmaps on a thread of its own.
 
         Safe because every lookup runs on the event loop's thread: none can be
         inside the old cache while this runs. A lookup from another thread
@@ -64,7 +69,8 @@ class Directory:
         self.digest = digest
         self.stale = stale
         if old is not None and old is not cache:
-            old.close()
+            return old.retire()
+        return None
 
     def counts(self) -> dict[Scope, int]:
         return self.cache.counts() if self.cache is not None else {}

@@ -38,6 +38,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ class ChangeFeed:
         self._held_rewrite_tried = False  # _needs_compaction(): once per process
         # reached(): (change id, future) of callers waiting until it is served
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # unmaps replaced caches in turn, off the loop (_unmap_later)
+        self._unmapping: ThreadPoolExecutor | None = None
 
     # -- start-up ----------------------------------------------------------
 
@@ -292,6 +295,9 @@ class ChangeFeed:
             task.remove_done_callback(self._ended)
             task.cancel()
             await asyncio.wait({task})
+        unmapping, self._unmapping = self._unmapping, None
+        if unmapping is not None:
+            unmapping.shutdown(wait=False)  # what it still holds is unmapped, then it ends
 
     async def reached(self, change_id: int) -> None:
         """Returns once this process serves change ``change_id`` or a later one: an
@@ -679,7 +685,7 @@ class ChangeFeed:
                     await self._catch_up(conn, state)
                     break
                 except _Reload as again:
-                    state.cache.close()
+                    self._unmap_later(state.cache.retire())
                     state.upstream.close()
                     if self.loader:
                         # a big import committed while this one loaded (two uploads at
@@ -749,9 +755,19 @@ class ChangeFeed:
         self._state = state
         self.upstream.adopt(state.upstream)  # the answers' objects are shared: keep this one
         state.upstream = self.upstream
-        self.directory.install(state.cache, state.contexts, state.digest(), stale=stale)
+        unmap = self.directory.install(state.cache, state.contexts, state.digest(), stale=stale)
+        if unmap is not None:
+            self._unmap_later(unmap)
         metrics.CACHE_STALE.set(1 if stale else 0)
         self._publish(state)
+
+    def _unmap_later(self, unmap: Callable[[], None]) -> None:
+        """A replaced cache's snapshot unmapped on a thread of the feed's own, not on the
+        loop: 17 ms at 1M entries, 49 ms at 3M (``NameCache.retire``), which every dip
+        would wait out."""
+        if self._unmapping is None:
+            self._unmapping = ThreadPoolExecutor(1, thread_name_prefix="cache-unmap")
+        self._unmapping.submit(_unmap, unmap)
 
     def _publish(self, state: _State) -> None:
         self.directory.contexts = state.contexts
@@ -798,6 +814,14 @@ class ChangeFeed:
     @property
     def last_change_id(self) -> int:
         return self._state.last_id if self._state is not None else 0
+
+
+def _unmap(unmap: Callable[[], None]) -> None:
+    """On the unmapping thread: a failure is logged, not lost in a future nobody reads."""
+    try:
+        unmap()
+    except Exception:
+        log.exception("a replaced cache could not be unmapped")
 
 
 def _open_held(snapshot: Path, info: dict[str, Any]) -> HeldFile | None:
