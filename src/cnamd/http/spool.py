@@ -2,8 +2,8 @@
 whose every write, read and close run on a thread of the spool's own.
 
 Not on the event loop, which also answers this process's SIP dips and lookups: a write
-to the page cache usually takes tens of microseconds, but the kernel makes a writer
-wait (``balance_dirty_pages``) once dirty pages pile up, as they do while PostgreSQL
+to the page cache usually takes tens of microseconds, but the kernel can make a writer
+wait (``balance_dirty_pages``) once dirty pages pile up, as they may while PostgreSQL
 writes an import beside it, and closing the unnamed file frees its pages on the
 closing thread (0.5 ms for 10 MB, 1.1 ms for 20 MB on the 2-core VM). One thread per
 spool, not the loop's default executor, so that those steps keep their order: a close
