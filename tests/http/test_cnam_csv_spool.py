@@ -3,6 +3,7 @@ a file in ``http.spool_dir``; a spool that cannot be written is a 503 naming ``b
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -51,3 +52,36 @@ async def test_an_upload_the_spool_cannot_hold_is_a_503_and_stores_nothing(api: 
         headers={"Content-Type": "text/csv"},
     )
     assert (reply.status, reply.body["inserted"]) == (200, 100), reply.body
+
+
+async def test_uploads_the_spool_cannot_hold_fail_alone_while_lookups_go_on(api: Api) -> None:
+    """Under load: three uploads over 1 MiB at once, each failing on the spool's own
+    thread, are each a 503, and the lookups sent meanwhile all answer."""
+    partner = await api.key(Role.PARTNER, enterprises=["demo"])
+    body = rows(20000, "A name long enough to pass one mebibyte in all")
+
+    async def upload() -> int:
+        reply = await api.call(
+            "POST",
+            ENTERPRISE + "/cnam-import",
+            partner,
+            data=io.BytesIO(body),
+            headers={"Content-Type": "text/csv"},
+        )
+        assert reply.body["field"] == "body", reply.body
+        return reply.status
+
+    async def lookups() -> list[int]:
+        answered = []
+        for _ in range(30):
+            reply = await api.call("GET", "/v1/lookup/+492216698712?tenant=demo")
+            assert reply.body["name"] == "John Doe", reply.body
+            answered.append(reply.status)
+        return answered
+
+    statuses = await asyncio.gather(upload(), upload(), upload(), lookups(), lookups())
+    assert list(statuses[:3]) == [503, 503, 503]
+    assert statuses[3] == statuses[4] == [200] * 30
+    async with api.pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT count(*) FROM cnam_entries WHERE key LIKE '+12135%'")
+    assert stored == 0
