@@ -17,7 +17,7 @@ import pytest
 from cnamd.cache.directory import Directory
 from cnamd.errors import StoreUnavailable
 from cnamd.model import GLOBAL_ONLY, LookupContext, Scope
-from cnamd.replica.feed import ChangeFeed
+from cnamd.replica.feed import ChangeFeed, _unmap
 from cnamd.settings import CacheSettings, DatabaseSettings
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
@@ -551,3 +551,15 @@ def metric_value(name: str, **labels: str) -> float:
 
     found = REGISTRY.get_sample_value(name, labels)
     return found or 0.0
+
+
+def test_an_unmap_that_fails_on_its_thread_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """The unmapping thread's failure is not lost in a future nobody reads."""
+
+    def exported() -> None:
+        raise BufferError("cannot close exported pointers exist")
+
+    with caplog.at_level(logging.ERROR, logger="cnamd.replica.feed"):
+        _unmap(exported)
+    assert "a replaced cache could not be unmapped" in caplog.text
+    assert "exported pointers" in caplog.text
