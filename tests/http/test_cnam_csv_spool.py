@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 import pytest
-from api_client import Api
+from api_client import Api, Reply
 
 from cnamd.model import Role
 
@@ -25,32 +25,35 @@ def rows(count: int, name: str) -> bytes:
     return ("phone,name\n" + "".join(lines)).encode()
 
 
+#: over 1 MiB: it goes to a file
+LARGE = rows(20000, "A name long enough to pass one mebibyte in all")
+
+
+async def upload(api: Api, key: str, data: bytes | io.BytesIO) -> Reply:
+    return await api.call(
+        "POST", ENTERPRISE + "/cnam-import", key, data=data, headers={"Content-Type": "text/csv"}
+    )
+
+
+async def stored(api: Api) -> int:
+    """The uploads' numbers in the database."""
+    async with api.pool.acquire() as conn:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM cnam_entries WHERE key LIKE '+12135%'"
+        )
+    return count
+
+
 async def test_an_upload_the_spool_cannot_hold_is_a_503_and_stores_nothing(api: Api) -> None:
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
-    body = rows(20000, "A name long enough to pass one mebibyte in all")
-    assert len(body) > 1 << 20, len(body)  # over 1 MiB: it goes to a file
-    reply = await api.call(
-        "POST",
-        ENTERPRISE + "/cnam-import",
-        partner,
-        data=io.BytesIO(body),
-        headers={"Content-Type": "text/csv"},
-    )
+    assert len(LARGE) > 1 << 20, len(LARGE)
+    reply = await upload(api, partner, io.BytesIO(LARGE))
     assert reply.status == 503, reply.body
     assert (reply.body["status"], reply.body["field"]) == ("store-unavailable", "body")
     assert "No such file or directory" in reply.body["message"]
-    async with api.pool.acquire() as conn:
-        stored = await conn.fetchval("SELECT count(*) FROM cnam_entries WHERE key LIKE '+12135%'")
-    assert stored == 0
+    assert await stored(api) == 0
     # under 1 MiB it stays in memory: the same setting does not matter
-    small = rows(100, "Kept")
-    reply = await api.call(
-        "POST",
-        ENTERPRISE + "/cnam-import",
-        partner,
-        data=small,
-        headers={"Content-Type": "text/csv"},
-    )
+    reply = await upload(api, partner, rows(100, "Kept"))
     assert (reply.status, reply.body["inserted"]) == (200, 100), reply.body
 
 
@@ -58,16 +61,9 @@ async def test_uploads_the_spool_cannot_hold_fail_alone_while_lookups_go_on(api:
     """Under load: three uploads over 1 MiB at once, each failing on the spool's own
     thread, are each a 503, and the lookups sent meanwhile all answer."""
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
-    body = rows(20000, "A name long enough to pass one mebibyte in all")
 
-    async def upload() -> int:
-        reply = await api.call(
-            "POST",
-            ENTERPRISE + "/cnam-import",
-            partner,
-            data=io.BytesIO(body),
-            headers={"Content-Type": "text/csv"},
-        )
+    async def refused() -> int:
+        reply = await upload(api, partner, io.BytesIO(LARGE))
         assert reply.body["field"] == "body", reply.body
         return reply.status
 
@@ -79,9 +75,7 @@ async def test_uploads_the_spool_cannot_hold_fail_alone_while_lookups_go_on(api:
             answered.append(reply.status)
         return answered
 
-    statuses = await asyncio.gather(upload(), upload(), upload(), lookups(), lookups())
+    statuses = await asyncio.gather(refused(), refused(), refused(), lookups(), lookups())
     assert list(statuses[:3]) == [503, 503, 503]
     assert statuses[3] == statuses[4] == [200] * 30
-    async with api.pool.acquire() as conn:
-        stored = await conn.fetchval("SELECT count(*) FROM cnam_entries WHERE key LIKE '+12135%'")
-    assert stored == 0
+    assert await stored(api) == 0
