@@ -2,7 +2,7 @@
 
 A local aiohttp provider in its own process on CPU 1 answers every ``GET
 /cnam/{number}`` at once; this process, on CPU 0 with uvloop, makes N requests 50 at a
-time through ``HttpJsonSource.fetch`` on a session made as ``Chain.begin`` makes it, and
+time through ``HttpJsonSource.fetch`` on ``Chain``'s own session (``client_session``), and
 prints its own CPU time per request (``time.process_time``). Rounds alternate between
 the source as it is and the same source with aiohttp's per-request timeout put back
 (``ClientTimeout(total=30)``, as before 2026-12-04), so drift on a shared machine hits
@@ -27,6 +27,7 @@ import uvloop
 from demo_daemon import free_port
 
 from cnamd.settings import SourceSettings
+from cnamd.upstream.chain import client_session
 from cnamd.upstream.http_json import HttpJsonSource
 
 PROVIDER = """
@@ -43,11 +44,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 
 async def one_round(port: int, count: int, *, aiohttp_timeout: bool) -> float:
     """CPU microseconds per fetch over ``count`` fetches, 50 at a time."""
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-        raise_for_status=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+    session = client_session()
     settings = SourceSettings(
         name="bench",
         kind="http-json",

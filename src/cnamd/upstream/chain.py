@@ -48,6 +48,23 @@ _MAX_OWN_LINKS = 10000
 STARTS_PER_TURN = 8
 
 
+def client_session() -> aiohttp.ClientSession:
+    """The session every source of a process shares (``Chain.begin``), pooled."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+        raise_for_status=False,
+        # no cookie kept: the session carries every tenant's own account to a provider,
+        # and a session cookie set for one account must not go back with another's
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+    # aiohttp sends a GET again, once, when the connection is reset or closed before
+    # the answer (RFC 9112 §9.3.1.1): a provider that resets after reading the request
+    # was paid twice for one number and the daily budget counted one. No constructor
+    # argument turns it off; a failed request is the next source's turn instead.
+    session._retry_connection = False
+    return session
+
+
 @dataclass(frozen=True, slots=True)
 class Found:
     """The chain's answer: a name and its source; a name None with a source is a
@@ -208,18 +225,7 @@ class Chain:
     def begin(self) -> None:
         """One ClientSession per process (pooled connections), one client per source; no
         await, so a SIGHUP that adds the first sources can start it between requests."""
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            raise_for_status=False,
-            # no cookie kept: the session carries every tenant's own account to a provider,
-            # and a session cookie set for one account must not go back with another's
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        # aiohttp sends a GET again, once, when the connection is reset or closed before
-        # the answer (RFC 9112 §9.3.1.1): a provider that resets after reading the request
-        # was paid twice for one number and the daily budget counted one. No constructor
-        # argument turns it off; a failed request is the next source's turn instead.
-        self.session._retry_connection = False
+        self.session = client_session()
         for source in self.settings.sources:
             client = make_source(source, self.session, self.max_length)
             self.links.append(_Link(client, source, ledger=self._ledger(source)))
