@@ -25,6 +25,7 @@ import socket
 import ssl
 import struct
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from cnamd.http.app import make_app
 from cnamd.http.front import FrontServer
 from cnamd.logs import KeyValueFormatter
 from cnamd.model import Role
+from cnamd.turn_budget import TurnBudget
 
 #: the last request of every sequence: answered, then the connection closes
 CLOSING = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\nConnection: close\r\n\r\n"
@@ -88,7 +90,11 @@ class Servers:
 
 @pytest.fixture
 async def servers(api: Api, tmp_path: Path) -> AsyncIterator[Servers]:
-    """A plain aiohttp server of the application and one with the front, side by side."""
+    """A plain aiohttp server of the application and one with the front, side by side.
+
+    The front answers one request per turn of the loop (a turn budget of 0): every
+    request after a turn's first is put off to a later turn, so each test here also
+    goes through the front's deferral, read and write pauses and hand-overs included."""
     settings = fast_path_settings(tmp_path / "f")
     general = TestServer(
         make_app(settings, api.directory, AlwaysReady(), api.pool), host="127.0.0.1"
@@ -98,6 +104,7 @@ async def servers(api: Api, tmp_path: Path) -> AsyncIterator[Servers]:
     )
     await general.start_server()
     await front.start_server()
+    front_server(front).turn = TurnBudget(0.0)
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
     await api.until_key(partner.split(".")[0])
     assert general.port is not None
@@ -359,6 +366,92 @@ async def test_clients_resetting_mid_pipeline_leave_the_others_answered(
     )
     assert results[2:] == [400] * 8
     await _until(lambda: not front_server(servers.front).fronts)
+
+
+class Turns:
+    """Counts the loop's turns: a callback that puts itself back on the ready queue,
+    which the loop runs once per turn."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.now += 1
+        self._handle = self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+class TurnNoting:
+    """The front's answerer, noting the turn of each answer; at the first, it sets a
+    timer due at once, and notes how many answers were given before the timer ran."""
+
+    def __init__(self, fast: Any, turns: Turns) -> None:
+        self._fast = fast
+        self._turns = turns
+        self.turns: list[int] = []
+        self.before_timer: list[int] = []
+
+    def __call__(self, request: web.Request) -> Any:
+        return self._fast(request)
+
+    def answer(self, request: web.Request) -> Any:
+        if not self.turns:
+            asyncio.get_running_loop().call_later(
+                0, lambda: self.before_timer.append(len(self.turns))
+            )
+        self.turns.append(self._turns.now)
+        return self._fast.answer(request)
+
+
+async def _answer_heads(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    """The status lines of the next ``count`` answers on ``reader``."""
+    statuses = []
+    for _ in range(count):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        statuses.append(head.split(b"\r\n", 1)[0])
+    return statuses
+
+
+async def test_a_burst_is_answered_over_turns_with_the_timers_run_between(
+    servers: Servers,
+) -> None:
+    """400 lookups pipelined in one write, and one on each of 40 other connections, all
+    at once, with a turn budget of 0.5 ms: they are answered over many turns of the
+    loop, a timer due at the first answer runs while most are still to come (it waited
+    for all of them before), and every lookup is answered, in order."""
+    front = front_server(servers.front)
+    front.turn = TurnBudget(0.0005)
+    turns = Turns()
+    noting = TurnNoting(front.fast, turns)
+    front.fast = noting
+    unknown = PIZZA.replace(b"+12125550001", b"+12125559999")
+    clients: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(41):
+            clients.append(await asyncio.open_connection("127.0.0.1", servers.port))
+        clients[0][1].write((PIZZA + unknown) * 200)
+        for _, writer in clients[1:]:
+            writer.write(PIZZA)
+        pipelined, *singles = await asyncio.gather(
+            _answer_heads(clients[0][0], 400),
+            *(_answer_heads(reader, 1) for reader, _ in clients[1:]),
+        )
+    finally:
+        turns.stop()
+        for _, writer in clients:
+            writer.close()
+    assert pipelined == [b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found"] * 200
+    assert singles == [[b"HTTP/1.1 200 OK"]] * 40
+    per_turn = Counter(noting.turns)
+    assert sum(per_turn.values()) == 440
+    assert len(per_turn) >= 5 and max(per_turn.values()) <= 200, per_turn
+    assert noting.before_timer[0] < 100, noting.before_timer
 
 
 async def test_a_client_that_does_not_read_is_not_read_from(servers: Servers) -> None:

@@ -47,9 +47,11 @@ from test_front import CLOSING, ODD, Answer, exchange
 
 from cnamd.cache.upstream import UpstreamAnswers
 from cnamd.http.app import make_app
+from cnamd.http.front import FrontServer
 from cnamd.http.keys import UPSTREAM
 from cnamd.model import Role
 from cnamd.settings import Settings, load
+from cnamd.turn_budget import TurnBudget
 from cnamd.upstream.chain import Chain, Upstream
 from test_daemon import free_port
 
@@ -143,7 +145,9 @@ class Servers:
 @pytest.fixture
 async def servers(api: Api, tmp_path: Path) -> AsyncIterator[Servers]:
     """A plain aiohttp server of the application and one with the front, each with its own
-    held upstream answers and chain, asking one provider."""
+    held upstream answers and chain, asking one provider. The front answers one request
+    per turn of the loop (a turn budget of 0), so the requests behind a wait for upstream
+    also go through its deferral."""
     provider = Provider()
     await provider.server.start_server()
     assert provider.server.port is not None
@@ -158,6 +162,9 @@ async def servers(api: Api, tmp_path: Path) -> AsyncIterator[Servers]:
         app[UPSTREAM] = Upstream(chain.held, chain, settings.upstream)
         server = server_class(app, host="127.0.0.1")
         await server.start_server()
+        if server_class is FrontTestServer:
+            assert server.runner is not None and isinstance(server.runner.server, FrontServer)
+            server.runner.server.turn = TurnBudget(0.0)
         made.append((server, chain))
     partner = await api.key(Role.PARTNER, enterprises=["demo"])
     await api.until_key(partner.split(".")[0])

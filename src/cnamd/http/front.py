@@ -33,6 +33,11 @@ frames a request differently from aiohttp (no request smuggling), it only
 answers a subset aiohttp would answer identically (tests/http/test_front.py
 holds the two to the same bytes).
 
+The front answers for at most a share of each turn of the event loop
+(turn_budget.py): requests that arrive together, on many connections or pipelined
+on one, are answered over as many turns as they take, with the loop's timers run
+between them, and a connection put off is not read from until its turn comes.
+
 What aiohttp's request handling does is done here as cheaply: TCP_NODELAY and
 keep-alive on the socket, the keep-alive idle timeout, the access log
 (http/access_log.py), no reading while the transport's write buffer is above
@@ -63,6 +68,7 @@ from cnamd.http.access_log import AccessLog
 from cnamd.http.raw_answer import RawAnswer
 from cnamd.metrics import HTTP_CONNECTIONS_REFUSED as REFUSED
 from cnamd.metrics import HTTP_FRONT_HANDOVERS as HANDOVERS
+from cnamd.turn_budget import TURN_BUDGET, TurnBudget
 
 __all__ = ["FrontServer", "LookupFront", "scan_head"]
 
@@ -162,12 +168,21 @@ class FrontServer(Server):
     """aiohttp's low-level ``Server`` whose connections start on a ``LookupFront``.
 
     ``fast`` is its request handler too, for the connections handed to aiohttp.
+    ``turn_budget``: how long its connections answer in one turn of the loop.
     """
 
-    def __init__(self, fast: Answers, *, max_connections: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        fast: Answers,
+        *,
+        max_connections: int = 0,
+        turn_budget: float = TURN_BUDGET,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(fast, **kwargs)  # type: ignore[arg-type]  # takes web.Request
         self.fast = fast
         self.fronts: set[LookupFront] = set()
+        self.turn = TurnBudget(turn_budget)
         #: open connections, the front's and those handed to aiohttp; 0: no cap
         self.open = 0
         self.max_connections = max_connections
@@ -210,6 +225,7 @@ class LookupFront(asyncio.Protocol):
         "_close_at",
         "_closing",
         "_counted",
+        "_deferred",
         "_drained",
         "_handler",
         "_idle",
@@ -238,6 +254,7 @@ class LookupFront(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None  # made when shutdown waits for it
         self._closing = False  # shutdown: close once the waiting lookup is answered
         self._counted = False  # in server.open (not a connection refused at accept)
+        self._deferred = False  # put off to a later turn of the loop (_defer)
 
     def answered(self) -> asyncio.Future[None] | None:
         """Done once the lookup waiting for upstream is answered; None when none waits."""
@@ -275,7 +292,7 @@ class LookupFront(asyncio.Protocol):
             self._handler.data_received(data)
             return
         self._buffer = self._buffer + data if self._buffer else data
-        if self._waiting is None:
+        if self._waiting is None and not self._deferred:
             self._serve()
 
     def eof_received(self) -> bool | None:
@@ -308,8 +325,8 @@ class LookupFront(asyncio.Protocol):
             self._handler.resume_writing()
             return
         self._writing_paused = False
-        if self._waiting is not None:
-            return  # reading stays paused until the upstream answer is written
+        if self._waiting is not None or self._deferred:
+            return  # reading stays paused until the upstream answer is written, or its turn
         if self._transport is not None and self._reading_paused:
             self._reading_paused = False
             self._transport.resume_reading()
@@ -331,7 +348,13 @@ class LookupFront(asyncio.Protocol):
             return
         buffer, pos = self._buffer, 0
         out: list[bytes] = []
+        turn = self._server.turn
         while not self._writing_paused and (end := buffer.find(b"\r\n\r\n", pos)) >= 0:
+            if turn.spent():
+                self._write(out)
+                self._buffer = buffer[pos:]
+                self._defer()
+                return
             scanned = scan_head(buffer[pos:end])
             answer = None if scanned is None else self._answer(scanned)
             if answer is None:
@@ -420,6 +443,26 @@ class LookupFront(asyncio.Protocol):
         if self._closing:
             transport.close()
             return
+        if self._reading_paused and not self._writing_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        self._serve()
+
+    def _defer(self) -> None:
+        """Answer the rest in a later turn, after its timers, reading nothing meanwhile:
+        the buffer holds no more than what was read before."""
+        self._deferred = True
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        self._loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        """This connection's turn: read again, and answer what the buffer holds."""
+        self._deferred = False
+        transport = self._transport
+        if self._handler is not None or transport is None or transport.is_closing():
+            return  # handed to aiohttp, or gone
         if self._reading_paused and not self._writing_paused:
             self._reading_paused = False
             transport.resume_reading()

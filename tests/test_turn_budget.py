@@ -1,0 +1,60 @@
+"""TurnBudget (turn_budget.py): a share of one turn of the event loop, renewed each turn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import uvloop
+
+from cnamd.turn_budget import TurnBudget
+
+
+async def test_a_turns_first_question_opens_its_share_and_the_next_turn_renews_it() -> None:
+    budget = TurnBudget(0.001)
+    assert not budget.spent()  # the turn's first question: never spent
+    assert not budget.spent()  # within the share
+    time.sleep(0.002)  # noqa: ASYNC251 - the turn runs past its share, holding the loop
+    assert budget.spent()
+    assert budget.spent()
+    await asyncio.sleep(0)  # the next turn
+    assert not budget.spent()
+
+
+async def test_a_budget_of_nothing_answers_one_question_per_turn() -> None:
+    budget = TurnBudget(0.0)
+    answered = []
+    for _ in range(3):
+        answered.append(sum(not budget.spent() for _ in range(5)))
+        await asyncio.sleep(0)
+    assert answered == [1, 1, 1]
+
+
+def test_on_uvloop_work_put_off_runs_after_the_timers_due_meanwhile() -> None:
+    """What the front relies on, on the daemon's loop: a callback put off once the share
+    is spent runs in the next turn after the timers that fell due, with a fresh share
+    (asyncio's own loop runs those timers after it, in the same turn)."""
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(_put_off_after_a_timer()) == ["timer", "put off"]
+    finally:
+        loop.close()
+
+
+async def _put_off_after_a_timer() -> list[str]:
+    loop = asyncio.get_running_loop()
+    budget = TurnBudget(0.0)
+    ran: list[str] = []
+    assert not budget.spent()
+    loop.call_later(0, ran.append, "timer")
+    assert budget.spent()
+    done = loop.create_future()
+
+    def put_off() -> None:
+        ran.append("put off")
+        done.set_result(budget.spent())
+
+    loop.call_soon(put_off)
+    time.sleep(0.002)  # noqa: ASYNC251 - the timer falls due before this turn ends
+    assert await done is False
+    return ran
