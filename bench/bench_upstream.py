@@ -347,6 +347,7 @@ async def _burst(
     cpu1 = sum(worker.cpu_times()[:2])
     steal0 = _steal()
     started = time.perf_counter()
+    began = time.monotonic()  # CLOCK_MONOTONIC: late_ticks/ stamps the daemon's ticks on it
     dips_rate = (cpu1 - cpu0) / (started - at0)  # CPU seconds per second of local dips alone
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
         numbers = iter(range(count))
@@ -412,7 +413,7 @@ async def _burst(
     )
     if failed:
         print(f"  the failures: {failed}")
-    print(f"  the worker's {lag}")
+    print(f"  the worker's {lag}; the burst began at {began:.6f} (CLOCK_MONOTONIC)")
     if steal:  # a VM's vCPU not run by its host: the guest sees its task running meanwhile
         ticks = os.sysconf("SC_CLK_TCK")
         print(

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""SIP dips while HTTP lookups arrive together at the connection front (turn_budget.py).
+
+    .venv/bin/python bench/bench_front_burst.py [--pipelined 2000] [--connections 200]
+        [--rounds 3]
+
+Per round: ``cnamd serve --demo --workers 1`` on a fresh embedded PostgreSQL; UDP
+INVITEs every 2 ms (500/s), each timed on arrival (arrival_clients.py), for 3 s idle,
+then for 3 s in each of two phases:
+
+- ``pipelined``: every 0.5 s one client writes ``--pipelined`` lookups of a demo global name in
+  one write on one connection, as a PBX that pipelines does, and reads the answers;
+- ``together``: every 0.5 s ``--connections`` clients, connected beforehand, each write
+  one lookup at the same instant (a burst's first moment: issue #17's 200 callers).
+
+Prints, per phase, the dips' p99 and max on arrival and the worker's loop lag
+(cnamd_event_loop_lag_seconds: its 20 ms timers, how many ran late). The daemon's code
+is whatever ``cnamd`` imports: set PYTHONPATH to another checkout's src to measure it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import loop_lag_reading
+from bench_connection_storm import dips_for, line
+from demo_daemon import demo
+
+LOOKUP = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\n\r\n"
+
+
+async def answers(reader: asyncio.StreamReader, count: int) -> int:
+    """Read ``count`` answers; how many were 200."""
+    named = 0
+    for _ in range(count):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n", 1)[0])
+        await reader.readexactly(length)
+        named += head.startswith(b"HTTP/1.1 200 ")
+    return named
+
+
+async def pipelined(http: int, count: int) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", http)
+    writer.write(LOOKUP * count)
+    named = await answers(reader, count)
+    writer.close()
+    return named
+
+
+async def together(http: int, count: int) -> int:
+    clients = [await asyncio.open_connection("127.0.0.1", http) for _ in range(count)]
+    await asyncio.sleep(0.05)  # every connection accepted before the lookups go
+    for _, writer in clients:
+        writer.write(LOOKUP)
+    named = sum(await asyncio.gather(*(answers(reader, 1) for reader, _ in clients)))
+    for _, writer in clients:
+        writer.close()
+    return named
+
+
+async def phase(
+    base: str, sip: int, name: str, burst: Callable[[], Awaitable[int]], lag: dict[float, float]
+) -> dict[float, float]:
+    """Dips for 3 s with ``burst()`` started every 0.5 s; prints the phase's line."""
+    dipping = asyncio.ensure_future(dips_for(("127.0.0.1", sip), 3.0))
+    named = []
+    for _ in range(6):
+        await asyncio.sleep(0.5)
+        named.append(await burst())
+    during = await dipping
+    now = await loop_lag_reading.buckets(base)
+    print(
+        f"{name:<9} {line('dip', during)}; {loop_lag_reading.described(lag, now)};"
+        f" lookups named {sum(named)}"
+    )
+    return now
+
+
+async def phases(base: str, http: int, sip: int, pipeline: int, connections: int) -> None:
+    await dips_for(("127.0.0.1", sip), 1.0)  # warm-up, not counted
+    lag = await loop_lag_reading.buckets(base)
+    idle = await dips_for(("127.0.0.1", sip), 3.0)
+    lag, before = await loop_lag_reading.buckets(base), lag
+    print(f"idle      {line('dip', idle)}; {loop_lag_reading.described(before, lag)}")
+    lag = await phase(base, sip, "pipelined", lambda: pipelined(http, pipeline), lag)
+    await phase(base, sip, "together", lambda: together(http, connections), lag)
+
+
+def sitting(pipeline: int, connections: int) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="cnamd-front-burst-") as tmp,
+        demo(Path(tmp), 1) as daemon,
+    ):
+        asyncio.run(phases(daemon.base, daemon.http, daemon.sip, pipeline, connections))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipelined", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < args.connections + 256:  # this client holds them too
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(args.connections + 256, hard), hard))
+    print("command:", " ".join(["python", *sys.argv]), flush=True)
+    print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
+    for _ in range(args.rounds):
+        sitting(args.pipelined, args.connections)
