@@ -70,12 +70,19 @@ def line(name: str, values: list[float]) -> str:
     )
 
 
-async def phases(base: str, http: int, sip: int, pid: int, count: int) -> None:
+async def idle_phase(base: str, sip: int, label: str = "idle   ") -> dict[float, float]:
+    """A second of dips to warm up, then 3 s of them alone: prints their line after
+    ``label``; the loop-lag histogram after them, for the next phase to read from."""
     await dips_for(("127.0.0.1", sip), 1.0)  # warm-up, not counted
     lag = await loop_lag_reading.buckets(base)
     idle = await dips_for(("127.0.0.1", sip), 3.0)
     lag, before = await loop_lag_reading.buckets(base), lag
-    print(f"idle   {line('dip', idle)}; {loop_lag_reading.described(before, lag)}")
+    print(f"{label}{line('dip', idle)}; {loop_lag_reading.described(before, lag)}")
+    return lag
+
+
+async def phases(base: str, http: int, sip: int, pid: int, count: int) -> None:
+    lag = await idle_phase(base, sip)
     table = fd_size(pid)
     dipping = asyncio.ensure_future(dips_for(("127.0.0.1", sip), 3.0))
     await asyncio.sleep(0.5)

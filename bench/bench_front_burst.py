@@ -13,8 +13,10 @@ then for 3 s in each of two phases:
 - ``together``: every 0.5 s ``--connections`` clients, connected beforehand, each write
   one lookup at the same instant (a burst's first moment: issue #17's 200 callers).
 
-Prints, per phase, the dips' p99 and max on arrival and the worker's loop lag
-(cnamd_event_loop_lag_seconds: its 20 ms timers, how many ran late). The daemon's code
+Prints, per phase, the dips' p99 and max on arrival, the worker's loop lag
+(cnamd_event_loop_lag_seconds: its 20 ms timers, how many ran late) and how long a
+burst took to be answered, from its first write (``together``'s connections are made
+before). The daemon's code
 is whatever ``cnamd`` imports: set PYTHONPATH to another checkout's src to measure it.
 """
 
@@ -24,13 +26,15 @@ import argparse
 import asyncio
 import os
 import resource
+import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import loop_lag_reading
-from bench_connection_storm import dips_for, line
+from bench_connection_storm import dips_for, idle_phase, line
 from demo_daemon import demo
 
 LOOKUP = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\n\r\n"
@@ -47,49 +51,59 @@ async def answers(reader: asyncio.StreamReader, count: int) -> int:
     return named
 
 
-async def pipelined(http: int, count: int) -> int:
+async def pipelined(http: int, count: int) -> tuple[int, float]:
+    """``count`` lookups in one write: how many were named, and the seconds they took."""
     reader, writer = await asyncio.open_connection("127.0.0.1", http)
+    started = time.perf_counter()
     writer.write(LOOKUP * count)
     named = await answers(reader, count)
+    took = time.perf_counter() - started
     writer.close()
-    return named
+    return named, took
 
 
-async def together(http: int, count: int) -> int:
+async def together(http: int, count: int) -> tuple[int, float]:
+    """One lookup on each of ``count`` connections made before: named, and the seconds
+    from the first write to the last answer."""
     clients = [await asyncio.open_connection("127.0.0.1", http) for _ in range(count)]
     await asyncio.sleep(0.05)  # every connection accepted before the lookups go
+    started = time.perf_counter()
     for _, writer in clients:
         writer.write(LOOKUP)
     named = sum(await asyncio.gather(*(answers(reader, 1) for reader, _ in clients)))
+    took = time.perf_counter() - started
     for _, writer in clients:
         writer.close()
-    return named
+    return named, took
 
 
 async def phase(
-    base: str, sip: int, name: str, burst: Callable[[], Awaitable[int]], lag: dict[float, float]
+    base: str,
+    sip: int,
+    name: str,
+    burst: Callable[[], Awaitable[tuple[int, float]]],
+    lag: dict[float, float],
 ) -> dict[float, float]:
     """Dips for 3 s with ``burst()`` started every 0.5 s; prints the phase's line."""
     dipping = asyncio.ensure_future(dips_for(("127.0.0.1", sip), 3.0))
-    named = []
+    named, took = [], []
     for _ in range(6):
         await asyncio.sleep(0.5)
-        named.append(await burst())
+        answered, seconds = await burst()
+        named.append(answered)
+        took.append(seconds)
     during = await dipping
     now = await loop_lag_reading.buckets(base)
     print(
         f"{name:<9} {line('dip', during)}; {loop_lag_reading.described(lag, now)};"
-        f" lookups named {sum(named)}"
+        f" lookups named {sum(named)}, a burst answered in {statistics.median(took) * 1e3:.1f}"
+        " ms (median)"
     )
     return now
 
 
 async def phases(base: str, http: int, sip: int, pipeline: int, connections: int) -> None:
-    await dips_for(("127.0.0.1", sip), 1.0)  # warm-up, not counted
-    lag = await loop_lag_reading.buckets(base)
-    idle = await dips_for(("127.0.0.1", sip), 3.0)
-    lag, before = await loop_lag_reading.buckets(base), lag
-    print(f"idle      {line('dip', idle)}; {loop_lag_reading.described(before, lag)}")
+    lag = await idle_phase(base, sip, "idle      ")
     lag = await phase(base, sip, "pipelined", lambda: pipelined(http, pipeline), lag)
     await phase(base, sip, "together", lambda: together(http, connections), lag)
 
