@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
-"""SIP dips while HTTP lookups arrive together at the connection front (turn_budget.py).
+"""SIP dips while lookups arrive together at the HTTP and SIP TCP fronts (turn_budget.py).
 
     .venv/bin/python bench/bench_front_burst.py [--pipelined 2000] [--connections 200]
-        [--rounds 3]
+        [--invites 2000] [--rounds 3]
 
 Per round: ``cnamd serve --demo --workers 1`` on a fresh embedded PostgreSQL; UDP
 INVITEs every 2 ms (500/s), each timed on arrival (arrival_clients.py), for 3 s idle,
-then for 3 s in each of two phases:
+then for 3 s in each of three phases:
 
-- ``pipelined``: every 0.5 s one client writes ``--pipelined`` lookups of a demo global name in
-  one write on one connection, as a PBX that pipelines does, and reads the answers;
+- ``pipelined``: every 0.5 s one client writes ``--pipelined`` lookups of a demo global
+  name in one write on one connection, as a PBX that pipelines does, and reads them;
 - ``together``: every 0.5 s ``--connections`` clients, connected beforehand, each write
-  one lookup at the same instant (a burst's first moment: issue #17's 200 callers).
+  one lookup at the same instant (a burst's first moment: issue #17's 200 callers);
+- ``sip-tcp``: every 0.5 s one SIP TCP connection gets ``--invites`` INVITEs for a demo
+  name in one write, as an SBC flushing its queue after a reconnect does, and reads the
+  302s.
 
 Prints, per phase, the dips' p99 and max on arrival, the worker's loop lag
-(cnamd_event_loop_lag_seconds: its 20 ms timers, how many ran late) and how long a
-burst took to be answered, from its first write (``together``'s connections are made
-before). The daemon's code
-is whatever ``cnamd`` imports: set PYTHONPATH to another checkout's src to measure it.
+(cnamd_event_loop_lag_seconds: its 20 ms timers, how many ran late), how many were
+answered (named, or a 302) and how long a burst took from its first write
+(``together``'s connections are made before). The daemon's code is whatever ``cnamd``
+imports: set PYTHONPATH to another checkout's src to measure it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from pathlib import Path
 import loop_lag_reading
 from bench_connection_storm import dips_for, idle_phase, line
 from demo_daemon import demo
+
+from cnamd.sip.dip_client import build_invite
 
 LOOKUP = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\n\r\n"
 
@@ -77,6 +82,26 @@ async def together(http: int, count: int) -> tuple[int, float]:
     return named, took
 
 
+async def sip_tcp(sip: int, count: int) -> tuple[int, float]:
+    """``count`` INVITEs in one write on one SIP TCP connection: how many got a 302, and
+    the seconds from the write to the last answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", sip)
+    local = writer.get_extra_info("sockname")
+    server = ("127.0.0.1", sip)
+    invites = b"".join(
+        build_invite("+492216698712", "+15550100", server, local, "tcp") for _ in range(count)
+    )
+    started = time.perf_counter()
+    writer.write(invites)
+    got, answers = 0, b""
+    while got < count and (chunk := await reader.read(65536)):
+        answers += chunk
+        got = answers.count(b"SIP/2.0 302 ")
+    took = time.perf_counter() - started
+    writer.close()
+    return got, took
+
+
 async def phase(
     base: str,
     sip: int,
@@ -96,30 +121,43 @@ async def phase(
     now = await loop_lag_reading.buckets(base)
     print(
         f"{name:<9} {line('dip', during)}; {loop_lag_reading.described(lag, now)};"
-        f" lookups named {sum(named)}, a burst answered in {statistics.median(took) * 1e3:.1f}"
+        f" answered {sum(named)}, a burst answered in {statistics.median(took) * 1e3:.1f}"
         " ms (median)"
     )
     return now
 
 
-async def phases(base: str, http: int, sip: int, pipeline: int, connections: int) -> None:
+async def phases(
+    base: str, http: int, sip: int, *, pipeline: int, connections: int, invites: int
+) -> None:
     lag = await idle_phase(base, sip, "idle      ")
     lag = await phase(base, sip, "pipelined", lambda: pipelined(http, pipeline), lag)
-    await phase(base, sip, "together", lambda: together(http, connections), lag)
+    lag = await phase(base, sip, "together", lambda: together(http, connections), lag)
+    await phase(base, sip, "sip-tcp", lambda: sip_tcp(sip, invites), lag)
 
 
-def sitting(pipeline: int, connections: int) -> None:
+def sitting(pipeline: int, connections: int, invites: int) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="cnamd-front-burst-") as tmp,
         demo(Path(tmp), 1) as daemon,
     ):
-        asyncio.run(phases(daemon.base, daemon.http, daemon.sip, pipeline, connections))
+        asyncio.run(
+            phases(
+                daemon.base,
+                daemon.http,
+                daemon.sip,
+                pipeline=pipeline,
+                connections=connections,
+                invites=invites,
+            )
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipelined", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--invites", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -128,4 +166,4 @@ if __name__ == "__main__":
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     print("PYTHONPATH:", os.environ.get("PYTHONPATH", "(unset)"), flush=True)
     for _ in range(args.rounds):
-        sitting(args.pipelined, args.connections)
+        sitting(args.pipelined, args.connections, args.invites)

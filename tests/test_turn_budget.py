@@ -7,6 +7,7 @@ import time
 
 import uvloop
 
+from cnamd import turn_budget
 from cnamd.turn_budget import TurnBudget
 
 
@@ -58,3 +59,14 @@ async def _put_off_after_a_timer() -> list[str]:
     time.sleep(0.002)  # noqa: ASYNC251 - the timer falls due before this turn ends
     assert await done is False
     return ran
+
+
+async def test_a_loops_fronts_share_its_budget_and_another_loop_has_its_own() -> None:
+    mine = turn_budget.of_running_loop()
+    assert turn_budget.of_running_loop() is mine
+    assert mine.seconds == turn_budget.TURN_BUDGET
+
+    async def other_loops() -> turn_budget.TurnBudget:
+        return turn_budget.of_running_loop()
+
+    assert await asyncio.to_thread(asyncio.run, other_loops()) is not mine

@@ -55,6 +55,7 @@ from cnamd.http.front import FrontServer
 from cnamd.logs import KeyValueFormatter
 from cnamd.model import Role
 from cnamd.turn_budget import TurnBudget
+from loop_turns import Turns
 
 #: the last request of every sequence: answered, then the connection closes
 CLOSING = b"GET /v1/lookup/+12125550001 HTTP/1.1\r\nHost: cnamd\r\nConnection: close\r\n\r\n"
@@ -366,23 +367,6 @@ async def test_clients_resetting_mid_pipeline_leave_the_others_answered(
     )
     assert results[2:] == [400] * 8
     await _until(lambda: not front_server(servers.front).fronts)
-
-
-class Turns:
-    """Counts the loop's turns: a callback that puts itself back on the ready queue,
-    which the loop runs once per turn."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self.now += 1
-        self._handle = self._loop.call_soon(self._tick)
-
-    def stop(self) -> None:
-        self._handle.cancel()
 
 
 class TurnNoting:

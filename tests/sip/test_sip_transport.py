@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from prometheus_client import REGISTRY
 from sip_peer import display_name, parse_reply, request
 
 from certificates import self_signed
-from cnamd import metrics
+from cnamd import metrics, turn_budget
+from cnamd.lookup import NameAnswer
 from cnamd.sip import Dip, DipSettings
 from cnamd.sip import transport as transport_module
 from cnamd.sip.transport import (
@@ -33,6 +35,7 @@ from cnamd.sip.transport import (
     serve_udp,
     split_hostport,
 )
+from loop_turns import Turns
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -366,6 +369,66 @@ async def test_tcp_garbage_without_end_is_cut_off_at_the_cap(tcp_server: tuple[s
             await writer.drain()
         await asyncio.wait_for(reader.readexactly(1), 5)
     writer.close()
+
+
+class TurnNotingNames(MemoryNames):
+    """MemoryNames noting the loop's turn at each question; at the first, it sets a timer
+    due at once and notes how many questions came before the timer ran."""
+
+    def __init__(self, turns: Turns) -> None:
+        super().__init__()
+        self.turns = turns
+        self.asked_in: list[int] = []
+        self.before_timer: list[int] = []
+
+    def caller_name(self, calling: str, called: str, source_ip: str) -> NameAnswer:
+        if not self.asked_in:
+            asyncio.get_running_loop().call_later(
+                0, lambda: self.before_timer.append(len(self.asked_in))
+            )
+        self.asked_in.append(self.turns.now)
+        return super().caller_name(calling, called, source_ip)
+
+
+async def test_tcp_invites_written_at_once_are_answered_over_turns_with_the_timers_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """600 INVITEs and then a message that cannot be framed, in one write, with the
+    loop's share of a turn at 0.5 ms: the INVITEs are answered over many turns, a timer
+    due at the first runs within two shares, while most are still to come (it waited
+    for all of them before), every answer comes in order, and the 400 and the close
+    come after them all."""
+    monkeypatch.setattr(turn_budget.of_running_loop(), "seconds", 0.0005)
+    turns = Turns()
+    names = TurnNotingNames(turns)
+    sock = bind_tcp("127.0.0.1", 0)
+    server = await serve_tcp(sock, Dip(DipSettings(), names))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        invites = [
+            request(via=f"SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-burst-{i}", call_id=f"{i}@burst")
+            for i in range(600)
+        ]
+        writer.write(b"".join(invites) + request("OPTIONS", content_length="-5"))
+        statuses, call_ids = [], []
+        for _ in range(601):
+            reply = parse_reply(await _read_response(reader))
+            statuses.append(reply.status)
+            call_ids.append(reply.one("Call-ID") if reply.status == 302 else "")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        turns.stop()
+        server.close()
+        await server.wait_closed()
+    assert statuses == [302] * 600 + [400]
+    assert call_ids[:600] == [f"{i}@burst" for i in range(600)]
+    per_turn = Counter(names.asked_in)
+    assert sum(per_turn.values()) == 600
+    assert len(per_turn) >= 5 and max(per_turn.values()) <= 300, per_turn
+    # asyncio's loop runs the timer after the next turn's put-off work (uvloop before it)
+    before = names.before_timer[0]
+    assert before < 400 and before <= 2 * max(per_turn.values()), (before, per_turn)
 
 
 @pytest.mark.parametrize("tcp_server", [StreamLimits(idle_timeout=0.3)], indirect=True)

@@ -64,11 +64,11 @@ from aiohttp.web_server import Server
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from cnamd import turn_budget
 from cnamd.http.access_log import AccessLog
 from cnamd.http.raw_answer import RawAnswer
 from cnamd.metrics import HTTP_CONNECTIONS_REFUSED as REFUSED
 from cnamd.metrics import HTTP_FRONT_HANDOVERS as HANDOVERS
-from cnamd.turn_budget import TURN_BUDGET, TurnBudget
 
 __all__ = ["FrontServer", "LookupFront", "scan_head"]
 
@@ -168,21 +168,14 @@ class FrontServer(Server):
     """aiohttp's low-level ``Server`` whose connections start on a ``LookupFront``.
 
     ``fast`` is its request handler too, for the connections handed to aiohttp.
-    ``turn_budget``: how long its connections answer in one turn of the loop.
+    ``turn``: how long its connections answer in one turn of the loop, the loop's share.
     """
 
-    def __init__(
-        self,
-        fast: Answers,
-        *,
-        max_connections: int = 0,
-        turn_budget: float = TURN_BUDGET,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, fast: Answers, *, max_connections: int = 0, **kwargs: Any) -> None:
         super().__init__(fast, **kwargs)  # type: ignore[arg-type]  # takes web.Request
         self.fast = fast
         self.fronts: set[LookupFront] = set()
-        self.turn = TurnBudget(turn_budget)
+        self.turn = turn_budget.of_running_loop()
         #: open connections, the front's and those handed to aiohttp; 0: no cap
         self.open = 0
         self.max_connections = max_connections

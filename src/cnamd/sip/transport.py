@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from cnamd import metrics
+from cnamd import metrics, turn_budget
 from cnamd.errors import ConfigError
 from cnamd.sip.dip import Dip, UdpFront
 from cnamd.sip.message import PING, StreamFramer
@@ -393,9 +393,10 @@ async def serve_udp(
 class _Connections:
     """Shared state of one stream listener."""
 
-    __slots__ = ("count", "dip", "flusher", "limits", "timed_out", "transport_name")
+    __slots__ = ("count", "dip", "flusher", "limits", "timed_out", "transport_name", "turn")
 
     def __init__(self, dip: Dip, limits: StreamLimits, transport_name: str) -> None:
+        self.turn = turn_budget.of_running_loop()  # the loop's share of a turn, for its fronts
         self.dip = dip
         self.limits = limits
         self.transport_name = transport_name
@@ -410,6 +411,11 @@ class SipStreamProtocol(asyncio.Protocol):
     One timer per connection closes it at the earlier of two deadlines: idle
     (no complete message for ``idle_timeout``) and the message deadline (a
     message begun ``message_timeout`` ago and not yet whole).
+
+    The messages of one read are answered for at most the loop's share of a turn
+    (turn_budget.py): a peer that writes 2,000 INVITEs at once held the loop for
+    20-30 ms, and every UDP dip and timer behind them. Past the share the rest wait,
+    in order, for the next turn, and the connection is not read from meanwhile.
     """
 
     def __init__(self, shared: _Connections) -> None:
@@ -423,6 +429,8 @@ class SipStreamProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._late = self._send_late
+        self._queued: list[bytes] = []  # messages read, put off to a later turn
+        self._writing_paused = False
 
     def _send_late(self, data: bytes, _destination: tuple[str, int]) -> None:
         """An answer that waited for an upstream source: on this connection, if still open."""
@@ -452,15 +460,33 @@ class SipStreamProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing:
             return
-        shared = self._shared
         framer = self._framer
+        frames = framer.feed(data)
+        if frames or framer.buffered():
+            self._progress(bool(frames))
+        if self._queued:  # a turn's share ran out: these wait behind the rest
+            self._queued += frames
+        else:
+            self._answer(frames)
+        if not self._queued:
+            self._end_if_unframed()
+
+    def _answer(self, frames: list[bytes]) -> None:
+        """Answer ``frames`` in order until the turn's share runs out; queue the rest for
+        the next turn, reading nothing meanwhile. The answers leave in one write: one send
+        syscall for a pipelining peer's whole burst instead of one per answer."""
+        transport = self._transport
+        assert transport is not None
+        shared = self._shared
         dip = shared.dip
         name = shared.transport_name
-        # The answers to one segment's messages leave in one write: one send syscall
-        # for a pipelining peer's whole burst instead of one per answer.
+        turn = shared.turn
         out: list[bytes] = []
-        frames = framer.feed(data)
+        done = 0
         for frame in frames:
+            if turn.spent():
+                break
+            done += 1
             if frame == PING:
                 out.append(PONG)
                 continue
@@ -469,11 +495,33 @@ class SipStreamProtocol(asyncio.Protocol):
                 out.append(response)
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if frames or framer.buffered():
-            self._progress(bool(frames))
+        if done < len(frames):
+            if not self._queued:
+                transport.pause_reading()
+            self._queued = frames[done:]
+            asyncio.get_running_loop().call_soon(self._resume)
+        elif self._queued:
+            self._queued = []
+            if not self._writing_paused:
+                transport.resume_reading()
+
+    def _resume(self) -> None:
+        """This connection's turn: answer what was put off, then read again."""
+        transport = self._transport
+        if transport is None or self._closing or transport.is_closing():
+            return
+        self._answer(self._queued)
+        if not self._queued:
+            self._end_if_unframed()
+
+    def _end_if_unframed(self) -> None:
+        """After the last message before a framing error: answer 400 and close."""
+        framer = self._framer
         if framer.error:
+            dip = self._shared.dip
             reason = "framing" if framer.error.startswith(b"bad") else "oversize"
             dip.dropped[reason].inc()
+            name = self._shared.transport_name
             self._reject(dip.refuse(framer.rejected, self._peer, name, 400, framer.error))
 
     def _reject(self, response: bytes | None) -> None:
@@ -526,12 +574,14 @@ class SipStreamProtocol(asyncio.Protocol):
         self._timer = loop.call_at(due, self._check_timers)
 
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._closing:
-            self._transport.resume_reading()
+        self._writing_paused = False
+        if self._transport is not None and not self._closing and not self._queued:
+            self._transport.resume_reading()  # else once the queue is answered
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
