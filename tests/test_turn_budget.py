@@ -11,15 +11,35 @@ from cnamd import turn_budget
 from cnamd.turn_budget import TurnBudget
 
 
-async def test_a_turns_first_question_opens_its_share_and_the_next_turn_renews_it() -> None:
+def _ask_until_spent(budget: TurnBudget) -> tuple[int, float]:
+    """A front's questions, answer after answer, until the share is spent: how many were
+    answered, and the seconds they took (bounded)."""
+    started = time.perf_counter()
+    answered = 0
+    while not budget.spent():
+        answered += 1
+        assert time.perf_counter() - started < 5, "the share never ran out"
+    return answered, time.perf_counter() - started
+
+
+async def test_a_share_runs_out_after_its_time_and_the_next_turn_renews_it() -> None:
     budget = TurnBudget(0.001)
-    assert not budget.spent()  # the turn's first question: never spent
-    assert not budget.spent()  # within the share
-    time.sleep(0.002)  # noqa: ASYNC251 - the turn runs past its share, holding the loop
-    assert budget.spent()
-    assert budget.spent()
+    answered, took = _ask_until_spent(budget)  # the turn's first question opens it
+    assert answered > 1 and took >= 0.001
+    assert budget.spent()  # and it stays spent for the rest of the turn
     await asyncio.sleep(0)  # the next turn
+    answered, took = _ask_until_spent(budget)
+    assert answered > 1 and took >= 0.001
+
+
+async def test_a_share_left_from_an_earlier_turn_is_opened_afresh() -> None:
+    """A share opened by one question and never half used is not watched (no callback,
+    no extra turn); a later turn's questions get a whole share of their own."""
+    budget = TurnBudget(0.004)
     assert not budget.spent()
+    await asyncio.sleep(0.005)  # turns go by, longer than the share
+    answered, took = _ask_until_spent(budget)
+    assert answered > 1 and took >= 0.004
 
 
 async def test_a_budget_of_nothing_answers_one_question_per_turn() -> None:
