@@ -1,22 +1,23 @@
 """A share of one turn of the event loop: how long a front may go on answering before it
 leaves the rest of its work for the next turn.
 
-Work that arrives together -- 200 new connections each with a lookup, or one client's
-2,000 pipelined lookups in one read -- is otherwise all answered in the turn it
-arrives in, and every timer (an upstream dip's retransmission, a deadline, the
-loop-lag probe) waits behind it: 8.6 ms for the 200 lookups of issue #17's burst
-(bench/README.md).
-A front asks ``spent()`` before each answer; once it says so, the front puts the rest
-off with ``call_soon``. uvloop (libuv) runs the timers due at the start of each turn,
-before the callbacks put off in the turn before; asyncio's own loop runs them after
-those, in the same turn: a timer waits for one more share there, not for the rest.
+Work that arrives together -- 200 new connections each with a lookup, or 2,000
+lookups or INVITEs in one write -- is otherwise all answered in the turn it arrives
+in, and every timer (an upstream dip's retransmission, a deadline, the loop-lag probe)
+waits behind it: 8.6 ms for the 200 lookups of issue #17's burst, 20-35 ms for the
+2,000 (bench/README.md). A front asks ``spent()`` before each answer; once it says so,
+the front puts the rest off with ``call_soon``. uvloop (libuv) runs the timers due at
+the start of each turn, before the callbacks put off in the turn before; asyncio's own
+loop runs them after those, in the same turn: a timer waits for one more share there,
+not for the rest.
 
-The turn is measured in wall time from the first question in it, so the work of others
-that the loop ran meanwhile (datagrams, tasks) counts too: what a timer waits for is
-the turn's length, not the front's own share of it. For the same reason a worker's
-fronts -- the HTTP connections (http/front.py) and the SIP streams (sip/transport.py)
--- share one budget, the loop's (``of_running_loop``). The first question of each turn
-is always answered "not spent", so a front gets somewhere in every turn.
+A share is measured in wall time from the question that opened it (in this turn, or
+less than half a share before it: ``TurnBudget``), so the work of others that the loop
+ran meanwhile (datagrams, tasks) counts too: what a timer waits for is the turn's
+length, not the front's own share of it. For the same reason a worker's fronts -- the
+HTTP connections (http/front.py) and the SIP streams (sip/transport.py) -- share one
+budget, the loop's (``of_running_loop``). The first question of each turn is always
+answered "not spent", so a front gets somewhere in every turn.
 """
 
 from __future__ import annotations
