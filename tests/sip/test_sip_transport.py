@@ -390,10 +390,12 @@ class TurnNotingNames(MemoryNames):
         return super().caller_name(calling, called, source_ip)
 
 
+@pytest.mark.parametrize("over", ["tcp", "tls"])
 async def test_tcp_invites_written_at_once_are_answered_over_turns_with_the_timers_between(
-    monkeypatch: pytest.MonkeyPatch,
+    over: str, monkeypatch: pytest.MonkeyPatch, tls_files: tuple[Path, Path]
 ) -> None:
-    """600 INVITEs and then a message that cannot be framed, in one write, with the
+    """600 INVITEs and then a message that cannot be framed, in one write (over TCP, and
+    over TLS, whose reads come through the SSL protocol's own buffer), with the
     loop's share of a turn at 0.5 ms: the INVITEs are answered over many turns, a timer
     due at the first runs within two shares, while most are still to come (it waited
     for all of them before), every answer comes in order, and the 400 and the close
@@ -401,14 +403,21 @@ async def test_tcp_invites_written_at_once_are_answered_over_turns_with_the_time
     monkeypatch.setattr(turn_budget.of_running_loop(), "seconds", 0.0005)
     turns = Turns()
     names = TurnNotingNames(turns)
+    server_ctx = client_ctx = None
+    if over == "tls":
+        cert, key = tls_files
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(cert, key)
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        client_ctx.check_hostname = False
     sock = bind_tcp("127.0.0.1", 0)
-    server = await serve_tcp(sock, Dip(DipSettings(), names))
+    server = await serve_tcp(sock, Dip(DipSettings(), names), ssl=server_ctx)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
-        invites = [
-            request(via=f"SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-burst-{i}", call_id=f"{i}@burst")
-            for i in range(600)
-        ]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", sock.getsockname()[1], ssl=client_ctx
+        )
+        via = f"SIP/2.0/{over.upper()} 127.0.0.1:9;branch=z9hG4bK-burst-"
+        invites = [request(via=f"{via}{i}", call_id=f"{i}@burst") for i in range(600)]
         writer.write(b"".join(invites) + request("OPTIONS", content_length="-5"))
         statuses, call_ids = [], []
         for _ in range(601):
