@@ -403,13 +403,7 @@ async def test_tcp_invites_written_at_once_are_answered_over_turns_with_the_time
     monkeypatch.setattr(turn_budget.of_running_loop(), "seconds", 0.0005)
     turns = Turns()
     names = TurnNotingNames(turns)
-    server_ctx = client_ctx = None
-    if over == "tls":
-        cert, key = tls_files
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_ctx.load_cert_chain(cert, key)
-        client_ctx = ssl.create_default_context(cafile=str(cert))
-        client_ctx.check_hostname = False
+    server_ctx, client_ctx = _tls_contexts(tls_files) if over == "tls" else (None, None)
     sock = bind_tcp("127.0.0.1", 0)
     server = await serve_tcp(sock, Dip(DipSettings(), names), ssl=server_ctx)
     try:
@@ -460,12 +454,18 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return self_signed(d)
 
 
-async def test_tls_dip_is_answered(tls_files: tuple[Path, Path]) -> None:
+def _tls_contexts(tls_files: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The server's context with the self-signed certificate, and a client's trusting it."""
     cert, key = tls_files
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))
     client_ctx.check_hostname = False
+    return server_ctx, client_ctx
+
+
+async def test_tls_dip_is_answered(tls_files: tuple[Path, Path]) -> None:
+    server_ctx, client_ctx = _tls_contexts(tls_files)
     sock = bind_tcp("127.0.0.1", 0)
     server = await serve_tcp(sock, _dip(), ssl=server_ctx)
     try:

@@ -13,26 +13,9 @@ from fake_provider import FAST, FakeProvider, asking, unguarded_source
 
 from cnamd.upstream.chain import STARTS_PER_TURN
 from cnamd.upstream.source import Outcome, Source
+from loop_turns import Turns
 
 MISSES = 40
-
-
-class Turns:
-    """Counts the loop's turns: a callback that runs once a turn and schedules itself."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self._loop = asyncio.get_running_loop()
-        self._running = True
-        self._loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self.now += 1
-        if self._running:
-            self._loop.call_soon(self._tick)
-
-    def stop(self) -> None:
-        self._running = False
 
 
 class Noting:
