@@ -381,7 +381,12 @@ class TurnNotingNames(MemoryNames):
         self.asked_in: list[int] = []
         self.before_timer: list[int] = []
 
+    #: the caller the notes are about (the burst's); others are answered unnoted
+    noted = "+492216698712"
+
     def caller_name(self, calling: str, called: str, source_ip: str) -> NameAnswer:
+        if calling != self.noted:
+            return super().caller_name(calling, called, source_ip)
         if not self.asked_in:
             asyncio.get_running_loop().call_later(
                 0, lambda: self.before_timer.append(len(self.asked_in))
@@ -396,22 +401,42 @@ async def test_tcp_invites_written_at_once_are_answered_over_turns_with_the_time
 ) -> None:
     """600 INVITEs and then a message that cannot be framed, in one write (over TCP, and
     over TLS, whose reads come through the SSL protocol's own buffer), with the
-    loop's share of a turn at 0.5 ms: the INVITEs are answered over many turns, a timer
-    due at the first runs within two shares, while most are still to come (it waited
-    for all of them before), every answer comes in order, and the 400 and the close
-    come after them all."""
+    loop's share of a turn at 0.5 ms, while four other peers dip one INVITE at a time:
+    the INVITEs are answered over many turns, a timer due at the first runs within two
+    shares, while most are still to come (it waited for all of them before), every
+    answer comes in order, and the 400 and the close come after them all; every
+    other peer's dip is answered meanwhile."""
     monkeypatch.setattr(turn_budget.of_running_loop(), "seconds", 0.0005)
     turns = Turns()
     names = TurnNotingNames(turns)
     server_ctx, client_ctx = _tls_contexts(tls_files) if over == "tls" else (None, None)
     sock = bind_tcp("127.0.0.1", 0)
     server = await serve_tcp(sock, Dip(DipSettings(), names), ssl=server_ctx)
+    port = sock.getsockname()[1]
+    via = f"SIP/2.0/{over.upper()} 127.0.0.1:9;branch=z9hG4bK-"
+
+    async def peer(who: int) -> list[str]:
+        """50 dips one after the other; the Call-IDs of the 302s that named the caller."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        named = []
+        for i in range(50):
+            writer.write(
+                request(
+                    via=f"{via}peer-{who}-{i}",
+                    from_=f"<sip:+4930123456@127.0.0.1>;tag=p{who}",
+                    call_id=f"{who}-{i}@peer",
+                )
+            )
+            reply = parse_reply(await _read_response(reader))
+            if reply.status == 302 and "Quote" in reply.one("Contact"):
+                named.append(reply.one("Call-ID"))
+        writer.close()
+        return named
+
     try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", sock.getsockname()[1], ssl=client_ctx
-        )
-        via = f"SIP/2.0/{over.upper()} 127.0.0.1:9;branch=z9hG4bK-burst-"
-        invites = [request(via=f"{via}{i}", call_id=f"{i}@burst") for i in range(600)]
+        peers = asyncio.gather(*(peer(who) for who in range(4)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        invites = [request(via=f"{via}burst-{i}", call_id=f"{i}@burst") for i in range(600)]
         writer.write(b"".join(invites) + request("OPTIONS", content_length="-5"))
         statuses, call_ids = [], []
         for _ in range(601):
@@ -420,6 +445,9 @@ async def test_tcp_invites_written_at_once_are_answered_over_turns_with_the_time
             call_ids.append(reply.one("Call-ID") if reply.status == 302 else "")
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+        assert await asyncio.wait_for(peers, 10) == [
+            [f"{who}-{i}@peer" for i in range(50)] for who in range(4)
+        ]
     finally:
         turns.stop()
         server.close()
